@@ -1,0 +1,1 @@
+"""Keras Tuner baselines: hand-designed CNN / LSTM / CNN-LSTM (+attention) models."""

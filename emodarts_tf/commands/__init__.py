@@ -1,0 +1,1 @@
+"""Command implementations behind the thin scripts in cli/ (each exposes main(argv))."""

@@ -1,0 +1,278 @@
+"""Typed experiment configuration: dataclasses loaded from YAML and overridden from the command line.
+
+A config file (``configs/*.yaml``) holds any subset of the sections below; what it leaves out keeps the
+dataclass default. The defaults are the emoDARTS paper's settings (Rajapakshe et al., 2024) where the
+paper gives one. Command-line overrides use dotted keys, e.g. ``--set search.epochs=3``; values are
+parsed as YAML scalars or lists (``--set space.seq_ops=[lstm_1,skip_connect]``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class FeatureConfig:
+    """MFCC extraction. The defaults are the paper's preset: 32750 Hz, 8 s, 128 MFCCs, max-pool 4 in time."""
+
+    sample_rate: int = 32750
+    duration_s: float = 8.0
+    n_mfcc: int = 128
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: Optional[float] = None
+    time_pool: int = 4
+
+
+@dataclass
+class SpecAugmentConfig:
+    """Time and frequency masking (tensorflow-io) applied to training batches only."""
+
+    enabled: bool = False
+    time_mask: int = 0  # widest time mask, in frames
+    freq_mask: int = 0  # widest frequency mask, in coefficients
+    num_masks: int = 1
+
+
+@dataclass
+class DataConfig:
+    """Which corpus, which utterances, which folds, and how batches are streamed."""
+
+    corpus: str = "demo"  # iemocap | msp-improv | msp-podcast | emodb | csv | demo
+    root: Optional[str] = None  # corpus root (a CSV file for `csv`); unused for `demo`
+    protocol: str = "default"  # default | loso | loso-session | emodarts | official | emodb5
+    classes: Optional[list] = None  # None: the corpus's standard 4-class set
+    selection: str = "all"  # IEMOCAP: improvised | scripted | all
+    merge_exc: bool = False  # IEMOCAP: count `exc` as `hap`
+    msp_improv_labels: str = "consensus"  # MSP-IMPROV: consensus | target
+    cache_dir: str = "cache"  # feature cache (shared by runs with the same feature config)
+    workers: int = 0  # extraction processes; 0 = all cores
+    normalize: str = "coefficient"  # coefficient | global | none; statistics from the training part only
+    weights_fraction: float = 0.5  # search split: share of the training part that trains the weights
+    val_fraction: float = 0.2  # share of training speakers held out for validation (at least one)
+    shuffle_buffer: int = 2048
+    spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+
+
+@dataclass
+class SearchSpaceConfig:
+    """Sizes and candidate ops of the emoDARTS search space (and of the retrained network)."""
+
+    init_channels: int = 8
+    cnn_cells: int = 4  # reduction cells at cnn_cells // 3 and 2 * cnn_cells // 3
+    cnn_nodes: int = 4
+    stem_multiplier: int = 3
+    cnn_ops: Any = "all"  # "all" or a list of CNN op names
+    seq_cells: int = 4
+    seq_nodes: int = 4
+    seq_hidden: Optional[int] = None  # None: the channel count of the CNN output
+    seq_ops: Any = "all"  # "all" | "lstm" | "rnn" | "lstm_att" | "rnn_att" | a list of SeqNN op names
+    dropout: float = 0.0  # before the classifier
+
+
+@dataclass
+class SearchConfig:
+    """The bilevel DARTS search (the paper's settings)."""
+
+    epochs: int = 50
+    batch_size: int = 64
+    w_lr: float = 0.025
+    w_lr_min: float = 0.001
+    w_momentum: float = 0.9
+    w_weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    alpha_lr: float = 3e-4
+    alpha_beta1: float = 0.5
+    alpha_beta2: float = 0.999
+    alpha_weight_decay: float = 1e-3
+    alpha_init_scale: float = 1e-3
+    order: str = "first"  # first | second (unrolled)
+    warmup_epochs: int = 0  # epochs of weight-only training before alphas move
+    max_skip: Optional[int] = 2  # cap on skip_connect per normal/SeqNN cell of the genotype (P-DARTS: 2)
+    steps_per_epoch: Optional[int] = None  # None: one pass over the weights part
+    jit_compile: bool = False  # XLA; slower on CPUs, opt-in
+    mixed_precision: bool = False
+    strategy: str = "auto"  # auto | default | mirrored
+
+
+@dataclass
+class TrainConfig:
+    """Retraining a genotype from scratch (the paper's 'augment' stage)."""
+
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 0.025
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    drop_path: float = 0.0
+    aux_weight: float = 0.0  # > 0 adds the auxiliary head after the 2/3 reduction cell
+    patience: int = 10  # early stopping on validation UA
+    init_channels: Optional[int] = None  # None: space.init_channels
+    cnn_cells: Optional[int] = None  # None: space.cnn_cells
+    seq_cells: Optional[int] = None  # None: space.seq_cells
+    jit_compile: bool = False
+    mixed_precision: bool = False
+
+
+@dataclass
+class BaselineConfig:
+    """Keras Tuner baselines over the same MFCCs."""
+
+    family: str = "cnn_lstm"  # cnn | lstm | cnn_lstm | cnn_lstm_att
+    tuner: str = "random"  # hyperband | bayesian | random
+    trials: int = 10
+    epochs: int = 50
+    batch_size: int = 64
+    patience: int = 10
+    space_file: str = "baselines.yaml"  # search spaces, relative to configs/
+
+
+@dataclass
+class ExperimentConfig:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    space: SearchSpaceConfig = field(default_factory=SearchSpaceConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _build(cls: type, values: dict, where: str):
+    """Instantiate dataclass `cls` from `values`, recursing into nested sections; unknown keys are errors."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected a mapping, received {type(values).__name__}: {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ValueError(
+                f"{where}: unknown key {key!r}; expected one of {sorted(known)}"
+            )
+        tp = hints[key]
+        if _is_dataclass_type(tp):
+            kwargs[key] = _build(tp, value or {}, f"{where}.{key}")
+        else:
+            kwargs[key] = _coerce(value, tp, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check a scalar against its annotation; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is typing.Union:  # Optional[X]
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is str and isinstance(value, str):
+        return value
+    if tp is list or origin is list:
+        if isinstance(value, list):
+            return value
+    raise ValueError(f"{where}: expected {getattr(tp, '__name__', tp)}, received {value!r}")
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """Turn ``a.b.c=value`` into ``{"a": {"b": {"c": value}}}`` with a YAML-parsed value."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r}: expected KEY=VALUE with a dotted key, e.g. search.epochs=3")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ValueError(f"override {text!r}: empty key")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    nested: dict = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        nested = {part: nested}
+    return nested
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config path as given, or a bare name looked up in ``configs/`` (with or without ``.yaml``)."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    for name in (str(path), f"{path}.yaml"):
+        in_dir = CONFIG_DIR / name
+        if in_dir.is_file():
+            return in_dir
+    raise ValueError(f"config {str(path)!r}: no such file (looked in the working directory and {CONFIG_DIR})")
+
+
+def load_yaml_dict(path: str | Path) -> dict:
+    resolved = resolve_config_path(path)
+    try:
+        loaded = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config {resolved}: not valid YAML ({exc})") from exc
+    if not isinstance(loaded, dict):
+        raise ValueError(f"config {resolved}: expected a mapping at the top level")
+    # `extends: other.yaml` layers this file on top of another config.
+    parent = loaded.pop("extends", None)
+    if parent is not None:
+        loaded = _deep_merge(load_yaml_dict(parent), loaded)
+    return loaded
+
+
+def config_from_dict(values: dict, where: str = "config") -> ExperimentConfig:
+    return _build(ExperimentConfig, values, where)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    updates: dict | None = None,
+) -> ExperimentConfig:
+    """Load ``path`` (or the defaults), then apply ``updates`` (a nested dict) and dotted ``overrides``."""
+    values = load_yaml_dict(path) if path is not None else {}
+    where = str(path) if path is not None else "config"
+    if updates:
+        values = _deep_merge(values, updates)
+    for text in overrides or []:
+        values = _deep_merge(values, parse_override(text))
+    return config_from_dict(values, where)
+
+
+def save_config(config: ExperimentConfig, path: str | Path) -> None:
+    from emodarts_tf.utils.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Corpora, speaker-independent protocols, MFCC features, the feature cache and tf.data pipelines."""

@@ -1,0 +1,1 @@
+"""Retraining a genotype, speaker-independent evaluation (UA, WA, F1) and reports."""

@@ -1,0 +1,88 @@
+"""Cross-fold summaries shared by retraining (``cli/train.py``) and baselines (``cli/baseline.py``).
+
+``<run>/summary.json``::
+
+    {"kind": "emodarts" | "baseline:<family>", "classes": [...], "folds": [1, 2, ...],
+     "ua": {"mean": m, "std": s, "per_fold": {"1": v, ...}}, "wa": {...}, "f1": {...},
+     "params": int | null, "flops": int | null,
+     "compute_s": {"search": s, "train": s, "tuning": s},   # wall-clock seconds each stage spent
+     "extra": {...}}
+
+``std`` is the population standard deviation over folds (ddof = 0), as numpy and most SER papers report.
+``<run>/summary.md`` holds the same figures as a Markdown table.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from emodarts_tf.utils.io import atomic_write_text, read_json, write_json
+
+METRIC_KEYS = ("ua", "wa", "f1")
+
+
+def summarise(
+    per_fold: dict,
+    kind: str,
+    classes: list,
+    params: int | None = None,
+    flops: int | None = None,
+    compute_s: dict | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """``per_fold`` maps fold index -> a metrics dict holding at least ``ua``, ``wa`` and ``f1``."""
+    if not per_fold:
+        raise ValueError("per_fold: no fold results to summarise")
+    folds = sorted(int(k) for k in per_fold)
+    summary = {"kind": kind, "classes": list(classes), "folds": folds}
+    for key in METRIC_KEYS:
+        values = []
+        for k in folds:
+            metrics = per_fold[k] if k in per_fold else per_fold[str(k)]
+            if key not in metrics:
+                raise ValueError(f"fold {k}: metrics lack {key!r}")
+            values.append(float(metrics[key]))
+        arr = np.asarray(values)
+        summary[key] = {
+            "mean": float(arr.mean()),
+            "std": float(arr.std()),
+            "per_fold": {str(k): v for k, v in zip(folds, values)},
+        }
+    summary["params"] = None if params is None else int(params)
+    summary["flops"] = None if flops is None else int(flops)
+    summary["compute_s"] = dict(compute_s or {})
+    summary["extra"] = dict(extra or {})
+    return summary
+
+
+def markdown_table(summary: dict, title: str | None = None) -> str:
+    lines = []
+    if title:
+        lines += [f"### {title}", ""]
+    lines.append("| fold | UA | WA | macro F1 |")
+    lines.append("|---|---|---|---|")
+    for k in summary["folds"]:
+        row = [f"{summary[m]['per_fold'][str(k)]:.4f}" for m in METRIC_KEYS]
+        lines.append(f"| {k} | " + " | ".join(row) + " |")
+    mean = [f"{summary[m]['mean']:.4f} ± {summary[m]['std']:.4f}" for m in METRIC_KEYS]
+    lines.append("| mean ± std | " + " | ".join(mean) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(out_dir: str | Path, summary: dict, title: str | None = None) -> Path:
+    out_dir = Path(out_dir)
+    write_json(out_dir / "summary.json", summary)
+    atomic_write_text(out_dir / "summary.md", markdown_table(summary, title))
+    return out_dir / "summary.json"
+
+
+def load_summary(run_dir: str | Path) -> dict:
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / "summary.json"
+    summary = read_json(path)
+    for key in METRIC_KEYS:
+        if key not in summary or "mean" not in summary[key]:
+            raise ValueError(f"{path}: not a run summary (missing {key!r} with 'mean')")
+    return summary

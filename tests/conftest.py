@@ -1,0 +1,35 @@
+"""Shared fixtures: every test is seeded; the real EmoDB corpus is read from ../shared/data/emodb."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EMODB_ROOT = PROJECT_ROOT.parent / "shared" / "data" / "emodb"
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    from emodarts_tf.utils.seed import seed_everything
+
+    seed_everything(1234)
+    yield
+    import keras
+
+    keras.backend.clear_session()
+
+
+@pytest.fixture(scope="session")
+def emodb_root() -> Path:
+    if not (EMODB_ROOT / "wav").is_dir():
+        pytest.skip(f"EmoDB not found at {EMODB_ROOT}")
+    return EMODB_ROOT
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return PROJECT_ROOT
