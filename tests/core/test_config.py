@@ -1,0 +1,56 @@
+"""Typed configs: YAML layering, dotted overrides, and clear errors for bad keys and values."""
+import pytest
+
+from emodarts_tf.config import ExperimentConfig, load_config, parse_override, save_config
+
+
+def test_defaults_are_the_paper_settings():
+    c = ExperimentConfig()
+    assert (c.features.sample_rate, c.features.duration_s, c.features.n_mfcc, c.features.time_pool) == (32750, 8.0, 128, 4)
+    assert (c.space.init_channels, c.space.cnn_cells, c.space.seq_cells, c.space.cnn_nodes) == (8, 4, 4, 4)
+    s = c.search
+    assert (s.epochs, s.batch_size, s.w_lr, s.w_lr_min, s.w_momentum) == (50, 64, 0.025, 0.001, 0.9)
+    assert (s.w_weight_decay, s.grad_clip, s.alpha_lr, s.alpha_beta1, s.alpha_beta2, s.alpha_weight_decay) == (
+        3e-4, 5.0, 3e-4, 0.5, 0.999, 1e-3)
+
+
+def test_paper_yaml_equals_defaults_where_it_speaks():
+    paper = load_config("paper.yaml")
+    defaults = ExperimentConfig()
+    assert paper.features == defaults.features
+    assert paper.search.alpha_lr == defaults.search.alpha_lr
+
+
+def test_demo_extends_paper_and_overrides_win(tmp_path):
+    c = load_config("demo", ["search.epochs=2", "space.seq_ops=[lstm_1, none]", "features.fmax=8000"])
+    assert c.data.corpus == "demo"
+    assert c.search.epochs == 2
+    assert c.search.alpha_lr == 3e-4  # inherited from paper.yaml
+    assert c.space.seq_ops == ["lstm_1", "none"]
+    assert c.features.fmax == 8000.0 and isinstance(c.features.fmax, float)
+    save_config(c, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert again == c
+
+
+def test_unknown_key_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("search:\n  epochz: 3\n")
+    with pytest.raises(ValueError, match="epochz"):
+        load_config(bad)
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ValueError, match=r"search\.epochs.*'many'"):
+        load_config(None, ["search.epochs=many"])
+
+
+def test_missing_config_file_is_named():
+    with pytest.raises(ValueError, match="nope.yaml"):
+        load_config("nope.yaml")
+
+
+def test_parse_override_nested():
+    assert parse_override("a.b.c=[1, 2]") == {"a": {"b": {"c": [1, 2]}}}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_override("search.epochs")
