@@ -8,18 +8,21 @@ from pathlib import Path
 
 from emodarts_tf.utils.io import atomic_write_text, read_json, write_json
 
-RECORD_COLUMNS = ("path", "label", "speaker", "session", "split")
+# `gender` (M, F or empty when unknown) follows the five columns of the issue; readers that only know those
+# five ignore it, and it lets validation speakers be chosen gender-balanced from a records file alone.
+RECORD_COLUMNS = ("path", "label", "speaker", "session", "split", "gender")
 
 
 @dataclass(frozen=True)
 class Record:
-    """One utterance: its audio file, emotion label, speaker, session (or group) and official split."""
+    """One utterance: its audio file, emotion label, speaker, session (or group), official split and gender."""
 
     path: str
     label: str
     speaker: str
     session: str = ""
     split: str = ""
+    gender: str = ""  # "M", "F" or "" (unknown)
 
 
 @dataclass
@@ -61,7 +64,7 @@ def write_records(path: str | Path, records: list[Record]) -> Path:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(RECORD_COLUMNS)
     for rec in records:
-        writer.writerow([rec.path, rec.label, rec.speaker, rec.session, rec.split])
+        writer.writerow([rec.path, rec.label, rec.speaker, rec.session, rec.split, rec.gender])
     return atomic_write_text(path, buf.getvalue())
 
 
@@ -81,6 +84,7 @@ def read_records(path: str | Path) -> list[Record]:
                 speaker=row["speaker"],
                 session=row.get("session") or "",
                 split=row.get("split") or "",
+                gender=row.get("gender") or "",
             )
             for row in reader
         ]

@@ -1,0 +1,201 @@
+"""Audio loading and MFCC features (librosa), as in the emoDARTS paper.
+
+The paper's preset (the defaults of :class:`~emodarts_tf.config.FeatureConfig`): load at 32750 Hz, pad or
+cut to 8 s, ``librosa.feature.mfcc(n_mfcc=128)`` with n_fft 2048 and hop 512 (512 frames), then max-pool
+over time by 4, giving 128 x 128.
+
+Every problem with an audio file (missing, empty, not audio, truncated, silent, non-finite samples) raises
+:class:`AudioError`, a ``ValueError`` whose message names the file and the problem.
+
+Example:
+
+>>> from emodarts_tf.config import FeatureConfig
+>>> feature_shape(FeatureConfig())
+(128, 128)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from emodarts_tf.config import FeatureConfig
+
+# Bumped whenever the computation below changes in a way the FeatureConfig does not capture; part of the
+# cache key, so that an old cache is never mistaken for a new one.
+FEATURE_VERSION = 1
+
+# Peak amplitude (full scale 1.0) below which a file counts as silent: about -80 dBFS, i.e. under 4 LSB
+# of 16-bit PCM.
+SILENCE_PEAK = 1e-4
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def validate_feature_config(cfg: FeatureConfig) -> None:
+    """Raise ``ValueError`` naming the field when ``cfg`` cannot produce features."""
+    if cfg.sample_rate <= 0:
+        raise ValueError(f"features.sample_rate: expected a positive rate in Hz, received {cfg.sample_rate!r}")
+    if cfg.duration_s <= 0:
+        raise ValueError(f"features.duration_s: expected a positive duration, received {cfg.duration_s!r}")
+    for name in ("n_mfcc", "n_fft", "hop_length", "n_mels", "time_pool"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"features.{name}: expected a positive integer, received {value!r}")
+    if cfg.n_mfcc > cfg.n_mels:
+        raise ValueError(
+            f"features.n_mfcc: expected at most n_mels ({cfg.n_mels}) coefficients, received {cfg.n_mfcc}"
+        )
+    nyquist = cfg.sample_rate / 2.0
+    fmax = nyquist if cfg.fmax is None else cfg.fmax
+    if not 0 <= cfg.fmin < fmax <= nyquist:
+        raise ValueError(
+            f"features.fmin/fmax: expected 0 <= fmin < fmax <= {nyquist:g} (Nyquist), "
+            f"received fmin={cfg.fmin!r}, fmax={cfg.fmax!r}"
+        )
+    if num_samples(cfg) < cfg.hop_length:
+        raise ValueError(
+            f"features.duration_s: {cfg.duration_s} s at {cfg.sample_rate} Hz is shorter than one hop "
+            f"({cfg.hop_length} samples)"
+        )
+    frames = 1 + num_samples(cfg) // cfg.hop_length
+    if frames < cfg.time_pool:
+        raise ValueError(
+            f"features.time_pool: expected at most the {frames} MFCC frames, received {cfg.time_pool}"
+        )
+
+
+def num_samples(cfg: FeatureConfig) -> int:
+    """Samples per utterance after padding or cutting to ``cfg.duration_s``."""
+    return int(round(cfg.sample_rate * cfg.duration_s))
+
+
+def feature_shape(cfg: FeatureConfig) -> tuple[int, int]:
+    """``(n_mfcc, frames)`` after time pooling; the paper preset gives ``(128, 128)``."""
+    validate_feature_config(cfg)
+    frames = 1 + num_samples(cfg) // cfg.hop_length  # librosa's centred framing
+    return cfg.n_mfcc, frames // cfg.time_pool
+
+
+def feature_config_hash(cfg: FeatureConfig) -> str:
+    """A short, stable hash of everything that determines the features (the cache key)."""
+    import librosa
+
+    payload = {
+        "features": asdict(cfg),
+        "feature_version": FEATURE_VERSION,
+        "librosa": librosa.__version__,
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _check_wav_truncation(path: Path, size: int) -> None:
+    """For RIFF/WAVE files, compare the data size the header declares with the bytes on disk.
+
+    libsndfile silently reads what is there, so a cut-off copy would otherwise pass as a shorter file.
+    """
+    with path.open("rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        offset = 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk = handle.read(8)
+            if len(chunk) < 8:
+                return
+            chunk_id, chunk_size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if chunk_id == b"data":
+                available = size - offset - 8
+                # 0 and 0xFFFFFFFF mark a stream whose size was never written back; nothing to compare.
+                if chunk_size not in (0, 0xFFFFFFFF) and chunk_size > available:
+                    raise AudioError(
+                        path,
+                        f"truncated WAV file: the header declares {chunk_size} bytes of audio data, "
+                        f"the file holds {available}",
+                    )
+                return
+            offset += 8 + chunk_size + (chunk_size & 1)
+
+
+def load_audio(path: str | os.PathLike, cfg: FeatureConfig) -> np.ndarray:
+    """Mono float32 samples at ``cfg.sample_rate``, zero-padded or cut to ``cfg.duration_s``.
+
+    Reads with soundfile, averages channels and resamples exactly as ``librosa.load(path, sr=...)`` does,
+    so that features match librosa computed directly on the file.
+
+    Raises:
+        AudioError: the file is missing, empty, not audio, truncated, silent or holds non-finite samples.
+    """
+    import librosa
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "no such file")
+    size = path.stat().st_size
+    if size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    _check_wav_truncation(path, size)
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            native_sr = handle.samplerate
+            y = handle.read(dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioError(path, f"not a readable audio file ({exc})") from None
+    if y.size == 0:
+        raise AudioError(path, "no audio samples (0 frames)")
+    y = y.T  # librosa's layout: (channels, samples)
+    y = librosa.to_mono(y)
+    if not np.all(np.isfinite(y)):
+        raise AudioError(path, "audio holds non-finite samples (NaN or infinity)")
+    peak = float(np.max(np.abs(y)))
+    if peak < SILENCE_PEAK:
+        raise AudioError(path, f"silent audio (peak amplitude {peak:.2e} < {SILENCE_PEAK:.0e})")
+    if native_sr != cfg.sample_rate:
+        y = librosa.resample(y, orig_sr=native_sr, target_sr=cfg.sample_rate)
+    y = librosa.util.fix_length(y, size=num_samples(cfg))
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def time_max_pool(m: np.ndarray, pool: int) -> np.ndarray:
+    """Max-pool the last axis by ``pool``, dropping the frames that do not fill a last window."""
+    if pool == 1:
+        return m
+    keep = (m.shape[-1] // pool) * pool
+    return m[..., :keep].reshape(*m.shape[:-1], keep // pool, pool).max(axis=-1)
+
+
+def mfcc_from_waveform(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """``(n_mfcc, frames)`` float32: librosa MFCCs of ``y`` (at ``cfg.sample_rate``), max-pooled in time."""
+    import librosa
+
+    m = librosa.feature.mfcc(
+        y=np.asarray(y, dtype=np.float32),
+        sr=cfg.sample_rate,
+        n_mfcc=cfg.n_mfcc,
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        n_mels=cfg.n_mels,
+        fmin=cfg.fmin,
+        fmax=cfg.fmax,
+    )
+    return np.ascontiguousarray(time_max_pool(m, cfg.time_pool), dtype=np.float32)
+
+
+def extract_mfcc(path: str | os.PathLike, cfg: FeatureConfig) -> np.ndarray:
+    """:func:`load_audio` then :func:`mfcc_from_waveform`; shape :func:`feature_shape` ``(cfg)``."""
+    return mfcc_from_waveform(load_audio(path, cfg), cfg)

@@ -1,0 +1,282 @@
+"""``tf.data`` pipelines over the cached features of one fold.
+
+:func:`make_fold_data` splits a fold's training part into train and validation speakers
+(:func:`~emodarts_tf.data.protocols.validation_speakers`; MSP-Podcast's official Development split when the
+records carry it), loads the three parts from the cache into memory, and normalises them with statistics
+of the train part only (``data.normalize``: per MFCC coefficient, global, or none).
+
+Batches are gathered from the in-memory arrays by shuffled indices: ``Dataset.range(n)`` -> seeded
+``shuffle`` (the whole part, reshuffled every epoch) -> ``batch`` -> ``map(gather)`` -> SpecAugment (train
+only) -> ``prefetch(AUTOTUNE)``. Each batch is ``(x, y)``: float32 ``[B, n_mfcc, frames, 1]`` and int32
+``[B]``.
+
+SpecAugment (``data.spec_augment``) uses ``tensorflow_io.audio.time_mask`` / ``freq_mask``, which expect a
+``[time, freq]`` spectrogram; each example ``[n_mfcc, frames, 1]`` is transposed to ``[frames, n_mfcc]``,
+masked ``num_masks`` times (widths drawn from 0 to ``time_mask`` frames / ``freq_mask`` coefficients), and
+transposed back. Masked values are 0, the training mean after normalisation. Mask positions come from TF's
+random ops, reproducible under the global seed (``emodarts_tf.utils.seed.seed_everything``).
+
+Example:
+
+>>> fold = make_fold_data(prepared, 1, config)                        # doctest: +SKIP
+>>> for x, y in fold.train(batch_size=64): ...                        # doctest: +SKIP
+>>> weights_ds, alphas_ds = fold.search_split(64)                     # doctest: +SKIP
+>>> for (xw, yw), (xa, ya) in tf.data.Dataset.zip((weights_ds, alphas_ds)).take(steps): ...  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+from emodarts_tf.config import ExperimentConfig, SpecAugmentConfig
+from emodarts_tf.data.protocols import validation_speakers
+from emodarts_tf.data.records import Fold
+
+log = logging.getLogger(__name__)
+
+NORMALIZATIONS = ("coefficient", "global", "none")
+PARTS = ("train", "val", "test", "weights", "alphas")
+
+
+def normalization_stats(x: np.ndarray, mode: str) -> tuple:
+    """``(mean, std)`` float32, broadcastable to ``(n_mfcc, frames, 1)``, of ``x`` ``(n, n_mfcc, frames)``."""
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"data.normalize: expected one of {list(NORMALIZATIONS)}, received {mode!r}")
+    if mode == "none":
+        return np.zeros((1, 1, 1), np.float32), np.ones((1, 1, 1), np.float32)
+    x64 = np.asarray(x, dtype=np.float64)
+    if mode == "coefficient":
+        mean = x64.mean(axis=(0, 2)).reshape(-1, 1, 1)
+        std = x64.std(axis=(0, 2)).reshape(-1, 1, 1)
+    else:
+        mean = np.full((1, 1, 1), x64.mean())
+        std = np.full((1, 1, 1), x64.std())
+    std = np.where(std < 1e-6, 1.0, std)  # a constant coefficient is centred, not blown up
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple:
+    """Indices ``(first, second)`` with about ``fraction`` of each class in ``first``, shuffled with ``seed``.
+
+    A class with at least two examples puts at least one on each side.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"data.weights_fraction: expected a share in (0, 1), received {fraction!r}")
+    rng = np.random.default_rng(seed)
+    first, second = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        n_first = int(round(fraction * len(idx)))
+        if len(idx) >= 2:
+            n_first = min(max(n_first, 1), len(idx) - 1)
+        else:
+            n_first = len(idx)
+        first.append(idx[:n_first])
+        second.append(idx[n_first:])
+    return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
+
+
+@dataclass
+class FoldData:
+    """One fold's train / validation / test parts in memory, normalised, with ``tf.data`` views."""
+
+    fold: Fold
+    classes: list
+    input_shape: tuple  # (n_mfcc, frames, 1)
+    train_paths: list
+    val_paths: list
+    test_paths: list
+    val_speakers: list
+    mean: np.ndarray  # from the train part only, broadcastable to input_shape
+    std: np.ndarray
+    seed: int = 0
+    spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    weights_fraction: float = 0.5
+    synthetic: bool = False
+    _x: dict = field(default_factory=dict, repr=False)  # part -> float32 (n, n_mfcc, frames, 1), normalised
+    _y: dict = field(default_factory=dict, repr=False)  # part -> int32 (n,)
+    _tensors: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        weights, alphas = stratified_split(self._y["train"], self.weights_fraction, self.seed + 7919 * self.fold.index)
+        self.weights_index, self.alphas_index = weights, alphas
+        sa = self.spec_augment
+        if sa.enabled:
+            n_mfcc, frames = self.input_shape[:2]
+            if not 0 <= sa.time_mask < frames or not 0 <= sa.freq_mask < n_mfcc or sa.num_masks < 1:
+                raise ValueError(
+                    f"data.spec_augment: expected 0 <= time_mask < {frames} frames, 0 <= freq_mask < {n_mfcc} "
+                    f"coefficients and num_masks >= 1, received {sa}"
+                )
+
+    # ------------------------------------------------------------------------------------ access
+    def _part(self, part: str) -> str:
+        if part not in PARTS:
+            raise ValueError(f"part: expected one of {list(PARTS)}, received {part!r}")
+        return part
+
+    @property
+    def weights_paths(self) -> list:
+        return [self.train_paths[i] for i in self.weights_index]
+
+    @property
+    def alphas_paths(self) -> list:
+        return [self.train_paths[i] for i in self.alphas_index]
+
+    def _source(self, part: str) -> tuple:
+        """``(stored part, indices into it or None)``: weights and alphas are views of the train part."""
+        part = self._part(part)
+        if part == "weights":
+            return "train", self.weights_index
+        if part == "alphas":
+            return "train", self.alphas_index
+        return part, None
+
+    def arrays(self, part: str) -> tuple:
+        """``(x, y)`` numpy arrays of a part (normalised x)."""
+        source, index = self._source(part)
+        x, y = self._x[source], self._y[source]
+        return (x, y) if index is None else (x[index], y[index])
+
+    def labels(self, part: str) -> np.ndarray:
+        """int32 class ids of ``train``, ``val``, ``test``, ``weights`` or ``alphas``."""
+        source, index = self._source(part)
+        y = self._y[source]
+        return y if index is None else y[index]
+
+    def size(self, part: str) -> int:
+        return len(self.labels(part))
+
+    def steps(self, part: str, batch_size: int) -> int:
+        """Batches in one pass over a part (the last one partial)."""
+        return math.ceil(self.size(part) / batch_size)
+
+    # ---------------------------------------------------------------------------------- datasets
+    def _tensor(self, part: str) -> tuple:
+        if part not in self._tensors:
+            self._tensors[part] = (tf.constant(self._x[part]), tf.constant(self._y[part]))
+        return self._tensors[part]
+
+    def _augment_batch(self, x, y):
+        import tensorflow_io as tfio
+
+        sa = self.spec_augment
+
+        def one(example):
+            spec = tf.transpose(example[:, :, 0])  # [frames, n_mfcc]: tfio's [time, freq]
+            for _ in range(sa.num_masks):
+                if sa.time_mask > 0:
+                    spec = tfio.audio.time_mask(spec, param=sa.time_mask + 1)
+                if sa.freq_mask > 0:
+                    spec = tfio.audio.freq_mask(spec, param=sa.freq_mask + 1)
+            return tf.transpose(spec)[:, :, tf.newaxis]
+
+        return tf.map_fn(one, x, fn_output_signature=tf.TensorSpec(self.input_shape, tf.float32)), y
+
+    def dataset(
+        self, part: str, batch_size: int, shuffle: bool, augment: bool = False, repeat: bool = False, seed: int = 0
+    ) -> tf.data.Dataset:
+        """Batches of a part. ``repeat`` makes it infinite with full batches only (a static batch size)."""
+        part = self._part(part)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive integer, received {batch_size!r}")
+        n = self.size(part)
+        if n == 0:
+            raise ValueError(f"fold {self.fold.index} ({self.fold.name}): the {part} part is empty")
+        source, index = self._source(part)
+        x_all, y_all = self._tensor(source)
+        if index is None:
+            ds = tf.data.Dataset.range(n)
+        else:
+            ds = tf.data.Dataset.from_tensor_slices(np.asarray(index, dtype=np.int64))
+        if shuffle:
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        ds = ds.batch(batch_size, drop_remainder=repeat)
+
+        def gather(idx):
+            return tf.gather(x_all, idx), tf.gather(y_all, idx)
+
+        ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if augment and self.spec_augment.enabled:
+            ds = ds.map(self._augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def train(self, batch_size: int, shuffle: bool = True, augment: bool = True, repeat: bool = False) -> tf.data.Dataset:
+        """Training batches: shuffled per epoch (seeded), SpecAugment when ``data.spec_augment.enabled``."""
+        return self.dataset("train", batch_size, shuffle, augment, repeat, seed=self.seed)
+
+    def val(self, batch_size: int) -> tf.data.Dataset:
+        return self.dataset("val", batch_size, shuffle=False)
+
+    def test(self, batch_size: int) -> tf.data.Dataset:
+        return self.dataset("test", batch_size, shuffle=False)
+
+    def search_split(self, batch_size: int, augment: bool = False) -> tuple:
+        """``(weights, alphas)`` datasets over the train part (validation speakers excluded).
+
+        The split is stratified by label with ``data.weights_fraction`` of the train part for the weights,
+        seeded by ``config.seed`` and the fold. Both are infinite (repeat, reshuffled every pass, full batches)
+        so that ``tf.data.Dataset.zip((weights, alphas))`` never runs dry; an epoch is
+        ``steps("weights", batch_size)`` steps.
+        """
+        weights = self.dataset("weights", batch_size, True, augment, repeat=True, seed=self.seed + 1)
+        alphas = self.dataset("alphas", batch_size, True, augment, repeat=True, seed=self.seed + 2)
+        return weights, alphas
+
+
+def make_fold_data(prepared, fold_index: int, config: ExperimentConfig) -> FoldData:
+    """Load fold ``fold_index`` (1-based) of ``prepared`` and normalise it with its train-part statistics."""
+    data = config.data
+    fold = prepared.fold(fold_index)
+    val_speakers = validation_speakers(fold, prepared.records, data.val_fraction, config.seed)
+    val_set = set(val_speakers)
+    speaker = {r.path: r.speaker for r in prepared.records}
+    train_paths = [p for p in fold.train if speaker[p] not in val_set]
+    val_paths = [p for p in fold.train if speaker[p] in val_set]
+    test_paths = list(fold.test)
+    if not train_paths:
+        raise ValueError(f"fold {fold.index} ({fold.name}): no training utterances left after validation")
+    x_train = prepared.features(train_paths)
+    mean, std = normalization_stats(x_train, data.normalize)
+
+    def norm(x: np.ndarray) -> np.ndarray:
+        return ((x[..., np.newaxis] - mean) / std).astype(np.float32)
+
+    x_parts = {"train": norm(x_train)}
+    del x_train
+    for part, paths in (("val", val_paths), ("test", test_paths)):
+        x_parts[part] = norm(prepared.features(paths)) if paths else np.zeros((0, *prepared.input_shape), np.float32)
+    y_parts = {
+        "train": prepared.labels(train_paths),
+        "val": prepared.labels(val_paths),
+        "test": prepared.labels(test_paths),
+    }
+    log.info(
+        "fold %d (%s): train %d, val %d (speakers %s), test %d (speakers %s)%s",
+        fold.index, fold.name, len(train_paths), len(val_paths), "+".join(val_speakers), len(test_paths),
+        "+".join(fold.test_speakers), " [SYNTHETIC corpus]" if getattr(prepared, "synthetic", False) else "",
+    )  # fmt: skip
+    return FoldData(
+        fold=fold,
+        classes=list(prepared.classes),
+        input_shape=tuple(prepared.input_shape),
+        train_paths=train_paths,
+        val_paths=val_paths,
+        test_paths=test_paths,
+        val_speakers=list(val_speakers),
+        mean=mean,
+        std=std,
+        seed=config.seed,
+        spec_augment=data.spec_augment,
+        weights_fraction=data.weights_fraction,
+        synthetic=bool(getattr(prepared, "synthetic", False)),
+        _x=x_parts,
+        _y=y_parts,
+    )

@@ -1,0 +1,217 @@
+"""Prepare a corpus for every later stage: records, folds and cached MFCCs.
+
+:func:`prepare` loads the corpus (``config.data``), applies the class selection, extracts the MFCCs not yet
+in the cache, drops the files that failed (each reported with its reason), builds the folds of
+``config.data.protocol`` and, with an ``out_dir``, writes::
+
+    <out_dir>/records.csv     path,label,speaker,session,split,gender (one row per kept utterance)
+    <out_dir>/folds.json      a list of folds, each with the speakers and record paths of train and test
+    <out_dir>/prepared.json   corpus, protocol, classes, feature config and cache, counts, problems
+
+Example:
+
+>>> from emodarts_tf.config import load_config
+>>> prepared = prepare(load_config("demo"), out_dir="runs/demo-data")    # doctest: +SKIP
+>>> x = prepared.features(prepared.fold(1).train)                         # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from emodarts_tf.config import ExperimentConfig, FeatureConfig
+from emodarts_tf.data.cache import FeatureCache
+from emodarts_tf.data.corpora import CorpusData, Problem, load_corpus
+from emodarts_tf.data.features import feature_shape
+from emodarts_tf.data.protocols import make_folds
+from emodarts_tf.data.records import Fold, Record, read_folds, read_records, write_folds, write_records
+from emodarts_tf.utils.io import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedCorpus:
+    """A corpus ready for training: kept records, folds, classes and access to the cached features."""
+
+    out_dir: Optional[Path]
+    records: list  # list[Record], the kept utterances
+    folds: list  # list[Fold]
+    classes: list  # label id -> class name
+    feature_config: FeatureConfig
+    input_shape: tuple  # (n_mfcc, frames, 1)
+    problems: list  # list[Problem]: files reported and skipped, with reasons
+    corpus: str = ""
+    protocol: str = ""
+    synthetic: bool = False
+    cache_dir: Optional[Path] = None  # the feature cache folder of this feature config
+    dropped: dict = field(default_factory=dict)  # utterances not selected, by reason
+    _cache: Optional[FeatureCache] = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self._by_path = {r.path: r for r in self.records}
+        self._class_ids = {c: i for i, c in enumerate(self.classes)}
+
+    @property
+    def cache(self) -> FeatureCache:
+        if self._cache is None:
+            self._cache = FeatureCache(self.cache_dir.parent, self.feature_config)
+        return self._cache
+
+    def record(self, path: str) -> Record:
+        try:
+            return self._by_path[path]
+        except KeyError:
+            raise ValueError(f"{path}: not a record of this prepared corpus") from None
+
+    def features(self, paths) -> np.ndarray:
+        """``(n, n_mfcc, frames)`` float32 features of ``paths``, read from the cache."""
+        return self.cache.load(list(paths))
+
+    def labels(self, paths) -> np.ndarray:
+        """int32 class ids (indices into :attr:`classes`) of ``paths``."""
+        return np.asarray([self._class_ids[self.record(p).label] for p in paths], dtype=np.int32)
+
+    def fold(self, k: int) -> Fold:
+        """The fold with 1-based index ``k``."""
+        for fold in self.folds:
+            if fold.index == k:
+                return fold
+        raise ValueError(f"fold {k}: no such fold; this protocol has folds {[f.index for f in self.folds]}")
+
+    def summary(self) -> dict:
+        """Counts for logs and ``prepared.json``."""
+        return {
+            "utterances": len(self.records),
+            "per_class": dict(sorted(Counter(r.label for r in self.records).items())),
+            "per_speaker": dict(sorted(Counter(r.speaker for r in self.records).items())),
+            "speakers": len({r.speaker for r in self.records}),
+            "folds": [
+                {"index": f.index, "name": f.name, "train": len(f.train), "test": len(f.test),
+                 "test_speakers": f.test_speakers}
+                for f in self.folds
+            ],
+            "problems": len(self.problems),
+            "dropped": self.dropped,
+        }  # fmt: skip
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> "PreparedCorpus":
+        """Reopen what :func:`prepare` wrote to ``out_dir`` (the cache must still exist)."""
+        out_dir = Path(out_dir)
+        meta = read_json(out_dir / "prepared.json")
+        cfg = FeatureConfig(**meta["feature_config"])
+        prepared = cls(
+            out_dir=out_dir,
+            records=read_records(out_dir / "records.csv"),
+            folds=read_folds(out_dir / "folds.json"),
+            classes=list(meta["classes"]),
+            feature_config=cfg,
+            input_shape=tuple(meta["input_shape"]),
+            problems=[Problem(**p) for p in meta.get("problem_list", [])],
+            corpus=meta.get("corpus", ""),
+            protocol=meta.get("protocol", ""),
+            synthetic=bool(meta.get("synthetic", False)),
+            cache_dir=Path(meta["cache_dir"]),
+            dropped=dict(meta.get("summary", {}).get("dropped", {})),
+        )
+        _, errors, todo = prepared.cache.status([r.path for r in prepared.records])
+        if todo or errors:
+            raise ValueError(
+                f"{out_dir}: {len(todo) + len(errors)} record(s) have no cached features in {prepared.cache_dir}; "
+                "run prepare again"
+            )
+        return prepared
+
+
+def _log_summary(prepared: PreparedCorpus) -> None:
+    s = prepared.summary()
+    tag = " (SYNTHETIC)" if prepared.synthetic else ""
+    log.info(
+        "%s%s: %d utterances, %d speakers, classes %s, protocol %s with %d fold(s), features %s",
+        prepared.corpus, tag, s["utterances"], s["speakers"], prepared.classes, prepared.protocol,
+        len(prepared.folds), prepared.input_shape,
+    )  # fmt: skip
+    log.info("per class: %s", s["per_class"])
+    log.info("per speaker: %s", s["per_speaker"])
+    for f in s["folds"]:
+        log.info("fold %d %s: train %d, test %d (test speakers %s)", f["index"], f["name"], f["train"], f["test"],
+                 "+".join(f["test_speakers"]))  # fmt: skip
+    if prepared.dropped:
+        log.info("not selected: %s", prepared.dropped)
+    if prepared.problems:
+        log.warning("%d file(s) reported and skipped:", len(prepared.problems))
+        for problem in prepared.problems[:20]:
+            log.warning("  %s", problem)
+        if len(prepared.problems) > 20:
+            log.warning("  ... and %d more (all listed in prepared.json)", len(prepared.problems) - 20)
+
+
+def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progress: bool = True) -> PreparedCorpus:
+    """Load the corpus, extract or reuse the cached MFCCs, build the folds, and write the tables.
+
+    Args:
+        config: the experiment config (``config.data`` and ``config.features`` are used).
+        out_dir: where ``records.csv``, ``folds.json`` and ``prepared.json`` go; None writes only the cache.
+        progress: show a progress bar during extraction.
+
+    Raises:
+        ValueError: wrong corpus root, missing label files, unknown protocol or classes, or no usable
+            utterance. Bad single files are not errors: they are reported, skipped and listed in ``problems``.
+    """
+    data, fcfg = config.data, config.features
+    n_mfcc, frames = feature_shape(fcfg)
+    corpus: CorpusData = load_corpus(data)
+    cache = FeatureCache(data.cache_dir, fcfg)
+    errors = cache.extract([r.path for r in corpus.records], workers=data.workers, progress=progress)
+    problems = list(corpus.problems)
+    for path, problem in sorted(errors.items()):
+        log.warning("%s: skipped: %s", path, problem)
+        problems.append(Problem(path, problem))
+    records = [r for r in corpus.records if r.path not in errors]
+    if not records:
+        raise ValueError(f"corpus {corpus.name!r}: every selected file failed feature extraction ({len(errors)})")
+    folds = make_folds(records, corpus.protocol, corpus.name)
+    prepared = PreparedCorpus(
+        out_dir=Path(out_dir) if out_dir is not None else None,
+        records=records,
+        folds=folds,
+        classes=list(corpus.classes),
+        feature_config=fcfg,
+        input_shape=(n_mfcc, frames, 1),
+        problems=problems,
+        corpus=corpus.name,
+        protocol=corpus.protocol,
+        synthetic=corpus.synthetic,
+        cache_dir=cache.dir.resolve(),
+        dropped=corpus.dropped,
+        _cache=cache,
+    )
+    if out_dir is not None:
+        out = Path(out_dir)
+        write_records(out / "records.csv", records)
+        write_folds(out / "folds.json", folds)
+        write_json(
+            out / "prepared.json",
+            {
+                "corpus": corpus.name,
+                "synthetic": corpus.synthetic,
+                "root": corpus.root,
+                "protocol": corpus.protocol,
+                "classes": list(corpus.classes),
+                "selection": corpus.selection,
+                "input_shape": list(prepared.input_shape),
+                "feature_config": asdict(fcfg),
+                "feature_hash": cache.key,
+                "cache_dir": str(prepared.cache_dir),
+                "summary": prepared.summary(),
+                "problem_list": [p.to_dict() for p in problems],
+            },
+        )
+    _log_summary(prepared)
+    return prepared

@@ -1,0 +1,205 @@
+"""Speaker-independent fold protocols, as data.
+
+- ``loso``: leave one speaker out (one fold per speaker, sorted by speaker id).
+- ``loso-session``: leave one session out (one fold per session).
+- ``emodarts``: the emoDARTS paper's IEMOCAP folds; fold k holds out the speaker pair
+  1: Ses01_M+Ses02_F, 2: Ses02_M+Ses03_F, 3: Ses03_M+Ses04_F, 4: Ses04_M+Ses05_F, 5: Ses05_M+Ses01_F.
+- ``emodb5``: EmoDB, five folds of one male and one female speaker: (03,08), (10,09), (11,13), (12,14), (15,16).
+- ``official``: one fold from the records' official split (MSP-Podcast ``Split_Set``): train = ``Train``
+  plus ``Development`` (``Validation`` in older releases), test = ``Test1`` (or ``Test``). The
+  Development part stays inside the fold's training part and :func:`validation_speakers` returns its
+  speakers, so that the validation set is the official one. A speaker found in both training and test
+  parts is removed from training (logged), so the fold stays speaker-independent.
+
+Every fold is checked: no speaker is on both sides.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+
+from emodarts_tf.data.records import Fold, Record
+
+log = logging.getLogger(__name__)
+
+EMODARTS_FOLDS = (
+    ("Ses01_M", "Ses02_F"),
+    ("Ses02_M", "Ses03_F"),
+    ("Ses03_M", "Ses04_F"),
+    ("Ses04_M", "Ses05_F"),
+    ("Ses05_M", "Ses01_F"),
+)
+EMODB5_FOLDS = (("03", "08"), ("10", "09"), ("11", "13"), ("12", "14"), ("15", "16"))
+
+OFFICIAL_TRAIN = ("train",)
+OFFICIAL_VALIDATION = ("development", "validation", "dev", "val")
+OFFICIAL_TEST = ("test1", "test")
+
+
+def _fold(index: int, name: str, records: list, test_speakers) -> Fold:
+    test_set = set(test_speakers)
+    train = [r for r in records if r.speaker not in test_set]
+    test = [r for r in records if r.speaker in test_set]
+    return Fold(
+        index=index,
+        name=name,
+        train_speakers=sorted({r.speaker for r in train}),
+        test_speakers=sorted({r.speaker for r in test}),
+        train=[r.path for r in train],
+        test=[r.path for r in test],
+    )
+
+
+def _held_out_groups(records: list, protocol: str, corpus: str) -> list:
+    """``[(name, test speakers)]`` for the protocols that hold out speaker groups."""
+    speakers = sorted({r.speaker for r in records})
+    if protocol == "loso":
+        return [(f"loso-{s}", [s]) for s in speakers]
+    if protocol == "loso-session":
+        if any(not r.session for r in records):
+            raise ValueError(f"protocol loso-session: corpus {corpus!r} has records without a session")
+        by_session = defaultdict(set)
+        for r in records:
+            by_session[r.session].add(r.speaker)
+        groups = []
+        for session in sorted(by_session):
+            held = sorted(by_session[session])
+            # A speaker recorded in several sessions would otherwise sit on both sides.
+            groups.append((f"session-{session}", held))
+        return groups
+    if protocol == "emodarts":
+        if corpus != "iemocap":
+            raise ValueError(f"protocol emodarts is IEMOCAP's; corpus {corpus!r} has no such speakers")
+        return [(f"emodarts-{k}-{m}+{f}", [m, f]) for k, (m, f) in enumerate(EMODARTS_FOLDS, 1)]
+    if protocol == "emodb5":
+        if corpus != "emodb":
+            raise ValueError(f"protocol emodb5 is EmoDB's; corpus {corpus!r} has no such speakers")
+        return [(f"emodb5-{k}-{m}+{f}", [m, f]) for k, (m, f) in enumerate(EMODB5_FOLDS, 1)]
+    raise ValueError(
+        f"data.protocol: unknown protocol {protocol!r}; expected loso, loso-session, emodarts, emodb5 or official"
+    )
+
+
+def _official_fold(records: list) -> Fold:
+    def part(r: Record, names) -> bool:
+        return r.split.strip().lower() in names
+
+    test = [r for r in records if part(r, OFFICIAL_TEST)]
+    train = [r for r in records if part(r, OFFICIAL_TRAIN) or part(r, OFFICIAL_VALIDATION)]
+    if not test or not any(part(r, OFFICIAL_TRAIN) for r in train):
+        splits = sorted({r.split for r in records})
+        raise ValueError(
+            f"protocol official: expected records with split Train and Test1 (Development optional), found {splits}"
+        )
+    shared = {r.speaker for r in train} & {r.speaker for r in test}
+    if shared:
+        log.warning(
+            "protocol official: %d speaker(s) appear in training and test splits (%s); their training "
+            "utterances are left out to keep the fold speaker-independent",
+            len(shared), sorted(shared)[:10],
+        )
+        train = [r for r in train if r.speaker not in shared]
+    return Fold(
+        index=1,
+        name="official-Train+Development/Test1",
+        train_speakers=sorted({r.speaker for r in train}),
+        test_speakers=sorted({r.speaker for r in test}),
+        train=[r.path for r in train],
+        test=[r.path for r in test],
+    )
+
+
+def check_speaker_independent(fold: Fold, records: list) -> None:
+    """``ValueError`` when a speaker of the fold's test part also appears in its training part."""
+    speaker_of = {r.path: r.speaker for r in records}
+    train = {speaker_of[p] for p in fold.train}
+    test = {speaker_of[p] for p in fold.test}
+    shared = train & test
+    if shared:
+        raise ValueError(f"fold {fold.index} ({fold.name}): speakers {sorted(shared)} in both train and test")
+
+
+def make_folds(records: list, protocol: str, corpus: str) -> list:
+    """Speaker-independent folds of ``records`` (already selected) under ``protocol``.
+
+    Folds whose held-out speakers have no records are left out (logged), keeping the protocol's fold
+    numbers, so fold 3 of ``emodarts`` is always Ses03_M+Ses04_F.
+
+    Raises:
+        ValueError: unknown protocol, one that does not apply to ``corpus``, or no usable fold.
+    """
+    records = list(records)
+    if not records:
+        raise ValueError("make_folds: no records")
+    if protocol == "official":
+        folds = [_official_fold(records)]
+    else:
+        folds = []
+        for index, (name, held) in enumerate(_held_out_groups(records, protocol, corpus), 1):
+            fold = _fold(index, name, records, held)
+            if not fold.test:
+                log.warning("protocol %s: fold %d (%s) has no test utterances; left out", protocol, index, name)
+                continue
+            if not fold.train:
+                log.warning("protocol %s: fold %d (%s) has no training utterances; left out", protocol, index, name)
+                continue
+            folds.append(fold)
+    if not folds:
+        raise ValueError(f"protocol {protocol!r}: no fold has both training and test utterances")
+    for fold in folds:
+        check_speaker_independent(fold, records)
+    return folds
+
+
+def official_validation_speakers(fold: Fold, records: list) -> list:
+    """Speakers of the fold's training part whose records carry an official validation split."""
+    train = set(fold.train)
+    return sorted(
+        {r.speaker for r in records if r.path in train and r.split.strip().lower() in OFFICIAL_VALIDATION}
+    )
+
+
+def validation_speakers(fold: Fold, records: list, val_fraction: float, seed: int) -> list:
+    """Speakers held out from the fold's training part for validation (speaker-independent).
+
+    When the training part carries an official validation split (MSP-Podcast ``Development``), its
+    speakers are returned (a speaker found in both Train and Development then validates with all of
+    its utterances, so training stays speaker-disjoint from validation). Otherwise ``max(1, round(val_fraction * n))`` of the ``n`` training speakers
+    are drawn with ``seed``, alternating genders when genders are known (``Record.gender``), and at least
+    one speaker is left for training.
+
+    Raises:
+        ValueError: ``val_fraction`` outside [0, 1), or fewer than two training speakers.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"data.val_fraction: expected a share in [0, 1), received {val_fraction!r}")
+    official = official_validation_speakers(fold, records)
+    if official:
+        return official
+    train = set(fold.train)
+    gender_of = {}
+    for r in records:
+        if r.path in train:
+            gender_of.setdefault(r.speaker, r.gender)
+    speakers = sorted(gender_of)
+    if len(speakers) < 2:
+        raise ValueError(
+            f"fold {fold.index} ({fold.name}): {len(speakers)} training speaker(s); validation needs one "
+            "speaker held out and at least one left for training"
+        )
+    n_val = min(len(speakers) - 1, max(1, int(round(val_fraction * len(speakers)))))
+    rng = random.Random(f"{seed}-{fold.index}-{fold.name}")
+    by_gender = defaultdict(list)
+    for s in speakers:
+        by_gender[gender_of[s] or "?"].append(s)
+    for group in by_gender.values():
+        rng.shuffle(group)
+    # Round-robin over genders (the larger groups first, ties in random order), one speaker at a time.
+    order = sorted(by_gender, key=lambda g: (-len(by_gender[g]), rng.random()))
+    chosen: list = []
+    while len(chosen) < n_val:
+        for g in order:
+            if by_gender[g] and len(chosen) < n_val:
+                chosen.append(by_gender[g].pop())
+    return sorted(chosen)

@@ -1,0 +1,50 @@
+"""The prepare command on miniature trees and on the real EmoDB."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from emodarts_tf.commands.prepare import main
+from emodarts_tf.data.records import read_folds, read_records
+
+TINY = [
+    "--set", "features.sample_rate=8000", "--set", "features.duration_s=0.5", "--set", "features.n_mfcc=13",
+    "--set", "features.n_fft=256", "--set", "features.hop_length=128", "--set", "features.n_mels=26",
+    "--set", "features.time_pool=2", "--no-progress",
+]  # fmt: skip
+
+
+def test_cli_iemocap_emodarts(iemocap_root, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--data", "iemocap", "--root", str(iemocap_root), "--protocol", "emodarts", "--out", str(out)]
+    assert main(argv + ["--cache", str(tmp_path / "cache"), "--workers", "1"] + TINY) == 0
+    records = read_records(out / "records.csv")
+    assert len(records) == 30 and all("_impro" in r.path for r in records)
+    assert len(read_folds(out / "folds.json")) == 5
+    meta = json.loads((out / "prepared.json").read_text())
+    assert meta["protocol"] == "emodarts" and meta["selection"] == "improvised" and meta["input_shape"] == [13, 16, 1]
+
+
+def test_cli_msp_corpora(msp_improv_root, msp_podcast_root, tmp_path):
+    for corpus, root, folds in (("msp-improv", msp_improv_root, 6), ("msp-podcast", msp_podcast_root(), 1)):
+        out = tmp_path / corpus
+        argv = ["--data", corpus, "--root", str(root), "--out", str(out), "--cache", str(tmp_path / "cache")]
+        assert main(argv + TINY) == 0
+        assert len(read_folds(out / "folds.json")) == folds
+
+
+def test_cli_emodb_real(emodb_root, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--data", "emodb", "--root", str(emodb_root), "--out", str(out), "--cache", str(tmp_path / "cache")]
+    assert main(argv + TINY) == 0
+    assert len(read_records(out / "records.csv")) == 339
+    assert [f.index for f in read_folds(out / "folds.json")] == [1, 2, 3, 4, 5]
+
+
+def test_cli_errors(tmp_path, caplog):
+    argv = ["--data", "emodb", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]
+    assert main(argv + ["--cache", str(tmp_path / "cache")]) == 2
+    assert any("nowhere" in m for m in caplog.messages)
+    with pytest.raises(SystemExit):
+        main(["--data", "iemocap", "--out", str(tmp_path / "out")])  # no --root

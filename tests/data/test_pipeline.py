@@ -1,0 +1,133 @@
+"""tf.data pipelines of a fold: shapes, train-only statistics, seeded shuffling, search split, SpecAugment."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from emodarts_tf.data.pipeline import make_fold_data
+from emodarts_tf.data.prepare import prepare
+
+
+@pytest.fixture
+def prepared(csv_corpus, make_config):
+    config = make_config("csv", csv_corpus(n_speakers=5, per_class=4))  # 80 files, 5 speakers
+    return config, prepare(config, progress=False)
+
+
+def _concat(ds):
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def test_parts_shapes_and_dtypes(prepared):
+    config, prep = prepared
+    fd = make_fold_data(prep, 2, config)
+    assert fd.input_shape == (13, 16, 1) and fd.classes == ["ang", "hap", "neu", "sad"]
+    assert sorted(fd.train_paths + fd.val_paths) == sorted(prep.fold(2).train)
+    assert fd.test_paths == prep.fold(2).test
+    speaker = {r.path: r.speaker for r in prep.records}
+    assert {speaker[p] for p in fd.val_paths} == set(fd.val_speakers) and len(fd.val_speakers) == 1
+    assert not {speaker[p] for p in fd.train_paths} & set(fd.val_speakers)
+    for part, ds, n in (("train", fd.train(8), 48), ("val", fd.val(8), 16), ("test", fd.test(8), 16)):
+        x, y = next(iter(ds))
+        assert x.dtype == tf.float32 and y.dtype == tf.int32 and x.shape[1:] == (13, 16, 1)
+        assert fd.size(part) == n and fd.steps(part, 8) == n // 8
+        xa, ya = _concat(ds)
+        assert xa.shape == (n, 13, 16, 1) and sorted(ya) == sorted(fd.labels(part))
+    x_test, y_test = _concat(fd.test(8))  # unshuffled: in path order
+    np.testing.assert_array_equal(y_test, prep.labels(fd.test_paths))
+    np.testing.assert_allclose(x_test, fd.arrays("test")[0])
+
+
+@pytest.mark.parametrize("mode", ["coefficient", "global", "none"])
+def test_normalisation_from_train_part_only(prepared, mode):
+    config, prep = prepared
+    config.data.normalize = mode
+    fd = make_fold_data(prep, 1, config)
+    raw = prep.features(fd.train_paths).astype(np.float64)
+    if mode == "coefficient":
+        mean, std = raw.mean(axis=(0, 2))[:, None, None], raw.std(axis=(0, 2))[:, None, None]
+    elif mode == "global":
+        mean, std = np.full((1, 1, 1), raw.mean()), np.full((1, 1, 1), raw.std())
+    else:
+        mean, std = np.zeros((1, 1, 1)), np.ones((1, 1, 1))
+    np.testing.assert_allclose(fd.mean, mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fd.std, std, rtol=1e-5)
+    x_test = prep.features(fd.test_paths)[..., None]
+    np.testing.assert_allclose(fd.arrays("test")[0], (x_test - mean) / std, rtol=1e-4, atol=1e-4)
+    if mode != "none":
+        # Statistics of train+val+test would differ: the held-out parts do not leak into them.
+        everything = prep.features(fd.train_paths + fd.val_paths + fd.test_paths)
+        assert not np.allclose(everything.mean(axis=(0, 2)) if mode == "coefficient" else everything.mean(), fd.mean.ravel())
+
+
+def test_seeded_shuffle_reproducible_and_reshuffled_each_epoch(prepared):
+    config, prep = prepared
+
+    def two_epochs(seed):
+        config.seed = seed
+        ds = make_fold_data(prep, 1, config).train(48, augment=False)
+        return [_concat(ds)[1] for _ in range(2)]
+
+    first, second = two_epochs(5), two_epochs(5)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], first[1])  # a new order every epoch
+    assert sorted(first[0]) == sorted(first[1])
+    assert not np.array_equal(first[0], two_epochs(6)[0])
+
+
+def test_search_split_disjoint_covering_stratified(prepared):
+    config, prep = prepared
+    config.data.weights_fraction = 0.75
+    fd = make_fold_data(prep, 3, config)
+    w, a = set(fd.weights_paths), set(fd.alphas_paths)
+    assert not w & a and w | a == set(fd.train_paths)
+    assert len(w) == 36 and len(a) == 12  # 48 x 0.75; each class: 9 + 3
+    assert set(np.bincount(fd.labels("weights"))) == {9} and set(np.bincount(fd.labels("alphas"))) == {3}
+    assert not w & set(fd.val_paths)
+    again = make_fold_data(prep, 3, config)
+    assert again.weights_paths == fd.weights_paths  # seeded
+    weights_ds, alphas_ds = fd.search_split(16)
+    x_w, x_a = fd.arrays("weights")[0], fd.arrays("alphas")[0]
+    steps = 2 * fd.steps("weights", 16) + 1  # past the end of both parts: both repeat
+    for (xw, yw), (xa, ya) in tf.data.Dataset.zip((weights_ds, alphas_ds)).take(steps):
+        assert xw.shape == (16, 13, 16, 1) and xa.shape == (16, 13, 16, 1)
+        for row in xw.numpy():
+            assert np.any(np.all(x_w == row, axis=(1, 2, 3)))
+        for row in xa.numpy():
+            assert np.any(np.all(x_a == row, axis=(1, 2, 3)))
+
+
+def test_spec_augment_masks_train_batches_only(prepared):
+    config, prep = prepared
+    sa = config.data.spec_augment
+    sa.enabled, sa.time_mask, sa.freq_mask, sa.num_masks = True, 6, 5, 2
+    fd = make_fold_data(prep, 1, config)
+    x_train = fd.arrays("train")[0]
+    x_aug, _ = _concat(fd.train(16, shuffle=False))
+    changed = x_aug != x_train
+    assert changed.any() and np.all(x_aug[changed] == 0.0)
+    for example, mask in zip(x_aug[..., 0], changed[..., 0]):
+        # Masked values fill whole coefficient rows or whole frame columns.
+        rows = np.all(example == 0, axis=1)
+        cols = np.all(example == 0, axis=0)
+        assert not np.any(mask & ~(rows[:, None] | cols[None, :]))
+        assert rows.sum() <= 2 * 5 and cols.sum() <= 2 * 6
+    np.testing.assert_array_equal(_concat(fd.train(16, shuffle=False, augment=False))[0], x_train)
+    np.testing.assert_array_equal(_concat(fd.val(16))[0], fd.arrays("val")[0])
+    np.testing.assert_array_equal(_concat(fd.test(16))[0], fd.arrays("test")[0])
+    sa.time_mask = 16
+    with pytest.raises(ValueError, match="time_mask < 16"):
+        make_fold_data(prep, 1, config)
+
+
+def test_official_development_split_is_the_validation_part(msp_podcast_root, make_config):
+    config = make_config("msp-podcast", msp_podcast_root())
+    prep = prepare(config, progress=False)
+    fd = make_fold_data(prep, 1, config)
+    split = {r.path: r.split for r in prep.records}
+    assert {split[p] for p in fd.val_paths} == {"Development"} and len(fd.val_paths) == 2
+    assert {split[p] for p in fd.train_paths} == {"Train"} and {split[p] for p in fd.test_paths} == {"Test1"}
+    assert fd.val_speakers == ["200", "201"]

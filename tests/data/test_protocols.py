@@ -1,0 +1,100 @@
+"""Every fold of every protocol is speaker-independent; validation speakers come from the training part."""
+from __future__ import annotations
+
+import pytest
+
+from emodarts_tf.config import DataConfig
+from emodarts_tf.data.corpora import load_corpus
+from emodarts_tf.data.protocols import make_folds, validation_speakers
+from emodarts_tf.data.records import Fold, Record
+
+
+def _corpora(iemocap_root, msp_improv_root, msp_podcast_root, csv_corpus, emodb_root):
+    return {
+        "iemocap": iemocap_root,
+        "msp-improv": msp_improv_root,
+        "msp-podcast": msp_podcast_root(),
+        "emodb": emodb_root,
+        "csv": csv_corpus(n_speakers=4, per_class=1),
+    }
+
+
+PROTOCOLS = {
+    "iemocap": ["emodarts", "loso", "loso-session"],
+    "msp-improv": ["loso-session", "loso"],
+    "msp-podcast": ["official", "loso"],
+    "emodb": ["emodb5", "loso"],
+    "csv": ["loso", "loso-session"],
+}
+
+
+def _assert_independent(fold: Fold, records: list, val: list) -> None:
+    speaker = {r.path: r.speaker for r in records}
+    train = {speaker[p] for p in fold.train}
+    test = {speaker[p] for p in fold.test}
+    assert not train & test, f"fold {fold.name}: speakers {train & test} in train and test"
+    assert set(fold.train_speakers) == train and set(fold.test_speakers) == test
+    assert not set(fold.train) & set(fold.test)
+    assert val and set(val) <= train, f"fold {fold.name}: validation speakers {val} not from the training part"
+    assert not set(val) & test
+    assert train - set(val), f"fold {fold.name}: no training speaker left after validation"
+
+
+def test_no_fold_shares_a_speaker(iemocap_root, msp_improv_root, msp_podcast_root, csv_corpus, emodb_root):
+    roots = _corpora(iemocap_root, msp_improv_root, msp_podcast_root, csv_corpus, emodb_root)
+    checked = 0
+    for corpus, protocols in PROTOCOLS.items():
+        for protocol in protocols:
+            data = DataConfig(corpus=corpus, root=str(roots[corpus]), protocol=protocol)
+            loaded = load_corpus(data)
+            folds = make_folds(loaded.records, loaded.protocol, corpus)
+            assert folds
+            for fold in folds:
+                val = validation_speakers(fold, loaded.records, 0.2, seed=3)
+                _assert_independent(fold, loaded.records, val)
+                checked += 1
+    assert checked == 5 + 10 + 5 + 6 + 12 + 1 + 9 + 5 + 10 + 4 + 2
+
+
+def test_official_validation_is_the_development_split(msp_podcast_root):
+    loaded = load_corpus(DataConfig(corpus="msp-podcast", root=str(msp_podcast_root())))
+    (fold,) = make_folds(loaded.records, "official", "msp-podcast")
+    assert validation_speakers(fold, loaded.records, 0.2, seed=0) == ["200", "201"]
+
+
+def test_official_drops_training_utterances_of_test_speakers():
+    records = [
+        Record("a.wav", "ang", "s1", split="Train"),
+        Record("b.wav", "hap", "s2", split="Train"),
+        Record("c.wav", "neu", "s2", split="Test1"),
+        Record("d.wav", "sad", "s3", split="Test1"),
+    ]
+    (fold,) = make_folds(records, "official", "msp-podcast")
+    assert fold.train == ["a.wav"] and fold.test == ["c.wav", "d.wav"]
+
+
+def test_validation_speakers_gender_balanced_and_seeded(emodb_root):
+    loaded = load_corpus(DataConfig(corpus="emodb", root=str(emodb_root)))
+    gender = {r.speaker: r.gender for r in loaded.records}
+    folds = make_folds(loaded.records, "emodb5", "emodb")
+    for fold in folds:
+        val = validation_speakers(fold, loaded.records, 0.2, seed=0)
+        assert len(val) == 2 and sorted(gender[s] for s in val) == ["F", "M"]  # 8 training speakers -> 2
+        assert val == validation_speakers(fold, loaded.records, 0.2, seed=0)
+    draws = {tuple(validation_speakers(folds[0], loaded.records, 0.2, seed=s)) for s in range(8)}
+    assert len(draws) > 1  # the seed matters
+    assert len(validation_speakers(folds[0], loaded.records, 0.0, seed=0)) == 1  # at least one speaker
+    assert len(validation_speakers(folds[0], loaded.records, 0.99, seed=0)) == 7  # at least one left
+
+
+def test_protocol_errors():
+    records = [Record("a.wav", "ang", "s1"), Record("b.wav", "hap", "s2")]
+    with pytest.raises(ValueError, match="unknown protocol 'kfold'"):
+        make_folds(records, "kfold", "csv")
+    with pytest.raises(ValueError, match="records without a session"):
+        make_folds(records, "loso-session", "csv")
+    with pytest.raises(ValueError, match="split Train and Test1"):
+        make_folds(records, "official", "csv")
+    one = Fold(1, "x", ["s1"], ["s2"], ["a.wav"], ["b.wav"])
+    with pytest.raises(ValueError, match="1 training speaker"):
+        validation_speakers(one, records, 0.2, 0)
