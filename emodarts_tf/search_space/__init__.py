@@ -1,1 +1,37 @@
-"""The emoDARTS search space: candidate ops, mixed ops, searchable CNN and SeqNN cells, genotypes."""
+"""The emoDARTS search space: candidate ops, mixed ops, searchable CNN and SeqNN cells, genotypes.
+
+The Keras layers are exported lazily (``from emodarts_tf.search_space import SearchBackbone``) so that
+reading genotypes does not import TensorFlow. Importing :mod:`emodarts_tf.search_space.network`
+registers every layer of the package with Keras; do it before ``keras.saving.load_model``.
+"""
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "SearchBackbone": "network",
+    "build_fixed_network": "network",
+    "set_drop_path_rate": "network",
+    "apply_train_overrides": "network",
+    "SearchCNNCell": "cnn_cell",
+    "FixedCNNCell": "cnn_cell",
+    "SearchSeqCell": "seq_cell",
+    "FixedSeqCell": "seq_cell",
+    "MixedOp": "mixed_op",
+    "MixedSeqOp": "mixed_op",
+    "CNN_OPS": "operations",
+    "make_cnn_op": "operations",
+    "SEQ_OPS": "seq_ops",
+    "make_seq_op": "seq_ops",
+    "Genotype": "genotype",
+    "derive_genotype": "genotype",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

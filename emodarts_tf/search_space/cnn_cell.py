@@ -1,0 +1,278 @@
+"""DARTS CNN cells: the searchable cell (every edge a MixedOp) and the fixed cell of a genotype.
+
+A cell reads the outputs of the two previous cells ``[s0, s1]``. Both are preprocessed to ``channels``
+channels at the resolution of ``s1`` (``s0`` with a FactorizedReduce when the previous cell was a
+reduction cell, so it is twice the size of ``s1``; otherwise ReLU-Conv1x1-BN; ``s1`` with
+ReLU-Conv1x1-BN). Node ``i`` sums one op over each of its inputs (the 2 preprocessed inputs, then the
+earlier nodes); in a reduction cell the ops on the 2 cell inputs have stride 2. The output
+concatenates the nodes along channels.
+"""
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from emodarts_tf.search_space.mixed_op import MixedOp, check_ops
+from emodarts_tf.search_space.operations import (
+    FactorizedReduce,
+    Identity,
+    ReLUConvBN,
+    Zero,
+    make_cnn_op,
+    reduced_dim,
+)
+from emodarts_tf.search_space.primitives import CNN_PRIMITIVES, num_edges
+
+_register = keras.saving.register_keras_serializable(package="emodarts_tf")
+
+
+def _check_int(value, argument: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{argument}: expected an integer >= {minimum}, received {value!r}")
+    return value
+
+
+def _check_pair(inputs, layer: str):
+    if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+        raise ValueError(f"{layer}: expected inputs [s0, s1] (the two previous cells' outputs), received {inputs!r}")
+    return inputs
+
+
+def _preprocess(channels: int, reduction_prev: bool, affine: bool):
+    pre0 = (FactorizedReduce(channels, affine=affine, name="preprocess0") if reduction_prev
+            else ReLUConvBN(channels, 1, 1, affine=affine, name="preprocess0"))
+    pre1 = ReLUConvBN(channels, 1, 1, affine=affine, name="preprocess1")
+    return pre0, pre1
+
+
+def _build_preprocess(cell, input_shape):
+    s0_shape, s1_shape = (tuple(s) for s in _check_pair(input_shape, cell.name))
+    if len(s0_shape) != 4 or len(s1_shape) != 4:
+        raise ValueError(f"{cell.name}: expected two 4-D inputs (B, H, W, C), received shapes {s0_shape}, {s1_shape}")
+    cell.preprocess0.build(s0_shape)
+    cell.preprocess1.build(s1_shape)
+    pre0 = cell.preprocess0.compute_output_shape(s0_shape)
+    pre1 = cell.preprocess1.compute_output_shape(s1_shape)
+    for axis, label in ((1, "H"), (2, "W")):
+        if pre0[axis] is not None and pre1[axis] is not None and pre0[axis] != pre1[axis]:
+            raise ValueError(
+                f"{cell.name}: expected s0 and s1 at the same resolution after preprocessing "
+                f"(reduction_prev={cell.reduction_prev}), received {label} {pre0[axis]} and {pre1[axis]} "
+                f"from input shapes {s0_shape} and {s1_shape}"
+            )
+    return pre1
+
+
+def _output_shape(cell, input_shape, n_concat: int):
+    _, s1_shape = input_shape
+    stride = 2 if cell.reduction else 1
+    b, h, w, _ = s1_shape
+    return (b, reduced_dim(h, stride), reduced_dim(w, stride), cell.channels * n_concat)
+
+
+@_register
+class SearchCNNCell(keras.layers.Layer):
+    """A searchable DARTS cell: every edge is a :class:`MixedOp` over ``ops`` (non-affine BN).
+
+    Args:
+        nodes: intermediate nodes ``N``; the cell has ``num_edges(N) = 2 + 3 + ... + (N + 1)`` edges,
+            node 0's 2 edges first, then node 1's 3, and so on.
+        channels: channels of every node; the output has ``channels * nodes``.
+        reduction: a reduction cell (stride 2 on the edges from the cell inputs).
+        reduction_prev: the previous cell was a reduction cell (``s0`` is twice as large as ``s1``).
+        ops: candidate op names (the columns of the weight matrix).
+
+    Call arguments:
+        inputs: ``[s0, s1]``, the outputs of the cells two and one steps back.
+        weights: ``(num_edges(nodes), len(ops))`` mixing weights (softmaxed alphas).
+        training: BN mode.
+    """
+
+    def __init__(self, nodes: int, channels: int, reduction: bool, reduction_prev: bool,
+                 ops: tuple = CNN_PRIMITIVES, **kwargs):
+        super().__init__(**kwargs)
+        self.nodes = _check_int(nodes, "nodes")
+        self.channels = _check_int(channels, "channels")
+        self.reduction = bool(reduction)
+        self.reduction_prev = bool(reduction_prev)
+        self.op_names = check_ops(ops, "cnn")
+        self.preprocess0, self.preprocess1 = _preprocess(channels, self.reduction_prev, affine=False)
+        self.edges = []
+        for node in range(nodes):
+            for j in range(node + 2):
+                stride = 2 if self.reduction and j < 2 else 1
+                self.edges.append(MixedOp(self.op_names, channels, stride, kind="cnn", name=f"edge_{node}_{j}"))
+
+    @property
+    def num_edges(self) -> int:
+        return num_edges(self.nodes)
+
+    def build(self, input_shape):
+        pre = _build_preprocess(self, input_shape)
+        reduced = (pre[0], reduced_dim(pre[1], 2), reduced_dim(pre[2], 2), self.channels)
+        e = 0
+        for node in range(self.nodes):
+            for j in range(node + 2):
+                self.edges[e].build(pre if j < 2 else (reduced if self.reduction else pre))
+                e += 1
+        self.built = True
+
+    def call(self, inputs, weights, training=None):
+        s0, s1 = _check_pair(inputs, self.name)
+        expected = (self.num_edges, len(self.op_names))
+        if tuple(weights.shape) != expected and None not in tuple(weights.shape):
+            raise ValueError(f"weights: expected shape {expected}, received {tuple(weights.shape)}")
+        states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
+        e = 0
+        for _ in range(self.nodes):
+            total = None
+            for j, state in enumerate(states):
+                y = self.edges[e](state, weights[e], training=training)
+                total = y if total is None else total + y
+                e += 1
+            states.append(total)
+        return ops.concatenate(states[2:], axis=-1)
+
+    def compute_output_shape(self, input_shape, weights_shape=None):
+        return _output_shape(self, input_shape, self.nodes)
+
+    def get_config(self):
+        return {**super().get_config(), "nodes": self.nodes, "channels": self.channels,
+                "reduction": self.reduction, "reduction_prev": self.reduction_prev, "ops": list(self.op_names)}
+
+
+def check_genotype_cell(genotype_cell, concat, universe, reduction: bool = False, where: str = "genotype_cell"):
+    """Validate a cell genotype (list of nodes of ``(op, input_index)`` pairs) and its concat list.
+
+    Returns ``(nodes, concat)`` normalised to a list of lists of ``[op, int]`` and a list of ints.
+    """
+    if not isinstance(genotype_cell, (list, tuple)) or not genotype_cell:
+        raise ValueError(f"{where}: expected a non-empty list of nodes, received {genotype_cell!r}")
+    nodes = []
+    for n, node in enumerate(genotype_cell):
+        if not isinstance(node, (list, tuple)) or not node:
+            raise ValueError(f"{where}: node {n}: expected a non-empty list of [op, input] pairs, received {node!r}")
+        pairs = []
+        for edge in node:
+            if not isinstance(edge, (list, tuple)) or len(edge) != 2:
+                raise ValueError(f"{where}: node {n}: expected an [op, input] pair, received {edge!r}")
+            op, idx = edge
+            if op not in universe:
+                raise ValueError(f"{where}: node {n}: expected an op from {list(universe)}, received {op!r}")
+            if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < n + 2:
+                raise ValueError(f"{where}: node {n}: expected an input index in 0..{n + 1}, received {idx!r}")
+            pairs.append([op, int(idx)])
+        nodes.append(pairs)
+    if concat is None:
+        concat = list(range(2, 2 + len(nodes)))
+    if not isinstance(concat, (list, tuple)) or not concat:
+        raise ValueError(f"concat: expected a non-empty list of state indices, received {concat!r}")
+    lowest = 2 if reduction else 0
+    for idx in concat:
+        if isinstance(idx, bool) or not isinstance(idx, int) or not lowest <= idx < len(nodes) + 2:
+            raise ValueError(
+                f"concat: expected state indices in {lowest}..{len(nodes) + 1}"
+                f"{' (a reduction cell cannot concatenate its unreduced inputs)' if reduction else ''}, "
+                f"received {idx!r}"
+            )
+    return nodes, [int(i) for i in concat]
+
+
+def drop_path(x, rate, seed_generator):
+    """Zero whole examples of ``x`` with probability ``rate`` and scale the rest by ``1 / (1 - rate)``."""
+    keep = 1.0 - ops.cast(rate, x.dtype)
+    shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+    noise = keras.random.uniform(shape, dtype=x.dtype, seed=seed_generator)
+    mask = ops.floor(keep + noise)
+    return x / keep * mask
+
+
+@_register
+class FixedCNNCell(keras.layers.Layer):
+    """The discrete cell of a genotype: only the chosen ops, with affine BN, and optional drop-path.
+
+    Args:
+        genotype_cell: one entry per node, each a list of ``[op_name, input_index]`` pairs (input 0 and 1
+            are the cell inputs, 2.. the earlier nodes). The node count is the genotype's.
+        concat: the states concatenated into the output (default: every node).
+        channels: channels of every node; the output has ``channels * len(concat)``.
+        reduction: a reduction cell (stride 2 on edges from the cell inputs).
+        reduction_prev: the previous cell was a reduction cell.
+        drop_path_rate: during training, each non-identity edge output is zeroed per example with this
+            probability (and rescaled), as in DARTS. The rate lives in a non-trainable variable so that
+            a schedule can change it between epochs (:func:`set_drop_path_rate`); 0 disables drop-path
+            altogether (no variable).
+
+    Call arguments:
+        inputs: ``[s0, s1]``.
+        training: BN and drop-path mode; drop-path is inactive at inference.
+    """
+
+    def __init__(self, genotype_cell, concat, channels: int, reduction: bool, reduction_prev: bool,
+                 drop_path_rate: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = _check_int(channels, "channels")
+        self.reduction = bool(reduction)
+        self.reduction_prev = bool(reduction_prev)
+        self.genotype_cell, self.concat = check_genotype_cell(
+            genotype_cell, concat, CNN_PRIMITIVES, self.reduction, "genotype_cell"
+        )
+        if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, (int, float)) \
+                or not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate: expected a number in [0, 1), received {drop_path_rate!r}")
+        self.drop_path_rate = float(drop_path_rate)
+        self.nodes = len(self.genotype_cell)
+        self.preprocess0, self.preprocess1 = _preprocess(channels, self.reduction_prev, affine=True)
+        self.edge_ops = []
+        for n, node in enumerate(self.genotype_cell):
+            for k, (op, idx) in enumerate(node):
+                stride = 2 if self.reduction and idx < 2 else 1
+                self.edge_ops.append(make_cnn_op(op, channels, stride, affine=True, name=f"node{n}_{k}_{op}"))
+        self.seed_generator = keras.random.SeedGenerator() if self.drop_path_rate > 0 else None
+        self.drop_path_variable = None
+
+    def build(self, input_shape):
+        pre = _build_preprocess(self, input_shape)
+        reduced = (pre[0], reduced_dim(pre[1], 2), reduced_dim(pre[2], 2), self.channels)
+        e = 0
+        for node in self.genotype_cell:
+            for _, idx in node:
+                self.edge_ops[e].build(pre if idx < 2 else (reduced if self.reduction else pre))
+                e += 1
+        if self.drop_path_rate > 0:
+            self.drop_path_variable = self.add_weight(
+                name="drop_path_rate", shape=(), initializer=keras.initializers.Constant(self.drop_path_rate),
+                trainable=False,
+            )
+        self.built = True
+
+    def call(self, inputs, training=None):
+        s0, s1 = _check_pair(inputs, self.name)
+        states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
+        e = 0
+        for node in self.genotype_cell:
+            total, first = None, None
+            for _, idx in node:
+                layer = self.edge_ops[e]
+                e += 1
+                if first is None:
+                    first = (layer, states[idx])
+                if isinstance(layer, Zero):
+                    continue
+                y = layer(states[idx], training=training)
+                if training and self.drop_path_variable is not None and not isinstance(layer, Identity):
+                    y = drop_path(y, self.drop_path_variable, self.seed_generator)
+                total = y if total is None else total + y
+            if total is None:  # every incoming op is `none`
+                layer, state = first
+                total = layer(state)
+            states.append(total)
+        return ops.concatenate([states[i] for i in self.concat], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return _output_shape(self, input_shape, len(self.concat))
+
+    def get_config(self):
+        return {**super().get_config(), "genotype_cell": self.genotype_cell, "concat": self.concat,
+                "channels": self.channels, "reduction": self.reduction, "reduction_prev": self.reduction_prev,
+                "drop_path_rate": self.drop_path_rate}

@@ -1,0 +1,134 @@
+"""Mixed operations: one edge of a searchable cell, the softmax-weighted sum of every candidate op."""
+from __future__ import annotations
+
+import keras
+
+from emodarts_tf.search_space.operations import Zero, make_cnn_op, reduced_dim
+from emodarts_tf.search_space.primitives import CNN_PRIMITIVES, SEQ_PRIMITIVES
+from emodarts_tf.search_space.seq_ops import SeqZero, make_seq_op
+
+_register = keras.saving.register_keras_serializable(package="emodarts_tf")
+
+KINDS = ("cnn", "seq")
+
+
+def check_ops(ops_names, kind: str) -> tuple:
+    """Validate a tuple of op names of ``kind`` ("cnn" or "seq"); returns it as a tuple."""
+    universe = CNN_PRIMITIVES if kind == "cnn" else SEQ_PRIMITIVES
+    if isinstance(ops_names, str) or not isinstance(ops_names, (list, tuple)) or not ops_names:
+        raise ValueError(f"ops: expected a non-empty tuple of {kind} op names, received {ops_names!r}")
+    unknown = [op for op in ops_names if op not in universe]
+    if unknown:
+        raise ValueError(f"ops: expected names from {list(universe)}, received unknown op(s) {unknown}")
+    if len(set(ops_names)) != len(ops_names):
+        raise ValueError(f"ops: expected distinct op names, received {list(ops_names)}")
+    return tuple(ops_names)
+
+
+@_register
+class MixedOp(keras.layers.Layer):
+    """One edge of a searchable cell: ``sum_i weights[i] * op_i(x)`` over the candidate ops.
+
+    ``none`` is never computed (it contributes zero); its weight still takes part in the softmax the
+    caller applied. In the CNN search every op's BN is non-affine and the pooling ops get a non-affine
+    BN after them, as in DARTS.
+
+    Args:
+        ops: candidate op names, in the order of the weight vector's entries.
+        channels: channels of the CNN ops, or units of the SeqNN ops.
+        stride: 1 or 2 (CNN only).
+        kind: ``"cnn"`` (candidates from ``CNN_PRIMITIVES``) or ``"seq"`` (``SEQ_PRIMITIVES``).
+
+    Call arguments:
+        x: the edge's input, ``(B, H, W, channels)`` for CNN ops, ``(B, T, units)`` for SeqNN ops.
+        weights: a vector of ``len(ops)`` mixing weights (softmaxed alphas); cast to the compute dtype.
+        training: passed to the ops.
+    """
+
+    def __init__(self, ops: tuple, channels: int, stride: int = 1, kind: str = "cnn", **kwargs):
+        super().__init__(**kwargs)
+        if kind not in KINDS:
+            raise ValueError(f"kind: expected one of {KINDS}, received {kind!r}")
+        if kind == "seq" and stride != 1:
+            raise ValueError(f"stride: expected 1 for SeqNN ops, received {stride!r}")
+        self.op_names = check_ops(ops, kind)
+        self.channels = channels
+        self.stride = stride
+        self.kind = kind
+        # Only the ops that compute something; `none` is left out of the sum.
+        self.active_indices = tuple(i for i, op in enumerate(self.op_names) if op != "none")
+        if kind == "cnn":
+            self.candidates = [
+                make_cnn_op(self.op_names[i], channels, stride, affine=False, name=self.op_names[i], pool_bn=True)
+                for i in self.active_indices
+            ]
+            self._zero = Zero(stride=stride, name="none")
+        else:
+            self.candidates = [make_seq_op(self.op_names[i], channels, name=self.op_names[i])
+                               for i in self.active_indices]
+            self._zero = SeqZero(name="none")
+
+    def op_layer(self, op_name: str) -> keras.layers.Layer:
+        """The layer computing candidate ``op_name`` (``none`` has a Zero layer that is never summed)."""
+        if op_name not in self.op_names:
+            raise ValueError(f"op_name: expected one of {list(self.op_names)}, received {op_name!r}")
+        if op_name == "none":
+            return self._zero
+        return self.candidates[self.active_indices.index(self.op_names.index(op_name))]
+
+    def build(self, input_shape):
+        for layer in self.candidates:
+            layer.build(input_shape)
+        self._zero.build(input_shape)
+        self.built = True
+
+    def call(self, x, weights, training=None):
+        weights = keras.ops.cast(weights, x.dtype)
+        out = None
+        for i, layer in zip(self.active_indices, self.candidates):
+            y = weights[i] * layer(x, training=training)
+            out = y if out is None else out + y
+        if out is None:  # only `none` among the candidates
+            out = self._zero(x)
+        return out
+
+    def compute_output_shape(self, input_shape, weights_shape=None):
+        if self.kind == "seq":
+            return tuple(input_shape)
+        b, h, w, _ = input_shape
+        return (b, reduced_dim(h, self.stride), reduced_dim(w, self.stride), self.channels)
+
+    def get_config(self):
+        return {**super().get_config(), "ops": list(self.op_names), "channels": self.channels,
+                "stride": self.stride, "kind": self.kind}
+
+
+@_register
+class MixedSeqOp(MixedOp):
+    """A :class:`MixedOp` over SeqNN ops: ``(B, T, units) -> (B, T, units)``.
+
+    Args:
+        ops: candidate SeqNN op names (from ``SEQ_PRIMITIVES``).
+        units: features in and out.
+
+    Call arguments:
+        x: a tensor ``(B, T, units)``.
+        weights: a vector of ``len(ops)`` mixing weights.
+        training: passed to the ops.
+    """
+
+    def __init__(self, ops: tuple, units: int, **kwargs):
+        kwargs.pop("channels", None)
+        kwargs.pop("stride", None)
+        kwargs.pop("kind", None)
+        super().__init__(ops, units, 1, kind="seq", **kwargs)
+
+    @property
+    def units(self) -> int:
+        return self.channels
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("channels", "stride", "kind"):
+            config.pop(key)
+        return {**config, "units": self.units}

@@ -1,0 +1,359 @@
+"""The emoDARTS networks: the searchable backbone and the fixed (discrete) network of a genotype.
+
+Both follow the same plan, NHWC with H = MFCC coefficients and W = frames:
+
+    MFCC (B, n_mfcc, frames, 1) -> stem Conv3x3 + BN (stem_multiplier * C channels)
+    -> cnn_cells DARTS cells (reduction cells at ``reduction_indices(cnn_cells)``, channels doubling)
+    -> mean over frequency, keeping time: a real sequence (B, T = W', F)
+    -> Dense to ``seq_hidden`` (None: F) -> seq_cells SeqNN cells over T
+    -> mean over time -> dropout -> Dense classifier (float32 logits, also under mixed precision).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+from keras import ops
+
+from emodarts_tf.config import SearchSpaceConfig
+from emodarts_tf.search_space.cnn_cell import FixedCNNCell, SearchCNNCell
+from emodarts_tf.search_space.genotype import CELL_KINDS, Genotype, derive_genotype
+from emodarts_tf.search_space.operations import batch_norm, reduced_dim
+from emodarts_tf.search_space.primitives import num_edges, reduction_indices, resolve_ops
+from emodarts_tf.search_space.seq_cell import FixedSeqCell, SearchSeqCell
+
+_register = keras.saving.register_keras_serializable(package="emodarts_tf")
+
+
+def as_space(space) -> SearchSpaceConfig:
+    """A SearchSpaceConfig from itself or from its dict (as ``get_config`` stores it)."""
+    if isinstance(space, SearchSpaceConfig):
+        return space
+    if isinstance(space, dict):
+        known = {f.name for f in dataclasses.fields(SearchSpaceConfig)}
+        unknown = sorted(set(space) - known)
+        if unknown:
+            raise ValueError(f"space: expected keys from {sorted(known)}, received unknown key(s) {unknown}")
+        return SearchSpaceConfig(**space)
+    raise ValueError(f"space: expected a SearchSpaceConfig or a dict, received {type(space).__name__}")
+
+
+def apply_train_overrides(space: SearchSpaceConfig, train) -> SearchSpaceConfig:
+    """The space of the retrained network: ``train.init_channels / cnn_cells / seq_cells`` where set."""
+    updates = {key: getattr(train, key) for key in ("init_channels", "cnn_cells", "seq_cells")
+               if getattr(train, key, None) is not None}
+    return dataclasses.replace(as_space(space), **updates)
+
+
+def _check_space(space: SearchSpaceConfig) -> None:
+    for key, minimum in (("init_channels", 1), ("cnn_cells", 1), ("cnn_nodes", 1), ("stem_multiplier", 1),
+                         ("seq_cells", 0), ("seq_nodes", 1)):
+        value = getattr(space, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"space.{key}: expected an integer >= {minimum}, received {value!r}")
+    if space.seq_hidden is not None and (not isinstance(space.seq_hidden, int) or space.seq_hidden < 1):
+        raise ValueError(f"space.seq_hidden: expected None or a positive integer, received {space.seq_hidden!r}")
+    if not isinstance(space.dropout, (int, float)) or not 0.0 <= space.dropout < 1.0:
+        raise ValueError(f"space.dropout: expected a number in [0, 1), received {space.dropout!r}")
+
+
+def _check_input_shape(input_shape) -> tuple:
+    shape = tuple(input_shape) if isinstance(input_shape, (list, tuple)) else None
+    if shape is None or len(shape) != 3 or any(
+        d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1) for d in shape
+    ) or shape[2] is None:
+        raise ValueError(f"input_shape: expected (n_mfcc, frames, channels), received {input_shape!r}")
+    return shape
+
+
+def _check_num_classes(num_classes) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes: expected a positive integer, received {num_classes!r}")
+    return num_classes
+
+
+def cnn_plan(space: SearchSpaceConfig):
+    """``[(channels, reduction, reduction_prev), ...]`` for each CNN cell."""
+    reductions = reduction_indices(space.cnn_cells)
+    plan, channels, reduction_prev = [], space.init_channels, False
+    for i in range(space.cnn_cells):
+        reduction = i in reductions
+        if reduction:
+            channels *= 2
+        plan.append((channels, reduction, reduction_prev))
+        reduction_prev = reduction
+    return plan
+
+
+@_register
+class FrequencyPooling(keras.layers.Layer):
+    """Mean over the frequency axis, keeping time: ``(B, H, W, C) -> (B, W, C)``, a sequence over W.
+
+    Call arguments:
+        x: a 4-D tensor ``(B, H, W, C)``.
+    """
+
+    def call(self, x):
+        return ops.mean(x, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2], input_shape[3])
+
+
+@_register
+class AuxiliaryHead(keras.layers.Layer):
+    """DARTS-style auxiliary classifier on a CNN feature map, for any spatial size.
+
+    ReLU -> 5x5 average pool at stride 3 ("same") -> Conv1x1(hidden) -> BN -> ReLU -> global average
+    pool -> Dense(num_classes) (float32 logits).
+
+    Args:
+        num_classes: output logits.
+        hidden: channels of the 1x1 convolution.
+
+    Call arguments:
+        x: a 4-D tensor ``(B, H, W, C)``.
+        training: BN mode.
+    """
+
+    def __init__(self, num_classes: int, hidden: int = 128, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = _check_num_classes(num_classes)
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise ValueError(f"hidden: expected a positive integer, received {hidden!r}")
+        self.hidden = hidden
+        self.pool = keras.layers.AveragePooling2D(5, strides=3, padding="same", name="pool")
+        self.conv = keras.layers.Conv2D(hidden, 1, use_bias=False, name="conv")
+        self.norm = batch_norm(True, name="bn")
+        self.classifier = keras.layers.Dense(num_classes, dtype="float32", name="classifier")
+
+    def build(self, input_shape):
+        b, h, w, c = input_shape
+        pooled = (b, reduced_dim(h, 3), reduced_dim(w, 3), c)
+        self.pool.build(input_shape)
+        self.conv.build(pooled)
+        self.norm.build(pooled[:3] + (self.hidden,))
+        self.classifier.build((b, self.hidden))
+        self.built = True
+
+    def call(self, x, training=None):
+        y = self.conv(self.pool(ops.relu(x)))
+        y = ops.relu(self.norm(y, training=training))
+        return self.classifier(ops.mean(y, axis=(1, 2)))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_classes)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "hidden": self.hidden}
+
+
+@_register
+class SearchBackbone(keras.layers.Layer):
+    """The searchable emoDARTS network (without its alphas): MFCC -> logits for given mixing weights.
+
+    The search model owns the alphas (shapes from :meth:`alpha_shapes`), softmaxes them and passes the
+    weights in. Every size comes from ``space``, ``input_shape`` and ``num_classes``.
+
+    Args:
+        space: a ``SearchSpaceConfig`` (or its dict): channels, cells, nodes, candidate ops, ...
+        input_shape: ``(n_mfcc, frames, channels)`` of one example, e.g. ``(128, 128, 1)``.
+        num_classes: output logits.
+
+    Call arguments:
+        x: MFCCs ``(B, n_mfcc, frames, channels)``.
+        weights: ``{"normal": (num_edges(cnn_nodes), len(cnn_ops)), "reduce": (same),
+            "seq": (num_edges(seq_nodes), len(seq_ops))}`` softmaxed mixing weights. A kind without
+            cells (no reduction cell, no SeqNN cell, ...) is not read but may be passed.
+        training: BN and dropout mode.
+
+    Example:
+        >>> space = SearchSpaceConfig(init_channels=4, cnn_cells=3, cnn_nodes=2, seq_cells=1, seq_nodes=2)
+        >>> net = SearchBackbone(space, (16, 16, 1), num_classes=4)
+        >>> w = {k: keras.ops.softmax(keras.ops.zeros(s)) for k, s in net.alpha_shapes().items()}
+        >>> net(keras.ops.ones((2, 16, 16, 1)), w).shape
+        TensorShape([2, 4])
+    """
+
+    def __init__(self, space, input_shape, num_classes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.space = as_space(space)
+        _check_space(self.space)
+        self.mfcc_shape = _check_input_shape(input_shape)
+        self.num_classes = _check_num_classes(num_classes)
+        self.cnn_ops = resolve_ops(self.space.cnn_ops, "cnn")
+        self.seq_ops = resolve_ops(self.space.seq_ops, "seq")
+        space = self.space
+        self.stem_conv = keras.layers.Conv2D(space.stem_multiplier * space.init_channels, 3, padding="same",
+                                             use_bias=False, name="stem_conv")
+        self.stem_bn = batch_norm(True, name="stem_bn")
+        self.cnn_cells = [
+            SearchCNNCell(space.cnn_nodes, channels, reduction, reduction_prev, self.cnn_ops, name=f"cnn_cell_{i}")
+            for i, (channels, reduction, reduction_prev) in enumerate(cnn_plan(space))
+        ]
+        self.cnn_channels = cnn_plan(space)[-1][0] * space.cnn_nodes
+        self.seq_units = space.seq_hidden or self.cnn_channels
+        self.frequency_pool = FrequencyPooling(name="frequency_pool")
+        self.seq_projection = keras.layers.Dense(self.seq_units, name="seq_projection")
+        self.seq_cells = [SearchSeqCell(space.seq_nodes, self.seq_units, self.seq_ops, name=f"seq_cell_{i}")
+                          for i in range(space.seq_cells)]
+        self.dropout = keras.layers.Dropout(space.dropout, name="dropout")
+        self.classifier = keras.layers.Dense(self.num_classes, dtype="float32", name="classifier")
+
+    def alpha_shapes(self) -> dict:
+        """``{"normal": (edges, cnn ops), "reduce": (edges, cnn ops), "seq": (edges, seq ops)}``."""
+        cnn = (num_edges(self.space.cnn_nodes), len(self.cnn_ops))
+        return {"normal": cnn, "reduce": cnn, "seq": (num_edges(self.space.seq_nodes), len(self.seq_ops))}
+
+    @property
+    def reduction_cells(self) -> tuple:
+        return reduction_indices(self.space.cnn_cells)
+
+    def derive_genotype(self, alphas: dict, max_skip: int | None = None, meta: dict | None = None) -> Genotype:
+        """The genotype of raw (un-softmaxed) alpha arrays, with this backbone's ops and node counts."""
+        alphas = {k: keras.ops.convert_to_numpy(v) for k, v in alphas.items()}
+        return derive_genotype(alphas, self.cnn_ops, self.seq_ops, self.space.cnn_nodes, self.space.seq_nodes,
+                               max_skip=max_skip, meta=meta)
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        if len(shape) != 4:
+            raise ValueError(f"{self.name}: expected inputs (B, n_mfcc, frames, channels), received shape {shape}")
+        self.stem_conv.build(shape)
+        stem = self.stem_conv.compute_output_shape(shape)
+        self.stem_bn.build(stem)
+        s0 = s1 = stem
+        for cell in self.cnn_cells:
+            cell.build([s0, s1])
+            s0, s1 = s1, cell.compute_output_shape([s0, s1])
+        seq = self.frequency_pool.compute_output_shape(s1)
+        self.seq_projection.build(seq)
+        seq = (seq[0], seq[1], self.seq_units)
+        for cell in self.seq_cells:
+            cell.build([seq, seq])
+        self.classifier.build((shape[0], self.seq_units))
+        self.built = True
+
+    def call(self, x, weights, training=None):
+        if not isinstance(weights, dict):
+            raise ValueError(f"weights: expected a dict with keys {CELL_KINDS}, received {type(weights).__name__}")
+        needed = {"reduce" if cell.reduction else "normal" for cell in self.cnn_cells}
+        if self.seq_cells:
+            needed.add("seq")
+        missing = sorted(needed - set(weights))
+        if missing:
+            raise ValueError(f"weights: expected keys {sorted(needed)}, received {sorted(weights)} (missing {missing})")
+        s = self.stem_bn(self.stem_conv(x), training=training)
+        s0 = s1 = s
+        for cell in self.cnn_cells:
+            w = weights["reduce" if cell.reduction else "normal"]
+            s0, s1 = s1, cell([s0, s1], w, training=training)
+        seq = self.seq_projection(self.frequency_pool(s1))
+        s0 = s1 = seq
+        for cell in self.seq_cells:
+            s0, s1 = s1, cell([s0, s1], weights["seq"], training=training)
+        pooled = ops.mean(s1, axis=1)
+        return self.classifier(self.dropout(pooled, training=training))
+
+    def compute_output_shape(self, input_shape, weights_shape=None):
+        return (input_shape[0], self.num_classes)
+
+    def get_config(self):
+        return {**super().get_config(), "space": dataclasses.asdict(self.space),
+                "input_shape": list(self.mfcc_shape), "num_classes": self.num_classes}
+
+
+def build_fixed_network(
+    genotype: Genotype,
+    space: SearchSpaceConfig,
+    input_shape,
+    num_classes: int,
+    drop_path: float = 0.0,
+    aux: bool = False,
+    name: str = "emodarts",
+) -> keras.Model:
+    """The discrete network of ``genotype`` as a Functional ``keras.Model`` (input ``"mfcc"``).
+
+    Channels, cell counts, stem multiplier, SeqNN width and dropout come from ``space`` (apply a
+    ``TrainConfig``'s overrides with :func:`apply_train_overrides`); node counts and ops from the
+    genotype. BN is affine; drop-path (rate ``drop_path``, see :func:`set_drop_path_rate`) acts in
+    training only.
+
+    Args:
+        genotype: the architecture (its cells are validated; ``seq`` ops must be SeqNN ops, ...).
+        space: sizes of the network.
+        input_shape: ``(n_mfcc, frames, channels)``; ``frames`` may be None (any length).
+        num_classes: output logits.
+        drop_path: maximum drop-path rate of the CNN cells (0 disables it).
+        aux: add the auxiliary head after the last reduction cell (the one at 2/3; the last CNN cell
+            when there is no reduction cell).
+        name: the model's name.
+
+    Returns:
+        A model ``mfcc -> logits`` (float32), or ``mfcc -> {"logits", "aux_logits"}`` when ``aux``.
+    """
+    if not isinstance(genotype, Genotype):
+        raise ValueError(f"genotype: expected a Genotype, received {type(genotype).__name__}")
+    genotype.validate("genotype")
+    space = as_space(space)
+    _check_space(space)
+    input_shape = _check_input_shape(input_shape)
+    num_classes = _check_num_classes(num_classes)
+    if isinstance(drop_path, bool) or not isinstance(drop_path, (int, float)) or not 0.0 <= drop_path < 1.0:
+        raise ValueError(f"drop_path: expected a number in [0, 1), received {drop_path!r}")
+    if input_shape[0] is None:
+        raise ValueError(f"input_shape: expected a fixed n_mfcc (frequency) size, received {input_shape!r}")
+
+    inputs = keras.Input(shape=input_shape, name="mfcc")
+    x = keras.layers.Conv2D(space.stem_multiplier * space.init_channels, 3, padding="same", use_bias=False,
+                            name="stem_conv")(inputs)
+    x = batch_norm(True, name="stem_bn")(x)
+    plan = cnn_plan(space)
+    reductions = reduction_indices(space.cnn_cells)
+    aux_index = reductions[-1] if reductions else space.cnn_cells - 1
+    aux_logits = None
+    s0 = s1 = x
+    channels_out = None
+    for i, (channels, reduction, reduction_prev) in enumerate(plan):
+        kind = "reduce" if reduction else "normal"
+        try:
+            cell = FixedCNNCell(genotype.cell(kind), genotype.concat(kind), channels, reduction, reduction_prev,
+                                drop_path_rate=float(drop_path), name=f"cnn_cell_{i}")
+        except ValueError as exc:
+            raise ValueError(f"genotype.{kind}: {exc}") from exc
+        s0, s1 = s1, cell([s0, s1])
+        channels_out = channels * len(cell.concat)
+        if aux and i == aux_index:
+            aux_logits = AuxiliaryHead(num_classes, name="aux_head")(s1)
+    units = space.seq_hidden or channels_out
+    seq = FrequencyPooling(name="frequency_pool")(s1)
+    seq = keras.layers.Dense(units, name="seq_projection")(seq)
+    s0 = s1 = seq
+    for i in range(space.seq_cells):
+        try:
+            cell = FixedSeqCell(genotype.seq, genotype.seq_concat, units, name=f"seq_cell_{i}")
+        except ValueError as exc:
+            raise ValueError(f"genotype.seq: {exc}") from exc
+        s0, s1 = s1, cell([s0, s1])
+    pooled = keras.layers.GlobalAveragePooling1D(name="time_pool")(s1)
+    pooled = keras.layers.Dropout(space.dropout, name="dropout")(pooled)
+    logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(pooled)
+    outputs = {"logits": logits, "aux_logits": aux_logits} if aux else logits
+    return keras.Model(inputs, outputs, name=name)
+
+
+def set_drop_path_rate(model: keras.layers.Layer, rate: float) -> int:
+    """Set the current drop-path rate of every FixedCNNCell in ``model`` built with drop-path.
+
+    DARTS raises it linearly over the epochs (``drop_path * epoch / epochs``); call this from a
+    callback's ``on_epoch_begin``. Returns the number of cells updated.
+    """
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+        raise ValueError(f"rate: expected a number in [0, 1), received {rate!r}")
+    cells = [layer for layer in model._flatten_layers(include_self=True, recursive=True)
+             if isinstance(layer, FixedCNNCell) and layer.drop_path_variable is not None]
+    if rate > 0 and not cells:
+        raise ValueError("model: expected FixedCNNCells built with drop_path > 0, received none")
+    for cell in cells:
+        cell.drop_path_variable.assign(float(rate))
+    return len(cells)

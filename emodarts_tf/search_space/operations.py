@@ -1,0 +1,401 @@
+"""Candidate CNN operations of the emoDARTS search space (DARTS ops), NHWC.
+
+Every op built by :func:`make_cnn_op` maps ``(B, H, W, C)`` to ``(B, ceil(H/s), ceil(W/s), channels)``
+at stride ``s`` ("same" padding), for any ``H`` and ``W``, odd ones included, so that cells work at any
+input size. Inside a cell the input already has ``channels`` channels (the cell's preprocessing sees
+to that), as in DARTS.
+
+Batch normalisation follows PyTorch's defaults as DARTS uses them (momentum 0.1 there, 0.9 in Keras'
+convention; epsilon 1e-5); in the search every op's BN is non-affine (``affine=False``), in the
+retrained network affine.
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+from emodarts_tf.search_space.primitives import CNN_PRIMITIVES
+
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+_register = keras.saving.register_keras_serializable(package="emodarts_tf")
+
+
+def batch_norm(affine: bool, name: str | None = None) -> keras.layers.BatchNormalization:
+    """A BatchNormalization with DARTS' settings; ``affine=False`` drops beta and gamma."""
+    return keras.layers.BatchNormalization(
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=affine, scale=affine, name=name
+    )
+
+
+def reduced_dim(size, stride: int):
+    """Spatial size after a "same"-padded op at ``stride``: ``ceil(size / stride)`` (None stays None)."""
+    return None if size is None else int(math.ceil(size / stride))
+
+
+def _check_positive_int(value, argument: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{argument}: expected a positive integer, received {value!r}")
+    return value
+
+
+def _check_stride(stride) -> int:
+    if stride not in (1, 2) or isinstance(stride, bool):
+        raise ValueError(f"stride: expected 1 or 2, received {stride!r}")
+    return stride
+
+
+def _check_rank4(input_shape, layer: str) -> None:
+    if len(input_shape) != 4:
+        raise ValueError(f"{layer}: expected an input of rank 4 (B, H, W, C), received shape {tuple(input_shape)}")
+
+
+@_register
+class Zero(keras.layers.Layer):
+    """The ``none`` op: zeros of the shape the op at ``stride`` would output.
+
+    Args:
+        stride: 1 or 2; at 2 the output is ``ceil(H/2) x ceil(W/2)``.
+        channels: output channels; None keeps the input's.
+
+    Call arguments:
+        x: a 4-D tensor ``(B, H, W, C)``.
+        training: unused.
+    """
+
+    def __init__(self, stride: int = 1, channels: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = _check_stride(stride)
+        self.channels = None if channels is None else _check_positive_int(channels, "channels")
+
+    def build(self, input_shape):
+        _check_rank4(input_shape, self.name)
+        self.built = True
+
+    def call(self, x, training=None):
+        if self.stride > 1:
+            x = x[:, :: self.stride, :: self.stride, :]
+        if self.channels is not None:
+            x = x[..., :1]
+            return ops.zeros_like(x) * ops.zeros((self.channels,), dtype=x.dtype)
+        return ops.zeros_like(x)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        return (b, reduced_dim(h, self.stride), reduced_dim(w, self.stride), self.channels or c)
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride, "channels": self.channels}
+
+
+@_register
+class Identity(keras.layers.Layer):
+    """``skip_connect`` at stride 1: returns its input.
+
+    Call arguments:
+        x: any tensor.
+        training: unused.
+    """
+
+    def call(self, x, training=None):
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@_register
+class PoolBN(keras.layers.Layer):
+    """3x3 max or average pooling ("same" padding), optionally followed by BN (DARTS' search adds a
+    non-affine BN after every pool).
+
+    Average pooling ignores the padding (PyTorch's ``count_include_pad=False``): border outputs are
+    means over the valid inputs only, which is what TensorFlow's "same" average pooling computes.
+
+    Args:
+        pool_type: ``"max"`` or ``"avg"``.
+        stride: 1 or 2.
+        pool_size: window size (3 in DARTS).
+        bn: add a BatchNormalization after the pool.
+        affine: whether that BN has beta and gamma.
+
+    Call arguments:
+        x: a 4-D tensor ``(B, H, W, C)``.
+        training: BN mode.
+    """
+
+    def __init__(self, pool_type: str, stride: int = 1, pool_size: int = 3, bn: bool = False,
+                 affine: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if pool_type not in ("max", "avg"):
+            raise ValueError(f"pool_type: expected 'max' or 'avg', received {pool_type!r}")
+        self.pool_type = pool_type
+        self.stride = _check_stride(stride)
+        self.pool_size = _check_positive_int(pool_size, "pool_size")
+        self.bn = bool(bn)
+        self.affine = bool(affine)
+        cls = keras.layers.MaxPooling2D if pool_type == "max" else keras.layers.AveragePooling2D
+        self.pool = cls(pool_size=pool_size, strides=stride, padding="same", name="pool")
+        self.norm = batch_norm(affine, name="bn") if bn else None
+
+    def build(self, input_shape):
+        _check_rank4(input_shape, self.name)
+        self.pool.build(input_shape)
+        if self.norm is not None:
+            self.norm.build(self.compute_output_shape(input_shape))
+        self.built = True
+
+    def call(self, x, training=None):
+        y = self.pool(x)
+        if self.norm is not None:
+            y = self.norm(y, training=training)
+        return y
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        return (b, reduced_dim(h, self.stride), reduced_dim(w, self.stride), c)
+
+    def get_config(self):
+        return {**super().get_config(), "pool_type": self.pool_type, "stride": self.stride,
+                "pool_size": self.pool_size, "bn": self.bn, "affine": self.affine}
+
+
+@_register
+class ReLUConvBN(keras.layers.Layer):
+    """ReLU -> Conv2D (no bias, "same") -> BN: the cells' preprocessing of their inputs.
+
+    Args:
+        channels: output channels.
+        kernel_size: convolution size (1 for the preprocessing).
+        stride: 1 or 2.
+        affine: BN with beta and gamma.
+
+    Call arguments:
+        x: a 4-D tensor ``(B, H, W, C_in)``.
+        training: BN mode.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 1, stride: int = 1, affine: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = _check_positive_int(channels, "channels")
+        self.kernel_size = _check_positive_int(kernel_size, "kernel_size")
+        self.stride = _check_stride(stride)
+        self.affine = bool(affine)
+        self.conv = keras.layers.Conv2D(channels, kernel_size, strides=stride, padding="same",
+                                        use_bias=False, name="conv")
+        self.norm = batch_norm(affine, name="bn")
+
+    def build(self, input_shape):
+        _check_rank4(input_shape, self.name)
+        self.conv.build(input_shape)
+        self.norm.build(self.compute_output_shape(input_shape))
+        self.built = True
+
+    def call(self, x, training=None):
+        return self.norm(self.conv(ops.relu(x)), training=training)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        return (b, reduced_dim(h, self.stride), reduced_dim(w, self.stride), self.channels)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "kernel_size": self.kernel_size,
+                "stride": self.stride, "affine": self.affine}
+
+
+@_register
+class DilConv(keras.layers.Layer):
+    """ReLU -> depthwise conv (dilated) -> pointwise 1x1 conv -> BN (DARTS' ``dil_conv_kxk``).
+
+    TensorFlow cannot stride a dilated depthwise convolution, so at stride 2 with dilation > 1 the
+    stride-1 result is subsampled (``[::2, ::2]``), which picks the windows centred on even positions,
+    as PyTorch's symmetric padding does. Output ``ceil(H/s) x ceil(W/s) x channels``.
+
+    Args:
+        channels: output channels.
+        kernel_size: depthwise kernel size (odd).
+        stride: 1 or 2.
+        dilation: depthwise dilation rate.
+        affine: BN with beta and gamma.
+
+    Call arguments:
+        x: a 4-D tensor ``(B, H, W, C_in)``.
+        training: BN mode.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, stride: int = 1, dilation: int = 2,
+                 affine: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = _check_positive_int(channels, "channels")
+        self.kernel_size = _check_positive_int(kernel_size, "kernel_size")
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size: expected an odd size, received {kernel_size}")
+        self.stride = _check_stride(stride)
+        self.dilation = _check_positive_int(dilation, "dilation")
+        self.affine = bool(affine)
+        self._subsample = stride > 1 and dilation > 1
+        self.depthwise = keras.layers.DepthwiseConv2D(
+            kernel_size, strides=1 if self._subsample else stride, dilation_rate=dilation,
+            padding="same", use_bias=False, name="depthwise",
+        )
+        self.pointwise = keras.layers.Conv2D(channels, 1, use_bias=False, name="pointwise")
+        self.norm = batch_norm(affine, name="bn")
+
+    def build(self, input_shape):
+        _check_rank4(input_shape, self.name)
+        b, _, _, c = input_shape
+        self.depthwise.build(input_shape)
+        out = self.compute_output_shape(input_shape)
+        self.pointwise.build((b, out[1], out[2], c))
+        self.norm.build(out)
+        self.built = True
+
+    def call(self, x, training=None):
+        y = self.depthwise(ops.relu(x))
+        if self._subsample:
+            y = y[:, :: self.stride, :: self.stride, :]
+        return self.norm(self.pointwise(y), training=training)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        return (b, reduced_dim(h, self.stride), reduced_dim(w, self.stride), self.channels)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "kernel_size": self.kernel_size,
+                "stride": self.stride, "dilation": self.dilation, "affine": self.affine}
+
+
+@_register
+class SepConv(keras.layers.Layer):
+    """Two stacked ReLU -> depthwise -> pointwise -> BN blocks (DARTS' ``sep_conv_kxk``); the first
+    carries the stride.
+
+    Args:
+        channels: output channels (also the channels between the two blocks).
+        kernel_size: depthwise kernel size (odd).
+        stride: 1 or 2.
+        affine: BN with beta and gamma.
+
+    Call arguments:
+        x: a 4-D tensor ``(B, H, W, C_in)``.
+        training: BN mode.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, stride: int = 1, affine: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = _check_positive_int(channels, "channels")
+        self.kernel_size = _check_positive_int(kernel_size, "kernel_size")
+        self.stride = _check_stride(stride)
+        self.affine = bool(affine)
+        self.block1 = DilConv(channels, kernel_size, stride, dilation=1, affine=affine, name="block1")
+        self.block2 = DilConv(channels, kernel_size, 1, dilation=1, affine=affine, name="block2")
+
+    def build(self, input_shape):
+        _check_rank4(input_shape, self.name)
+        self.block1.build(input_shape)
+        self.block2.build(self.block1.compute_output_shape(input_shape))
+        self.built = True
+
+    def call(self, x, training=None):
+        return self.block2(self.block1(x, training=training), training=training)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        return (b, reduced_dim(h, self.stride), reduced_dim(w, self.stride), self.channels)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "kernel_size": self.kernel_size,
+                "stride": self.stride, "affine": self.affine}
+
+
+@_register
+class FactorizedReduce(keras.layers.Layer):
+    """ReLU, then two 1x1 convolutions at stride 2, one on the even and one on the odd positions,
+    concatenated, then BN: halves H and W without losing the odd rows and columns.
+
+    Works for odd sizes: the input is padded by one row and column at the end before the odd
+    positions are taken, so both branches output ``ceil(H/2) x ceil(W/2)`` (for even sizes this is
+    exactly DARTS' ``x[:, :, 1:, 1:]`` branch).
+
+    Args:
+        channels: output channels (``channels // 2`` from the first branch, the rest from the second).
+        affine: BN with beta and gamma.
+
+    Call arguments:
+        x: a 4-D tensor ``(B, H, W, C_in)``.
+        training: BN mode.
+    """
+
+    def __init__(self, channels: int, affine: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = _check_positive_int(channels, "channels")
+        if channels < 2:
+            raise ValueError(f"channels: expected at least 2 for a factorized reduce, received {channels}")
+        self.affine = bool(affine)
+        self.conv_even = keras.layers.Conv2D(channels // 2, 1, use_bias=False, name="conv_even")
+        self.conv_odd = keras.layers.Conv2D(channels - channels // 2, 1, use_bias=False, name="conv_odd")
+        self.norm = batch_norm(affine, name="bn")
+
+    def build(self, input_shape):
+        _check_rank4(input_shape, self.name)
+        b, h, w, c = input_shape
+        half = (b, reduced_dim(h, 2), reduced_dim(w, 2), c)
+        self.conv_even.build(half)
+        self.conv_odd.build(half)
+        self.norm.build(self.compute_output_shape(input_shape))
+        self.built = True
+
+    def call(self, x, training=None):
+        x = ops.relu(x)
+        even = x[:, ::2, ::2, :]
+        padded = ops.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]])
+        odd = padded[:, 1::2, 1::2, :]
+        y = ops.concatenate([self.conv_even(even), self.conv_odd(odd)], axis=-1)
+        return self.norm(y, training=training)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        return (b, reduced_dim(h, 2), reduced_dim(w, 2), self.channels)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "affine": self.affine}
+
+
+def _skip(channels, stride, affine, name):
+    return Identity(name=name) if stride == 1 else FactorizedReduce(channels, affine=affine, name=name)
+
+
+# name -> factory(channels, stride, affine, name, pool_bn)
+CNN_OPS = {
+    "none": lambda c, s, affine, name, pool_bn: Zero(stride=s, name=name),
+    "max_pool_3x3": lambda c, s, affine, name, pool_bn: PoolBN("max", s, 3, bn=pool_bn, affine=False, name=name),
+    "avg_pool_3x3": lambda c, s, affine, name, pool_bn: PoolBN("avg", s, 3, bn=pool_bn, affine=False, name=name),
+    "skip_connect": lambda c, s, affine, name, pool_bn: _skip(c, s, affine, name),
+    "sep_conv_3x3": lambda c, s, affine, name, pool_bn: SepConv(c, 3, s, affine=affine, name=name),
+    "sep_conv_5x5": lambda c, s, affine, name, pool_bn: SepConv(c, 5, s, affine=affine, name=name),
+    "dil_conv_3x3": lambda c, s, affine, name, pool_bn: DilConv(c, 3, s, 2, affine=affine, name=name),
+    "dil_conv_5x5": lambda c, s, affine, name, pool_bn: DilConv(c, 5, s, 2, affine=affine, name=name),
+}
+assert set(CNN_OPS) == set(CNN_PRIMITIVES)
+
+
+def make_cnn_op(op_name: str, channels: int, stride: int = 1, affine: bool = True, name: str | None = None,
+                pool_bn: bool = False) -> keras.layers.Layer:
+    """Build the candidate CNN op ``op_name`` (one of ``CNN_PRIMITIVES``).
+
+    Args:
+        op_name: the op's name, e.g. ``"sep_conv_3x3"``.
+        channels: the cell's channel count (input and output of the op).
+        stride: 1, or 2 in reduction cells on edges from the cell inputs.
+        affine: BN with beta and gamma (False in the search, True when retraining).
+        name: the layer's name.
+        pool_bn: add a non-affine BN after the pooling ops (the search's mixed ops do, as in DARTS).
+    """
+    if op_name not in CNN_OPS:
+        raise ValueError(f"op_name: expected one of {list(CNN_PRIMITIVES)}, received {op_name!r}")
+    _check_positive_int(channels, "channels")
+    _check_stride(stride)
+    return CNN_OPS[op_name](channels, stride, bool(affine), name, bool(pool_bn))

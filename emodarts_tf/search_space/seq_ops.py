@@ -1,0 +1,220 @@
+"""Candidate sequence (SeqNN) operations: ``(B, T, units) -> (B, T, units)`` over the TIME axis.
+
+- ``lstm_k`` / ``rnn_k``: ``k`` stacked unidirectional ``keras.layers.LSTM`` / ``SimpleRNN`` layers of
+  ``units`` returning sequences (causal: the output at ``t`` depends on inputs up to ``t`` only).
+- ``lstm_att_k`` / ``rnn_att_k``: ``k`` stacked bidirectional LSTM / SimpleRNN layers (``units // 2``
+  per direction; an odd ``units`` gets ``units // 2 + 1`` per direction and a Dense back to ``units``),
+  then single-head dot-product self-attention over time (``keras.layers.MultiHeadAttention``, key size
+  ``units``) added residually: ``h + attention(h, h)``. Every size comes from ``units``; none from the
+  batch (the PyTorch original sized a linear layer from the batch size, so it ran only at batch 16).
+- ``skip_connect``: identity; ``none``: zeros.
+
+The LSTMs keep Keras' cuDNN-compatible defaults (tanh, sigmoid, no recurrent dropout, no unrolling),
+so GPUs get the fused kernel.
+"""
+from __future__ import annotations
+
+import re
+
+import keras
+from keras import ops
+
+from emodarts_tf.search_space.operations import Identity
+from emodarts_tf.search_space.primitives import SEQ_PRIMITIVES
+
+_register = keras.saving.register_keras_serializable(package="emodarts_tf")
+
+RNN_TYPES = ("lstm", "rnn")
+
+
+def _check_units(units) -> int:
+    if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+        raise ValueError(f"units: expected a positive integer, received {units!r}")
+    return units
+
+
+def _check_rank3(input_shape, layer: str) -> None:
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"{layer}: expected a sequence of rank 3 (B, T, features), received shape {tuple(input_shape)}"
+        )
+
+
+def _recurrent(cell_type: str, units: int, name: str) -> keras.layers.Layer:
+    if cell_type == "lstm":
+        return keras.layers.LSTM(units, return_sequences=True, name=name)
+    return keras.layers.SimpleRNN(units, return_sequences=True, name=name)
+
+
+def _check_rnn_args(cell_type, num_layers) -> None:
+    if cell_type not in RNN_TYPES:
+        raise ValueError(f"cell_type: expected one of {RNN_TYPES}, received {cell_type!r}")
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"num_layers: expected a positive integer, received {num_layers!r}")
+
+
+@_register
+class SeqZero(keras.layers.Layer):
+    """The SeqNN ``none`` op: zeros shaped like the input.
+
+    Call arguments:
+        x: a tensor ``(B, T, units)``.
+        training: unused.
+    """
+
+    def call(self, x, training=None):
+        return ops.zeros_like(x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@_register
+class StackedRNN(keras.layers.Layer):
+    """``num_layers`` stacked unidirectional recurrent layers of ``units``, returning sequences.
+
+    Args:
+        cell_type: ``"lstm"`` (keras LSTM) or ``"rnn"`` (keras SimpleRNN).
+        num_layers: how many layers are stacked.
+        units: features in and out.
+
+    Call arguments:
+        x: a tensor ``(B, T, features)``.
+        training: passed to the recurrent layers.
+
+    Example:
+        >>> op = StackedRNN("lstm", 2, 16)
+        >>> op(keras.ops.ones((2, 5, 16))).shape
+        TensorShape([2, 5, 16])
+    """
+
+    def __init__(self, cell_type: str, num_layers: int, units: int, **kwargs):
+        super().__init__(**kwargs)
+        _check_rnn_args(cell_type, num_layers)
+        self.cell_type = cell_type
+        self.num_layers = num_layers
+        self.units = _check_units(units)
+        self.rnns = [_recurrent(cell_type, units, f"{cell_type}_{i}") for i in range(num_layers)]
+
+    def build(self, input_shape):
+        _check_rank3(input_shape, self.name)
+        shape = tuple(input_shape)
+        for rnn in self.rnns:
+            rnn.build(shape)
+            shape = (shape[0], shape[1], self.units)
+        self.built = True
+
+    def call(self, x, training=None):
+        for rnn in self.rnns:
+            x = rnn(x, training=training)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "cell_type": self.cell_type, "num_layers": self.num_layers,
+                "units": self.units}
+
+
+@_register
+class AttentionRNN(keras.layers.Layer):
+    """``num_layers`` stacked bidirectional recurrent layers, then self-attention over time, residual.
+
+    Each direction has ``units // 2`` units (``units // 2 + 1`` and a Dense back to ``units`` when
+    ``units`` is odd). The attention is ``keras.layers.MultiHeadAttention`` with ``num_heads`` heads
+    of ``units // num_heads`` features, query = key = value = the recurrent output ``h``; the op returns
+    ``h + attention(h, h)``, one context vector per time step. No size depends on the batch.
+
+    Args:
+        cell_type: ``"lstm"`` or ``"rnn"``.
+        num_layers: stacked bidirectional layers.
+        units: features in and out.
+        num_heads: attention heads; must divide ``units``.
+
+    Call arguments:
+        x: a tensor ``(B, T, features)``.
+        training: passed to the recurrent and attention layers.
+    """
+
+    def __init__(self, cell_type: str, num_layers: int, units: int, num_heads: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        _check_rnn_args(cell_type, num_layers)
+        self.cell_type = cell_type
+        self.num_layers = num_layers
+        self.units = _check_units(units)
+        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1 or units % num_heads:
+            raise ValueError(f"num_heads: expected a positive divisor of units={units}, received {num_heads!r}")
+        self.num_heads = num_heads
+        self._direction_units = max(1, (units + 1) // 2)
+        self.birnns = [
+            keras.layers.Bidirectional(
+                _recurrent(cell_type, self._direction_units, f"{cell_type}_{i}"), merge_mode="concat",
+                name=f"bi{cell_type}_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        self.projection = (
+            keras.layers.Dense(units, name="projection") if 2 * self._direction_units != units else None
+        )
+        self.attention = keras.layers.MultiHeadAttention(
+            num_heads=num_heads, key_dim=units // num_heads, name="attention"
+        )
+
+    def build(self, input_shape):
+        _check_rank3(input_shape, self.name)
+        shape = tuple(input_shape)
+        for birnn in self.birnns:
+            birnn.build(shape)
+            shape = (shape[0], shape[1], 2 * self._direction_units)
+        if self.projection is not None:
+            self.projection.build(shape)
+        seq_shape = (shape[0], shape[1], self.units)
+        self.attention.build(seq_shape, seq_shape)
+        self.built = True
+
+    def call(self, x, training=None):
+        for birnn in self.birnns:
+            x = birnn(x, training=training)
+        if self.projection is not None:
+            x = self.projection(x)
+        return x + self.attention(x, x, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "cell_type": self.cell_type, "num_layers": self.num_layers,
+                "units": self.units, "num_heads": self.num_heads}
+
+
+_PATTERN = re.compile(r"^(lstm|rnn)(_att)?_(\d+)$")
+
+
+def _factory(op_name: str):
+    if op_name == "none":
+        return lambda units, name: SeqZero(name=name)
+    if op_name == "skip_connect":
+        return lambda units, name: Identity(name=name)
+    cell_type, att, depth = _PATTERN.match(op_name).groups()
+    if att:
+        return lambda units, name: AttentionRNN(cell_type, int(depth), units, name=name)
+    return lambda units, name: StackedRNN(cell_type, int(depth), units, name=name)
+
+
+# name -> factory(units, name)
+SEQ_OPS = {op: _factory(op) for op in SEQ_PRIMITIVES}
+
+
+def make_seq_op(op_name: str, units: int, name: str | None = None) -> keras.layers.Layer:
+    """Build the SeqNN op ``op_name`` (one of ``SEQ_PRIMITIVES``) mapping ``(B, T, units)`` to itself.
+
+    Args:
+        op_name: e.g. ``"lstm_2"`` or ``"rnn_att_1"``.
+        units: features in and out.
+        name: the layer's name.
+    """
+    if op_name not in SEQ_OPS:
+        raise ValueError(f"op_name: expected one of {list(SEQ_PRIMITIVES)}, received {op_name!r}")
+    _check_units(units)
+    return SEQ_OPS[op_name](units, name)
