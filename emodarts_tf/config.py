@@ -102,6 +102,8 @@ class SearchConfig:
     jit_compile: bool = False  # XLA; slower on CPUs, opt-in
     mixed_precision: bool = False
     strategy: str = "auto"  # auto | default | mirrored
+    select: str = "best"  # best | final: the genotype of genotypes.json and cells/ (both are always written)
+    checkpoints_to_keep: int = 2  # latest search checkpoints kept per fold
 
 
 @dataclass
@@ -136,6 +138,11 @@ class BaselineConfig:
     batch_size: int = 64
     patience: int = 10
     space_file: str = "baselines.yaml"  # search spaces, relative to configs/
+    tuning_epochs: Optional[int] = None  # most epochs of one trial (hyperband: max_epochs); None: epochs
+    tuning_patience: Optional[int] = None  # early stopping inside a trial, on val UA; None: patience
+    hyperband_factor: int = 3
+    augment: bool = True  # SpecAugment masking of training batches (when data.spec_augment is enabled)
+    jit_compile: bool = False  # XLA; slower on CPUs, opt-in
 
 
 @dataclass

@@ -1,0 +1,62 @@
+"""A linear reference on the same folds and features as the EmoDB runs in the README.
+
+Logistic regression (scikit-learn, which librosa already installs) on per-coefficient statistics
+(mean, std, max, min over time) of the cached MFCCs, trained on each fold's training part and scored on
+its test speakers with the project's UA/WA/F1. It checks the data path independently of Keras (labels
+are re-derived from the EmoDB file names) and gives a floor that the neural models should clear.
+
+    python benchmarks/emodb_linear_reference.py --root ../shared/data/emodb [--config emodb_budget]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"))
+    parser.add_argument("--config", default="emodb_budget")
+    parser.add_argument("--cache", default="cache")
+    args = parser.parse_args()
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from emodarts_tf.config import load_config
+    from emodarts_tf.data.prepare import prepare
+    from emodarts_tf.evaluation.metrics import classification_metrics
+    from emodarts_tf.evaluation.summary import markdown_table, summarise
+
+    config = load_config(args.config, updates={"data": {"corpus": "emodb", "root": args.root, "cache_dir": args.cache}})
+    prepared = prepare(config, progress=False)
+    letter_to_class = {"W": "ang", "F": "hap", "T": "sad", "N": "neu", "L": "bor", "A": "fea", "E": "dis"}
+
+    def pooled(paths):
+        x = prepared.features(paths)
+        return np.concatenate([x.mean(2), x.std(2), x.max(2), x.min(2)], axis=1)
+
+    per_fold = {}
+    for fold in prepared.folds:
+        y_train, y_test = prepared.labels(fold.train), prepared.labels(fold.test)
+        for path, y in zip(fold.test, y_test):  # independent label check from the file name
+            expected = letter_to_class[Path(path).name[5]]
+            if prepared.classes[y] != expected:
+                raise SystemExit(f"{path}: label {prepared.classes[y]} != {expected} from its file name")
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
+        clf.fit(pooled(fold.train), y_train)
+        per_fold[fold.index] = classification_metrics(y_test, clf.predict(pooled(fold.test)), len(prepared.classes))
+    summary = summarise(per_fold, "linear-reference", prepared.classes)
+    print(f"machine: {platform.platform()}, {os.cpu_count()} cores; data: EmoDB at {args.root}, "
+          f"classes {prepared.classes}, protocol {prepared.protocol}, features {prepared.input_shape} ({args.config})")
+    print(markdown_table(summary, "logistic regression on pooled MFCC statistics"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
