@@ -1,0 +1,254 @@
+"""Which genotype trains which fold, and the refusal of genotypes whose search saw a fold's test speakers.
+
+``cli/train.py --genotype`` takes:
+
+- **one genotype file** (``genotype.json``, ``genotype_best.json``, a paper genotype typed in as JSON):
+  the same architecture for every fold;
+- **a search output directory** (``cli/search.py --out <dir>``): one genotype per fold, looked up for
+  fold ``k`` in this order:
+
+  1. ``<dir>/fold<k>/genotype_best.json``: the genotype of the search epoch with the best validation UA
+     (the issue's "best genotype"; ``choice="final"`` prefers ``genotype.json`` instead),
+  2. ``<dir>/fold<k>/genotype.json``: the genotype at the end of the search,
+  3. ``<dir>/genotypes.json``: ``{"<k>": genotype}`` as ``--fold all`` writes it,
+  4. ``<dir>/genotype_best.json`` / ``<dir>/genotype.json``: a single fold's search directory, used for
+     every fold (and then refused for the folds whose test speakers it saw).
+
+Leak rule: the genotype used for fold ``k`` must come from a search on fold ``k``'s training part only.
+A genotype is refused for fold ``k`` when its ``meta`` (written by the search) shows that the search
+saw one of fold ``k``'s test speakers (``train_speakers``/``val_speakers``/``speakers``), or that it ran
+on another fold ``j != k`` of the same corpus and protocol (whose training part holds fold ``k``'s test
+speakers). ``allow_leak=True`` turns the refusal into a warning. A genotype without search meta (typed
+in from a paper) is accepted with a warning; a genotype searched on another corpus is accepted.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from emodarts_tf.search_space.genotype import Genotype
+from emodarts_tf.utils.io import read_json
+
+log = logging.getLogger(__name__)
+
+BEST_FILE = "genotype_best.json"
+FINAL_FILE = "genotype.json"
+ALL_FILE = "genotypes.json"
+SEARCH_INFO_FILES = ("search.json", "search_info.json")
+_SPEAKER_KEYS = ("train_speakers", "val_speakers", "speakers", "alpha_speakers", "weight_speakers")
+
+
+class GenotypeLeakError(ValueError):
+    """The genotype's search saw the test speakers of the fold it would train."""
+
+
+@dataclass
+class GenotypeChoice:
+    """The genotype for one fold, where it came from, and what the search cost (when known)."""
+
+    fold: int
+    genotype: Genotype
+    source: str
+    search_seconds: float | None = None
+    search_key: str | None = None  # the file the seconds came from (several folds may share one)
+    note: str | None = None  # why it was accepted despite a warning (no meta, --allow-leak, ...)
+
+
+def _search_seconds(genotype_path: Path, genotype: Genotype) -> tuple[float | None, str | None]:
+    """Wall-clock seconds of the search that made this genotype (from the ``search.json`` beside it, or
+    its meta) and the key of where they came from, so that folds sharing one search count it once."""
+    for name in SEARCH_INFO_FILES:
+        path = genotype_path.parent / name
+        if not path.is_file():
+            continue
+        try:
+            info = read_json(path)
+        except ValueError:
+            continue
+        if isinstance(info, dict):
+            for key in ("seconds", "wall_s", "elapsed_s", "search_seconds", "total_seconds"):
+                if isinstance(info.get(key), (int, float)):
+                    return float(info[key]), str(path)
+            compute = info.get("compute_s")
+            if isinstance(compute, dict) and isinstance(compute.get("search"), (int, float)):
+                return float(compute["search"]), str(path)
+            if isinstance(compute, (int, float)):
+                return float(compute), str(path)
+    for key in ("search_seconds", "seconds"):
+        if isinstance(genotype.meta.get(key), (int, float)):
+            return float(genotype.meta[key]), f"{genotype_path}#meta"
+    return None, None
+
+
+def _seen_speakers(meta: dict) -> set:
+    seen = set()
+    for key in _SPEAKER_KEYS:
+        value = meta.get(key)
+        if isinstance(value, (list, tuple)):
+            seen.update(str(s) for s in value)
+    return seen
+
+
+def leak_reason(genotype: Genotype, fold, corpus: str, protocol: str, source: str = "genotype") -> str | None:
+    """Why ``genotype`` must not train ``fold`` (a ``data.records.Fold``), or None when it may.
+
+    Raises nothing; :func:`check_genotype_for_fold` turns the reason into an error or a warning.
+    """
+    meta = genotype.meta or {}
+    meta_corpus = meta.get("corpus")
+    if meta_corpus and corpus and str(meta_corpus) != str(corpus):
+        return None  # searched on another corpus: its speakers are not this corpus's
+    test = {str(s) for s in fold.test_speakers}
+    overlap = sorted(_seen_speakers(meta) & test)
+    if overlap:
+        return (
+            f"{source} was searched on data of speaker(s) {overlap}, which are test speakers of fold "
+            f"{fold.index} (test speakers {sorted(test)}): the architecture was chosen with the test data"
+        )
+    meta_fold = meta.get("fold")
+    meta_protocol = meta.get("protocol")
+    same_protocol = meta_protocol is None or not protocol or str(meta_protocol) == str(protocol)
+    if meta_fold is not None and same_protocol:
+        try:
+            meta_fold_int = int(meta_fold)
+        except (TypeError, ValueError):
+            meta_fold_int = None
+        if meta_fold_int is not None and meta_fold_int != int(fold.index):
+            return (
+                f"{source} was searched on fold {meta_fold_int} of {meta_corpus or corpus}/{meta_protocol or protocol}, "
+                f"whose training part holds fold {fold.index}'s test speakers {sorted(test)}"
+            )
+    return None
+
+
+def has_search_meta(genotype: Genotype) -> bool:
+    meta = genotype.meta or {}
+    return meta.get("fold") is not None or bool(_seen_speakers(meta))
+
+
+def check_genotype_for_fold(
+    genotype: Genotype, fold, corpus: str, protocol: str, source: str, allow_leak: bool = False
+) -> str | None:
+    """Raise :class:`GenotypeLeakError` if the genotype's search saw fold's test speakers (unless
+    ``allow_leak``); returns a note when it is accepted with a warning."""
+    if not has_search_meta(genotype):
+        note = (
+            f"{source} has no search meta (no fold or speakers): accepted for fold {fold.index} as a "
+            "hand-written genotype; nothing shows which speakers chose it"
+        )
+        log.warning(note)
+        return note
+    reason = leak_reason(genotype, fold, corpus, protocol, source)
+    if reason is None:
+        return None
+    if allow_leak:
+        note = f"LEAK ALLOWED (--allow-leak): {reason}"
+        log.warning(note)
+        return note
+    raise GenotypeLeakError(
+        f"refusing to train fold {fold.index}: {reason}. Use the genotype searched on fold {fold.index} "
+        f"(cli/search.py --fold {fold.index}, or --fold all and pass its output directory), or pass "
+        "--allow-leak to train it anyway (its scores are then not speaker-independent)."
+    )
+
+
+def _fold_file(directory: Path, k: int, choice: str) -> Path | None:
+    order = (BEST_FILE, FINAL_FILE) if choice == "best" else (FINAL_FILE, BEST_FILE)
+    for name in order:
+        path = directory / f"fold{k}" / name
+        if path.is_file():
+            return path
+    return None
+
+
+def _available_folds(directory: Path) -> list[int]:
+    found = set()
+    for child in directory.glob("fold*"):
+        if child.is_dir() and child.name[4:].isdigit() and ((child / BEST_FILE).is_file() or (child / FINAL_FILE).is_file()):
+            found.add(int(child.name[4:]))
+    if (directory / ALL_FILE).is_file():
+        try:
+            found.update(int(k) for k in read_json(directory / ALL_FILE))
+        except (ValueError, TypeError):
+            pass
+    return sorted(found)
+
+
+def genotypes_for_folds(
+    spec: str | Path,
+    folds: list,
+    corpus: str,
+    protocol: str,
+    allow_leak: bool = False,
+    choice: str = "best",
+) -> dict[int, GenotypeChoice]:
+    """The checked genotype for each of ``folds`` (``data.records.Fold`` objects) from ``spec``.
+
+    Args:
+        spec: a genotype JSON file or a search output directory (see the module docstring).
+        folds: the folds to train.
+        corpus, protocol: of the data being trained (compared with the genotypes' meta).
+        allow_leak: accept, with a warning, genotypes whose search saw a fold's test speakers.
+        choice: ``"best"`` (by validation UA during the search) or ``"final"``.
+
+    Raises:
+        ValueError: no such file, no genotype for a fold, an invalid genotype (unknown op, wrong node
+            index: the message names the cell, node and edge), or a leak (:class:`GenotypeLeakError`).
+    """
+    if choice not in ("best", "final"):
+        raise ValueError(f"choice: expected 'best' or 'final', received {choice!r}")
+    spec = Path(spec).expanduser()
+    if not spec.exists():
+        raise ValueError(f"--genotype {spec}: no such file or directory")
+    chosen: dict[int, GenotypeChoice] = {}
+    cache: dict[str, Genotype] = {}
+
+    def load(path: Path) -> Genotype:
+        key = str(path)
+        if key not in cache:
+            cache[key] = Genotype.load(path)
+        return cache[key]
+
+    for fold in folds:
+        k = int(fold.index)
+        if spec.is_file():
+            path, genotype = spec, load(spec)
+            source = str(spec)
+        else:
+            path = _fold_file(spec, k, choice)
+            if path is not None:
+                genotype, source = load(path), str(path)
+            elif (spec / ALL_FILE).is_file():
+                table = read_json(spec / ALL_FILE)
+                if not isinstance(table, dict):
+                    raise ValueError(f"{spec / ALL_FILE}: expected an object {{\"<fold>\": genotype}}")
+                if str(k) not in table:
+                    raise ValueError(
+                        f"--genotype {spec}: no genotype for fold {k} (it has folds {_available_folds(spec)}); "
+                        f"run cli/search.py --fold {k} or train only those folds with --folds"
+                    )
+                source = f"{spec / ALL_FILE}[{k}]"
+                genotype = Genotype.from_dict(table[str(k)], source=source)
+                path = spec / ALL_FILE
+            else:
+                single = next((spec / n for n in ((BEST_FILE, FINAL_FILE) if choice == "best" else (FINAL_FILE, BEST_FILE))
+                               if (spec / n).is_file()), None)
+                if single is None:
+                    available = _available_folds(spec)
+                    if available:
+                        raise ValueError(
+                            f"--genotype {spec}: no genotype for fold {k} (it has folds {available}); "
+                            f"run cli/search.py --fold {k} or train only those folds with --folds"
+                        )
+                    raise ValueError(
+                        f"--genotype {spec}: neither a genotype file nor a search output directory "
+                        f"(expected fold<k>/{BEST_FILE}, fold<k>/{FINAL_FILE}, {ALL_FILE} or {BEST_FILE})"
+                    )
+                path, genotype, source = single, load(single), str(single)
+        note = check_genotype_for_fold(genotype, fold, corpus, protocol, source, allow_leak=allow_leak)
+        seconds, key = _search_seconds(Path(path), genotype)
+        chosen[k] = GenotypeChoice(
+            fold=k, genotype=genotype, source=source, search_seconds=seconds, search_key=key, note=note
+        )
+    return chosen

@@ -1,0 +1,200 @@
+"""Retraining a genotype on one fold: the emoDARTS "augment" stage on top of :func:`fitting.fit_fold`.
+
+The discrete network of the genotype (``search_space.network.build_fixed_network``) is built from the
+search space of the config with the ``train`` section's overrides (``init_channels``, ``cnn_cells``,
+``seq_cells``: the retrained network may be larger than the searched one) and trained from scratch:
+
+- SGD, momentum ``train.momentum`` (0.9), learning rate cosine-annealed per step from ``train.lr`` to
+  ``train.lr_min`` over ``train.epochs`` epochs, weight decay ``train.weight_decay`` (Keras' decoupled
+  form: ``w -= lr * wd * w`` each step, where PyTorch adds ``wd * w`` to the gradient before momentum),
+  gradients clipped to global norm ``train.grad_clip`` (5);
+- drop-path ``train.drop_path`` on the CNN cells, raised linearly from 0 over the epochs (DARTS);
+- auxiliary head after the last reduction cell when ``train.aux_weight > 0``, its loss weighted by it;
+- early stopping on validation UA with ``train.patience``; optional XLA and mixed precision.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from emodarts_tf.config import ExperimentConfig, TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def sgd_factory(train: TrainConfig) -> Callable[[int], object]:
+    """``(steps_per_epoch) -> keras.optimizers.SGD`` with the cosine schedule of ``train``."""
+    import keras
+
+    if train.lr <= 0 or train.lr_min < 0 or train.lr_min > train.lr:
+        raise ValueError(f"train.lr / train.lr_min: expected 0 <= lr_min <= lr and lr > 0, received {train.lr}, {train.lr_min}")
+
+    def factory(steps_per_epoch: int):
+        decay_steps = max(1, int(steps_per_epoch) * int(train.epochs))
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=float(train.lr), decay_steps=decay_steps, alpha=float(train.lr_min) / float(train.lr)
+        )
+        return keras.optimizers.SGD(
+            learning_rate=schedule,
+            momentum=float(train.momentum),
+            weight_decay=float(train.weight_decay) if train.weight_decay else None,
+            global_clipnorm=float(train.grad_clip) if train.grad_clip else None,
+        )
+
+    return factory
+
+
+def retrain_space(config: ExperimentConfig):
+    """The search space of the retrained network (``space`` with the ``train`` overrides applied)."""
+    from emodarts_tf.search_space.network import apply_train_overrides
+
+    return apply_train_overrides(config.space, config.train)
+
+
+def training_fingerprint(genotype, config: ExperimentConfig, classes: list) -> dict:
+    """What must not change between a checkpoint and its resumption."""
+    genotype_cells = {k: v for k, v in genotype.to_dict().items() if k != "meta"}
+    data = config.data
+    return {
+        "genotype": genotype_cells,
+        "space": asdict(retrain_space(config)),
+        "train": asdict(config.train),
+        "features": asdict(config.features),
+        "classes": list(classes),
+        "data": {
+            "corpus": data.corpus,
+            "protocol": data.protocol,
+            "normalize": data.normalize,
+            "val_fraction": data.val_fraction,
+            "spec_augment": asdict(data.spec_augment),
+        },
+        "seed": config.seed,
+    }
+
+
+class _Policy:
+    """Set the global Keras dtype policy for a block and restore it afterwards."""
+
+    def __init__(self, mixed: bool):
+        self.mixed = mixed
+        self.previous = None
+
+    def __enter__(self):
+        import keras
+
+        if self.mixed:
+            self.previous = keras.mixed_precision.global_policy().name
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        return self
+
+    def __exit__(self, *exc):
+        import keras
+
+        if self.previous is not None:
+            keras.mixed_precision.set_global_policy(self.previous)
+        return False
+
+
+def network_complexity(genotype, config: ExperimentConfig, input_shape, num_classes: int) -> dict:
+    """Parameters and FLOPs of the inference network (no aux head, no drop-path); ``{}`` if not countable."""
+    from emodarts_tf.search_space.network import build_fixed_network
+
+    try:
+        from emodarts_tf.evaluation.complexity import model_complexity
+    except ImportError:  # pragma: no cover - the module ships with the package
+        return {}
+    model = build_fixed_network(genotype, retrain_space(config), tuple(input_shape), num_classes, name="emodarts_count")
+    try:
+        return model_complexity(model)
+    except Exception as exc:  # the profiler is best effort; a report must not fail on it
+        log.warning("complexity of the network could not be counted (%s: %s)", type(exc).__name__, exc)
+        return {"params": int(sum(int(w.numpy().size) for w in model.weights)), "flops": None}
+
+
+def train_genotype_fold(
+    genotype,
+    config: ExperimentConfig,
+    fold_data,
+    fold_dir: str | Path,
+    *,
+    resume: bool = True,
+    corpus: str | None = None,
+    protocol: str | None = None,
+    genotype_source: str | None = None,
+    callbacks=(),
+) -> dict:
+    """Retrain ``genotype`` on ``fold_data`` into ``fold_dir``; returns the fold's metrics.
+
+    Args:
+        genotype: a validated ``Genotype``.
+        config: the experiment config (``space``, ``train``, ``features``, ``seed`` are used).
+        fold_data: the fold's ``FoldData`` (``data.pipeline.make_fold_data``).
+        fold_dir: output directory (see :func:`fitting.fit_fold` for its contents).
+        resume: continue a killed run from its checkpoint (and skip a finished fold).
+        corpus, protocol: recorded in ``model_info.json``.
+        genotype_source: where the genotype came from, recorded too.
+        callbacks: extra Keras callbacks (after the epoch checkpoint).
+    """
+    from emodarts_tf.evaluation.fitting import fit_fold
+    from emodarts_tf.search_space.network import build_fixed_network
+    from emodarts_tf.utils.seed import seed_everything
+
+    train = config.train
+    space = retrain_space(config)
+    classes = list(fold_data.classes)
+    input_shape = tuple(fold_data.input_shape)
+    fold_index = int(fold_data.fold.index)
+    fold_dir = Path(fold_dir)
+    genotype.validate(genotype_source or "genotype")
+
+    with _Policy(train.mixed_precision):
+        seed_everything(int(config.seed) * 1000 + fold_index)
+
+        def build():
+            return build_fixed_network(
+                genotype,
+                space,
+                input_shape,
+                len(classes),
+                drop_path=float(train.drop_path),
+                aux=train.aux_weight > 0,
+                name="emodarts",
+            )
+
+        complexity = {}
+        if not (fold_dir / "metrics.json").is_file() or not resume:
+            complexity = network_complexity(genotype, config, input_shape, len(classes))
+        extra = {
+            "kind": "emodarts",
+            "genotype": genotype.to_dict(),
+            "genotype_source": genotype_source,
+            "space": asdict(space),
+            "train": asdict(train),
+            "features": asdict(config.features),
+            "corpus": corpus,
+            "corpus_root": str(Path(config.data.root).expanduser().resolve()) if config.data.root else None,
+            "protocol": protocol,
+            "normalize": config.data.normalize,
+            "seed": config.seed,
+            "complexity": complexity,
+        }
+        return fit_fold(
+            build,
+            fold_data,
+            fold_dir,
+            epochs=int(train.epochs),
+            batch_size=int(train.batch_size),
+            optimizer=sgd_factory(train),
+            patience=train.patience,
+            resume=resume,
+            aux_weight=float(train.aux_weight),
+            drop_path=float(train.drop_path),
+            augment=True,
+            jit_compile=bool(train.jit_compile),
+            callbacks=callbacks,
+            extra_info=extra,
+            fingerprint=training_fingerprint(genotype, config, classes),
+            label=f"fold {fold_index}",
+        )

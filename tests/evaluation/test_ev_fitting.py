@@ -1,0 +1,121 @@
+"""``fit_fold`` on real EmoDB features (a stand-in CNN): selection on validation UA, one test pass,
+the fold directory, resume after an interruption, and checkpoints that do not fit the model."""
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from emodarts_tf.evaluation.fitting import CheckpointMismatchError, fit_fold
+from emodarts_tf.evaluation.metrics import classification_metrics
+from emodarts_tf.evaluation.model_dir import load_model_dir
+from eval_helpers import standin_builder, standin_info
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAfter(keras.callbacks.Callback):
+    """Simulates a kill after the checkpoint of epoch ``n`` was written."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.n:
+            raise _Interrupt(f"killed after epoch {self.n}")
+
+
+def test_fold_directory_and_metrics(standin_run, fold1, mini_prepared):
+    fold_dir, metrics = standin_run
+    for name in ("model.keras", "model_info.json", "normalization.npz", "metrics.json", "history.csv",
+                 "history.json", "learning_curves.png", "confusion_matrix.png"):  # fmt: skip
+        assert (fold_dir / name).is_file(), name
+    assert not (fold_dir / "checkpoint").exists()
+    assert json.loads((fold_dir / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    assert metrics["n"] == len(fold1.test_paths) == 8
+    assert metrics["epochs_run"] == 3 and 1 <= metrics["best_epoch"] <= 3
+    assert metrics["test_speakers"] == ["03"] and metrics["val_speakers"] == fold1.val_speakers
+    assert not set(metrics["val_speakers"]) & set(metrics["test_speakers"])
+
+    # The saved model is the best-on-validation one and the test metrics come from one confusion matrix
+    # over the whole test part: recompute both from raw features with the model directory alone.
+    trained = load_model_dir(fold_dir)
+    for part, paths, expected in (("test", fold1.test_paths, metrics), ("val", fold1.val_paths, metrics["val"])):
+        raw = mini_prepared.features(paths)
+        labels = mini_prepared.labels(paths)
+        predicted = trained.probabilities(raw).argmax(axis=1)
+        again = classification_metrics(labels, predicted, len(fold1.classes))
+        assert again["ua"] == pytest.approx(expected["ua"]), part
+        assert again["wa"] == pytest.approx(expected["wa"]), part
+    history = json.loads((fold_dir / "history.json").read_text())
+    best = max(history, key=lambda r: (r["val_ua"], -r["epoch"]))
+    assert best["epoch"] == metrics["best_epoch"]
+    info = trained.info
+    assert info["fold"]["test_speakers"] == ["03"] and info["classes"] == fold1.classes
+    np.testing.assert_allclose(trained.mean, fold1.mean)
+
+
+def test_resume_after_interruption_continues_the_optimisation(tmp_path, fold1, mini_config):
+    build = standin_builder(fold1.input_shape, len(fold1.classes))
+
+    def optimizer(steps):
+        schedule = keras.optimizers.schedules.CosineDecay(0.05, decay_steps=4 * steps, alpha=0.1)
+        return keras.optimizers.SGD(schedule, momentum=0.9)
+
+    kwargs = dict(epochs=4, batch_size=8, optimizer=optimizer, patience=None, extra_info=standin_info(mini_config),
+                  fingerprint={"model": "standin-4"})  # fmt: skip
+    keras.utils.set_random_seed(3)
+    straight = fit_fold(build, fold1, tmp_path / "straight", **kwargs)
+
+    keras.utils.set_random_seed(3)
+    with pytest.raises(_Interrupt):
+        fit_fold(build, fold1, tmp_path / "resumed", callbacks=[_StopAfter(2)], **kwargs)
+    state = json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+    assert not (tmp_path / "resumed" / "metrics.json").exists()
+
+    keras.utils.set_random_seed(99)  # another initialisation: the checkpoint must override it
+    resumed = fit_fold(build, fold1, tmp_path / "resumed", **kwargs)
+    history = json.loads((tmp_path / "resumed" / "history.json").read_text())
+    reference = json.loads((tmp_path / "straight" / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert resumed["epochs_run"] == 4
+    # Same learning-rate schedule position (optimizer iterations restored), same first two epochs.
+    assert [r["lr"] for r in history] == pytest.approx([r["lr"] for r in reference])
+    assert [r["val_ua"] for r in history[:2]] == pytest.approx([r["val_ua"] for r in reference[:2]])
+    assert straight["epochs_run"] == 4
+
+    # A finished fold is not trained again.
+    again = fit_fold(build, fold1, tmp_path / "resumed", **kwargs)
+    assert again == json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+
+
+def test_checkpoint_of_another_model_or_config_is_refused(tmp_path, fold1, mini_config):
+    small = standin_builder(fold1.input_shape, len(fold1.classes), width=4)
+    wide = standin_builder(fold1.input_shape, len(fold1.classes), width=6)
+    kwargs = dict(epochs=3, batch_size=8, patience=None, extra_info=standin_info(mini_config))
+    with pytest.raises(_Interrupt):
+        fit_fold(small, fold1, tmp_path / "f", optimizer=keras.optimizers.Adam(1e-3), callbacks=[_StopAfter(1)],
+                 fingerprint={"space": {"width": 4}}, **kwargs)  # fmt: skip
+    # The config says width 6 now: the differing key is named.
+    with pytest.raises(CheckpointMismatchError, match=r"differing: space\.width"):
+        fit_fold(wide, fold1, tmp_path / "f", optimizer=keras.optimizers.Adam(1e-3),
+                 fingerprint={"space": {"width": 6}}, **kwargs)  # fmt: skip
+    # Same fingerprint but another network: the variable and both shapes are named.
+    with pytest.raises(CheckpointMismatchError, match=r"has shape \(3, 3, 1, 4\) in the checkpoint but \(3, 3, 1, 6\)"):
+        fit_fold(wide, fold1, tmp_path / "f", optimizer=keras.optimizers.Adam(1e-3),
+                 fingerprint={"space": {"width": 4}}, **kwargs)  # fmt: skip
+
+
+def test_bad_arguments(tmp_path, fold1):
+    build = standin_builder(fold1.input_shape, 3)  # the corpus has 4 classes
+    with pytest.raises(ValueError, match="outputs 3 logits, the corpus has 4 classes"):
+        fit_fold(build, fold1, tmp_path / "x", epochs=1, batch_size=8, optimizer=keras.optimizers.Adam(),
+                 extra_info={"features": {}})  # fmt: skip
+    with pytest.raises(ValueError, match="epochs: expected an integer >= 1"):
+        fit_fold(build, fold1, tmp_path / "x", epochs=0, batch_size=8, optimizer=keras.optimizers.Adam())
