@@ -9,14 +9,14 @@
 #
 # Usage: benchmarks/emodb_baselines.sh [family] [emoDARTS run dir]
 #   family            cnn | lstm | cnn_lstm | cnn_lstm_att (default: cnn_lstm, the paper code's CNN-BiLSTM family)
-#   emoDARTS run dir  the --out of `cli/train.py --data emodb --protocol emodb5 ...` (default: runs/emodb-emodarts/train, from benchmarks/emodb_emodarts.sh)
+#   emoDARTS run dir  the --out of `cli/train.py --data emodb --protocol emodb5 ...` (default: runs/train-emodb, from benchmarks/emodb_emodarts.sh)
 # Environment: PYTHON (default .venv/bin/python), OUT (default runs/bl-emodb-<family>).
 # Rerunning resumes: finished trials and folds are kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FAMILY="${1:-cnn_lstm}"
-EMODARTS_RUN="${2:-runs/emodb-emodarts/train}"
+EMODARTS_RUN="${2:-runs/train-emodb}"
 PYTHON="${PYTHON:-.venv/bin/python}"
 OUT="${OUT:-runs/bl-emodb-${FAMILY}}"
 EMODB_ROOT="../shared/data/emodb"

@@ -5,5 +5,5 @@
 - :mod:`~emodarts_tf.baselines.runner`: tuning on validation speakers, retraining, test once, ``summary.json``.
 - :mod:`~emodarts_tf.baselines.memory`: releasing a finished trial's traced graphs.
 - :mod:`~emodarts_tf.baselines.compare`: side-by-side table and chart of emoDARTS and baseline runs.
-- :mod:`~emodarts_tf.baselines.layers`: frequency pooling and attention pooling layers.
+- :mod:`~emodarts_tf.baselines.layers`: attention pooling over time.
 """

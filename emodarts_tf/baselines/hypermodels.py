@@ -26,7 +26,9 @@ from typing import Any
 import keras
 import keras_tuner as kt
 
-from emodarts_tf.baselines.layers import AttentionPooling, FrequencyPooling
+from emodarts_tf.baselines.layers import AttentionPooling
+from emodarts_tf.search_space.network import FrequencyPooling
+from emodarts_tf.search_space.operations import BN_MOMENTUM
 from emodarts_tf.baselines.objective import ValidationUA
 from emodarts_tf.config import load_yaml_dict
 
@@ -249,7 +251,7 @@ class BaselineHyperModel(kt.HyperModel):
         for b in range(blocks):
             width = min(filters * 2**b, MAX_FILTERS)
             x = keras.layers.Conv2D(width, kernel, padding="same", use_bias=False, name=f"conv{b + 1}")(x)
-            x = keras.layers.BatchNormalization(name=f"bn{b + 1}")(x)
+            x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"bn{b + 1}")(x)
             x = keras.layers.ReLU(name=f"relu{b + 1}")(x)
             freq, time = int(x.shape[1]), int(x.shape[2])
             pool = (2 if freq >= 2 else 1, time_pool if time >= time_pool else 1)

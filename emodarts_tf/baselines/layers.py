@@ -1,40 +1,11 @@
-"""Layers of the hand-designed baselines that Keras does not ship: pooling over frequency, attention over time."""
+"""Layers of the hand-designed baselines that Keras does not ship: attention pooling over time.
+
+(Pooling over frequency is the shared :class:`emodarts_tf.search_space.network.FrequencyPooling`.)
+"""
 from __future__ import annotations
 
 import keras
 from keras import ops
-
-POOL_MODES = ("max", "avg")
-
-
-@keras.saving.register_keras_serializable(package="emodarts_tf")
-class FrequencyPooling(keras.layers.Layer):
-    """Pools a (batch, frequency, time, channels) map over frequency into a (batch, time, channels) sequence.
-
-    Args:
-        mode: ``"max"`` or ``"avg"``.
-
-    Call arguments:
-        inputs: a 4-D tensor (batch, frequency, time, channels).
-    """
-
-    def __init__(self, mode: str = "max", **kwargs):
-        super().__init__(**kwargs)
-        if mode not in POOL_MODES:
-            raise ValueError(f"FrequencyPooling: mode expected one of {POOL_MODES}, received {mode!r}")
-        self.mode = mode
-
-    def call(self, inputs):
-        return ops.max(inputs, axis=1) if self.mode == "max" else ops.mean(inputs, axis=1)
-
-    def compute_output_shape(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(f"FrequencyPooling: expected a 4-D input (batch, freq, time, channels), received {input_shape}")
-        return (input_shape[0], input_shape[2], input_shape[3])
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
-
 
 @keras.saving.register_keras_serializable(package="emodarts_tf")
 class AttentionPooling(keras.layers.Layer):

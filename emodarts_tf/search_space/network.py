@@ -87,17 +87,35 @@ def cnn_plan(space: SearchSpaceConfig):
 
 @_register
 class FrequencyPooling(keras.layers.Layer):
-    """Mean over the frequency axis, keeping time: ``(B, H, W, C) -> (B, W, C)``, a sequence over W.
+    """Pools over the frequency axis, keeping time: ``(B, H, W, C) -> (B, W, C)``, a sequence over W.
+
+    Shared by the emoDARTS networks (mean) and the hand-designed baselines (mean or max).
+
+    Args:
+        mode: ``"avg"`` (mean over frequency) or ``"max"``.
 
     Call arguments:
         x: a 4-D tensor ``(B, H, W, C)``.
     """
 
-    def call(self, x):
-        return ops.mean(x, axis=1)
+    MODES = ("avg", "max")
+
+    def __init__(self, mode: str = "avg", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"FrequencyPooling: mode expected one of {self.MODES}, received {mode!r}")
+        self.mode = mode
+
+    def call(self, x, training=None):
+        return ops.max(x, axis=1) if self.mode == "max" else ops.mean(x, axis=1)
 
     def compute_output_shape(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"FrequencyPooling: expected a 4-D input (batch, freq, time, channels), received {input_shape}")
         return (input_shape[0], input_shape[2], input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
 
 
 @_register
