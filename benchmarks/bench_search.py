@@ -1,0 +1,433 @@
+"""Search step time and peak memory of the emoDARTS search, per configuration, each in its own process.
+
+Usage::
+
+    python benchmarks/bench_search.py --paper                 # paper config (batch 16), first and second order
+    python benchmarks/bench_search.py --quick                 # small sizes: the table in a few minutes
+    python benchmarks/bench_search.py --table                 # the sizing table at paper scale (slow on CPUs)
+    python benchmarks/bench_search.py --paper --phases        # plus forward / backward timings per step part
+
+Every configuration runs in a fresh subprocess (``--worker``), so that its peak resident memory
+(``ru_maxrss``) is its own; with a GPU the peak GPU memory (``tf.config.experimental.get_memory_info``) is
+reported too and the paper configuration runs at the paper's batch 64 as well. One "step" is one
+``SearchModel.train_step`` on one weights batch and one alphas batch (the alpha update, then the weight
+update), timed after a first step that traces and compiles the graph (reported separately).
+
+Reference (the PyTorch emoDARTS at its defaults, second-order, batch 16, on a 2-core machine of this
+kind): 85.7 s per step, 23.1 GB peak. Targets: second-order <= 3/4 of its time (64.3 s) and <= 8 GB;
+first-order <= 1/3 of its time (28.6 s).
+
+Writes a Markdown table (``--out``, default ``benchmarks/results/search_<mode>.md``) and the raw results
+as JSON beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = {"seconds": 85.7, "rss_gb": 23.1}
+TARGETS = {"second": {"seconds": 0.75 * 85.7, "rss_gb": 8.0}, "first": {"seconds": 85.7 / 3, "rss_gb": None}}
+
+# The paper's search configuration (config.py defaults): 8 channels, 4 CNN cells (reductions at 1 and 2),
+# 4 SeqNN cells, 4 nodes each, all 8 CNN ops and all 14 SeqNN ops, 128 x 128 MFCCs, 4 classes.
+PAPER = {
+    "batch": 16, "n_mfcc": 128, "frames": 128, "init_channels": 8, "cnn_cells": 4, "cnn_nodes": 4,
+    "seq_cells": 4, "seq_nodes": 4, "seq_ops": "all", "cnn_ops": "all", "stem_multiplier": 3, "classes": 4,
+    "seq_hidden": None,
+}  # fmt: skip
+# Small sizes for --quick: every factor of the table still varies.
+QUICK = {
+    "batch": 8, "n_mfcc": 32, "frames": 32, "init_channels": 4, "cnn_cells": 3, "cnn_nodes": 1,
+    "seq_cells": 1, "seq_nodes": 1, "seq_ops": "all", "cnn_ops": "all", "stem_multiplier": 2, "classes": 4,
+    "seq_hidden": None,
+}  # fmt: skip
+
+
+def machine_info() -> dict:
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("MemTotal"):
+                    info["memory_gb"] = round(int(line.split()[1]) / 2**20, 1)
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    return info
+
+
+# ---------------------------------------------------------------------------------------------- worker
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) so that the next phase's peak is its own (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="utf-8") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_gb() -> float:
+    try:
+        with open("/proc/self/status", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 2**20, 2)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+
+
+def worker(spec: dict) -> list:
+    """Build the search model of ``spec`` once; for each order: first step (trace + compile), then timed steps.
+
+    The orders share the model's traced gradient functions (the second order's first step only re-traces
+    the outer step); each order's peak RSS is measured from a reset of VmHWM at its start, so the first
+    order's figure includes the graph compilation and the second's only what its steps add on top of the
+    compiled model (reported as ``peak_rss_gb``; ``process_peak_rss_gb`` is the peak of the whole process).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    import tensorflow as tf
+
+    from emodarts_tf.config import ExperimentConfig, SearchConfig, SearchSpaceConfig
+    from emodarts_tf.search.runner import build_search_model
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
+    space = SearchSpaceConfig(
+        init_channels=spec["init_channels"], cnn_cells=spec["cnn_cells"], cnn_nodes=spec["cnn_nodes"],
+        stem_multiplier=spec["stem_multiplier"], cnn_ops=spec["cnn_ops"], seq_cells=spec["seq_cells"],
+        seq_nodes=spec["seq_nodes"], seq_ops=spec["seq_ops"], seq_hidden=spec.get("seq_hidden"),
+    )  # fmt: skip
+    orders = spec["orders"]
+    config = ExperimentConfig(
+        space=space,
+        search=SearchConfig(order=orders[0], batch_size=spec["batch"], epochs=50, jit_compile=spec.get("jit", False)),
+    )
+    shape = (spec["n_mfcc"], spec["frames"], 1)
+    t0 = time.perf_counter()
+    model = build_search_model(config, shape, spec["classes"], steps_per_epoch=100)
+    build_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+
+    def batch():
+        x = rng.standard_normal((spec["batch"],) + shape).astype("float32")
+        y = rng.integers(0, spec["classes"], spec["batch"]).astype("int32")
+        return tf.constant(x), tf.constant(y)
+
+    data = tf.data.Dataset.from_tensors((batch(), batch())).repeat()
+    iterator = iter(data)
+    results = []
+    for order in orders:
+        model.order = order
+        model.make_train_function(force=True)
+        train_function = model.train_function  # what fit() calls once per step: train_step on the next batch
+        resettable = _reset_peak_rss()
+        if gpus:
+            tf.config.experimental.reset_memory_stats("GPU:0")
+        t0 = time.perf_counter()
+        float(train_function(iterator)["loss"])
+        first_s = time.perf_counter() - t0
+        times = []
+        for _ in range(spec["steps"]):
+            t0 = time.perf_counter()
+            float(train_function(iterator)["loss"])  # waits for the step
+            times.append(time.perf_counter() - t0)
+        result = {
+            "order": order,
+            "build_s": round(build_s, 2),
+            "first_step_s": round(first_s, 2),
+            "step_s": [round(t, 3) for t in times],
+            "step_median_s": round(float(np.median(times)), 3),
+            "peak_rss_gb": _peak_rss_gb(),
+            "peak_rss_resettable": resettable,
+            "params": int(sum(np.prod(v.shape) for v in model.weight_variables)),
+            "alphas": {k: list(v.shape) for k, v in model.alpha_arrays().items()},
+            "device": "GPU" if gpus else "CPU",
+        }
+        if gpus:
+            result["peak_gpu_gb"] = round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30, 2)
+        results.append(result)
+        print(json.dumps({"partial": result}), flush=True)
+    import resource
+
+    process_peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    for result in results:
+        result["process_peak_rss_gb"] = process_peak
+    if spec.get("time_phases"):
+        results[0]["phases"] = phases(model, batch(), repeats=max(1, spec["steps"]))
+    return results
+
+
+def phases(model, batch, repeats: int) -> dict:
+    """Median seconds of the parts of a step: forward, forward+backward for the alphas only, for all."""
+    import numpy as np
+    import tensorflow as tf
+
+    x, y = batch
+    forward = tf.function(lambda x: model(x, training=True))
+    out = {}
+    for name, fn in (
+        ("forward", lambda: forward(x)),
+        ("fwd_bwd_alphas", lambda: model._gradients(x, y, 1.0, "arch")),
+        ("fwd_bwd_all", lambda: model._gradients(x, y, 1.0, "all")),
+    ):
+        fn()  # trace
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            result = fn()
+            tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, result)
+            times.append(time.perf_counter() - t0)
+        out[name] = round(float(np.median(times)), 3)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- driver
+def _rss_gb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_config(spec: dict, timeout: int, max_rss_gb: float) -> list:
+    """Run one configuration (all its orders) in a subprocess; kill it past ``timeout`` s or ``max_rss_gb``."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    peak, reason = 0.0, None
+    while proc.poll() is None:
+        rss = _rss_gb(proc.pid)
+        peak = max(peak, rss)
+        elapsed = time.perf_counter() - t0
+        if rss > max_rss_gb:
+            reason = f"stopped at {rss:.1f} GB resident (limit --max-rss-gb {max_rss_gb}) after {elapsed:.0f} s"
+        elif elapsed > timeout:
+            reason = f"stopped after {timeout} s (--timeout)"
+        if reason:
+            proc.kill()
+            break
+        time.sleep(0.5)
+    stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - t0
+    partial = [json.loads(line)["partial"] for line in stdout.splitlines() if line.startswith('{"partial"')]
+    final = [line for line in stdout.splitlines() if line.startswith("[")]
+    if final and proc.returncode == 0:
+        return [{**spec, **r, "wall_s": round(wall, 1)} for r in json.loads(final[-1])]
+    if reason is None:
+        killed = " (killed: out of memory?)" if proc.returncode in (-9, 137) else ""
+        reason = f"exit {proc.returncode}{killed}: {(stderr or stdout)[-1500:]}"
+    done = {r["order"] for r in partial}
+    out = [{**spec, **r, "wall_s": round(wall, 1)} for r in partial]
+    out += [{**spec, "order": o, "error": reason, "observed_peak_rss_gb": round(peak, 2)}
+            for o in spec["orders"] if o not in done]  # fmt: skip
+    return out
+
+
+def describe(spec: dict) -> str:
+    text = (f"{spec['order']}, batch {spec['batch']}, {spec['n_mfcc']}x{spec['frames']}, C={spec['init_channels']}, "
+            f"cells {spec['cnn_cells']}+{spec['seq_cells']}, nodes {spec['cnn_nodes']}/{spec['seq_nodes']}, "
+            f"SeqNN {spec['seq_ops']}")  # fmt: skip
+    if spec.get("cnn_ops", "all") != "all":
+        text += f", CNN ops {spec['cnn_ops']}"
+    if spec.get("seq_hidden"):
+        text += f", SeqNN width {spec['seq_hidden']}"
+    return text
+
+
+def verdict(result: dict) -> str:
+    if "error" in result or result.get("device") != "CPU" or result.get("batch") != 16:
+        return ""
+    paper_keys = ("n_mfcc", "frames", "init_channels", "cnn_cells", "seq_cells", "cnn_nodes", "seq_nodes", "seq_ops")
+    if any(result[k] != PAPER[k] for k in paper_keys):
+        return ""
+    target = TARGETS[result["order"]]
+    ok_time = result["step_median_s"] <= target["seconds"]
+    ok_mem = target["rss_gb"] is None or result["peak_rss_gb"] <= target["rss_gb"]
+    ratio = result["step_median_s"] / REFERENCE["seconds"]
+    return f"{ratio:.2f}x ref time; target {'met' if ok_time and ok_mem else 'MISSED'}"
+
+
+def _cells(r: dict) -> str:
+    text = f"{r['cnn_cells']}+{r['seq_cells']}"
+    if r.get("cnn_ops", "all") != "all":
+        text += f" (CNN ops {','.join(r['cnn_ops']) if isinstance(r['cnn_ops'], list) else r['cnn_ops']})"
+    if r.get("seq_hidden"):
+        text += f" (SeqNN width {r['seq_hidden']})"
+    return text
+
+
+def markdown(results: list, info: dict, title: str) -> str:
+    lines = [f"## {title}", "", "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), ""]
+    lines.append("| order | batch | input | C | cells (CNN+SeqNN) | nodes | SeqNN ops | step s (median) | first step s "
+                 "| peak RSS GB | peak GPU GB | params | vs PyTorch ref |")  # fmt: skip
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['order']} | {r['batch']} | {r['n_mfcc']}x{r['frames']} | {r['init_channels']} | "
+                         f"{_cells(r)} | {r['cnn_nodes']}/{r['seq_nodes']} | {r['seq_ops']} | "
+                         f"not measured: {r['error'][:90].splitlines()[0]} | | {r.get('observed_peak_rss_gb', '')} | | | |")  # fmt: skip
+            continue
+        lines.append(
+            f"| {r['order']} | {r['batch']} | {r['n_mfcc']}x{r['frames']} | {r['init_channels']} | "
+            f"{_cells(r)} | {r['cnn_nodes']}/{r['seq_nodes']} | {r['seq_ops']} | "
+            f"{r['step_median_s']} | {r['first_step_s']} | {r['peak_rss_gb']} | {r.get('peak_gpu_gb', '')} | "
+            f"{r['params']:,} | {verdict(r)} |"
+        )
+    phased = [r for r in results if r.get("phases")]
+    if phased:
+        lines += ["", "Parts of a step (median seconds): forward; forward+backward w.r.t. the alphas only; "
+                  "w.r.t. alphas and weights. A first-order step is one of each backward kind plus the updates; a "
+                  "second-order step is 3 'all' and 3 'alphas' passes.", "",
+                  "| configuration | forward | fwd+bwd alphas | fwd+bwd all |", "|---|---|---|---|"]  # fmt: skip
+        for r in phased:
+            p = r["phases"]
+            lines.append(f"| {describe(r)} | {p['forward']} | {p['fwd_bwd_alphas']} | {p['fwd_bwd_all']} |")
+    lines += ["", f"Reference: PyTorch emoDARTS, second-order, batch 16: {REFERENCE['seconds']} s/step, "
+              f"{REFERENCE['rss_gb']} GB. Targets (CPU, batch 16, paper sizes): second-order <= "
+              f"{TARGETS['second']['seconds']:.1f} s and <= {TARGETS['second']['rss_gb']} GB; first-order <= "
+              f"{TARGETS['first']['seconds']:.1f} s.", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def table_specs(base: dict, orders: list) -> list:
+    """The base configuration in every order (one process), then one factor varied at a time (first-order)."""
+    specs = [{**base, "orders": orders}]
+    sweep = [("batch", [base["batch"] // 2, base["batch"] * 2]), ("frames", [base["frames"] // 2, base["frames"] * 2])]
+    if base["cnn_cells"] >= 3:
+        sweep.append(("cells", [(base["cnn_cells"] - 1, max(base["seq_cells"] - 1, 0)), (base["cnn_cells"], 0)]))
+    sweep.append(("seq_ops", ["lstm", "rnn", "lstm_att", "rnn_att"]))
+    for key, values in sweep:
+        for value in values:
+            spec = {**base, "orders": ["first"]}
+            if key == "cells":
+                spec["cnn_cells"], spec["seq_cells"] = value
+            else:
+                spec[key] = value
+            specs.append(spec)
+    return specs
+
+
+def _apply_sets(base: dict, sets: list) -> dict:
+    out = dict(base)
+    for item in sets:
+        if "=" not in item:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(base)}")
+        key, value = item.split("=", 1)
+        if key not in base:
+            raise SystemExit(f"--set {item!r}: unknown key {key!r}; expected one of {sorted(base)}")
+        try:
+            out[key] = json.loads(value)  # numbers, null, ["none", "skip_connect"]
+        except json.JSONDecodeError:
+            out[key] = value  # a bare word: "lstm", "all"
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--paper", action="store_true", help="paper configuration, first and second order (default)")
+    parser.add_argument("--quick", action="store_true", help="the table at small sizes (minutes)")
+    parser.add_argument("--table", action="store_true", help="the table at paper sizes (hours on 2 CPU cores)")
+    parser.add_argument("--orders", default="first,second", help="orders of the base configuration")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per configuration (after the first)")
+    parser.add_argument("--phases", action="store_true", help="also time forward / backward parts")
+    parser.add_argument("--jit", action="store_true", help="XLA-compile the step")
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds per configuration")
+    parser.add_argument("--max-rss-gb", type=float, default=14.0,
+                        help="stop a configuration whose resident memory passes this (protects a shared machine)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="change the base configuration, e.g. --set seq_cells=1 (repeatable)")
+    parser.add_argument("--out", help="Markdown output (JSON beside it)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))), flush=True)
+        return 0
+
+    orders = [o for o in args.orders.split(",") if o]
+    info = machine_info()
+    gpu = _gpu_visible()
+    info["gpu"] = gpu or "none"
+    print("machine:", json.dumps(info), flush=True)
+    if args.quick:
+        mode, base = "quick", _apply_sets(QUICK, args.sets)
+        specs = table_specs(base, orders)
+    elif args.table:
+        mode, base = "table", _apply_sets(PAPER, args.sets)
+        specs = table_specs(base, orders)
+    else:
+        mode, base = "paper", _apply_sets(PAPER, args.sets)
+        specs = [{**base, "orders": orders}]
+    if gpu and not args.quick:
+        specs.append({**base, "batch": 64, "orders": orders})
+    results = []
+    for spec in specs:
+        spec = {**spec, "steps": args.steps, "time_phases": args.phases, "jit": args.jit}
+        print(f"-> {describe({**spec, 'order': '+'.join(spec['orders'])})}", flush=True)
+        for result in run_config(spec, args.timeout, args.max_rss_gb):
+            results.append(result)
+            if "error" in result:
+                print(f"   {result['order']}: failed: {result['error'][-400:]}", flush=True)
+                continue
+            extra = f", peak GPU {result['peak_gpu_gb']} GB" if "peak_gpu_gb" in result else ""
+            extra += f", phases {result['phases']}" if result.get("phases") else ""
+            extra += f"  [{verdict(result)}]" if verdict(result) else ""
+            print(f"   {result['order']}: step {result['step_median_s']} s (steps {result['step_s']}), first step "
+                  f"{result['first_step_s']} s, peak RSS {result['peak_rss_gb']} GB{extra}", flush=True)  # fmt: skip
+    suffix = "" if not args.sets else "_" + "_".join(
+        "".join(c for c in x if c.isalnum() or c == "_") for x in args.sets)[:80]
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"search_{mode}{suffix}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = markdown(results, info, f"Search step benchmark ({mode}{', ' + ', '.join(args.sets) if args.sets else ''})")
+    out.write_text(text, encoding="utf-8")
+    out.with_suffix(".json").write_text(json.dumps({"machine": info, "results": results}, indent=2), encoding="utf-8")
+    print(text)
+    print(f"written: {out}")
+    return 0 if all("error" not in r for r in results) else 1
+
+
+def _gpu_visible() -> str | None:
+    """The GPU name from nvidia-smi (without starting TensorFlow in this process)."""
+    try:
+        proc = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=20)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    names = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+    return ", ".join(names) if proc.returncode == 0 and names else None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
