@@ -406,8 +406,12 @@ def main(argv=None) -> int:
             extra += f"  [{verdict(result)}]" if verdict(result) else ""
             print(f"   {result['order']}: step {result['step_median_s']} s (steps {result['step_s']}), first step "
                   f"{result['first_step_s']} s, peak RSS {result['peak_rss_gb']} GB{extra}", flush=True)  # fmt: skip
-    suffix = "" if not args.sets else "_" + "_".join(
-        "".join(c for c in x if c.isalnum() or c == "_") for x in args.sets)[:80]
+    suffix = ""
+    if args.sets:  # a readable start and a hash of all the changes: distinct runs, distinct files
+        import hashlib
+
+        text = "_".join("".join(c for c in x if c.isalnum() or c == "_") for x in args.sets)
+        suffix = f"_{text[:40]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"search_{mode}{suffix}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     text = markdown(results, info, f"Search step benchmark ({mode}{', ' + ', '.join(args.sets) if args.sets else ''})")

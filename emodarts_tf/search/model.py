@@ -1,0 +1,472 @@
+"""The search model: a searchable backbone, its architecture variables (alphas) and the bilevel step.
+
+``SearchModel`` owns the backbone (the supernet, e.g. ``SearchBackbone``) and the alphas of the normal,
+reduction and SeqNN cells as its own variables. Its custom ``compile`` takes two optimisers (the keras-io
+GAN-guide pattern) and its ``train_step`` alternates, on one element ``((x_w, y_w), (x_a, y_a))`` of the
+zipped weights and alphas parts:
+
+1. the architecture step on the alphas batch (skipped, inside the graph, while ``alpha_active`` is 0:
+   warm-up), first-order (``grad_a L_val(w, a)``) or second-order (unrolled, ``architect.py``), with L2
+   decay on the alphas added to the gradient (pt.darts' Adam ``weight_decay``);
+2. the weight step on the weights batch: global-norm clip, then coupled L2 weight decay, then SGD with
+   momentum (pt.darts' order: ``clip_grad_norm_`` before ``SGD(weight_decay=...)``).
+
+The backbone is any layer with ``call(x, weights, training=None)`` taking a dict of softmaxed
+``(num_edges, num_ops)`` matrices, ``alpha_shapes()`` and the tuples ``cnn_ops`` / ``seq_ops``.
+"""
+from __future__ import annotations
+
+import logging
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from emodarts_tf.search import architect
+from emodarts_tf.search.replicas import all_reduce_sum, for_optimizer, unscale_loss
+from emodarts_tf.search_space.genotype import CELL_KINDS, Genotype, derive_genotype
+
+log = logging.getLogger(__name__)
+
+ORDERS = ("first", "second")
+
+
+def _multi_replica() -> bool:
+    ctx = tf.distribute.get_replica_context()
+    return ctx is not None and ctx.num_replicas_in_sync > 1
+
+
+def nodes_from_edges(num_edges: int) -> int:
+    """Intermediate nodes of a cell with ``num_edges`` mixed edges (node i has i + 2 inputs)."""
+    nodes, total = 0, 0
+    while total < num_edges:
+        total += nodes + 2
+        nodes += 1
+    if total != num_edges:
+        raise ValueError(f"num_edges: {num_edges} is not the edge count of a cell (2, 5, 9, 14, 20, ...)")
+    return nodes
+
+
+def _softmax_np(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@keras.saving.register_keras_serializable(package="emodarts_tf")
+class SearchModel(keras.Model):
+    """DARTS search model: ``call(x) = backbone(x, softmax(alphas))`` and an alternating ``train_step``.
+
+    Args:
+        backbone: the searchable network (a Keras layer, see the module docstring).
+        input_shape: shape of one example, e.g. ``(n_mfcc, frames, 1)``; when given, the model (and the
+            backbone's variables) is built at once, which ``fit()`` needs.
+        alpha_init_scale: alphas start as ``alpha_init_scale * N(0, 1)`` (DARTS: 1e-3).
+        seed: seed of the alpha initialisation.
+
+    Call arguments:
+        x: a batch of inputs, ``(batch,) + input_shape``.
+        training: passed to the backbone.
+
+    Example:
+        ```python
+        model = SearchModel(backbone, input_shape=(32, 32, 1))
+        model.compile(keras.optimizers.SGD(0.025, momentum=0.9), keras.optimizers.Adam(3e-4, 0.5, 0.999))
+        model.fit(tf.data.Dataset.zip((weights_ds, alphas_ds)).repeat(), steps_per_epoch=100, epochs=50)
+        model.genotype(max_skip=2)
+        ```
+    """
+
+    def __init__(self, backbone, input_shape=None, alpha_init_scale: float = 1e-3, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        for attr in ("alpha_shapes", "cnn_ops", "seq_ops"):
+            if not hasattr(backbone, attr):
+                raise ValueError(
+                    f"backbone: expected a searchable layer with `{attr}` (like SearchBackbone), "
+                    f"received {type(backbone).__name__}"
+                )
+        if not (isinstance(alpha_init_scale, (int, float)) and alpha_init_scale >= 0):
+            raise ValueError(f"alpha_init_scale: expected a number >= 0, received {alpha_init_scale!r}")
+        self.backbone = backbone
+        self.alpha_init_scale = float(alpha_init_scale)
+        self.seed = int(seed)
+        self._example_shape = tuple(input_shape) if input_shape is not None else None
+
+        shapes = dict(backbone.alpha_shapes())
+        unknown = [k for k in shapes if k not in CELL_KINDS]
+        if unknown:
+            raise ValueError(f"backbone.alpha_shapes(): unknown cell kind(s) {unknown}; expected {CELL_KINDS}")
+        self.alpha_kinds = tuple(k for k in CELL_KINDS if k in shapes)
+        rng = np.random.default_rng(self.seed)
+        self._alphas = []
+        for kind in self.alpha_kinds:
+            shape = tuple(int(d) for d in shapes[kind])
+            init = (self.alpha_init_scale * rng.standard_normal(shape)).astype("float64")
+            var = self.add_weight(
+                shape=shape,
+                initializer=lambda shape, dtype, init=init: ops.cast(init, dtype),
+                dtype=self.dtype_policy.variable_dtype,
+                trainable=True,
+                autocast=False,
+                name=f"alpha_{kind}",
+            )
+            setattr(self, f"alpha_{kind}", var)
+            self._alphas.append(var)
+        # 1.0: the train_step updates the alphas; 0.0: warm-up (set by AlphaWarmup at epoch boundaries).
+        self.alpha_active = self.add_weight(
+            shape=(), initializer="ones", dtype="float32", trainable=False, autocast=False, name="alpha_active"
+        )
+        self._search_compiled = False
+        self._gradient_fns = {}
+        self._logits_fn = None
+        self._arch_updates = True  # the trace-time copy of alpha_active (multi-replica only)
+        # Metric trackers, created once and exposed through `metrics` so that fit() resets them.
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.alpha_loss_tracker = keras.metrics.Mean(name="alpha_loss")
+        if self._example_shape is not None:
+            self.build((None,) + self._example_shape)
+
+    # ------------------------------------------------------------------ building and calling
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if not self.backbone.built:
+            self.backbone.build(input_shape)
+        if not all(layer.built for layer in self.backbone._flatten_layers()):
+            # Some sub-layer creates its state on first call: one eager pass on a zero example builds it
+            # (fit() must find every layer built, or it would try to build from the zipped data).
+            example = tuple(1 if d is None else int(d) for d in input_shape)
+            self.backbone(ops.zeros(example, dtype=self.input_dtype), self.mixing_weights(), training=False)
+        if self._example_shape is None:
+            self._example_shape = tuple(input_shape[1:])
+        self.built = True
+
+    def mixing_weights(self) -> dict:
+        """The softmaxed alphas, ``{kind: (num_edges, num_ops)}``, as tensors."""
+        # `ensure_shape` restates the static shape that a variable read loses inside the non-inlined
+        # gradient functions (grappler's cost model would warn about a Softmax of unknown rank).
+        return {
+            k: ops.softmax(tf.ensure_shape(tf.convert_to_tensor(a), a.shape), axis=-1)
+            for k, a in zip(self.alpha_kinds, self._alphas)
+        }
+
+    def call(self, x, training=None):
+        return self.backbone(x, self.mixing_weights(), training=training)
+
+    def set_alpha_updates(self, enabled: bool) -> None:
+        """Turn the architecture step on (after warm-up) or off (warm-up), from a callback between epochs."""
+        enabled = bool(enabled)
+        self.alpha_active.assign(1.0 if enabled else 0.0)
+        if enabled != self._arch_updates:
+            self._arch_updates = enabled
+            if self._search_compiled and self.distribute_strategy.num_replicas_in_sync > 1:
+                self.make_train_function(force=True)
+
+    # ------------------------------------------------------------------ variables
+    @property
+    def arch_variables(self) -> list:
+        return list(self._alphas)
+
+    @property
+    def weight_variables(self) -> list:
+        """Every trainable variable that is not an alpha (split by identity)."""
+        arch = {id(v) for v in self._alphas}
+        return [v for v in self.trainable_variables if id(v) not in arch]
+
+    @property
+    def state_variables(self) -> list:
+        """Non-trainable backbone variables (batch-norm moving statistics)."""
+        return list(self.backbone.non_trainable_variables)
+
+    # ------------------------------------------------------------------ compile
+    def compile(
+        self,
+        w_optimizer,
+        a_optimizer,
+        loss=None,
+        *,
+        order: str = "first",
+        w_weight_decay: float = 3e-4,
+        a_weight_decay: float = 1e-3,
+        grad_clip: float | None = 5.0,
+        jit_compile: bool = False,
+        run_eagerly: bool = False,
+        steps_per_execution: int = 1,
+    ):
+        """Configure the bilevel step.
+
+        Args:
+            w_optimizer: optimizer of the network weights; SGD (with momentum) in DARTS. Its learning
+                rate (or schedule) is also the ``xi`` of the second-order step.
+            a_optimizer: optimizer of the alphas; Adam(3e-4, 0.5, 0.999) in DARTS.
+            loss: ``loss(y_true, logits)``; default sparse categorical cross-entropy from logits.
+            order: ``"first"`` or ``"second"`` (unrolled) architecture gradient.
+            w_weight_decay: coupled L2 decay added to the (clipped) weight gradients.
+            a_weight_decay: L2 decay added to the alpha gradients.
+            grad_clip: global-norm clip of the weight gradients (None: no clip).
+            jit_compile: XLA-compile the train step (slower on CPUs; opt-in).
+        """
+        if order not in ORDERS:
+            raise ValueError(f"order: expected one of {ORDERS}, received {order!r}")
+        for name, value in (("w_weight_decay", w_weight_decay), ("a_weight_decay", a_weight_decay)):
+            if not (isinstance(value, (int, float)) and value >= 0):
+                raise ValueError(f"{name}: expected a number >= 0, received {value!r}")
+        if grad_clip is not None and not (isinstance(grad_clip, (int, float)) and grad_clip > 0):
+            raise ValueError(f"grad_clip: expected a number > 0 or None, received {grad_clip!r}")
+        if isinstance(w_optimizer, str) or isinstance(a_optimizer, str):
+            w_optimizer = keras.optimizers.get(w_optimizer)
+            a_optimizer = keras.optimizers.get(a_optimizer)
+        if w_optimizer is a_optimizer:
+            raise ValueError("w_optimizer and a_optimizer: expected two distinct optimizer instances")
+        if self.dtype_policy.name == "mixed_float16":
+            LSO = keras.optimizers.LossScaleOptimizer
+            if not isinstance(w_optimizer, LSO):
+                w_optimizer = LSO(w_optimizer, name="w_loss_scale_optimizer")
+            if not isinstance(a_optimizer, LSO):
+                a_optimizer = LSO(a_optimizer, name="a_loss_scale_optimizer")
+        self.w_optimizer = w_optimizer
+        self.a_optimizer = a_optimizer
+        if loss is None:
+            # The loss's dtype follows the variables (float32 under mixed precision, float64 in the
+            # gradient-check tests).
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=self.variable_dtype)
+        self.loss_fn = loss
+        self.order = order
+        self.w_weight_decay = float(w_weight_decay)
+        self.a_weight_decay = float(a_weight_decay)
+        self.grad_clip = None if grad_clip is None else float(grad_clip)
+        # `optimizer=w_optimizer` makes it `model.optimizer` (LearningRateScheduler, TensorBoard's lr).
+        super().compile(
+            optimizer=w_optimizer,
+            loss=None,
+            jit_compile=jit_compile,
+            run_eagerly=run_eagerly,
+            steps_per_execution=steps_per_execution,
+            auto_scale_loss=False,
+        )
+        self._search_compiled = True
+        if self.built:
+            self.build_optimizers()
+
+    def build_optimizers(self) -> None:
+        """Create both optimizers' slots (on their own variables only); needed before ``fit`` or restore."""
+        if not self.built:
+            raise ValueError("build_optimizers: the model is not built; pass input_shape or call build() first")
+        if not self.w_optimizer.built:
+            self.w_optimizer.build(self.weight_variables)
+        if not self.a_optimizer.built:
+            self.a_optimizer.build(self.arch_variables)
+
+    @property
+    def metrics(self):
+        if not self._search_compiled:
+            return []
+        return [self.loss_tracker, self.accuracy_tracker, self.alpha_loss_tracker]
+
+    # ------------------------------------------------------------------ the bilevel step
+    def _loss(self, x, y, training=True):
+        logits = self(x, training=training)
+        loss = self.loss_fn(y, ops.cast(logits, "float32") if logits.dtype != self.variable_dtype else logits)
+        return loss, logits
+
+    def _loss_only(self, x, y):
+        return self._loss(x, y, training=True)[0]
+
+    @staticmethod
+    def _scale(optimizer):
+        """The loss scale of a LossScaleOptimizer (or a fixed loss_scale_factor), else 1."""
+        return optimizer.scale_loss(tf.constant(1.0, tf.float32))
+
+    def current_w_lr(self):
+        """The weight learning rate at the current step (the cosine schedule's value)."""
+        opt = getattr(self.w_optimizer, "inner_optimizer", self.w_optimizer)
+        return opt.learning_rate
+
+    def _momentum_slots(self):
+        opt = getattr(self.w_optimizer, "inner_optimizer", self.w_optimizer)
+        momentum = float(getattr(opt, "momentum", 0.0) or 0.0)
+        slots = getattr(opt, "momentums", None)
+        if not momentum or not slots:
+            return 0.0, None
+        if getattr(opt, "nesterov", False):
+            log.debug("second-order virtual step: Nesterov momentum approximated by plain momentum")
+        return momentum, [slots[opt._get_variable_index(v)] for v in self.weight_variables]
+
+    # One traced forward+backward function per gradient kind, reused by every pass of a step (the
+    # second-order step makes five passes): traced once, and not inlined, so that graph optimisation
+    # sees each body once instead of once per pass.
+    def _gradients_impl(self, x, y, scale, wrt):
+        alphas = self.arch_variables
+        weights = self.weight_variables if wrt == "all" else []
+        with tf.GradientTape(watch_accessed_variables=(wrt == "all")) as tape:
+            if wrt != "all":
+                tape.watch([a.value for a in alphas])
+            loss, logits = self._loss(x, y)
+            scaled = loss * tf.cast(scale, loss.dtype)
+        targets = alphas + weights
+        grads = architect._dense(tape.gradient(scaled, targets), targets)
+        n = len(alphas)
+        return loss, logits, grads[:n], grads[n:]
+
+    def _gradients(self, x, y, scale, wrt="all"):
+        """``(loss, logits, alpha_grads, weight_grads)`` of ``loss * scale``; ``wrt="arch"``: no weight grads."""
+        if wrt not in ("all", "arch"):
+            raise ValueError(f"wrt: expected 'all' or 'arch', received {wrt!r}")
+        if self.run_eagerly:
+            return self._gradients_impl(x, y, scale, wrt)
+        fn = self._gradient_fns.get(wrt)
+        if fn is None:
+            fn = tf.function(
+                lambda x, y, scale, _wrt=wrt: self._gradients_impl(x, y, scale, _wrt),
+                experimental_attributes={"_noinline": True},
+                reduce_retracing=True,
+            )
+            self._gradient_fns[wrt] = fn
+        return fn(x, y, tf.cast(scale, tf.float32))
+
+    def _architect_gradients(self, x, y, scale, wrt):
+        loss, _, arch_grads, weight_grads = self._gradients(x, y, scale, wrt)
+        return loss, arch_grads, (weight_grads if wrt == "all" else None)
+
+    def _arch_gradients(self, x_a, y_a, x_w, y_w, scale):
+        if self.order == "first":
+            loss, _, grads, _ = self._gradients(x_a, y_a, scale, "arch")
+            return all_reduce_sum(list(grads)), loss
+        momentum, slots = self._momentum_slots()
+        return architect.unrolled_hypergradient(
+            self._architect_gradients,
+            self.weight_variables,
+            self.arch_variables,
+            (x_w, y_w),
+            (x_a, y_a),
+            self.current_w_lr(),
+            momentum=momentum,
+            momentum_slots=slots,
+            weight_decay=self.w_weight_decay,
+            extra_state=self.state_variables,
+            scale=scale,
+        )
+
+    def _arch_step(self, x_a, y_a, x_w, y_w):
+        scale = self._scale(self.a_optimizer)
+        grads, loss = self._arch_gradients(x_a, y_a, x_w, y_w, scale)
+        if self.a_weight_decay:
+            grads = [
+                g + tf.cast(scale * self.a_weight_decay, g.dtype) * a.value for g, a in zip(grads, self.arch_variables)
+            ]
+        self.a_optimizer.apply(for_optimizer(grads), self.arch_variables)
+        self.alpha_loss_tracker.update_state(unscale_loss(loss))
+        return tf.constant(0, tf.int32)
+
+    def _weight_step(self, x_w, y_w):
+        weights = self.weight_variables
+        scale = self._scale(self.w_optimizer)
+        loss, logits, _, grads = self._gradients(x_w, y_w, scale, "all")
+        grads = all_reduce_sum(list(grads))
+        if self.grad_clip is not None:
+            # Clipping the scaled gradients at clip * scale equals clipping the true ones at clip.
+            grads, _ = tf.clip_by_global_norm(grads, tf.cast(self.grad_clip * scale, grads[0].dtype))
+        if self.w_weight_decay:
+            grads = [g + tf.cast(scale * self.w_weight_decay, g.dtype) * w.value for g, w in zip(grads, weights)]
+        self.w_optimizer.apply(for_optimizer(grads), weights)
+        self.loss_tracker.update_state(unscale_loss(loss))
+        self.accuracy_tracker.update_state(y_w, logits)
+
+    def train_step(self, data):
+        try:
+            (x_w, y_w), (x_a, y_a) = data
+        except (TypeError, ValueError):
+            raise ValueError(
+                "SearchModel.train_step: expected ((x_weights, y_weights), (x_alphas, y_alphas)), the zip of "
+                f"the weights part and the alphas part; received {data!r}"
+            ) from None
+        # Warm-up: nothing of the alphas' (values, Adam moments, step count) moves while it lasts.
+        if _multi_replica():
+            # tf.distribute cannot all-reduce inside a tf.cond branch (merge_call), so with several replicas
+            # the branch is taken at trace time and set_alpha_updates() re-traces when it changes.
+            if self._arch_updates:
+                self._arch_step(x_a, y_a, x_w, y_w)
+        else:
+            # One graph for both phases: a graph-level branch on the alpha_active flag.
+            tf.cond(
+                self.alpha_active > 0.5,
+                lambda: self._arch_step(x_a, y_a, x_w, y_w),
+                lambda: tf.constant(0, tf.int32),
+            )
+        self._weight_step(x_w, y_w)
+        logs = {m.name: m.result() for m in self.metrics}
+        logs["lr"] = tf.cast(self.current_w_lr(), tf.float32)
+        return logs
+
+    def test_step(self, data):
+        x, y = data[0], data[1]
+        loss, logits = self._loss(x, y, training=False)
+        self.loss_tracker.update_state(unscale_loss(loss))
+        self.accuracy_tracker.update_state(y, logits)
+        return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
+
+    # ------------------------------------------------------------------ evaluation over a whole split
+    def predict_labels(self, dataset) -> tuple:
+        """``(y_true, y_pred, mean_loss)`` over a dataset of ``(x, y)`` batches (inference mode)."""
+        if getattr(self, "_logits_fn", None) is None:
+            # One trace for every batch size (the last batch of a split is usually smaller).
+            spec = tf.TensorSpec((None,) + tuple(self._example_shape), self.input_dtype)
+            self._logits_fn = tf.function(lambda x: self(x, training=False), input_signature=[spec])
+        y_true, y_pred, total, count = [], [], 0.0, 0
+        loss_fn = getattr(self, "loss_fn", None) or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        for batch in dataset:
+            x, y = batch[0], batch[1]
+            logits = tf.cast(self._logits_fn(x), tf.float32)
+            n = int(tf.shape(y)[0])
+            total += float(loss_fn(y, logits)) * n
+            count += n
+            y_true.append(np.asarray(y).reshape(-1))
+            y_pred.append(np.argmax(np.asarray(logits), axis=-1))
+        if not count:
+            raise ValueError("predict_labels: the dataset is empty")
+        return np.concatenate(y_true), np.concatenate(y_pred), total / count
+
+    # ------------------------------------------------------------------ alphas and genotypes
+    def alpha_arrays(self) -> dict:
+        """The raw alphas (logits), ``{kind: numpy (num_edges, num_ops)}``."""
+        return {k: np.asarray(keras.ops.convert_to_numpy(a)) for k, a in zip(self.alpha_kinds, self._alphas)}
+
+    def alpha_weights(self) -> dict:
+        """The softmaxed alphas as numpy arrays."""
+        return {k: _softmax_np(v.astype(np.float64)) for k, v in self.alpha_arrays().items()}
+
+    def genotype(self, max_skip: int | None = None, meta: dict | None = None) -> Genotype:
+        """The DARTS genotype of the current alphas (top-2 edges per node, best non-none op each)."""
+        alphas = self.alpha_arrays()
+        missing = [k for k in CELL_KINDS if k not in alphas]
+        if missing:
+            raise ValueError(f"genotype: the backbone has no alphas for {missing}; a genotype needs all of {CELL_KINDS}")
+        return derive_genotype(
+            alphas,
+            tuple(self.backbone.cnn_ops),
+            tuple(self.backbone.seq_ops),
+            nodes_from_edges(alphas["normal"].shape[0]),
+            nodes_from_edges(alphas["seq"].shape[0]),
+            max_skip=max_skip,
+            meta=meta,
+        )
+
+    # ------------------------------------------------------------------ serialisation
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "input_shape": list(self._example_shape) if self._example_shape is not None else None,
+                "alpha_init_scale": self.alpha_init_scale,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)

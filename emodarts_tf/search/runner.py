@@ -1,0 +1,450 @@
+"""One search run per fold: data, model, ``fit()`` with callbacks, and the files a search leaves.
+
+``run_search(config, out_dir, fold_index)`` searches on fold ``k``'s training part only (split into a
+weights part and an alphas part; the validation speakers, also from the training part, pick the best
+epoch; the test speakers are never read) and writes::
+
+    <out_dir>/fold<k>/
+        genotype.json          the genotype after the last epoch
+        genotype_best.json     the genotype of the epoch with the best validation UA (after warm-up)
+        genotypes/epoch_XXX.json   every epoch's genotype
+        alpha_history.json     per epoch: softmaxed alphas, metrics, seconds
+        search.json            config, fold, speakers (train/val seen, test held out), sizes, epochs,
+                               times, peak memory, best and final validation UA/WA
+        config.yaml            the config of the run (checked again on --resume)
+        cells/{normal,reduce,seq}.png   diagrams of the selected genotype (search.select; the other
+                                        one in cells/final/ or cells/best/)
+        checkpoints/           tf.train.Checkpoint of model, alphas, both optimisers, epoch, best UA
+        tensorboard/           TensorBoard logs
+
+and updates ``<out_dir>/genotypes.json`` = ``{"<k>": genotype}`` (the selected genotype of every fold
+searched into ``out_dir``). ``resume=True`` restores the latest checkpoint and continues; the data order
+is a pure function of the seed and the step, so the result equals an uninterrupted run.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+import yaml
+
+from emodarts_tf.config import ExperimentConfig, SearchConfig, config_from_dict, save_config
+from emodarts_tf.search.callbacks import (
+    AlphaWarmup,
+    EpochLogger,
+    EpochRecorder,
+    GenotypeTracker,
+    SaveState,
+    ValidationMetrics,
+    format_genotype,
+)
+from emodarts_tf.search.checkpoint import SearchState
+from emodarts_tf.search.model import ORDERS, SearchModel
+from emodarts_tf.search.plots import plot_genotype
+from emodarts_tf.search_space.genotype import Genotype
+from emodarts_tf.utils.io import read_json, write_json
+from emodarts_tf.utils.seed import seed_everything
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "default", "mirrored")
+SELECTIONS = ("best", "final")
+SEARCH_FORMAT = "emodarts-tf/search/v1"
+INDEX_FILE = "genotypes.json"
+_STRATEGIES: dict = {}
+
+# Config keys that may change between a run and its --resume (everything else must match).
+_RESUMABLE_KEYS = ("search.epochs", "data.root", "data.cache_dir", "data.workers", "search.checkpoints_to_keep")
+_IGNORED_SECTIONS = ("train", "baseline")
+
+
+def check_search_config(s: SearchConfig) -> None:
+    """Raise ValueError naming the first impossible search setting."""
+
+    def positive_int(name, value, minimum=1):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"search.{name}: expected an integer >= {minimum}, received {value!r}")
+
+    positive_int("epochs", s.epochs)
+    positive_int("batch_size", s.batch_size)
+    positive_int("warmup_epochs", s.warmup_epochs, 0)
+    positive_int("checkpoints_to_keep", s.checkpoints_to_keep)
+    if s.steps_per_epoch is not None:
+        positive_int("steps_per_epoch", s.steps_per_epoch)
+    if s.max_skip is not None:
+        positive_int("max_skip", s.max_skip, 0)
+    if s.order not in ORDERS:
+        raise ValueError(f"search.order: expected one of {ORDERS}, received {s.order!r}")
+    if s.strategy not in STRATEGIES:
+        raise ValueError(f"search.strategy: expected one of {STRATEGIES}, received {s.strategy!r}")
+    if s.select not in SELECTIONS:
+        raise ValueError(f"search.select: expected one of {SELECTIONS}, received {s.select!r}")
+    if not s.w_lr > 0:
+        raise ValueError(f"search.w_lr: expected > 0, received {s.w_lr!r}")
+    if not 0 <= s.w_lr_min <= s.w_lr:
+        raise ValueError(f"search.w_lr_min: expected 0 <= w_lr_min <= w_lr = {s.w_lr}, received {s.w_lr_min!r}")
+    if not s.alpha_lr > 0:
+        raise ValueError(f"search.alpha_lr: expected > 0, received {s.alpha_lr!r}")
+    for name in ("alpha_beta1", "alpha_beta2"):
+        value = getattr(s, name)
+        if not 0 <= value < 1:
+            raise ValueError(f"search.{name}: expected a number in [0, 1), received {value!r}")
+    if not 0 <= s.w_momentum < 1:
+        raise ValueError(f"search.w_momentum: expected a number in [0, 1), received {s.w_momentum!r}")
+
+
+def resolve_strategy(name: str) -> tf.distribute.Strategy:
+    """``auto``: MirroredStrategy over the visible GPUs when there are several, else the default strategy."""
+    if name not in STRATEGIES:
+        raise ValueError(f"search.strategy: expected one of {STRATEGIES}, received {name!r}")
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        # One MirroredStrategy per process: a second one (the next fold of --fold all) would reuse the
+        # collective-op instance keys of the first and fail with a shape mismatch.
+        if "mirrored" not in _STRATEGIES:
+            _STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy()
+        return _STRATEGIES["mirrored"]
+    return tf.distribute.get_strategy()
+
+
+@contextlib.contextmanager
+def precision_policy(enabled: bool):
+    """Set the Keras dtype policy for the search (mixed_float16 on a GPU), restoring it afterwards.
+
+    Alphas and weights stay float32 (the policy's variable dtype); the loss is scaled dynamically by the
+    LossScaleOptimizers ``SearchModel.compile`` wraps around both optimisers. On a CPU mixed precision is
+    slower than float32, so it is refused with a warning.
+    """
+    previous = keras.mixed_precision.global_policy()
+    name = "float32"
+    if enabled:
+        if tf.config.list_physical_devices("GPU"):
+            name = "mixed_float16"
+        else:
+            log.warning("search.mixed_precision: no GPU visible; running in float32")
+    try:
+        if name != previous.name:
+            keras.mixed_precision.set_global_policy(name)
+        yield name
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, steps_per_epoch: int) -> SearchModel:
+    """The search backbone of ``config.space`` wrapped in a compiled SearchModel (paper optimisers).
+
+    Weights: SGD with momentum, the learning rate cosine-annealed per step from ``w_lr`` to ``w_lr_min``
+    over ``epochs * steps_per_epoch`` steps. Alphas: Adam(alpha_lr, beta1, beta2).
+    """
+    from emodarts_tf.search_space.network import SearchBackbone
+
+    s = config.search
+    backbone = SearchBackbone(config.space, tuple(input_shape), int(num_classes), name="backbone")
+    model = SearchModel(backbone, input_shape=tuple(input_shape), alpha_init_scale=s.alpha_init_scale, seed=config.seed)
+    total_steps = max(1, s.epochs * steps_per_epoch)
+    if s.w_lr_min < s.w_lr:
+        lr = keras.optimizers.schedules.CosineDecay(s.w_lr, decay_steps=total_steps, alpha=s.w_lr_min / s.w_lr)
+    else:
+        lr = s.w_lr
+    model.compile(
+        keras.optimizers.SGD(lr, momentum=s.w_momentum, name="w_sgd"),
+        keras.optimizers.Adam(s.alpha_lr, beta_1=s.alpha_beta1, beta_2=s.alpha_beta2, name="a_adam"),
+        order=s.order,
+        w_weight_decay=s.w_weight_decay,
+        a_weight_decay=s.alpha_weight_decay,
+        grad_clip=s.grad_clip,
+        jit_compile=s.jit_compile,
+    )
+    return model
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_differences(old: dict, new: dict) -> list:
+    """Keys whose values differ between two config dicts, ignoring what a resume may change."""
+    a, b = _flatten(old), _flatten(new)
+    keys = sorted(set(a) | set(b))
+    return [
+        k for k in keys
+        if k not in _RESUMABLE_KEYS and k.split(".")[0] not in _IGNORED_SECTIONS and a.get(k) != b.get(k)
+    ]  # fmt: skip
+
+
+def peak_memory() -> dict:
+    """Peak resident memory of this process (MB) and, with a GPU, the peak GPU memory (MB)."""
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"peak_rss_mb": round(rss_kb / 1024.0, 1)}
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        try:
+            out["peak_gpu_mb"] = round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, 1)
+        except (ValueError, RuntimeError):
+            pass
+    return out
+
+
+def device_info() -> dict:
+    gpus = tf.config.list_physical_devices("GPU")
+    info = {
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "gpus": [],
+    }
+    for gpu in gpus:
+        try:
+            details = tf.config.experimental.get_device_details(gpu)
+        except (ValueError, RuntimeError):
+            details = {}
+        info["gpus"].append(details.get("device_name", gpu.name))
+    return info
+
+
+def update_genotype_index(out_dir: str | Path, fold_index: int, genotype: Genotype) -> Path:
+    """Add (or replace) fold ``fold_index`` in ``<out_dir>/genotypes.json`` (atomic write)."""
+    path = Path(out_dir) / INDEX_FILE
+    index = {}
+    if path.is_file():
+        existing = read_json(path)
+        if isinstance(existing, dict):
+            index = existing
+    index[str(int(fold_index))] = genotype.to_dict()
+    index = dict(sorted(index.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 1 << 30))
+    return write_json(path, index)
+
+
+def _has_checkpoint(directory: Path) -> bool:
+    return tf.train.latest_checkpoint(str(directory)) is not None
+
+
+def run_search(
+    config: ExperimentConfig,
+    out_dir: str | Path,
+    fold_index: int,
+    resume: bool = False,
+    prepared=None,
+    verbose: int | None = None,
+    callbacks: list | None = None,
+) -> dict:
+    """Search fold ``fold_index`` (1-based) of the corpus of ``config`` into ``<out_dir>/fold<k>/``.
+
+    Args:
+        config: the experiment config (``data``, ``features``, ``space``, ``search``, ``seed``).
+        out_dir: the search output folder (one sub-folder per fold).
+        fold_index: the fold whose training part is searched.
+        resume: continue from the fold's latest checkpoint (an error is raised when ``resume`` is False
+            and the fold folder already holds a checkpoint, so that no search is overwritten by accident).
+        prepared: a ``PreparedCorpus`` (default: ``prepare(config)``).
+        verbose: Keras progress bar (1) or none (0); default: a bar when stdout is a terminal.
+        callbacks: extra Keras callbacks, run after the search's own (after the epoch's checkpoint).
+
+    Returns:
+        The ``search.json`` summary as a dict (plus ``"genotype"``: the selected Genotype).
+    """
+    from emodarts_tf.data.pipeline import make_fold_data
+    from emodarts_tf.data.prepare import prepare
+
+    s = config.search
+    check_search_config(s)
+    fold_dir = Path(out_dir) / f"fold{int(fold_index)}"
+    ckpt_dir = fold_dir / "checkpoints"
+    config_path = fold_dir / "config.yaml"
+    if _has_checkpoint(ckpt_dir) and not resume:
+        raise ValueError(
+            f"{fold_dir}: already holds a search checkpoint; pass --resume (resume=True) to continue it, "
+            "or choose another --out"
+        )
+    if resume and config_path.is_file():
+        old = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+        diff = config_differences(config_from_dict(old, str(config_path)).to_dict(), config.to_dict())
+        if diff:
+            raise ValueError(
+                f"{fold_dir}: cannot resume: the config differs from the checkpointed run's in {diff} "
+                f"(see {config_path}); only {list(_RESUMABLE_KEYS)} may change"
+            )
+
+    summary_path = fold_dir / "search.json"
+    if resume and summary_path.is_file() and _has_checkpoint(ckpt_dir):
+        done = read_json(summary_path)
+        if isinstance(done, dict) and int(done.get("epochs_done", 0)) >= s.epochs == int(done.get("epochs", -1)):
+            selected_file = fold_dir / done.get("genotype_file", "genotype_best.json")
+            log.info("%s: the search already finished (%d epochs); nothing to resume", fold_dir, s.epochs)
+            return {**done, "genotype": Genotype.load(selected_file)}
+
+    started = time.perf_counter()
+    seed_everything(config.seed)
+    if prepared is None:
+        prepared = prepare(config)
+    fold_data = make_fold_data(prepared, int(fold_index), config)
+    fold = fold_data.fold
+    train_speakers = sorted(str(x) for x in fold.train_speakers)
+    val_speakers = sorted(str(x) for x in fold_data.val_speakers)
+    test_speakers = sorted(str(x) for x in fold.test_speakers)
+    leaked = sorted(set(test_speakers) & (set(train_speakers) | set(val_speakers)))
+    if leaked:
+        raise ValueError(f"fold {fold.index}: test speaker(s) {leaked} also in the training part; the folds are broken")
+    batch = s.batch_size
+    n_weights = fold_data.size("weights")
+    if n_weights < batch or fold_data.size("alphas") < batch:
+        raise ValueError(
+            f"search.batch_size {batch}: the weights part ({n_weights}) and alphas part "
+            f"({fold_data.size('alphas')}) of fold {fold.index} must each hold at least one full batch"
+        )
+    steps = s.steps_per_epoch or max(1, n_weights // batch)
+    num_classes = len(fold_data.classes)
+    has_val = fold_data.size("val") > 0
+    if not has_val:
+        log.warning("fold %d: no validation speakers; genotype_best.json is the last epoch's", fold.index)
+
+    strategy = resolve_strategy(s.strategy)
+    with precision_policy(s.mixed_precision) as policy:
+        with strategy.scope():
+            model = build_search_model(config, fold_data.input_shape, num_classes, steps)
+            state = SearchState(model, ckpt_dir, max_to_keep=s.checkpoints_to_keep)
+        initial_epoch = state.restore() if resume else 0
+        if resume and initial_epoch == 0:
+            log.info("%s: no checkpoint to resume; starting the search", fold_dir)
+        save_config(config, config_path)
+        log.info(
+            "search fold %d (%s): %s-order, %d epochs x %d steps of batch %d, %d weights / %d alphas / %d val "
+            "examples, alphas %s, %d replica(s), %s%s",
+            fold.index, fold.name, s.order, s.epochs, steps, batch, n_weights, fold_data.size("alphas"),
+            fold_data.size("val"), {k: list(v.shape) for k, v in model.alpha_arrays().items()},
+            strategy.num_replicas_in_sync, policy, f", resuming after epoch {initial_epoch}" if initial_epoch else "",
+        )  # fmt: skip
+
+        meta = {
+            "source": "emodarts-tf search",
+            "corpus": prepared.corpus,
+            "protocol": prepared.protocol,
+            "synthetic": bool(getattr(prepared, "synthetic", False)),
+            "fold": int(fold.index),
+            "fold_name": fold.name,
+            "train_speakers": train_speakers,
+            "val_speakers": val_speakers,
+            "test_speakers": test_speakers,
+            "classes": list(fold_data.classes),
+            "input_shape": list(fold_data.input_shape),
+            "order": s.order,
+            "epochs": s.epochs,
+            "max_skip": s.max_skip,
+            "seed": config.seed,
+        }
+        recorder = EpochRecorder(fold_dir / "alpha_history.json", resume_epoch=initial_epoch)
+        if initial_epoch < s.epochs:
+            weights_ds, alphas_ds = fold_data.search_split(batch)
+            train = tf.data.Dataset.zip((weights_ds, alphas_ds))
+            if initial_epoch:
+                # The same batches an uninterrupted run would see from here on.
+                train = train.skip(initial_epoch * steps)
+            search_callbacks = [AlphaWarmup(s.warmup_epochs)]
+            if has_val:
+                search_callbacks.append(ValidationMetrics(fold_data.val(batch), num_classes))
+            search_callbacks += [
+                recorder,
+                GenotypeTracker(fold_dir, state, s.max_skip, meta, s.warmup_epochs, s.epochs),
+                keras.callbacks.TensorBoard(str(fold_dir / "tensorboard"), write_graph=False, update_freq="epoch"),
+                keras.callbacks.TerminateOnNaN(),
+                SaveState(state),
+                EpochLogger(s.epochs, prefix=f"fold {fold.index} "),
+                *(callbacks or []),
+            ]
+            if verbose is None:
+                verbose = 1 if sys.stdout.isatty() else 0
+            history = model.fit(
+                train, epochs=s.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                callbacks=search_callbacks, verbose=verbose, shuffle=False,
+            )  # fmt: skip
+            if model.stop_training and history.epoch and history.epoch[-1] + 1 < s.epochs:
+                raise RuntimeError(f"fold {fold.index}: the search stopped early (NaN loss); see {fold_dir}")
+        else:
+            log.info("%s: the search already finished (%d epochs); rewriting its outputs", fold_dir, initial_epoch)
+
+        final = Genotype.load(fold_dir / "genotype.json")
+        best = Genotype.load(fold_dir / "genotype_best.json")
+        selected, other, other_name = (best, final, "final") if s.select == "best" else (final, best, "best")
+        plot_genotype(selected, fold_dir / "cells", title_prefix=f"fold {fold.index} ({s.select}, epoch "
+                      f"{selected.meta.get('epoch')}): ")  # fmt: skip
+        plot_genotype(other, fold_dir / "cells" / other_name, title_prefix=f"fold {fold.index} ({other_name}, "
+                      f"epoch {other.meta.get('epoch')}): ")  # fmt: skip
+        entries = recorder.entries
+        summary = {
+            "format": SEARCH_FORMAT,
+            "corpus": prepared.corpus,
+            "protocol": prepared.protocol,
+            "synthetic": bool(getattr(prepared, "synthetic", False)),
+            "fold": int(fold.index),
+            "fold_name": fold.name,
+            "train_speakers": train_speakers,
+            "val_speakers": val_speakers,
+            "test_speakers": test_speakers,
+            "test_speakers_seen": False,
+            "classes": list(fold_data.classes),
+            "input_shape": list(fold_data.input_shape),
+            "sizes": {p: fold_data.size(p) for p in ("weights", "alphas", "val")},
+            "order": s.order,
+            "epochs": s.epochs,
+            "epochs_done": len(entries),
+            "warmup_epochs": s.warmup_epochs,
+            "steps_per_epoch": steps,
+            "batch_size": batch,
+            "seconds": round(sum(e.get("seconds", 0.0) for e in entries), 2),
+            "epoch_seconds": [e.get("seconds") for e in entries],
+            "this_run_seconds": round(time.perf_counter() - started, 2),
+            **peak_memory(),
+            "best": {k: best.meta.get(k) for k in ("epoch", "val_ua", "val_wa", "val_f1")},
+            "final": {k: final.meta.get(k) for k in ("epoch", "val_ua", "val_wa", "val_f1")},
+            "select": s.select,
+            "genotype_file": "genotype_best.json" if s.select == "best" else "genotype.json",
+            "strategy": type(strategy).__name__,
+            "replicas": int(strategy.num_replicas_in_sync),
+            "precision": policy,
+            "device": device_info(),
+            "config": config.to_dict(),
+        }
+        write_json(fold_dir / "search.json", summary)
+        update_genotype_index(out_dir, int(fold.index), selected)
+        log.info(
+            "fold %d done in %.0f s: best val UA %s at epoch %s; %s genotype %s",
+            fold.index, summary["this_run_seconds"], summary["best"]["val_ua"], summary["best"]["epoch"], s.select,
+            format_genotype(selected),
+        )  # fmt: skip
+    return {**summary, "genotype": selected}
+
+
+def run_search_folds(
+    config: ExperimentConfig, out_dir: str | Path, folds: list, resume: bool = False, prepared=None, verbose=None
+) -> dict:
+    """``run_search`` for each fold of ``folds`` (one prepared corpus); returns ``{fold: summary}``.
+
+    ``<out_dir>/genotypes.json`` gains each fold's selected genotype as soon as that fold finishes.
+    """
+    from emodarts_tf.data.prepare import prepare
+
+    if prepared is None:
+        prepared = prepare(config)
+    results = {}
+    for k in folds:
+        results[int(k)] = run_search(config, out_dir, int(k), resume=resume, prepared=prepared, verbose=verbose)
+        keras.backend.clear_session()
+    return results

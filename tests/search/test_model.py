@@ -1,0 +1,231 @@
+"""SearchModel: alphas and variable split, compile checks, the alternating step under fit(), warm-up,
+a synthetic task that only one op solves, mixed precision, XLA, serialisation, genotypes, checkpoints."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from search_helpers import SOLVER, TinyBackbone, search_dataset
+
+from emodarts_tf.search.callbacks import AlphaWarmup
+from emodarts_tf.search.checkpoint import SearchState
+from emodarts_tf.search.model import SearchModel, nodes_from_edges
+from emodarts_tf.search_space.genotype import Genotype
+
+
+def _compiled(backbone=None, seed=0, order="first", alpha_lr=0.03, **compile_kwargs):
+    model = SearchModel(backbone or TinyBackbone(), input_shape=(4, 4, 1), seed=seed)
+    model.compile(
+        keras.optimizers.SGD(0.05, momentum=0.9),
+        keras.optimizers.Adam(alpha_lr, beta_1=0.5, beta_2=0.999),
+        order=order,
+        **compile_kwargs,
+    )
+    return model
+
+
+def test_alphas_are_own_variables_split_by_identity():
+    model = _compiled()
+    assert [a.path.split("/")[-1] for a in model.arch_variables] == ["alpha_normal", "alpha_reduce", "alpha_seq"]
+    assert {k: v.shape for k, v in model.alpha_arrays().items()} == {"normal": (2, 4), "reduce": (2, 4), "seq": (2, 4)}
+    arch = {id(v) for v in model.arch_variables}
+    weights = {id(v) for v in model.weight_variables}
+    assert not arch & weights
+    assert arch | weights == {id(v) for v in model.trainable_variables}
+    assert len(model.weight_variables) == len(model.backbone.trainable_variables)
+    # 1e-3 * N(0, 1), seeded.
+    values = np.concatenate([a.ravel() for a in model.alpha_arrays().values()])
+    assert 1e-4 < values.std() < 1e-2
+    again = SearchModel(TinyBackbone(), input_shape=(4, 4, 1), seed=0).alpha_arrays()
+    other = SearchModel(TinyBackbone(), input_shape=(4, 4, 1), seed=1).alpha_arrays()
+    np.testing.assert_array_equal(again["normal"], model.alpha_arrays()["normal"])
+    assert not np.array_equal(other["normal"], again["normal"])
+    # Softmaxed weights per edge.
+    for w in model.alpha_weights().values():
+        np.testing.assert_allclose(w.sum(axis=-1), 1.0)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="backbone"):
+        SearchModel(keras.layers.Dense(3))
+    model = SearchModel(TinyBackbone(), input_shape=(4, 4, 1))
+    sgd = keras.optimizers.SGD(0.1)
+    with pytest.raises(ValueError, match="order"):
+        model.compile(sgd, keras.optimizers.Adam(), order="third")
+    with pytest.raises(ValueError, match="two distinct"):
+        model.compile(sgd, sgd)
+    with pytest.raises(ValueError, match="grad_clip"):
+        model.compile(sgd, keras.optimizers.Adam(), grad_clip=0)
+    with pytest.raises(ValueError, match="num_edges"):
+        nodes_from_edges(7)
+    assert [nodes_from_edges(e) for e in (2, 5, 9, 14)] == [1, 2, 3, 4]
+
+
+def test_train_step_alternates_updates_under_fit():
+    model = _compiled()
+    alphas0 = [a.numpy().copy() for a in model.arch_variables]
+    weights0 = [w.numpy().copy() for w in model.weight_variables]
+    ds, steps = search_dataset(64, 16)
+    history = model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+    assert set(history.history) >= {"loss", "accuracy", "alpha_loss", "lr"}
+    assert model.a_optimizer.iterations.numpy() == steps
+    assert model.w_optimizer.iterations.numpy() == steps
+    assert all(not np.array_equal(a.numpy(), b) for a, b in zip(model.arch_variables, alphas0))
+    assert all(not np.array_equal(w.numpy(), b) for w, b in zip(model.weight_variables, weights0))
+    # The weight optimizer never saw the alphas and vice versa.
+    assert len(model.w_optimizer.momentums) == len(model.weight_variables)
+    assert len(model.a_optimizer.variables) == 2 + 2 * len(model.arch_variables)  # iterations, lr, m, v
+    # test_step / evaluate report loss and accuracy.
+    x = tf.random.normal((8, 4, 4, 1))
+    logs = model.evaluate(x, tf.zeros((8,), tf.int32), verbose=0, return_dict=True)
+    assert set(logs) == {"loss", "accuracy"}
+
+
+def test_weight_step_clips_then_decays():
+    """One step with huge gradients: the update is lr * (clipped grad + wd * w) (SGD without momentum)."""
+    model = SearchModel(TinyBackbone(), input_shape=(4, 4, 1))
+    model.compile(keras.optimizers.SGD(0.1), keras.optimizers.Adam(), grad_clip=1e-3, w_weight_decay=0.5)
+    model.alpha_active.assign(0.0)
+    ds, _ = search_dataset(32, 16)
+    (xw, yw), batch_a = next(iter(ds))
+    weights = model.weight_variables
+    with tf.GradientTape() as tape:
+        loss = model._loss_only(xw, yw)
+    grads = tape.gradient(loss, weights)
+    clipped, _ = tf.clip_by_global_norm(grads, 1e-3)
+    expected = [w.numpy() - 0.1 * (g.numpy() + 0.5 * w.numpy()) for w, g in zip(weights, clipped)]
+    model.train_step(((xw, yw), batch_a))
+    for w, e in zip(weights, expected):
+        np.testing.assert_allclose(w.numpy(), e, rtol=1e-5, atol=1e-7)
+
+
+def test_warmup_freezes_alphas_and_their_optimizer_then_releases_them():
+    model = _compiled()
+    model.build_optimizers()
+    alphas0 = [a.numpy().copy() for a in model.arch_variables]
+    ds, steps = search_dataset(64, 16)
+    snapshots = []
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            snapshots.append(
+                (
+                    [a.numpy().copy() for a in self.model.arch_variables],
+                    int(self.model.a_optimizer.iterations.numpy()),
+                    [v.numpy().copy() for v in self.model.a_optimizer.variables[2:]],
+                    float(self.model.w_optimizer.iterations.numpy()),
+                )
+            )
+
+    model.fit(ds, steps_per_epoch=steps, epochs=3, verbose=0, callbacks=[AlphaWarmup(2), Snapshot()])
+    for epoch in (0, 1):
+        alphas, a_iters, moments, w_iters = snapshots[epoch]
+        for a, a0 in zip(alphas, alphas0):
+            np.testing.assert_array_equal(a, a0)
+        assert a_iters == 0
+        assert all(not m.any() for m in moments)  # Adam moments untouched
+        assert w_iters == steps * (epoch + 1)  # the weights trained
+    alphas, a_iters, moments, _ = snapshots[2]
+    assert a_iters == steps
+    assert all(not np.array_equal(a, a0) for a, a0 in zip(alphas, alphas0))
+    assert all(m.any() for m in moments)
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        AlphaWarmup(-1)
+
+
+@pytest.mark.parametrize("kind,order", [("normal", "first"), ("normal", "second"), ("seq", "first")])
+def test_short_search_moves_alphas_to_the_only_op_that_solves_the_task(kind, order):
+    """Ring task (x0^2 + x1^2 > median) on raw 2-D inputs through one cell and a linear classifier: only the
+    square op (named sep_conv_3x3 / lstm_1 here) makes it solvable."""
+    backbone = TinyBackbone(solver="square", cells=(kind,), stem=False)
+    model = SearchModel(backbone, input_shape=(2, 1, 1), seed=0)
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.optimizers.Adam(0.03, 0.5, 0.999), order=order)
+    ops = backbone.cnn_ops if kind != "seq" else backbone.seq_ops
+    solver = ops.index(SOLVER["seq" if kind == "seq" else "cnn"])
+    before = model.alpha_weights()[kind][:, solver]
+    ds, steps = search_dataset(256, 32, task="ring", shape=(2, 1, 1))
+    history = model.fit(ds, steps_per_epoch=steps, epochs=6, verbose=0)
+    assert history.history["accuracy"][-1] > 0.85
+    weights = model.alpha_weights()[kind]
+    assert np.all(weights[:, solver] > before + 0.2)
+    assert np.all(weights.argmax(axis=1) == solver)
+    genotype = model.genotype(max_skip=2)
+    assert [op for op, _ in genotype.cell(kind)[0]] == [ops[solver], ops[solver]]
+
+
+def test_mixed_precision_keeps_alphas_float32_and_scales_losses():
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = _compiled()
+        assert model.compute_dtype == "float16"
+        assert all(a.dtype == "float32" for a in model.arch_variables)
+        assert isinstance(model.w_optimizer, keras.optimizers.LossScaleOptimizer)
+        assert isinstance(model.a_optimizer, keras.optimizers.LossScaleOptimizer)
+        alphas0 = [a.numpy().copy() for a in model.arch_variables]
+        ds, steps = search_dataset(64, 16)
+        history = model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][-1])
+        assert all(not np.array_equal(a.numpy(), b) for a, b in zip(model.arch_variables, alphas0))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def test_jit_compile_step_matches_the_graph_step():
+    results = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(7)
+        model = _compiled(seed=3, jit_compile=jit)
+        assert model.jit_compile is jit
+        ds, steps = search_dataset(32, 16)
+        model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)
+        results.append(model.alpha_arrays())
+    for kind in results[0]:
+        np.testing.assert_allclose(results[0][kind], results[1][kind], rtol=1e-4, atol=1e-6)
+
+
+def test_genotype_json_round_trip_and_config_round_trip(tmp_path):
+    model = _compiled()
+    meta = {"corpus": "demo", "fold": 1, "train_speakers": ["a", "b"], "test_speakers": ["c"], "epoch": 3}
+    genotype = model.genotype(max_skip=2, meta=meta)
+    path = genotype.save(tmp_path / "genotype.json")
+    loaded = Genotype.load(path)
+    assert loaded == genotype
+    assert loaded.meta == meta
+    clone = SearchModel.from_config(model.get_config())
+    assert {k: v.shape for k, v in clone.alpha_arrays().items()} == {k: v.shape for k, v in model.alpha_arrays().items()}
+    np.testing.assert_array_equal(clone.alpha_arrays()["seq"], model.alpha_arrays()["seq"])  # same seed
+
+
+def test_checkpoint_save_and_restore_keep_alphas_weights_and_optimizers(tmp_path):
+    model = _compiled(order="first")
+    state = SearchState(model, tmp_path / "checkpoints")
+    ds, steps = search_dataset(64, 16)
+    model.fit(ds, steps_per_epoch=steps, epochs=2, verbose=0)
+    state.best_ua.assign(0.625)
+    state.best_epoch.assign(2)
+    state.save(2)
+
+    keras.utils.set_random_seed(99)
+    other = _compiled(seed=5)
+    other_state = SearchState(other, tmp_path / "checkpoints")
+    assert not np.array_equal(other.alpha_arrays()["normal"], model.alpha_arrays()["normal"])
+    assert other_state.restore() == 2
+    for a, b in zip(model.variables, other.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    for opt, opt2 in ((model.w_optimizer, other.w_optimizer), (model.a_optimizer, other.a_optimizer)):
+        assert len(opt.variables) == len(opt2.variables)
+        for a, b in zip(opt.variables, opt2.variables):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert float(other_state.best_ua.numpy()) == 0.625 and int(other_state.best_epoch.numpy()) == 2
+    # The restored model continues exactly like the original.
+    model.fit(ds.take(1), steps_per_epoch=1, epochs=1, verbose=0)
+    other.fit(ds.take(1), steps_per_epoch=1, epochs=1, verbose=0)
+    for a, b in zip(model.trainable_variables, other.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+
+    wrong = SearchModel(TinyBackbone(units=5), input_shape=(4, 4, 1))
+    wrong.compile(keras.optimizers.SGD(0.1, momentum=0.9), keras.optimizers.Adam())
+    with pytest.raises(ValueError):
+        SearchState(wrong, tmp_path / "checkpoints").restore()
