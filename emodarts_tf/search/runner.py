@@ -333,8 +333,8 @@ def run_search(
             strategy.num_replicas_in_sync, policy, f", resuming after epoch {initial_epoch}" if initial_epoch else "",
         )  # fmt: skip
 
-        meta = {
-            "source": "emodarts-tf search",
+        # Where this search came from: shared by every genotype's meta and by search.json.
+        provenance = {
             "corpus": prepared.corpus,
             "protocol": prepared.protocol,
             "synthetic": bool(getattr(prepared, "synthetic", False)),
@@ -347,9 +347,8 @@ def run_search(
             "input_shape": list(fold_data.input_shape),
             "order": s.order,
             "epochs": s.epochs,
-            "max_skip": s.max_skip,
-            "seed": config.seed,
         }
+        meta = {"source": "emodarts-tf search", **provenance, "max_skip": s.max_skip, "seed": config.seed}
         recorder = EpochRecorder(fold_dir / "alpha_history.json", resume_epoch=initial_epoch)
         if initial_epoch < s.epochs:
             weights_ds, alphas_ds = fold_data.search_split(batch)
@@ -390,20 +389,9 @@ def run_search(
         entries = recorder.entries
         summary = {
             "format": SEARCH_FORMAT,
-            "corpus": prepared.corpus,
-            "protocol": prepared.protocol,
-            "synthetic": bool(getattr(prepared, "synthetic", False)),
-            "fold": int(fold.index),
-            "fold_name": fold.name,
-            "train_speakers": train_speakers,
-            "val_speakers": val_speakers,
-            "test_speakers": test_speakers,
+            **provenance,
             "test_speakers_seen": False,
-            "classes": list(fold_data.classes),
-            "input_shape": list(fold_data.input_shape),
             "sizes": {p: fold_data.size(p) for p in ("weights", "alphas", "val")},
-            "order": s.order,
-            "epochs": s.epochs,
             "epochs_done": len(entries),
             "warmup_epochs": s.warmup_epochs,
             "steps_per_epoch": steps,
