@@ -133,8 +133,8 @@ class SearchCNNCell(keras.layers.Layer):
             states.append(total)
         return ops.concatenate(states[2:], axis=-1)
 
-    def compute_output_shape(self, input_shape, weights_shape=None):
-        return _output_shape(self, input_shape, self.nodes)
+    def compute_output_shape(self, inputs_shape, weights_shape=None):
+        return _output_shape(self, inputs_shape, self.nodes)
 
     def get_config(self):
         return {**super().get_config(), "nodes": self.nodes, "channels": self.channels,

@@ -92,10 +92,10 @@ class MixedOp(keras.layers.Layer):
             out = self._zero(x)
         return out
 
-    def compute_output_shape(self, input_shape, weights_shape=None):
+    def compute_output_shape(self, x_shape, weights_shape=None):
         if self.kind == "seq":
-            return tuple(input_shape)
-        b, h, w, _ = input_shape
+            return tuple(x_shape)
+        b, h, w, _ = x_shape
         return (b, reduced_dim(h, self.stride), reduced_dim(w, self.stride), self.channels)
 
     def get_config(self):

@@ -273,8 +273,8 @@ class SearchBackbone(keras.layers.Layer):
         pooled = ops.mean(s1, axis=1)
         return self.classifier(self.dropout(pooled, training=training))
 
-    def compute_output_shape(self, input_shape, weights_shape=None):
-        return (input_shape[0], self.num_classes)
+    def compute_output_shape(self, x_shape, weights_shape=None):
+        return (x_shape[0], self.num_classes)
 
     def get_config(self):
         return {**super().get_config(), "space": dataclasses.asdict(self.space),

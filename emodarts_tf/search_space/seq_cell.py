@@ -87,8 +87,8 @@ class SearchSeqCell(keras.layers.Layer):
             states.append(total)
         return self.output_projection(ops.concatenate(states[2:], axis=-1))
 
-    def compute_output_shape(self, input_shape, weights_shape=None):
-        return (input_shape[1][0], input_shape[1][1], self.units)
+    def compute_output_shape(self, inputs_shape, weights_shape=None):
+        return (inputs_shape[1][0], inputs_shape[1][1], self.units)
 
     def get_config(self):
         return {**super().get_config(), "nodes": self.nodes, "units": self.units, "ops": list(self.op_names)}

@@ -227,3 +227,14 @@ def test_fixed_network_rejects_bad_genotypes_and_overrides_apply():
     space = apply_train_overrides(TINY, TrainConfig(init_channels=5, seq_cells=3))
     assert (space.init_channels, space.cnn_cells, space.seq_cells) == (5, 3, 3)
     assert num_edges(space.cnn_nodes) == 5
+
+
+def test_backbone_and_cells_infer_shapes_in_a_symbolic_keras_call():
+    """Keras 3 passes shapes as `<call argument>_shape`; a symbolic call must infer the logits shape."""
+    net = SearchBackbone(SMALL, SHAPE, num_classes=3)
+    shapes = net.alpha_shapes()
+    x = keras.Input(shape=SHAPE)
+    weights = {kind: keras.ops.softmax(keras.ops.zeros(shape), axis=-1) for kind, shape in shapes.items()}
+    logits = net(x, weights)
+    assert tuple(logits.shape) == (None, 3)
+    assert net.compute_output_shape(x_shape=(5, *SHAPE)) == (5, 3)
