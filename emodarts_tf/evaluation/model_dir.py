@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
 from emodarts_tf.config import FeatureConfig
-from emodarts_tf.utils.io import atomic_write_bytes, read_json, write_json
+from emodarts_tf.utils.io import atomic_path, atomic_write_bytes, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +67,9 @@ def inference_model(model):
 
 def save_keras_atomic(model, path: str | Path) -> Path:
     """``model.save`` to a temporary file beside ``path``, then an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(str(tmp))
+    return Path(path)
 
 
 def save_normalization(path: str | Path, mean, std) -> Path:

@@ -38,6 +38,14 @@ def _check_pair(inputs, layer: str):
     return inputs
 
 
+def _check_edge_weights(weights, cell) -> None:
+    """A searchable cell's mixing weights must be (num_edges, num_ops); unknown dims pass (traced shapes)."""
+    expected = (cell.num_edges, len(cell.op_names))
+    received = tuple(weights.shape)
+    if received != expected and None not in received:
+        raise ValueError(f"{cell.name}: weights: expected shape {expected}, received {received}")
+
+
 def _preprocess(channels: int, reduction_prev: bool, affine: bool):
     pre0 = (FactorizedReduce(channels, affine=affine, name="preprocess0") if reduction_prev
             else ReLUConvBN(channels, 1, 1, affine=affine, name="preprocess0"))
@@ -119,9 +127,7 @@ class SearchCNNCell(keras.layers.Layer):
 
     def call(self, inputs, weights, training=None):
         s0, s1 = _check_pair(inputs, self.name)
-        expected = (self.num_edges, len(self.op_names))
-        if tuple(weights.shape) != expected and None not in tuple(weights.shape):
-            raise ValueError(f"weights: expected shape {expected}, received {tuple(weights.shape)}")
+        _check_edge_weights(weights, self)
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         e = 0
         for _ in range(self.nodes):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from emodarts_tf.search_space.cnn_cell import _check_int, _check_pair, check_genotype_cell
+from emodarts_tf.search_space.cnn_cell import _check_edge_weights, _check_int, _check_pair, check_genotype_cell
 from emodarts_tf.search_space.mixed_op import MixedSeqOp, check_ops
 from emodarts_tf.search_space.primitives import SEQ_PRIMITIVES, num_edges
 from emodarts_tf.search_space.seq_ops import SeqZero, make_seq_op
@@ -73,9 +73,7 @@ class SearchSeqCell(keras.layers.Layer):
 
     def call(self, inputs, weights, training=None):
         s0, s1 = _check_pair(inputs, self.name)
-        expected = (self.num_edges, len(self.op_names))
-        if tuple(weights.shape) != expected and None not in tuple(weights.shape):
-            raise ValueError(f"weights: expected shape {expected}, received {tuple(weights.shape)}")
+        _check_edge_weights(weights, self)
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         e = 0
         for _ in range(self.nodes):

@@ -131,3 +131,14 @@ def test_seq_config_round_trip():
                   SearchSeqCell(2, 4, ("none", "lstm_1"))):
         config = layer.get_config()
         assert type(layer).from_config(config).get_config() == config
+
+
+def test_search_seq_cell_rejects_wrong_weight_shape_naming_the_cell():
+    import tensorflow as tf
+
+    from emodarts_tf.search_space.seq_cell import SearchSeqCell
+
+    cell = SearchSeqCell(2, 4, ("none", "skip_connect", "rnn_1"), name="seqcell")
+    x = np.zeros((2, 5, 4), "float32")
+    with pytest.raises(ValueError, match=r"seqcell: weights: expected shape \(5, 3\), received \(5, 2\)"):
+        cell([x, x], tf.ones((5, 2)))
