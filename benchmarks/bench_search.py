@@ -6,6 +6,7 @@ Usage::
     python benchmarks/bench_search.py --quick                 # small sizes: the table in a few minutes
     python benchmarks/bench_search.py --table                 # the sizing table at paper scale (slow on CPUs)
     python benchmarks/bench_search.py --paper --phases        # plus forward / backward timings per step part
+    python benchmarks/bench_search.py --set recompute_cnn=false  # keep the CNN activations (no recomputation)
 
 Every configuration runs in a fresh subprocess (``--worker``), so that its peak resident memory
 (``ru_maxrss``) is its own; with a GPU the peak GPU memory (``tf.config.experimental.get_memory_info``) is
@@ -40,13 +41,13 @@ TARGETS = {"second": {"seconds": 0.75 * 85.7, "rss_gb": 8.0}, "first": {"seconds
 PAPER = {
     "batch": 16, "n_mfcc": 128, "frames": 128, "init_channels": 8, "cnn_cells": 4, "cnn_nodes": 4,
     "seq_cells": 4, "seq_nodes": 4, "seq_ops": "all", "cnn_ops": "all", "stem_multiplier": 3, "classes": 4,
-    "seq_hidden": None,
+    "seq_hidden": None, "recompute_cnn": True, "seq_grouped": True,
 }  # fmt: skip
 # Small sizes for --quick: every factor of the table still varies.
 QUICK = {
     "batch": 8, "n_mfcc": 32, "frames": 32, "init_channels": 4, "cnn_cells": 3, "cnn_nodes": 1,
     "seq_cells": 1, "seq_nodes": 1, "seq_ops": "all", "cnn_ops": "all", "stem_multiplier": 2, "classes": 4,
-    "seq_hidden": None,
+    "seq_hidden": None, "recompute_cnn": True, "seq_grouped": True,
 }  # fmt: skip
 
 
@@ -126,7 +127,8 @@ def worker(spec: dict) -> list:
     orders = spec["orders"]
     config = ExperimentConfig(
         space=space,
-        search=SearchConfig(order=orders[0], batch_size=spec["batch"], epochs=50, jit_compile=spec.get("jit", False)),
+        search=SearchConfig(order=orders[0], batch_size=spec["batch"], epochs=50, jit_compile=spec.get("jit", False),
+                            recompute_cnn=spec.get("recompute_cnn", True), seq_grouped=spec.get("seq_grouped", True)),
     )
     shape = (spec["n_mfcc"], spec["frames"], 1)
     t0 = time.perf_counter()
@@ -263,6 +265,10 @@ def describe(spec: dict) -> str:
         text += f", CNN ops {spec['cnn_ops']}"
     if spec.get("seq_hidden"):
         text += f", SeqNN width {spec['seq_hidden']}"
+    if not spec.get("recompute_cnn", True):
+        text += ", no CNN recomputation"
+    if not spec.get("seq_grouped", True):
+        text += ", SeqNN as Keras layers"
     return text
 
 
@@ -285,6 +291,10 @@ def _cells(r: dict) -> str:
         text += f" (CNN ops {','.join(r['cnn_ops']) if isinstance(r['cnn_ops'], list) else r['cnn_ops']})"
     if r.get("seq_hidden"):
         text += f" (SeqNN width {r['seq_hidden']})"
+    if not r.get("recompute_cnn", True):
+        text += " (no CNN recomputation)"
+    if not r.get("seq_grouped", True):
+        text += " (SeqNN as Keras layers)"
     return text
 
 
@@ -351,6 +361,8 @@ def _apply_sets(base: dict, sets: list) -> dict:
             out[key] = json.loads(value)  # numbers, null, ["none", "skip_connect"]
         except json.JSONDecodeError:
             out[key] = value  # a bare word: "lstm", "all"
+        if isinstance(base[key], bool) and not isinstance(out[key], bool):
+            raise SystemExit(f"--set {item!r}: expected true or false for {key!r}")
     return out
 
 

@@ -101,6 +101,12 @@ class SearchConfig:
     steps_per_epoch: Optional[int] = None  # None: one pass over the weights part
     jit_compile: bool = False  # XLA; slower on CPUs, opt-in
     mixed_precision: bool = False
+    # Memory: recompute each CNN mixed op's forward in the backward pass instead of keeping its candidates'
+    # activations (gradient checkpointing per edge); costs about one extra CNN forward per backward.
+    recompute_cnn: bool = True
+    # SeqNN: one time loop for all recurrent candidates of the edges reading one state (same function and
+    # weights count as one Keras layer per candidate; far less memory and tracing). False: Keras layers.
+    seq_grouped: bool = True
     strategy: str = "auto"  # auto | default | mirrored
     select: str = "best"  # best | final: the genotype of genotypes.json and cells/ (both are always written)
     checkpoints_to_keep: int = 2  # latest search checkpoints kept per fold

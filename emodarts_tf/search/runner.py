@@ -62,7 +62,8 @@ INDEX_FILE = "genotypes.json"
 _STRATEGIES: dict = {}
 
 # Config keys that may change between a run and its --resume (everything else must match).
-_RESUMABLE_KEYS = ("search.epochs", "data.root", "data.cache_dir", "data.workers", "search.checkpoints_to_keep")
+_RESUMABLE_KEYS = ("search.epochs", "data.root", "data.cache_dir", "data.workers", "search.checkpoints_to_keep",
+                   "search.recompute_cnn")  # recompute_cnn: same values and variables, memory only
 _IGNORED_SECTIONS = ("train", "baseline")
 
 
@@ -147,7 +148,8 @@ def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, 
     from emodarts_tf.search_space.network import SearchBackbone
 
     s = config.search
-    backbone = SearchBackbone(config.space, tuple(input_shape), int(num_classes), name="backbone")
+    backbone = SearchBackbone(config.space, tuple(input_shape), int(num_classes), recompute=s.recompute_cnn,
+                              seq_grouped=s.seq_grouped, name="backbone")
     model = SearchModel(backbone, input_shape=tuple(input_shape), alpha_init_scale=s.alpha_init_scale, seed=config.seed)
     total_steps = max(1, s.epochs * steps_per_epoch)
     if s.w_lr_min < s.w_lr:

@@ -19,6 +19,7 @@ _LAZY = {
     "FixedSeqCell": "seq_cell",
     "MixedOp": "mixed_op",
     "MixedSeqOp": "mixed_op",
+    "GroupedSeqEdges": "seq_bank",
     "CNN_OPS": "operations",
     "make_cnn_op": "operations",
     "SEQ_OPS": "seq_ops",

@@ -89,6 +89,8 @@ class SearchCNNCell(keras.layers.Layer):
         reduction: a reduction cell (stride 2 on the edges from the cell inputs).
         reduction_prev: the previous cell was a reduction cell (``s0`` is twice as large as ``s1``).
         ops: candidate op names (the columns of the weight matrix).
+        recompute: gradient checkpointing of every edge (``MixedOp(recompute=True)``): in training only
+            the edges' inputs and outputs are kept for the backward pass, which recomputes each edge.
 
     Call arguments:
         inputs: ``[s0, s1]``, the outputs of the cells two and one steps back.
@@ -97,8 +99,11 @@ class SearchCNNCell(keras.layers.Layer):
     """
 
     def __init__(self, nodes: int, channels: int, reduction: bool, reduction_prev: bool,
-                 ops: tuple = CNN_PRIMITIVES, **kwargs):
+                 ops: tuple = CNN_PRIMITIVES, recompute: bool = False, **kwargs):
         super().__init__(**kwargs)
+        if not isinstance(recompute, bool):
+            raise ValueError(f"recompute: expected a bool, received {recompute!r}")
+        self.recompute = recompute
         self.nodes = _check_int(nodes, "nodes")
         self.channels = _check_int(channels, "channels")
         self.reduction = bool(reduction)
@@ -109,7 +114,8 @@ class SearchCNNCell(keras.layers.Layer):
         for node in range(nodes):
             for j in range(node + 2):
                 stride = 2 if self.reduction and j < 2 else 1
-                self.edges.append(MixedOp(self.op_names, channels, stride, kind="cnn", name=f"edge_{node}_{j}"))
+                self.edges.append(MixedOp(self.op_names, channels, stride, kind="cnn", recompute=recompute,
+                                          name=f"edge_{node}_{j}"))
 
     @property
     def num_edges(self) -> int:
@@ -129,11 +135,12 @@ class SearchCNNCell(keras.layers.Layer):
         s0, s1 = _check_pair(inputs, self.name)
         _check_edge_weights(weights, self)
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
+        rows = ops.unstack(weights, num=self.num_edges)  # one op, not a slice per edge
         e = 0
         for _ in range(self.nodes):
             total = None
             for j, state in enumerate(states):
-                y = self.edges[e](state, weights[e], training=training)
+                y = self.edges[e](state, rows[e], training=training)
                 total = y if total is None else total + y
                 e += 1
             states.append(total)
@@ -144,7 +151,8 @@ class SearchCNNCell(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "nodes": self.nodes, "channels": self.channels,
-                "reduction": self.reduction, "reduction_prev": self.reduction_prev, "ops": list(self.op_names)}
+                "reduction": self.reduction, "reduction_prev": self.reduction_prev, "ops": list(self.op_names),
+                "recompute": self.recompute}
 
 
 def check_genotype_cell(genotype_cell, concat, universe, reduction: bool = False, where: str = "genotype_cell"):

@@ -5,6 +5,7 @@ import keras
 
 from emodarts_tf.search_space.operations import Zero, make_cnn_op, reduced_dim
 from emodarts_tf.search_space.primitives import CNN_PRIMITIVES, SEQ_PRIMITIVES
+from emodarts_tf.search_space.recompute import recompute_grad
 from emodarts_tf.search_space.seq_ops import SeqZero, make_seq_op
 
 _register = keras.saving.register_keras_serializable(package="emodarts_tf")
@@ -38,6 +39,10 @@ class MixedOp(keras.layers.Layer):
         channels: channels of the CNN ops, or units of the SeqNN ops.
         stride: 1 or 2 (CNN only).
         kind: ``"cnn"`` (candidates from ``CNN_PRIMITIVES``) or ``"seq"`` (``SEQ_PRIMITIVES``).
+        recompute: gradient checkpointing (CNN only): in training, the weighted sum is computed without
+            keeping the candidates' activations, and recomputed in the backward pass
+            (:func:`~emodarts_tf.search_space.recompute.recompute_grad`); only the edge's input and
+            output stay alive. Same values and gradients, about one extra forward per backward.
 
     Call arguments:
         x: the edge's input, ``(B, H, W, channels)`` for CNN ops, ``(B, T, units)`` for SeqNN ops.
@@ -45,12 +50,18 @@ class MixedOp(keras.layers.Layer):
         training: passed to the ops.
     """
 
-    def __init__(self, ops: tuple, channels: int, stride: int = 1, kind: str = "cnn", **kwargs):
+    def __init__(self, ops: tuple, channels: int, stride: int = 1, kind: str = "cnn", recompute: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         if kind not in KINDS:
             raise ValueError(f"kind: expected one of {KINDS}, received {kind!r}")
         if kind == "seq" and stride != 1:
             raise ValueError(f"stride: expected 1 for SeqNN ops, received {stride!r}")
+        if not isinstance(recompute, bool):
+            raise ValueError(f"recompute: expected a bool, received {recompute!r}")
+        if kind == "seq" and recompute:
+            raise ValueError(f"recompute: expected False for SeqNN ops (CNN mixed ops only), received {recompute!r}")
+        self.recompute = recompute
         self.op_names = check_ops(ops, kind)
         self.channels = channels
         self.stride = stride
@@ -84,7 +95,15 @@ class MixedOp(keras.layers.Layer):
 
     def call(self, x, weights, training=None):
         weights = keras.ops.cast(weights, x.dtype)
+        if (self.recompute and training and self.candidates
+                and not keras.backend.is_keras_tensor(x) and not keras.backend.is_keras_tensor(weights)):
+            return recompute_grad(lambda x, weights: self._weighted_sum(x, weights, training))(x, weights)
+        return self._weighted_sum(x, weights, training)
+
+    def _weighted_sum(self, x, weights, training):
         out = None
+        # One Unpack (and one Pack in the gradient) instead of a slice and a slice-gradient per op.
+        weights = keras.ops.unstack(weights, num=len(self.op_names))
         for i, layer in zip(self.active_indices, self.candidates):
             y = weights[i] * layer(x, training=training)
             out = y if out is None else out + y
@@ -100,7 +119,7 @@ class MixedOp(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "ops": list(self.op_names), "channels": self.channels,
-                "stride": self.stride, "kind": self.kind}
+                "stride": self.stride, "kind": self.kind, "recompute": self.recompute}
 
 
 @_register
@@ -129,6 +148,6 @@ class MixedSeqOp(MixedOp):
 
     def get_config(self):
         config = super().get_config()
-        for key in ("channels", "stride", "kind"):
+        for key in ("channels", "stride", "kind", "recompute"):
             config.pop(key)
         return {**config, "units": self.units}

@@ -177,6 +177,11 @@ class SearchBackbone(keras.layers.Layer):
         space: a ``SearchSpaceConfig`` (or its dict): channels, cells, nodes, candidate ops, ...
         input_shape: ``(n_mfcc, frames, channels)`` of one example, e.g. ``(128, 128, 1)``.
         num_classes: output logits.
+        recompute: gradient checkpointing of the CNN cells' mixed ops (``SearchCNNCell(recompute=True)``):
+            much less memory for the saved activations, about one extra CNN forward per backward.
+        seq_grouped: run the recurrent candidates of all SeqNN edges that read the same state in one
+            time loop (``SearchSeqCell(grouped=True)``, the default: far less graph memory and tracing);
+            False: one Keras layer per candidate (cuDNN kernels on a GPU).
 
     Call arguments:
         x: MFCCs ``(B, n_mfcc, frames, channels)``.
@@ -193,8 +198,15 @@ class SearchBackbone(keras.layers.Layer):
         TensorShape([2, 4])
     """
 
-    def __init__(self, space, input_shape, num_classes: int, **kwargs):
+    def __init__(self, space, input_shape, num_classes: int, recompute: bool = False, seq_grouped: bool = True,
+                 **kwargs):
         super().__init__(**kwargs)
+        if not isinstance(recompute, bool):
+            raise ValueError(f"recompute: expected a bool, received {recompute!r}")
+        self.recompute = recompute
+        if not isinstance(seq_grouped, bool):
+            raise ValueError(f"seq_grouped: expected a bool, received {seq_grouped!r}")
+        self.seq_grouped = seq_grouped
         self.space = as_space(space)
         _check_space(self.space)
         self.mfcc_shape = _check_input_shape(input_shape)
@@ -206,14 +218,16 @@ class SearchBackbone(keras.layers.Layer):
                                              use_bias=False, name="stem_conv")
         self.stem_bn = batch_norm(True, name="stem_bn")
         self.cnn_cells = [
-            SearchCNNCell(space.cnn_nodes, channels, reduction, reduction_prev, self.cnn_ops, name=f"cnn_cell_{i}")
+            SearchCNNCell(space.cnn_nodes, channels, reduction, reduction_prev, self.cnn_ops, recompute=recompute,
+                          name=f"cnn_cell_{i}")
             for i, (channels, reduction, reduction_prev) in enumerate(cnn_plan(space))
         ]
         self.cnn_channels = cnn_plan(space)[-1][0] * space.cnn_nodes
         self.seq_units = space.seq_hidden or self.cnn_channels
         self.frequency_pool = FrequencyPooling(name="frequency_pool")
         self.seq_projection = keras.layers.Dense(self.seq_units, name="seq_projection")
-        self.seq_cells = [SearchSeqCell(space.seq_nodes, self.seq_units, self.seq_ops, name=f"seq_cell_{i}")
+        self.seq_cells = [SearchSeqCell(space.seq_nodes, self.seq_units, self.seq_ops, grouped=seq_grouped,
+                                        name=f"seq_cell_{i}")
                           for i in range(space.seq_cells)]
         self.dropout = keras.layers.Dropout(space.dropout, name="dropout")
         self.classifier = keras.layers.Dense(self.num_classes, dtype="float32", name="classifier")
@@ -278,7 +292,8 @@ class SearchBackbone(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "space": dataclasses.asdict(self.space),
-                "input_shape": list(self.mfcc_shape), "num_classes": self.num_classes}
+                "input_shape": list(self.mfcc_shape), "num_classes": self.num_classes, "recompute": self.recompute,
+                "seq_grouped": self.seq_grouped}
 
 
 def build_fixed_network(

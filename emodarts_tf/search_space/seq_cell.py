@@ -1,4 +1,4 @@
-"""SeqNN cells over a real time axis: the searchable cell (every edge a MixedSeqOp) and the fixed cell.
+"""SeqNN cells over a real time axis: the searchable cell (every edge a mixed SeqNN op) and the fixed cell.
 
 A cell reads two sequences ``[s0, s1]`` (the outputs of the two previous sequence cells; for the first
 cell both are the projected CNN sequence), maps each with its own Dense to ``units`` features, and
@@ -14,6 +14,7 @@ from keras import ops
 from emodarts_tf.search_space.cnn_cell import _check_edge_weights, _check_int, _check_pair, check_genotype_cell
 from emodarts_tf.search_space.mixed_op import MixedSeqOp, check_ops
 from emodarts_tf.search_space.primitives import SEQ_PRIMITIVES, num_edges
+from emodarts_tf.search_space.seq_bank import GroupedSeqEdges
 from emodarts_tf.search_space.seq_ops import SeqZero, make_seq_op
 
 _register = keras.saving.register_keras_serializable(package="emodarts_tf")
@@ -34,14 +35,34 @@ def _build_seq_preprocess(cell, input_shape):
     return (s1_shape[0], s1_shape[1], cell.units)
 
 
+def edge_index(node: int, state: int) -> int:
+    """Row of the mixing weights of the edge from ``state`` (0, 1: the cell inputs; 2..: nodes) to ``node``."""
+    return sum(i + 2 for i in range(node)) + state
+
+
+def readers(nodes: int, state: int) -> list:
+    """The nodes that read ``state`` (0, 1: the cell inputs, 2 + k: node k), in order."""
+    return [node for node in range(nodes) if state < node + 2]
+
+
 @_register
 class SearchSeqCell(keras.layers.Layer):
-    """A searchable SeqNN cell: every edge a :class:`MixedSeqOp` over ``ops``.
+    """A searchable SeqNN cell: every edge a mixed op over ``ops``.
+
+    Two implementations of the same function (the test suite checks that they agree):
+
+    - ``grouped=True`` (default): the edges that read the same state (a cell input or a node) are one
+      :class:`~emodarts_tf.search_space.seq_bank.GroupedSeqEdges`, which runs all their recurrent
+      candidates in one or two time loops. Far less graph and memory than one loop per candidate
+      (the paper's space has 32 recurrent layers per edge).
+    - ``grouped=False``: one :class:`MixedSeqOp` per edge, each candidate a plain Keras layer (cuDNN
+      kernels on a GPU).
 
     Args:
         nodes: intermediate nodes ``N`` (``num_edges(N)`` edges, node 0's 2 first).
         units: features of every node and of the output.
         ops: candidate SeqNN op names (the columns of the weight matrix).
+        grouped: the implementation (see above).
 
     Call arguments:
         inputs: ``[s0, s1]``, two sequences ``(B, T, features)``.
@@ -49,15 +70,25 @@ class SearchSeqCell(keras.layers.Layer):
         training: passed to the ops.
     """
 
-    def __init__(self, nodes: int, units: int, ops: tuple = SEQ_PRIMITIVES, **kwargs):
+    def __init__(self, nodes: int, units: int, ops: tuple = SEQ_PRIMITIVES, grouped: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.nodes = _check_int(nodes, "nodes")
         self.units = _check_int(units, "units")
         self.op_names = check_ops(ops, "seq")
+        if not isinstance(grouped, bool):
+            raise ValueError(f"grouped: expected True or False, received {grouped!r}")
+        self.grouped = grouped
         self.preprocess0 = keras.layers.Dense(units, name="preprocess0")
         self.preprocess1 = keras.layers.Dense(units, name="preprocess1")
-        self.edges = [MixedSeqOp(self.op_names, units, name=f"edge_{node}_{j}")
-                      for node in range(nodes) for j in range(node + 2)]
+        if grouped:
+            # One bank per state that some node reads (the last node is read by none).
+            self.banks = [GroupedSeqEdges(self.op_names, units, len(readers(nodes, state)), name=f"state_{state}")
+                          for state in range(nodes + 1)]
+            self.edges = []
+        else:
+            self.banks = []
+            self.edges = [MixedSeqOp(self.op_names, units, name=f"edge_{node}_{j}")
+                          for node in range(nodes) for j in range(node + 2)]
         self.output_projection = keras.layers.Dense(units, name="output_projection")
 
     @property
@@ -66,8 +97,8 @@ class SearchSeqCell(keras.layers.Layer):
 
     def build(self, input_shape):
         shape = _build_seq_preprocess(self, input_shape)
-        for edge in self.edges:
-            edge.build(shape)
+        for layer in self.banks + self.edges:
+            layer.build(shape)
         self.output_projection.build((shape[0], shape[1], self.units * self.nodes))
         self.built = True
 
@@ -75,21 +106,35 @@ class SearchSeqCell(keras.layers.Layer):
         s0, s1 = _check_pair(inputs, self.name)
         _check_edge_weights(weights, self)
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        e = 0
-        for _ in range(self.nodes):
-            total = None
-            for state in states:
-                y = self.edges[e](state, weights[e], training=training)
-                total = y if total is None else total + y
-                e += 1
-            states.append(total)
+        rows = ops.unstack(weights, num=self.num_edges)  # one op, not a slice per edge
+        if self.grouped:
+            nodes = [None] * self.nodes
+            for state, bank in enumerate(self.banks):
+                if state >= 2:  # node state - 2 has all its inputs once the states before it are read
+                    states.append(nodes[state - 2])
+                targets = readers(self.nodes, state)
+                # Rows stacked (not gathered) keep the alphas' gradient dense.
+                bank_weights = ops.stack([rows[edge_index(node, state)] for node in targets], axis=0)
+                for node, y in zip(targets, bank(states[state], bank_weights, training=training)):
+                    nodes[node] = y if nodes[node] is None else nodes[node] + y
+            states.append(nodes[-1])
+        else:
+            e = 0
+            for _ in range(self.nodes):
+                total = None
+                for state in states:
+                    y = self.edges[e](state, rows[e], training=training)
+                    total = y if total is None else total + y
+                    e += 1
+                states.append(total)
         return self.output_projection(ops.concatenate(states[2:], axis=-1))
 
     def compute_output_shape(self, inputs_shape, weights_shape=None):
         return (inputs_shape[1][0], inputs_shape[1][1], self.units)
 
     def get_config(self):
-        return {**super().get_config(), "nodes": self.nodes, "units": self.units, "ops": list(self.op_names)}
+        return {**super().get_config(), "nodes": self.nodes, "units": self.units, "ops": list(self.op_names),
+                "grouped": self.grouped}
 
 
 @_register

@@ -12,6 +12,7 @@ from emodarts_tf.config import SearchSpaceConfig, TrainConfig
 from emodarts_tf.search_space.cnn_cell import FixedCNNCell
 from emodarts_tf.search_space.genotype import Genotype
 from emodarts_tf.search_space.mixed_op import MixedOp
+from emodarts_tf.search_space.seq_bank import GroupedSeqEdges
 from emodarts_tf.search_space.network import (
     SearchBackbone,
     apply_train_overrides,
@@ -63,11 +64,17 @@ def test_backbone_forward_backward_reaches_every_mixed_op():
     assert not missing
     mixed_ops = [layer for layer in net._flatten_layers(include_self=False, recursive=True)
                  if isinstance(layer, MixedOp)]
-    assert len(mixed_ops) == 3 * num_edges(2) + 2 * num_edges(2)
+    assert len(mixed_ops) == 3 * num_edges(2)  # the CNN edges; the SeqNN edges are grouped by input state
+    banks = [layer for layer in net._flatten_layers(include_self=False, recursive=True)
+             if isinstance(layer, GroupedSeqEdges)]
+    assert len(banks) == 2 * (2 + 1)
     for layer in mixed_ops:
         for op_layer in layer.candidates:
             for v in op_layer.trainable_weights:
                 assert np.any(by_id[id(v)].numpy() != 0), v.path
+    for bank in banks:
+        for v in bank.trainable_weights:
+            assert np.any(by_id[id(v)].numpy() != 0), v.path
     for kind, g in zip(weights, grads[len(variables):]):
         assert np.any(g.numpy() != 0), kind
 
