@@ -18,8 +18,10 @@ projected for all time steps before the loop. The math is exactly Keras' ``LSTM`
 sigmoid and tanh; forget-gate bias 1 at start) and ``SimpleRNN`` (tanh), and
 :meth:`GroupedSeqEdges.candidate_weights` gives each candidate's weights in the order of the plain op
 (:func:`~emodarts_tf.search_space.seq_ops.make_seq_op`), so the test suite checks the equivalence with
-the plain Keras layers. The attention heads after the bidirectional layers are ordinary Keras layers,
-one per edge and candidate (they have no loop).
+the plain Keras layers. The attention heads after the bidirectional layers (Keras'
+``MultiHeadAttention`` math) are batched the same way, one einsum per projection for all attention
+candidates of all edges, and the mixing of each edge's candidates is one einsum per group of outputs,
+so that the graph of a bank stays small whatever the number of edges.
 """
 from __future__ import annotations
 
@@ -139,7 +141,7 @@ class GroupedSeqEdges(keras.layers.Layer):
     Call arguments:
         x: the shared input ``(B, T, units)``.
         weights: ``(num_edges, len(ops))`` mixing weights (softmaxed alphas).
-        training: passed to the attention layers.
+        training: unused (no candidate has dropout or batch statistics).
 
     Returns:
         A list of ``num_edges`` tensors ``(B, T, units)``.
@@ -159,13 +161,10 @@ class GroupedSeqEdges(keras.layers.Layer):
         self.direction_units = max(1, (units + 1) // 2)
         self.groups = self._plan()
         self.attention_ops = [op for op in self.op_names if (_parse(op) or (None, False))[1]]
-        # One attention head (and, for odd units, a projection) per edge and attention candidate, in the
-        # order of _attention_position. Plain Keras layers: they have no time loop.
-        keys = [(e, op) for e in range(num_edges) for op in self.attention_ops]
-        self.projections = ([keras.layers.Dense(units, name=f"edge{e}_{op}_projection") for e, op in keys]
-                            if 2 * self.direction_units != units else [])
-        self.attentions = [keras.layers.MultiHeadAttention(num_heads=num_heads, key_dim=units // num_heads,
-                                                           name=f"edge{e}_{op}_attention") for e, op in keys]
+        # The attention candidates of all edges, stacked in the order of _attention_position.
+        self.attention_keys = [(e, op) for e in range(num_edges) for op in self.attention_ops]
+        self.key_dim = units // num_heads
+        self.projected = 2 * self.direction_units != units  # odd units: a Dense back to units
 
     # ------------------------------------------------------------------ the plan of groups
     def _plan(self) -> list:
@@ -217,11 +216,19 @@ class GroupedSeqEdges(keras.layers.Layer):
             ):
                 var = self.add_weight(shape=part_shape, initializer=initializer, name=f"{g.name}_{part}")
                 setattr(self, f"{g.name}_{part}", var)
-        seq = (shape[0], shape[1], self.units)
-        for projection in self.projections:
-            projection.build((shape[0], shape[1], 2 * self.direction_units))
-        for attention in self.attentions:
-            attention.build(seq, seq)
+        k, u, n, d = len(self.attention_keys), self.units, self.num_heads, self.key_dim
+        if k:
+            parts = [("query", (k, u, n, d), (k, n, d)), ("key", (k, u, n, d), (k, n, d)),
+                     ("value", (k, u, n, d), (k, n, d)), ("output", (k, n, d, u), (k, u))]
+            if self.projected:
+                parts.insert(0, ("projection", (k, 2 * self.direction_units, u), (k, u)))
+            for name, kernel_shape, bias_shape in parts:
+                fan_in, fan_out = (kernel_shape[1], n * d) if name in ("query", "key", "value") else (
+                    (n * d, u) if name == "output" else (kernel_shape[1], u))
+                setattr(self, f"attention_{name}_kernel", self.add_weight(
+                    shape=kernel_shape, initializer=_glorot_uniform(fan_in, fan_out), name=f"attention_{name}_kernel"))
+                setattr(self, f"attention_{name}_bias", self.add_weight(
+                    shape=bias_shape, initializer="zeros", name=f"attention_{name}_bias"))
         self.built = True
 
     def candidate_weights(self, edge: int, op: str) -> list:
@@ -242,11 +249,11 @@ class GroupedSeqEdges(keras.layers.Layer):
                 i = group.cells.index(_Cell(edge, op, level, direction))
                 for part in ("kernel", "recurrent_kernel", "bias"):
                     out.append(keras.ops.convert_to_numpy(getattr(self, f"{group.name}_{part}"))[i])
-        if att:
+        if att:  # in the order of AttentionRNN: projection (odd units), then MultiHeadAttention's q, k, v, o
             position = self._attention_position(edge, op)
-            if self.projections:
-                out.extend(self.projections[position].get_weights())
-            out.extend(self.attentions[position].get_weights())
+            for name in (["projection"] if self.projected else []) + ["query", "key", "value", "output"]:
+                for part in ("kernel", "bias"):
+                    out.append(keras.ops.convert_to_numpy(getattr(self, f"attention_{name}_{part}"))[position])
         return out
 
     # ------------------------------------------------------------------ computation
@@ -314,10 +321,26 @@ class GroupedSeqEdges(keras.layers.Layer):
         x_t = tf.transpose(x, (1, 0, 2))  # time-major (T, B, F)
         x_rev = tf.reverse(x_t, axis=[0])
         steps = tf.shape(x_t)[0]
-        candidate = {}  # (edge, op) -> (B, T, units) before attention / mixing
         sequences = {}  # bidirectional outputs per level: name -> (T, K, B, H), backward re-reversed in time
-        loops = sorted({g.loop for g in self.groups})
-        for loop in loops:
+        # Each edge's mixture, (E, B, T, units), summed from one einsum per group of candidate outputs:
+        # coefficient[k, e] = weights[e, op of output k] for the outputs of edge e, else 0.
+        flat_weights = ops.reshape(weights, (-1,))
+        n_ops = len(self.op_names)
+
+        def coefficients(keys):
+            index = [e * n_ops + self.op_names.index(op) for e, op in keys]
+            mask = ops.one_hot(ops.convert_to_tensor([e for e, _ in keys]), self.num_edges, dtype=x.dtype)
+            return ops.take(flat_weights, index)[:, None] * mask
+
+        mixed = None
+
+        def add(term):
+            nonlocal mixed
+            mixed = term if mixed is None else mixed + term
+
+        attention_parts = {}  # (edge, op) -> (group output index, position in that output)
+        attention_outputs = []
+        for loop in sorted({g.loop for g in self.groups}):
             groups = [g for g in self.groups if g.loop == loop]
             inputs = {}
             for g in groups:
@@ -335,37 +358,53 @@ class GroupedSeqEdges(keras.layers.Layer):
             hidden = self._run_loop(groups, inputs, steps)
             for g in groups:
                 h = hidden[g.name]
-                if g.bidirectional:
-                    half = len(g.cells) // 2
-                    sequences[g.name] = tf.concat([h[:, :half], tf.reverse(h[:, half:], axis=[0])], axis=1)
-                    h = sequences[g.name]
-                for i, c in enumerate(g.cells):
-                    depth = _parse(c.op)[2]
-                    if c.layer == depth and c.direction == 0:
-                        if not g.bidirectional:
-                            candidate[(c.edge, c.op)] = h[:, i]
-                        else:
-                            j = g.cells.index(_Cell(c.edge, c.op, c.layer, 1))
-                            candidate[(c.edge, c.op)] = tf.concat([h[:, i], h[:, j]], axis=-1)
-        results = []
-        for e in range(self.num_edges):
-            out = None
-            for o, op in enumerate(self.op_names):
-                if op == "none":
+                top = [i for i, c in enumerate(g.cells) if c.layer == _parse(c.op)[2] and c.direction == 0]
+                if not g.bidirectional:
+                    if top:
+                        keys = [(g.cells[i].edge, g.cells[i].op) for i in top]
+                        h_top = h if len(top) == len(g.cells) else tf.gather(h, top, axis=1)
+                        add(tf.einsum("tkbh,ke->ebth", h_top, coefficients(keys)))
                     continue
-                if op == "skip_connect":
-                    y = x
-                else:
-                    y = tf.transpose(candidate[(e, op)], (1, 0, 2))  # (B, T, features)
-                    if op in self.attention_ops:
-                        position = self._attention_position(e, op)
-                        if self.projections:
-                            y = self.projections[position](y)
-                        y = y + self.attentions[position](y, y, training=training)
-                y = weights[e, o] * y
-                out = y if out is None else out + y
-            results.append(ops.zeros_like(x) if out is None else out)
-        return results
+                half = len(g.cells) // 2
+                sequences[g.name] = tf.concat([h[:, :half], tf.reverse(h[:, half:], axis=[0])], axis=1)
+                if top:
+                    seq = sequences[g.name]
+                    backward = [g.cells.index(_Cell(g.cells[i].edge, g.cells[i].op, g.level, 1)) for i in top]
+                    both = tf.concat([tf.gather(seq, top, axis=1), tf.gather(seq, backward, axis=1)], axis=-1)
+                    for position, i in enumerate(top):
+                        attention_parts[(g.cells[i].edge, g.cells[i].op)] = (len(attention_outputs), position)
+                    attention_outputs.append(both)  # (T, K_top, B, 2 * direction_units)
+        if self.attention_keys:
+            # Stack in the order of attention_keys (the order of the attention weights).
+            stacked = tf.concat(attention_outputs, axis=1)
+            offsets = [0]
+            for out in attention_outputs[:-1]:
+                offsets.append(offsets[-1] + out.shape[1])
+            order = [offsets[attention_parts[key][0]] + attention_parts[key][1] for key in self.attention_keys]
+            y = tf.transpose(tf.gather(stacked, order, axis=1), (1, 2, 0, 3))  # (K, B, T, 2 * direction_units)
+            add(tf.einsum("kbtu,ke->ebtu", self._attention(y), coefficients(self.attention_keys)))
+        if "skip_connect" in self.op_names:
+            skip = weights[:, self.op_names.index("skip_connect")]
+            add(skip[:, None, None, None] * x[None])
+        if mixed is None:  # only `none`
+            return [ops.zeros_like(x) for _ in range(self.num_edges)]
+        return list(ops.unstack(mixed, num=self.num_edges, axis=0))
+
+    def _attention(self, y):
+        """Keras' MultiHeadAttention (query = key = value = ``y``) added residually, for all stacked attention
+        candidates at once: ``y`` is ``(K, B, T, features)``; returns ``(K, B, T, units)``."""
+        def weight(name, part):
+            return ops.cast(getattr(self, f"attention_{name}_{part}"), self.compute_dtype)
+
+        if self.projected:
+            y = tf.einsum("kbtf,kfu->kbtu", y, weight("projection", "kernel")) + weight("projection", "bias")[:, None, None]
+        q, k, v = (tf.einsum("kbtu,kund->kbtnd", y, weight(name, "kernel")) + weight(name, "bias")[:, None, None]
+                   for name in ("query", "key", "value"))
+        q = q * ops.cast(1.0 / math.sqrt(float(self.key_dim)), q.dtype)
+        scores = tf.nn.softmax(tf.einsum("kbsnd,kbtnd->kbnts", k, q), axis=-1)
+        context = tf.einsum("kbnts,kbsnd->kbtnd", scores, v)
+        out = tf.einsum("kbtnd,kndu->kbtu", context, weight("output", "kernel")) + weight("output", "bias")[:, None, None]
+        return y + out
 
     def _bidirectional_input(self, g: _Group, sequences: dict):
         """Per-cell inputs of bidirectional level ``l``: the aligned [forward, backward] output of level
