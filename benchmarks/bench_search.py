@@ -257,19 +257,26 @@ def run_config(spec: dict, timeout: int, max_rss_gb: float) -> list:
     return out
 
 
+def _variations(spec: dict) -> list:
+    """What a configuration changes beyond its sizes (shown in the progress line and the table)."""
+    out = []
+    if spec.get("cnn_ops", "all") != "all":
+        ops = spec["cnn_ops"]
+        out.append(f"CNN ops {','.join(ops) if isinstance(ops, list) else ops}")
+    if spec.get("seq_hidden"):
+        out.append(f"SeqNN width {spec['seq_hidden']}")
+    if not spec.get("recompute_cnn", True):
+        out.append("no CNN recomputation")
+    if not spec.get("seq_grouped", True):
+        out.append("SeqNN as Keras layers")
+    return out
+
+
 def describe(spec: dict) -> str:
     text = (f"{spec['order']}, batch {spec['batch']}, {spec['n_mfcc']}x{spec['frames']}, C={spec['init_channels']}, "
             f"cells {spec['cnn_cells']}+{spec['seq_cells']}, nodes {spec['cnn_nodes']}/{spec['seq_nodes']}, "
             f"SeqNN {spec['seq_ops']}")  # fmt: skip
-    if spec.get("cnn_ops", "all") != "all":
-        text += f", CNN ops {spec['cnn_ops']}"
-    if spec.get("seq_hidden"):
-        text += f", SeqNN width {spec['seq_hidden']}"
-    if not spec.get("recompute_cnn", True):
-        text += ", no CNN recomputation"
-    if not spec.get("seq_grouped", True):
-        text += ", SeqNN as Keras layers"
-    return text
+    return ", ".join([text] + _variations(spec))
 
 
 def verdict(result: dict) -> str:
@@ -286,16 +293,7 @@ def verdict(result: dict) -> str:
 
 
 def _cells(r: dict) -> str:
-    text = f"{r['cnn_cells']}+{r['seq_cells']}"
-    if r.get("cnn_ops", "all") != "all":
-        text += f" (CNN ops {','.join(r['cnn_ops']) if isinstance(r['cnn_ops'], list) else r['cnn_ops']})"
-    if r.get("seq_hidden"):
-        text += f" (SeqNN width {r['seq_hidden']})"
-    if not r.get("recompute_cnn", True):
-        text += " (no CNN recomputation)"
-    if not r.get("seq_grouped", True):
-        text += " (SeqNN as Keras layers)"
-    return text
+    return "".join([f"{r['cnn_cells']}+{r['seq_cells']}"] + [f" ({v})" for v in _variations(r)])
 
 
 def markdown(results: list, info: dict, title: str) -> str:

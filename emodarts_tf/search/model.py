@@ -293,9 +293,9 @@ class SearchModel(keras.Model):
             log.debug("second-order virtual step: Nesterov momentum approximated by plain momentum")
         return momentum, [slots[opt._get_variable_index(v)] for v in self.weight_variables]
 
-    # One traced forward+backward function per gradient kind, reused by every pass of a step (the
-    # second-order step makes five passes): traced once, and not inlined, so that graph optimisation
-    # sees each body once instead of once per pass.
+    # One traced forward+backward function, reused by every pass of a step (the second-order step
+    # makes five passes): traced once, and not inlined, so that graph optimisation sees the body once
+    # instead of once per pass.
     def _gradients_impl(self, x, y, scale, wrt):
         alphas = self.arch_variables
         weights = self.weight_variables if wrt == "all" else []

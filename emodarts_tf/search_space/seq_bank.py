@@ -28,17 +28,18 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-import re
 
 import keras
 import tensorflow as tf
 from keras import ops
 
+from emodarts_tf.search_space.cnn_cell import _check_edge_weights, _check_int
 from emodarts_tf.search_space.mixed_op import check_ops
+from emodarts_tf.search_space.seq_ops import check_num_heads, direction_units
+from emodarts_tf.search_space.seq_ops import parse_recurrent as _parse
 
 _register = keras.saving.register_keras_serializable(package="emodarts_tf")
 
-_OP = re.compile(r"^(lstm|rnn)(_att)?_(\d+)$")
 GATES = {"lstm": 4, "rnn": 1}
 
 
@@ -74,14 +75,6 @@ class _Group:
     def loop(self) -> int:
         """Unidirectional levels advance together in loop 1; bidirectional level ``l`` needs loop ``l``."""
         return self.level if self.bidirectional else 1
-
-
-def _parse(op: str):
-    match = _OP.match(op)
-    if match is None:
-        return None
-    kind, att, depth = match.groups()
-    return kind, bool(att), int(depth)
 
 
 def _seed() -> int:
@@ -150,15 +143,10 @@ class GroupedSeqEdges(keras.layers.Layer):
     def __init__(self, ops: tuple, units: int, num_edges: int, num_heads: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.op_names = check_ops(ops, "seq")
-        for value, argument in ((units, "units"), (num_edges, "num_edges"), (num_heads, "num_heads")):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{argument}: expected a positive integer, received {value!r}")
-        if units % num_heads:
-            raise ValueError(f"num_heads: expected a positive divisor of units={units}, received {num_heads!r}")
-        self.units = units
-        self.num_edges = num_edges
-        self.num_heads = num_heads
-        self.direction_units = max(1, (units + 1) // 2)
+        self.units = _check_int(units, "units")
+        self.num_edges = _check_int(num_edges, "num_edges")
+        self.num_heads = check_num_heads(num_heads, units)
+        self.direction_units = direction_units(units)
         self.groups = self._plan()
         self.attention_ops = [op for op in self.op_names if (_parse(op) or (None, False))[1]]
         # The attention candidates of all edges, stacked in the order of _attention_position.
@@ -314,10 +302,8 @@ class GroupedSeqEdges(keras.layers.Layer):
         return tf.einsum("tkbf,kfg->tkbg", x, kernel) + bias
 
     def call(self, x, weights, training=None):
+        _check_edge_weights(weights, self)
         weights = ops.cast(weights, x.dtype)
-        expected = (self.num_edges, len(self.op_names))
-        if tuple(weights.shape) != expected and None not in tuple(weights.shape):
-            raise ValueError(f"{self.name}: weights: expected shape {expected}, received {tuple(weights.shape)}")
         x_t = tf.transpose(x, (1, 0, 2))  # time-major (T, B, F)
         x_rev = tf.reverse(x_t, axis=[0])
         steps = tf.shape(x_t)[0]
@@ -338,7 +324,7 @@ class GroupedSeqEdges(keras.layers.Layer):
             nonlocal mixed
             mixed = term if mixed is None else mixed + term
 
-        attention_parts = {}  # (edge, op) -> (group output index, position in that output)
+        attention_index = {}  # (edge, op) -> position along the concatenated attention outputs
         attention_outputs = []
         for loop in sorted({g.loop for g in self.groups}):
             groups = [g for g in self.groups if g.loop == loop]
@@ -371,17 +357,13 @@ class GroupedSeqEdges(keras.layers.Layer):
                     seq = sequences[g.name]
                     backward = [g.cells.index(_Cell(g.cells[i].edge, g.cells[i].op, g.level, 1)) for i in top]
                     both = tf.concat([tf.gather(seq, top, axis=1), tf.gather(seq, backward, axis=1)], axis=-1)
-                    for position, i in enumerate(top):
-                        attention_parts[(g.cells[i].edge, g.cells[i].op)] = (len(attention_outputs), position)
+                    for i in top:
+                        attention_index[(g.cells[i].edge, g.cells[i].op)] = len(attention_index)
                     attention_outputs.append(both)  # (T, K_top, B, 2 * direction_units)
         if self.attention_keys:
             # Stack in the order of attention_keys (the order of the attention weights).
-            stacked = tf.concat(attention_outputs, axis=1)
-            offsets = [0]
-            for out in attention_outputs[:-1]:
-                offsets.append(offsets[-1] + out.shape[1])
-            order = [offsets[attention_parts[key][0]] + attention_parts[key][1] for key in self.attention_keys]
-            y = tf.transpose(tf.gather(stacked, order, axis=1), (1, 2, 0, 3))  # (K, B, T, 2 * direction_units)
+            order = [attention_index[key] for key in self.attention_keys]
+            y = tf.transpose(tf.gather(tf.concat(attention_outputs, axis=1), order, axis=1), (1, 2, 0, 3))  # (K, B, T, 2 * direction_units)
             add(tf.einsum("kbtu,ke->ebtu", self._attention(y), coefficients(self.attention_keys)))
         if "skip_connect" in self.op_names:
             skip = weights[:, self.op_names.index("skip_connect")]

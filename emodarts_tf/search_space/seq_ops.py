@@ -46,6 +46,18 @@ def _recurrent(cell_type: str, units: int, name: str) -> keras.layers.Layer:
     return keras.layers.SimpleRNN(units, return_sequences=True, name=name)
 
 
+def check_num_heads(num_heads, units: int) -> int:
+    """Attention heads must be a positive divisor of ``units``; returns ``num_heads``."""
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1 or units % num_heads:
+        raise ValueError(f"num_heads: expected a positive divisor of units={units}, received {num_heads!r}")
+    return num_heads
+
+
+def direction_units(units: int) -> int:
+    """Units per direction of the bidirectional layers of an attention op of width ``units``."""
+    return max(1, (units + 1) // 2)
+
+
 def _check_rnn_args(cell_type, num_layers) -> None:
     if cell_type not in RNN_TYPES:
         raise ValueError(f"cell_type: expected one of {RNN_TYPES}, received {cell_type!r}")
@@ -143,10 +155,8 @@ class AttentionRNN(keras.layers.Layer):
         self.cell_type = cell_type
         self.num_layers = num_layers
         self.units = _check_units(units)
-        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1 or units % num_heads:
-            raise ValueError(f"num_heads: expected a positive divisor of units={units}, received {num_heads!r}")
-        self.num_heads = num_heads
-        self._direction_units = max(1, (units + 1) // 2)
+        self.num_heads = check_num_heads(num_heads, units)
+        self._direction_units = direction_units(units)
         self.birnns = [
             keras.layers.Bidirectional(
                 _recurrent(cell_type, self._direction_units, f"{cell_type}_{i}"), merge_mode="concat",
@@ -191,15 +201,25 @@ class AttentionRNN(keras.layers.Layer):
 _PATTERN = re.compile(r"^(lstm|rnn)(_att)?_(\d+)$")
 
 
+def parse_recurrent(op_name: str):
+    """``(cell_type, attention, depth)`` of a recurrent SeqNN op (``"rnn_att_2"`` -> ``("rnn", True, 2)``),
+    None for ``none`` and ``skip_connect``."""
+    match = _PATTERN.match(op_name)
+    if match is None:
+        return None
+    cell_type, att, depth = match.groups()
+    return cell_type, bool(att), int(depth)
+
+
 def _factory(op_name: str):
     if op_name == "none":
         return lambda units, name: SeqZero(name=name)
     if op_name == "skip_connect":
         return lambda units, name: Identity(name=name)
-    cell_type, att, depth = _PATTERN.match(op_name).groups()
+    cell_type, att, depth = parse_recurrent(op_name)
     if att:
-        return lambda units, name: AttentionRNN(cell_type, int(depth), units, name=name)
-    return lambda units, name: StackedRNN(cell_type, int(depth), units, name=name)
+        return lambda units, name: AttentionRNN(cell_type, depth, units, name=name)
+    return lambda units, name: StackedRNN(cell_type, depth, units, name=name)
 
 
 # name -> factory(units, name)
