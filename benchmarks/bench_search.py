@@ -41,13 +41,13 @@ TARGETS = {"second": {"seconds": 0.75 * 85.7, "rss_gb": 8.0}, "first": {"seconds
 PAPER = {
     "batch": 16, "n_mfcc": 128, "frames": 128, "init_channels": 8, "cnn_cells": 4, "cnn_nodes": 4,
     "seq_cells": 4, "seq_nodes": 4, "seq_ops": "all", "cnn_ops": "all", "stem_multiplier": 3, "classes": 4,
-    "seq_hidden": None, "recompute_cnn": True, "seq_grouped": True,
+    "seq_hidden": None, "recompute_cnn": True, "seq_grouped": True, "recompute_seq": True, "eager_updates": None,
 }  # fmt: skip
 # Small sizes for --quick: every factor of the table still varies.
 QUICK = {
     "batch": 8, "n_mfcc": 32, "frames": 32, "init_channels": 4, "cnn_cells": 3, "cnn_nodes": 1,
     "seq_cells": 1, "seq_nodes": 1, "seq_ops": "all", "cnn_ops": "all", "stem_multiplier": 2, "classes": 4,
-    "seq_hidden": None, "recompute_cnn": True, "seq_grouped": True,
+    "seq_hidden": None, "recompute_cnn": True, "seq_grouped": True, "recompute_seq": True, "eager_updates": None,
 }  # fmt: skip
 
 
@@ -128,7 +128,8 @@ def worker(spec: dict) -> list:
     config = ExperimentConfig(
         space=space,
         search=SearchConfig(order=orders[0], batch_size=spec["batch"], epochs=50, jit_compile=spec.get("jit", False),
-                            recompute_cnn=spec.get("recompute_cnn", True), seq_grouped=spec.get("seq_grouped", True)),
+                            recompute_cnn=spec.get("recompute_cnn", True), seq_grouped=spec.get("seq_grouped", True),
+                            recompute_seq=spec.get("recompute_seq", True), eager_updates=spec.get("eager_updates")),
     )
     shape = (spec["n_mfcc"], spec["frames"], 1)
     t0 = time.perf_counter()
@@ -269,6 +270,10 @@ def _variations(spec: dict) -> list:
         out.append("no CNN recomputation")
     if not spec.get("seq_grouped", True):
         out.append("SeqNN as Keras layers")
+    elif not spec.get("recompute_seq", True):
+        out.append("no SeqNN recomputation")
+    if spec.get("eager_updates") is not None:
+        out.append("eager updates" if spec["eager_updates"] else "whole step in one graph")
     return out
 
 
@@ -359,7 +364,7 @@ def _apply_sets(base: dict, sets: list) -> dict:
             out[key] = json.loads(value)  # numbers, null, ["none", "skip_connect"]
         except json.JSONDecodeError:
             out[key] = value  # a bare word: "lstm", "all"
-        if isinstance(base[key], bool) and not isinstance(out[key], bool):
+        if (isinstance(base[key], bool) or key == "eager_updates") and not isinstance(out[key], (bool, type(None))):
             raise SystemExit(f"--set {item!r}: expected true or false for {key!r}")
     return out
 

@@ -107,6 +107,14 @@ class SearchConfig:
     # SeqNN: one time loop for all recurrent candidates of the edges reading one state (same function and
     # weights count as one Keras layer per candidate; far less memory and tracing). False: Keras layers.
     seq_grouped: bool = True
+    # Memory: the same checkpointing for the grouped SeqNN banks (one bank's time-loop activations at a time;
+    # about one extra SeqNN forward per backward).
+    recompute_seq: bool = True
+    # Trace only the forward+backward pass and run the update arithmetic between passes eagerly (far less
+    # graph memory in large supernets, some dispatch time per step; see SearchModel.compile). None: on for
+    # supernets of at least 10 M weights (the paper's has 128 M), where graphs dominate the memory and the
+    # dispatch is a small share of a step; off for small ones, whose steps it would slow down 2-3x.
+    eager_updates: Optional[bool] = None
     strategy: str = "auto"  # auto | default | mirrored
     select: str = "best"  # best | final: the genotype of genotypes.json and cells/ (both are always written)
     checkpoints_to_keep: int = 2  # latest search checkpoints kept per fold

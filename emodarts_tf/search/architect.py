@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
-from emodarts_tf.search.replicas import all_reduce_sum, assign_variables
+from emodarts_tf.search.replicas import all_reduce_sum, assign_each, assign_variables
 
 
 def _dense(grads: Sequence, variables: Sequence) -> list:
@@ -122,26 +122,37 @@ def unrolled_hypergradient(
 
     w0 = [_read(v) for v in weight_variables]
     s0 = [_read(v) for v in extra_state]
+    unit_scale = tf.get_static_value(scale) == 1  # no loss scaling: no unscaling copies
 
+    def unscaled(g, w):
+        g = tf.cast(g, w.dtype)
+        return g if unit_scale else g / tf.cast(scale, w.dtype)
+
+    # Each list of weight-sized tensors is dropped as soon as it is used: run eagerly (the search model's
+    # eager_updates), that frees its memory at once; in a graph it changes nothing.
     # 1. The virtual step w' = w - xi * (grad_w L_train + wd * w) + momentum * m.
     _, _, g_train = gradients(x_t, y_t, scale, "all")
     g_train = all_reduce_sum(list(g_train))
-    w_virtual = []
-    for i, (w, g) in enumerate(zip(w0, g_train)):
+
+    def virtual(i):
+        w = w0[i]
         dt = w.dtype
-        step = tf.cast(g, dt) / tf.cast(scale, dt)
+        step = unscaled(g_train[i], w)
         if weight_decay:
             step = step + tf.cast(weight_decay, dt) * w
         new = w - tf.cast(xi, dt) * step
         if momentum and momentum_slots is not None:
             new = new + tf.cast(momentum, dt) * tf.cast(_read(momentum_slots[i]), dt)
-        w_virtual.append(new)
-    assign_variables(weight_variables, w_virtual)
+        return new
+
+    assign_each(weight_variables, virtual)
+    del g_train
 
     # 2. grad_a L_val(w', a) and v = grad_w' L_val(w', a).
     loss_v, d_alpha, d_w = gradients(x_v, y_v, scale, "all")
     d_alpha = all_reduce_sum(list(d_alpha))
-    v = [tf.cast(g, w.dtype) / tf.cast(scale, w.dtype) for g, w in zip(all_reduce_sum(list(d_w)), w0)]
+    v = [unscaled(g, w) for g, w in zip(all_reduce_sum(list(d_w)), w0)]
+    del d_w
 
     # 3. eps = 0.01 / ||v||; the finite-difference Hessian-vector product at w +- eps v.
     # The norm in the widest dtype of the weights (float64 in the gradient-check test).
@@ -150,15 +161,17 @@ def unrolled_hypergradient(
     eps = tf.cast(eps_scale, norm_dtype) / tf.maximum(norm, tf.constant(1e-12, norm_dtype))
 
     def arch_grads_at(sign: float) -> list:
-        assign_variables(weight_variables, [w + tf.cast(sign * eps, w.dtype) * d for w, d in zip(w0, v)])
+        assign_each(weight_variables, lambda i: w0[i] + tf.cast(sign * eps, w0[i].dtype) * v[i])
         _, d_a, _ = gradients(x_t, y_t, scale, "arch")
         return all_reduce_sum(list(d_a))
 
     d_pos = arch_grads_at(1.0)
     d_neg = arch_grads_at(-1.0)
+    del v
 
     # 4. Restore w (and the moving statistics the virtual passes updated).
-    assign_variables(weight_variables, w0)
+    assign_each(weight_variables, lambda i: w0[i])
+    del w0
     if extra_state:
         assign_variables(list(extra_state), s0)
 

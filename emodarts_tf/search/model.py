@@ -119,6 +119,9 @@ class SearchModel(keras.Model):
         )
         self._search_compiled = False
         self._gradient_fns = {}
+        self.eager_updates = False
+        self._trace_gradients = True  # False only with run_eagerly (everything eager, for debugging)
+        self._gradient_jit = False
         self._logits_fn = None
         self._arch_updates = True  # the trace-time copy of alpha_active (multi-replica only)
         # Metric trackers, created once and exposed through `metrics` so that fit() resets them.
@@ -193,6 +196,7 @@ class SearchModel(keras.Model):
         jit_compile: bool = False,
         run_eagerly: bool = False,
         steps_per_execution: int = 1,
+        eager_updates: bool = False,
     ):
         """Configure the bilevel step.
 
@@ -205,7 +209,18 @@ class SearchModel(keras.Model):
             w_weight_decay: coupled L2 decay added to the (clipped) weight gradients.
             a_weight_decay: L2 decay added to the alpha gradients.
             grad_clip: global-norm clip of the weight gradients (None: no clip).
-            jit_compile: XLA-compile the train step (slower on CPUs; opt-in).
+            jit_compile: XLA-compile the train step (slower on CPUs; opt-in); with ``eager_updates``, the
+                forward+backward function.
+            run_eagerly: run everything eagerly, the forward+backward passes included (debugging).
+            eager_updates: compile only the forward+backward pass (one traced function, called by every
+                pass of a step) and run the per-variable arithmetic between the passes (the virtual step,
+                the finite differences, clipping, decay, the optimizer updates) eagerly. The step graph is
+                then the network's gradient alone: far less graph to trace, optimise and hold (the update
+                arithmetic is a few ops per weight variable and pass, tens of thousands of nodes in a
+                large supernet), and each temporary copy of the weights is freed as soon as it is used.
+                Costs the eager dispatch of those ops (about ``10 * variables`` ops per pass), which only
+                pays off in large networks. Ignored, with a log line, under a multi-replica strategy,
+                whose all-reduces need the step graph.
         """
         if order not in ORDERS:
             raise ValueError(f"order: expected one of {ORDERS}, received {order!r}")
@@ -219,6 +234,12 @@ class SearchModel(keras.Model):
             a_optimizer = keras.optimizers.get(a_optimizer)
         if w_optimizer is a_optimizer:
             raise ValueError("w_optimizer and a_optimizer: expected two distinct optimizer instances")
+        if not isinstance(eager_updates, bool):
+            raise ValueError(f"eager_updates: expected True or False, received {eager_updates!r}")
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if eager_updates and replicas > 1:
+            log.info("eager_updates: off with %d replicas (the step's all-reduces need the step graph)", replicas)
+            eager_updates = False
         if self.dtype_policy.name == "mixed_float16":
             LSO = keras.optimizers.LossScaleOptimizer
             if not isinstance(w_optimizer, LSO):
@@ -236,12 +257,17 @@ class SearchModel(keras.Model):
         self.w_weight_decay = float(w_weight_decay)
         self.a_weight_decay = float(a_weight_decay)
         self.grad_clip = None if grad_clip is None else float(grad_clip)
+        self.eager_updates = eager_updates and not run_eagerly
+        self._trace_gradients = not run_eagerly
+        self._gradient_jit = bool(jit_compile) and self.eager_updates
+        self._gradient_fns = {}
         # `optimizer=w_optimizer` makes it `model.optimizer` (LearningRateScheduler, TensorBoard's lr).
+        # With eager_updates, Keras runs train_step eagerly and only the gradient function is traced.
         super().compile(
             optimizer=w_optimizer,
             loss=None,
-            jit_compile=jit_compile,
-            run_eagerly=run_eagerly,
+            jit_compile=bool(jit_compile) and not self.eager_updates,
+            run_eagerly=run_eagerly or self.eager_updates,
             steps_per_execution=steps_per_execution,
             auto_scale_loss=False,
         )
@@ -313,7 +339,7 @@ class SearchModel(keras.Model):
         """``(loss, logits, alpha_grads, weight_grads)`` of ``loss * scale``; ``wrt="arch"``: no weight grads."""
         if wrt not in ("all", "arch"):
             raise ValueError(f"wrt: expected 'all' or 'arch', received {wrt!r}")
-        if self.run_eagerly:
+        if not self._trace_gradients:
             return self._gradients_impl(x, y, scale, wrt)
         # In graphs, both kinds call the one traced "all" function (the alpha passes leave its weight
         # gradients unused): one big gradient graph instead of two. Measured at the paper config, second
@@ -324,6 +350,7 @@ class SearchModel(keras.Model):
                 lambda x, y, scale: self._gradients_impl(x, y, scale, "all"),
                 experimental_attributes={"_noinline": True},
                 reduce_retracing=True,
+                jit_compile=self._gradient_jit or None,
             )
             self._gradient_fns["all"] = fn
         loss, logits, arch_grads, weight_grads = fn(x, y, tf.cast(scale, tf.float32))
@@ -368,11 +395,19 @@ class SearchModel(keras.Model):
         scale = self._scale(self.w_optimizer)
         loss, logits, _, grads = self._gradients(x_w, y_w, scale, "all")
         grads = all_reduce_sum(list(grads))
+        factor = None
         if self.grad_clip is not None:
-            # Clipping the scaled gradients at clip * scale equals clipping the true ones at clip.
-            grads, _ = tf.clip_by_global_norm(grads, tf.cast(self.grad_clip * scale, grads[0].dtype))
-        if self.w_weight_decay:
-            grads = [g + tf.cast(scale * self.w_weight_decay, g.dtype) * w.value for g, w in zip(grads, weights)]
+            # tf.clip_by_global_norm's factor, NaN for a non-finite norm as there (so that a loss-scale
+            # optimizer sees the overflow). Clipping the scaled gradients at clip * scale equals clipping the
+            # true ones at clip.
+            clip = tf.cast(self.grad_clip * scale, grads[0].dtype)
+            norm = tf.linalg.global_norm(grads)
+            factor = clip * tf.minimum(1.0 / norm, 1.0 / clip) + (norm - norm)
+        decay = tf.cast(scale * self.w_weight_decay, grads[0].dtype) if self.w_weight_decay else None
+        # In place, one gradient at a time: run eagerly (eager_updates), each old gradient is freed at once.
+        for i, w in enumerate(weights):
+            g = grads[i] if factor is None else grads[i] * tf.cast(factor, grads[i].dtype)
+            grads[i] = g if decay is None else g + tf.cast(decay, g.dtype) * w.value
         self.w_optimizer.apply(for_optimizer(grads), weights)
         self.loss_tracker.update_state(unscale_loss(loss))
         self.accuracy_tracker.update_state(y_w, logits)

@@ -72,6 +72,18 @@ def assign_variables(variables: list, values: list) -> None:
     tf.distribute.get_replica_context().merge_call(merge_fn, args=(pairs,))
 
 
+def assign_each(variables: list, value_fn) -> None:
+    """``variables[i].assign(value_fn(i))`` for each ``i``. With one replica each value is computed just
+    before its assignment, so that, run eagerly, one temporary exists at a time instead of a list of them
+    (a list of new values is a whole copy of the weights); under a multi-replica strategy as
+    :func:`assign_variables`."""
+    if not _in_multi_replica_context():
+        for i, v in enumerate(variables):
+            v.assign(tf.cast(value_fn(i), v.dtype))
+        return
+    assign_variables(variables, [value_fn(i) for i in range(len(variables))])
+
+
 def unscale_loss(loss):
     """Undo the ``1 / replicas`` that Keras losses apply under a strategy (for the loss trackers)."""
     r = num_replicas()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import platform
 import resource
@@ -62,8 +63,9 @@ INDEX_FILE = "genotypes.json"
 _STRATEGIES: dict = {}
 
 # Config keys that may change between a run and its --resume (everything else must match).
+# The recompute and eager_updates options: same values and variables, memory and time only.
 _RESUMABLE_KEYS = ("search.epochs", "data.root", "data.cache_dir", "data.workers", "search.checkpoints_to_keep",
-                   "search.recompute_cnn")  # recompute_cnn: same values and variables, memory only
+                   "search.recompute_cnn", "search.recompute_seq", "search.eager_updates")
 _IGNORED_SECTIONS = ("train", "baseline")
 
 
@@ -149,7 +151,7 @@ def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, 
 
     s = config.search
     backbone = SearchBackbone(config.space, tuple(input_shape), int(num_classes), recompute=s.recompute_cnn,
-                              seq_grouped=s.seq_grouped, name="backbone")
+                              seq_grouped=s.seq_grouped, recompute_seq=s.recompute_seq, name="backbone")
     model = SearchModel(backbone, input_shape=tuple(input_shape), alpha_init_scale=s.alpha_init_scale, seed=config.seed)
     total_steps = max(1, s.epochs * steps_per_epoch)
     if s.w_lr_min < s.w_lr:
@@ -164,8 +166,25 @@ def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, 
         a_weight_decay=s.alpha_weight_decay,
         grad_clip=s.grad_clip,
         jit_compile=s.jit_compile,
+        eager_updates=resolve_eager_updates(s.eager_updates, model),
     )
     return model
+
+
+# search.eager_updates = None (auto) turns eager updates on from this many weights.
+EAGER_UPDATES_MIN_WEIGHTS = 10_000_000
+
+
+def resolve_eager_updates(setting, model: SearchModel) -> bool:
+    """``search.eager_updates``, with None (auto) decided by the supernet's size: on from
+    ``EAGER_UPDATES_MIN_WEIGHTS`` weights, where the step graph's memory dominates and the eager
+    dispatch is a small share of a step (see ``SearchModel.compile``)."""
+    if setting is not None:
+        return bool(setting)
+    weights = sum(math.prod(v.shape) for v in model.weight_variables)
+    eager = weights >= EAGER_UPDATES_MIN_WEIGHTS
+    log.info("search.eager_updates (auto): %s for %s weights", "on" if eager else "off", f"{weights:,}")
+    return eager
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

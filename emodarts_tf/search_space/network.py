@@ -20,6 +20,7 @@ from emodarts_tf.search_space.cnn_cell import FixedCNNCell, SearchCNNCell
 from emodarts_tf.search_space.genotype import CELL_KINDS, Genotype, derive_genotype
 from emodarts_tf.search_space.operations import batch_norm, reduced_dim
 from emodarts_tf.search_space.primitives import num_edges, reduction_indices, resolve_ops
+from emodarts_tf.search_space.seq_bank import share_functions
 from emodarts_tf.search_space.seq_cell import FixedSeqCell, SearchSeqCell
 
 _register = keras.saving.register_keras_serializable(package="emodarts_tf")
@@ -180,8 +181,13 @@ class SearchBackbone(keras.layers.Layer):
         recompute: gradient checkpointing of the CNN cells' mixed ops (``SearchCNNCell(recompute=True)``):
             much less memory for the saved activations, about one extra CNN forward per backward.
         seq_grouped: run the recurrent candidates of all SeqNN edges that read the same state in one
-            time loop (``SearchSeqCell(grouped=True)``, the default: far less graph memory and tracing);
-            False: one Keras layer per candidate (cuDNN kernels on a GPU).
+            time loop (``SearchSeqCell(grouped=True)``, the default: far less graph memory and tracing), and
+            the banks of equal structure in different cells call one traced function
+            (:func:`~emodarts_tf.search_space.seq_bank.share_functions`); False: one Keras layer per
+            candidate (cuDNN kernels on a GPU).
+        recompute_seq: gradient checkpointing of the grouped SeqNN banks (``SearchSeqCell(recompute=True)``):
+            the activations of one bank's time loops at a time instead of all, one extra SeqNN forward per
+            backward. Grouped cells only (ignored with ``seq_grouped=False``).
 
     Call arguments:
         x: MFCCs ``(B, n_mfcc, frames, channels)``.
@@ -199,7 +205,7 @@ class SearchBackbone(keras.layers.Layer):
     """
 
     def __init__(self, space, input_shape, num_classes: int, recompute: bool = False, seq_grouped: bool = True,
-                 **kwargs):
+                 recompute_seq: bool = False, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(recompute, bool):
             raise ValueError(f"recompute: expected a bool, received {recompute!r}")
@@ -207,6 +213,9 @@ class SearchBackbone(keras.layers.Layer):
         if not isinstance(seq_grouped, bool):
             raise ValueError(f"seq_grouped: expected a bool, received {seq_grouped!r}")
         self.seq_grouped = seq_grouped
+        if not isinstance(recompute_seq, bool):
+            raise ValueError(f"recompute_seq: expected a bool, received {recompute_seq!r}")
+        self.recompute_seq = recompute_seq and seq_grouped
         self.space = as_space(space)
         _check_space(self.space)
         self.mfcc_shape = _check_input_shape(input_shape)
@@ -227,8 +236,10 @@ class SearchBackbone(keras.layers.Layer):
         self.frequency_pool = FrequencyPooling(name="frequency_pool")
         self.seq_projection = keras.layers.Dense(self.seq_units, name="seq_projection")
         self.seq_cells = [SearchSeqCell(space.seq_nodes, self.seq_units, self.seq_ops, grouped=seq_grouped,
-                                        name=f"seq_cell_{i}")
+                                        recompute=self.recompute_seq, name=f"seq_cell_{i}")
                           for i in range(space.seq_cells)]
+        # Banks of the same structure in different cells call one traced function (far less step graph).
+        share_functions([bank for cell in self.seq_cells for bank in cell.banks])
         self.dropout = keras.layers.Dropout(space.dropout, name="dropout")
         self.classifier = keras.layers.Dense(self.num_classes, dtype="float32", name="classifier")
 
@@ -293,7 +304,7 @@ class SearchBackbone(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "space": dataclasses.asdict(self.space),
                 "input_shape": list(self.mfcc_shape), "num_classes": self.num_classes, "recompute": self.recompute,
-                "seq_grouped": self.seq_grouped}
+                "seq_grouped": self.seq_grouped, "recompute_seq": self.recompute_seq}
 
 
 def build_fixed_network(

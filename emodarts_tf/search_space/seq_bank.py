@@ -22,6 +22,11 @@ the plain Keras layers. The attention heads after the bidirectional layers (Kera
 ``MultiHeadAttention`` math) are batched the same way, one einsum per projection for all attention
 candidates of all edges, and the mixing of each edge's candidates is one einsum per group of outputs,
 so that the graph of a bank stays small whatever the number of edges.
+
+The computation (:meth:`GroupedSeqEdges.compute`) takes the weights as arguments, so that banks of equal
+structure in different cells can call one traced function (:func:`share_functions`), and it can be
+checkpointed (``recompute=True``: the backward pass re-runs a bank's loops instead of keeping their
+activations).
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ from keras import ops
 
 from emodarts_tf.search_space.cnn_cell import _check_edge_weights, _check_int
 from emodarts_tf.search_space.mixed_op import check_ops
+from emodarts_tf.search_space.recompute import recompute_grad
 from emodarts_tf.search_space.seq_ops import check_num_heads, direction_units
 from emodarts_tf.search_space.seq_ops import parse_recurrent as _parse
 
@@ -130,6 +136,10 @@ class GroupedSeqEdges(keras.layers.Layer):
         units: features in and out.
         num_edges: edges reading the input.
         num_heads: attention heads of the ``*_att_*`` candidates (as ``AttentionRNN``).
+        recompute: gradient checkpointing: in training, the forward keeps none of the time loops'
+            activations and the backward pass recomputes them
+            (:func:`~emodarts_tf.search_space.recompute.recompute_grad`); one extra forward of the bank
+            per backward, and the activations of one bank at a time instead of all.
 
     Call arguments:
         x: the shared input ``(B, T, units)``.
@@ -140,8 +150,12 @@ class GroupedSeqEdges(keras.layers.Layer):
         A list of ``num_edges`` tensors ``(B, T, units)``.
     """
 
-    def __init__(self, ops: tuple, units: int, num_edges: int, num_heads: int = 1, **kwargs):
+    def __init__(self, ops: tuple, units: int, num_edges: int, num_heads: int = 1, recompute: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
+        if not isinstance(recompute, bool):
+            raise ValueError(f"recompute: expected True or False, received {recompute!r}")
+        self.recompute = recompute
         self.op_names = check_ops(ops, "seq")
         self.units = _check_int(units, "units")
         self.num_edges = _check_int(num_edges, "num_edges")
@@ -153,6 +167,9 @@ class GroupedSeqEdges(keras.layers.Layer):
         self.attention_keys = [(e, op) for e in range(num_edges) for op in self.attention_ops]
         self.key_dim = units // num_heads
         self.projected = 2 * self.direction_units != units  # odd units: a Dense back to units
+        self.param_names = []  # the weights' attribute names, in build order
+        # Set by share_functions(): one traced function for all banks of the same structure.
+        self._shared_function = None
 
     # ------------------------------------------------------------------ the plan of groups
     def _plan(self) -> list:
@@ -181,9 +198,10 @@ class GroupedSeqEdges(keras.layers.Layer):
         return next(g for g in self.groups
                     if (g.kind, g.bidirectional, g.level) == (kind, bidirectional, level))
 
-    def _weight(self, group: _Group, part: str):
-        """``part`` ("kernel", "recurrent_kernel", "bias") of ``group``, cast to the compute dtype."""
-        return ops.cast(getattr(self, f"{group.name}_{part}"), self.compute_dtype)
+    def structure(self) -> tuple:
+        """What the computation depends on besides the weights' values: banks with equal structures compute
+        the same function of ``(x, weights, *params)``."""
+        return (self.op_names, self.units, self.num_edges, self.num_heads, self.compute_dtype)
 
     def _attention_position(self, edge: int, op: str) -> int:
         return edge * len(self.attention_ops) + self.attention_ops.index(op)
@@ -204,6 +222,7 @@ class GroupedSeqEdges(keras.layers.Layer):
             ):
                 var = self.add_weight(shape=part_shape, initializer=initializer, name=f"{g.name}_{part}")
                 setattr(self, f"{g.name}_{part}", var)
+                self.param_names.append(f"{g.name}_{part}")
         k, u, n, d = len(self.attention_keys), self.units, self.num_heads, self.key_dim
         if k:
             parts = [("query", (k, u, n, d), (k, n, d)), ("key", (k, u, n, d), (k, n, d)),
@@ -217,6 +236,7 @@ class GroupedSeqEdges(keras.layers.Layer):
                     shape=kernel_shape, initializer=_glorot_uniform(fan_in, fan_out), name=f"attention_{name}_kernel"))
                 setattr(self, f"attention_{name}_bias", self.add_weight(
                     shape=bias_shape, initializer="zeros", name=f"attention_{name}_bias"))
+                self.param_names += [f"attention_{name}_kernel", f"attention_{name}_bias"]
         self.built = True
 
     def candidate_weights(self, edge: int, op: str) -> list:
@@ -245,17 +265,17 @@ class GroupedSeqEdges(keras.layers.Layer):
         return out
 
     # ------------------------------------------------------------------ computation
-    def _run_loop(self, groups: list, inputs: dict, steps):
+    def _run_loop(self, params: dict, groups: list, inputs: dict, steps):
         """One time loop over ``groups``; ``inputs[name]``: the projected input ``(T, K, B, G*H)`` of a group
         without a parent. Returns ``{name: (T, K, B, H)}`` hidden states."""
         dtype = self.compute_dtype
         batch = tf.shape(next(iter(inputs.values())))[2]
         weights = {}
         for g in groups:
-            recurrent = self._weight(g, "recurrent_kernel")
+            recurrent = params[f"{g.name}_recurrent_kernel"]
             if g.parent is not None:  # one product for [input, h] @ [[W], [U]]
-                recurrent = ops.concatenate([self._weight(g, "kernel"), recurrent], axis=1)
-            weights[g.name] = (recurrent, self._weight(g, "bias")[:, None, :])
+                recurrent = ops.concatenate([params[f"{g.name}_kernel"], recurrent], axis=1)
+            weights[g.name] = (recurrent, params[f"{g.name}_bias"][:, None, :])
         readers = {name: tf.TensorArray(dtype, size=steps).unstack(x) for name, x in inputs.items()}
         initial = []
         for g in groups:
@@ -290,13 +310,13 @@ class GroupedSeqEdges(keras.layers.Layer):
         )
         return {g.name: out.stack() for g, out in zip(groups, outputs)}
 
-    def _project(self, g: _Group, x, cells: slice = slice(None)):
+    def _project(self, params: dict, g: _Group, x, cells: slice = slice(None)):
         """The input projection of ``g``'s ``cells`` for all steps: ``(T, K, B, G*H)``.
 
         ``x``: ``(T, B, F)`` shared by all cells, or ``(T, K, B, F)``, one input per cell.
         """
-        kernel = self._weight(g, "kernel")[cells]
-        bias = self._weight(g, "bias")[cells][None, :, None, :]
+        kernel = params[f"{g.name}_kernel"][cells]
+        bias = params[f"{g.name}_bias"][cells][None, :, None, :]
         if len(x.shape) == 3:
             return tf.einsum("tbf,kfg->tkbg", x, kernel) + bias
         return tf.einsum("tkbf,kfg->tkbg", x, kernel) + bias
@@ -304,6 +324,20 @@ class GroupedSeqEdges(keras.layers.Layer):
     def call(self, x, weights, training=None):
         _check_edge_weights(weights, self)
         weights = ops.cast(weights, x.dtype)
+        params = [ops.cast(getattr(self, name), self.compute_dtype) for name in self.param_names]
+        if self._shared_function is not None and not tf.executing_eagerly():
+            fn = self._shared_function.fn
+        else:
+            fn = self.compute
+        if self.recompute and training:
+            fn = recompute_grad(fn)
+        return list(ops.unstack(fn(x, weights, *params), num=self.num_edges, axis=0))
+
+    def compute(self, x, weights, *params):
+        """The bank's function of the input ``x``, the mixing ``weights`` and the weights' values ``params``
+        (one tensor per name of ``param_names``, in that order and in the compute dtype): the edges' outputs
+        stacked, ``(num_edges, B, T, units)``."""
+        params = dict(zip(self.param_names, params))
         x_t = tf.transpose(x, (1, 0, 2))  # time-major (T, B, F)
         x_rev = tf.reverse(x_t, axis=[0])
         steps = tf.shape(x_t)[0]
@@ -333,15 +367,16 @@ class GroupedSeqEdges(keras.layers.Layer):
                 if g.parent is not None:
                     continue
                 if not g.bidirectional:
-                    inputs[g.name] = self._project(g, x_t)
+                    inputs[g.name] = self._project(params, g, x_t)
                 elif g.level == 1:  # forward cells read x, backward cells x reversed in time
                     half = len(g.cells) // 2
                     inputs[g.name] = tf.concat(
-                        [self._project(g, x_t, slice(0, half)), self._project(g, x_rev, slice(half, None))], axis=1
+                        [self._project(params, g, x_t, slice(0, half)),
+                         self._project(params, g, x_rev, slice(half, None))], axis=1
                     )
                 else:
-                    inputs[g.name] = self._project(g, self._bidirectional_input(g, sequences))
-            hidden = self._run_loop(groups, inputs, steps)
+                    inputs[g.name] = self._project(params, g, self._bidirectional_input(g, sequences))
+            hidden = self._run_loop(params, groups, inputs, steps)
             for g in groups:
                 h = hidden[g.name]
                 top = [i for i, c in enumerate(g.cells) if c.layer == _parse(c.op)[2] and c.direction == 0]
@@ -364,19 +399,19 @@ class GroupedSeqEdges(keras.layers.Layer):
             # Stack in the order of attention_keys (the order of the attention weights).
             order = [attention_index[key] for key in self.attention_keys]
             y = tf.transpose(tf.gather(tf.concat(attention_outputs, axis=1), order, axis=1), (1, 2, 0, 3))  # (K, B, T, 2 * direction_units)
-            add(tf.einsum("kbtu,ke->ebtu", self._attention(y), coefficients(self.attention_keys)))
+            add(tf.einsum("kbtu,ke->ebtu", self._attention(params, y), coefficients(self.attention_keys)))
         if "skip_connect" in self.op_names:
             skip = weights[:, self.op_names.index("skip_connect")]
             add(skip[:, None, None, None] * x[None])
         if mixed is None:  # only `none`
-            return [ops.zeros_like(x) for _ in range(self.num_edges)]
-        return list(ops.unstack(mixed, num=self.num_edges, axis=0))
+            return tf.zeros(tf.concat([[self.num_edges], tf.shape(x)], axis=0), dtype=x.dtype)
+        return mixed
 
-    def _attention(self, y):
+    def _attention(self, params: dict, y):
         """Keras' MultiHeadAttention (query = key = value = ``y``) added residually, for all stacked attention
         candidates at once: ``y`` is ``(K, B, T, features)``; returns ``(K, B, T, units)``."""
         def weight(name, part):
-            return ops.cast(getattr(self, f"attention_{name}_{part}"), self.compute_dtype)
+            return params[f"attention_{name}_{part}"]
 
         if self.projected:
             y = tf.einsum("kbtf,kfu->kbtu", y, weight("projection", "kernel")) + weight("projection", "bias")[:, None, None]
@@ -403,6 +438,40 @@ class GroupedSeqEdges(keras.layers.Layer):
     def compute_output_shape(self, x_shape, weights_shape=None):
         return [tuple(x_shape)] * self.num_edges
 
+
+def share_functions(banks) -> int:
+    """Let every bank of ``banks`` with the same :meth:`~GroupedSeqEdges.structure` call one traced function
+    of ``(x, weights, *params)`` inside graphs, instead of tracing its own copy of the computation.
+
+    The paper's SeqNN has 4 cells of 5 banks each; sharing leaves 4 distinct bodies (banks read by 4, 3, 2
+    and 1 edges) instead of 20 in the step graph, and TensorFlow builds each one's forward-with-intermediates
+    and backward function once, however many call sites it has. The function is not inlined
+    (``_noinline``), so the runtime also holds one executor per body. The function closes over the first
+    bank of its structure only for the plan of its groups (never for its variables: weights are arguments).
+
+    Returns:
+        The number of distinct functions.
+    """
+    functions = {}
+    for bank in banks:
+        if not isinstance(bank, GroupedSeqEdges):
+            raise ValueError(f"banks: expected GroupedSeqEdges layers, received {type(bank).__name__}")
+        key = bank.structure()
+        if key not in functions:
+            functions[key] = _Shared(tf.function(
+                bank.compute, experimental_attributes={"_noinline": True}, reduce_retracing=True
+            ))
+        bank._shared_function = functions[key]
+    return len(functions)
+
+
+class _Shared:
+    """Holds a shared ``tf.function`` out of sight of Keras' and ``tf.train.Checkpoint``'s attribute tracking
+    (a function attribute would become a checkpoint dependency of every bank)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
     def get_config(self):
         return {**super().get_config(), "ops": list(self.op_names), "units": self.units,
-                "num_edges": self.num_edges, "num_heads": self.num_heads}
+                "num_edges": self.num_edges, "num_heads": self.num_heads, "recompute": self.recompute}

@@ -63,6 +63,8 @@ class SearchSeqCell(keras.layers.Layer):
         units: features of every node and of the output.
         ops: candidate SeqNN op names (the columns of the weight matrix).
         grouped: the implementation (see above).
+        recompute: gradient checkpointing of the grouped banks (``GroupedSeqEdges(recompute=True)``);
+            grouped cells only.
 
     Call arguments:
         inputs: ``[s0, s1]``, two sequences ``(B, T, features)``.
@@ -70,7 +72,8 @@ class SearchSeqCell(keras.layers.Layer):
         training: passed to the ops.
     """
 
-    def __init__(self, nodes: int, units: int, ops: tuple = SEQ_PRIMITIVES, grouped: bool = True, **kwargs):
+    def __init__(self, nodes: int, units: int, ops: tuple = SEQ_PRIMITIVES, grouped: bool = True,
+                 recompute: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.nodes = _check_int(nodes, "nodes")
         self.units = _check_int(units, "units")
@@ -78,11 +81,16 @@ class SearchSeqCell(keras.layers.Layer):
         if not isinstance(grouped, bool):
             raise ValueError(f"grouped: expected True or False, received {grouped!r}")
         self.grouped = grouped
+        if not isinstance(recompute, bool) or (recompute and not grouped):
+            raise ValueError(f"recompute: expected True (grouped cells only) or False, received {recompute!r}"
+                             f" with grouped={grouped}")
+        self.recompute = recompute
         self.preprocess0 = keras.layers.Dense(units, name="preprocess0")
         self.preprocess1 = keras.layers.Dense(units, name="preprocess1")
         if grouped:
             # One bank per state that some node reads (the last node is read by none).
-            self.banks = [GroupedSeqEdges(self.op_names, units, len(readers(nodes, state)), name=f"state_{state}")
+            self.banks = [GroupedSeqEdges(self.op_names, units, len(readers(nodes, state)), recompute=recompute,
+                                          name=f"state_{state}")
                           for state in range(nodes + 1)]
             self.edges = []
         else:
@@ -134,7 +142,7 @@ class SearchSeqCell(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "nodes": self.nodes, "units": self.units, "ops": list(self.op_names),
-                "grouped": self.grouped}
+                "grouped": self.grouped, "recompute": self.recompute}
 
 
 @_register

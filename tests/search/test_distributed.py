@@ -33,11 +33,12 @@ def compare(order):
       with strategy.scope():
           model = SearchModel(TinyBackbone(), input_shape=(4, 4, 1), seed=0)
           model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.optimizers.Adam(0.03, 0.5, 0.999),
-                        order=order, grad_clip=0.5)
+                        order=order, grad_clip=0.5, eager_updates=True)
       ds, steps = search_dataset(64, 16)
       history = model.fit(ds, steps_per_epoch=steps, epochs=2, verbose=0, shuffle=False, callbacks=[AlphaWarmup(1)])
       runs.append({
           "replicas": strategy.num_replicas_in_sync,
+          "eager_updates": model.eager_updates,
           "alpha_loss": history.history["alpha_loss"],
           "loss": history.history["loss"],
           "alphas": [a.numpy() for a in model.arch_variables],
@@ -47,6 +48,7 @@ def compare(order):
   one, two = runs
   return {
       "replicas": [one["replicas"], two["replicas"]],
+      "eager_updates": [one["eager_updates"], two["eager_updates"]],
       "a_iterations": [one["a_iterations"], two["a_iterations"]],
       "warmup_alpha_loss": [one["alpha_loss"][0], two["alpha_loss"][0]],
       "loss_diff": max(abs(a - b) for a, b in zip(one["loss"], two["loss"])),
@@ -68,6 +70,8 @@ def test_mirrored_strategy_matches_single_device():
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     for order, result in results.items():
         assert result["replicas"] == [1, 2], order
+        # Eager updates on one device; off (the step graph) with two replicas, and the results agree.
+        assert result["eager_updates"] == [True, False], order
         assert result["a_iterations"][0] == result["a_iterations"][1] == 4, order  # 1 of 2 epochs x 4 steps
         assert result["warmup_alpha_loss"] == [0.0, 0.0], order
         assert result["loss_diff"] < 1e-5, order

@@ -185,6 +185,33 @@ def test_jit_compile_step_matches_the_graph_step():
         np.testing.assert_allclose(results[0][kind], results[1][kind], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("order", ["first", "second"])
+def test_eager_updates_step_equals_the_graph_step(order):
+    """eager_updates (only the forward+backward pass traced, the updates run eagerly) is the same step as the
+    whole step in one graph: same alphas, weights, optimizer state and logs after a few steps."""
+    runs = []
+    for eager in (False, True):
+        keras.utils.set_random_seed(5)
+        model = _compiled(seed=2, order=order, eager_updates=eager, grad_clip=0.5)
+        assert model.eager_updates is eager and model.run_eagerly is eager
+        ds, _ = search_dataset(48, 16)
+        history = model.fit(ds, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)
+        runs.append((model, history.history))
+    (graph, h_graph), (eager, h_eager) = runs
+    for a, b in zip(graph.arch_variables + graph.weight_variables, eager.arch_variables + eager.weight_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    for a, b in zip(graph.w_optimizer.variables + graph.a_optimizer.variables,
+                    eager.w_optimizer.variables + eager.a_optimizer.variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    for key in ("loss", "alpha_loss", "accuracy"):
+        np.testing.assert_allclose(h_graph[key], h_eager[key], rtol=1e-5)
+    # Eagerly, only the gradient function is a graph: one trace for all passes of all steps.
+    assert len(eager._gradient_fns) == 1
+    assert eager._gradient_fns["all"].experimental_get_tracing_count() == 1
+    with pytest.raises(ValueError, match="eager_updates"):
+        _compiled(eager_updates="yes")
+
+
 def test_genotype_json_round_trip_and_config_round_trip(tmp_path):
     model = _compiled()
     meta = {"corpus": "demo", "fold": 1, "train_speakers": ["a", "b"], "test_speakers": ["c"], "epoch": 3}

@@ -158,3 +158,23 @@ def test_cli_demo_two_folds(tmp_path, demo_cache, demo_prepared):
     # Bad values come back as exit status 2 with a message.
     assert main(["--data", "demo", "--cache", str(demo_cache), "--out", str(tmp_path / "x"),
                  "--set", "search.order=third"]) == 2  # fmt: skip
+
+
+def test_eager_updates_auto_follows_the_supernet_size():
+    """search.eager_updates: an explicit setting wins; None (auto) is on from 10 M weights."""
+    from types import SimpleNamespace
+
+    from emodarts_tf.search.runner import EAGER_UPDATES_MIN_WEIGHTS, resolve_eager_updates
+
+    def model(*shapes):
+        return SimpleNamespace(weight_variables=[SimpleNamespace(shape=s) for s in shapes])
+
+    small = model((3, 3, 4, 1), (4,))
+    at_threshold = model((EAGER_UPDATES_MIN_WEIGHTS // 2, 2))
+    below = model((EAGER_UPDATES_MIN_WEIGHTS - 1,))
+    assert resolve_eager_updates(None, small) is False
+    assert resolve_eager_updates(None, below) is False
+    assert resolve_eager_updates(None, at_threshold) is True
+    assert resolve_eager_updates(True, small) is True
+    assert resolve_eager_updates(False, at_threshold) is False
+    assert load_config("paper").search.eager_updates is None

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from emodarts_tf.search_space.primitives import SEQ_PRIMITIVES, num_edges
-from emodarts_tf.search_space.seq_bank import GroupedSeqEdges
+from emodarts_tf.search_space.seq_bank import GroupedSeqEdges, share_functions
 from emodarts_tf.search_space.seq_cell import SearchSeqCell, edge_index, readers
 from emodarts_tf.search_space.seq_ops import make_seq_op
 
@@ -121,6 +121,85 @@ def test_grouped_cell_runs_few_time_loops():
     plain = SearchSeqCell(nodes, 4, SEQ_PRIMITIVES, grouped=False)
     fn_plain = tf.function(lambda x: plain([x, x], weights, training=True))
     assert _while_loops(fn_plain, x) > 10 * _while_loops(fn, x)
+
+
+def _library_while_bodies(concrete) -> int:
+    """Distinct while-loop body functions in a traced function's library (all nesting levels)."""
+    library = concrete.graph.as_graph_def().library.function
+    return sum(1 for f in library if "while_body" in f.signature.name)
+
+
+def test_banks_of_equal_structure_share_one_traced_function():
+    """Two cells whose banks call the shared functions: the same values and gradients (w.r.t. input, mixing
+    weights and every variable) as each bank computing inline, and a gradient graph with the loop bodies
+    of one cell, not two."""
+    keras.utils.set_random_seed(6)
+    ops = ("none", "skip_connect", "lstm_2", "rnn_1", "lstm_att_2")
+    nodes, units = 2, 4
+    cells = [SearchSeqCell(nodes, units, ops, name=f"cell{i}") for i in range(2)]
+    x = tf.constant(_x((2, 5, units)))
+    for cell in cells:
+        cell.build([x.shape, x.shape])
+    banks = [bank for cell in cells for bank in cell.banks]
+    weights = tf.nn.softmax(tf.random.stateless_normal((num_edges(nodes), len(ops)), (1, 2)))
+    variables = [v for cell in cells for v in cell.trainable_variables]
+
+    def gradients(x, weights):
+        with tf.GradientTape() as tape:
+            tape.watch([x, weights])
+            y = cells[1]([cells[0]([x, x], weights, training=True), x], weights, training=True)
+            loss = tf.reduce_sum(tf.sin(y))
+        return [y] + tape.gradient(loss, [x, weights] + variables)
+
+    inline = tf.function(gradients).get_concrete_function(x, weights)
+    # Per cell: the inputs' banks are read by 2 edges each, node 0's by 1: two structures for all six banks.
+    assert share_functions(banks) == 2
+    assert banks[0]._shared_function is banks[1]._shared_function is banks[nodes + 1]._shared_function
+    assert banks[2]._shared_function is banks[5]._shared_function is not banks[0]._shared_function
+    shared = tf.function(gradients).get_concrete_function(x, weights)
+    for a, b in zip(inline(x, weights), shared(x, weights)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    # Inline: each bank traces its own loops (6 banks); shared: one set of bodies per structure (2).
+    assert _library_while_bodies(inline) == 3 * _library_while_bodies(shared)
+    with pytest.raises(ValueError, match="GroupedSeqEdges"):
+        share_functions([keras.layers.Dense(2)])
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_recomputed_bank_equals_the_plain_bank_in_values_and_gradients(graph):
+    """recompute=True (the backward re-runs the bank's loops) gives the same outputs and gradients w.r.t. the
+    input, the mixing weights and every weight; in graphs through the shared function as well."""
+    ops = ("none", "skip_connect", "lstm_2", "rnn_att_2")
+    banks = []
+    for recompute in (False, True):
+        keras.utils.set_random_seed(8)
+        bank = GroupedSeqEdges(ops, 4, num_edges=2, recompute=recompute)
+        bank.build((2, 5, 4))
+        banks.append(bank)
+    share_functions(banks[1:])
+    x = tf.constant(_x((2, 5, 4)))
+    weights = tf.nn.softmax(tf.random.stateless_normal((2, len(ops)), (3, 4)))
+
+    def gradients(bank, x, weights):
+        with tf.GradientTape() as tape:
+            tape.watch([x, weights])
+            outs = bank(x, weights, training=True)
+            loss = sum(tf.reduce_sum(tf.sin(y) * (i + 1)) for i, y in enumerate(outs))
+        return outs + tape.gradient(loss, [x, weights] + bank.trainable_variables)
+
+    results = []
+    for bank in banks:
+        fn = tf.function(lambda x, w, bank=bank: gradients(bank, x, w)) if graph else (
+            lambda x, w, bank=bank: gradients(bank, x, w))
+        results.append(fn(x, weights))
+    assert len(results[0]) == 2 + 2 + len(banks[0].trainable_variables)
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    assert GroupedSeqEdges.from_config(banks[1].get_config()).recompute is True
+    with pytest.raises(ValueError, match="recompute"):
+        GroupedSeqEdges(ops, 4, num_edges=1, recompute="yes")
+    with pytest.raises(ValueError, match="recompute"):
+        SearchSeqCell(1, 4, ops, grouped=False, recompute=True)
 
 
 def test_bank_mixed_precision_and_config():
