@@ -170,7 +170,7 @@ def unrolled_hypergradient(
     del v
 
     # 4. Restore w (and the moving statistics the virtual passes updated).
-    assign_each(weight_variables, lambda i: w0[i])
+    assign_variables(weight_variables, w0)
     del w0
     if extra_state:
         assign_variables(list(extra_state), s0)

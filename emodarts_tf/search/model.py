@@ -26,6 +26,7 @@ from keras import ops
 from emodarts_tf.search import architect
 from emodarts_tf.search.replicas import all_reduce_sum, for_optimizer, unscale_loss
 from emodarts_tf.search_space.genotype import CELL_KINDS, Genotype, derive_genotype
+from emodarts_tf.search_space.mixed_op import check_bool
 
 log = logging.getLogger(__name__)
 
@@ -234,8 +235,7 @@ class SearchModel(keras.Model):
             a_optimizer = keras.optimizers.get(a_optimizer)
         if w_optimizer is a_optimizer:
             raise ValueError("w_optimizer and a_optimizer: expected two distinct optimizer instances")
-        if not isinstance(eager_updates, bool):
-            raise ValueError(f"eager_updates: expected True or False, received {eager_updates!r}")
+        check_bool(eager_updates, "eager_updates")
         replicas = self.distribute_strategy.num_replicas_in_sync
         if eager_updates and replicas > 1:
             log.info("eager_updates: off with %d replicas (the step's all-reduces need the step graph)", replicas)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from emodarts_tf.search_space.mixed_op import MixedOp, check_ops
+from emodarts_tf.search_space.mixed_op import MixedOp, check_bool, check_ops
 from emodarts_tf.search_space.operations import (
     FactorizedReduce,
     Identity,
@@ -101,9 +101,7 @@ class SearchCNNCell(keras.layers.Layer):
     def __init__(self, nodes: int, channels: int, reduction: bool, reduction_prev: bool,
                  ops: tuple = CNN_PRIMITIVES, recompute: bool = False, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(recompute, bool):
-            raise ValueError(f"recompute: expected a bool, received {recompute!r}")
-        self.recompute = recompute
+        self.recompute = check_bool(recompute, "recompute")
         self.nodes = _check_int(nodes, "nodes")
         self.channels = _check_int(channels, "channels")
         self.reduction = bool(reduction)

@@ -13,6 +13,13 @@ _register = keras.saving.register_keras_serializable(package="emodarts_tf")
 KINDS = ("cnn", "seq")
 
 
+def check_bool(value, argument: str) -> bool:
+    """``value`` if it is a bool, else a ValueError naming ``argument`` (the layers' on/off switches)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{argument}: expected a bool, received {value!r}")
+    return value
+
+
 def check_ops(ops_names, kind: str) -> tuple:
     """Validate a tuple of op names of ``kind`` ("cnn" or "seq"); returns it as a tuple."""
     universe = CNN_PRIMITIVES if kind == "cnn" else SEQ_PRIMITIVES
@@ -57,9 +64,7 @@ class MixedOp(keras.layers.Layer):
             raise ValueError(f"kind: expected one of {KINDS}, received {kind!r}")
         if kind == "seq" and stride != 1:
             raise ValueError(f"stride: expected 1 for SeqNN ops, received {stride!r}")
-        if not isinstance(recompute, bool):
-            raise ValueError(f"recompute: expected a bool, received {recompute!r}")
-        if kind == "seq" and recompute:
+        if check_bool(recompute, "recompute") and kind == "seq":
             raise ValueError(f"recompute: expected False for SeqNN ops (CNN mixed ops only), received {recompute!r}")
         self.recompute = recompute
         self.op_names = check_ops(ops, kind)

@@ -18,6 +18,7 @@ from keras import ops
 from emodarts_tf.config import SearchSpaceConfig
 from emodarts_tf.search_space.cnn_cell import FixedCNNCell, SearchCNNCell
 from emodarts_tf.search_space.genotype import CELL_KINDS, Genotype, derive_genotype
+from emodarts_tf.search_space.mixed_op import check_bool
 from emodarts_tf.search_space.operations import batch_norm, reduced_dim
 from emodarts_tf.search_space.primitives import num_edges, reduction_indices, resolve_ops
 from emodarts_tf.search_space.seq_bank import share_functions
@@ -207,15 +208,9 @@ class SearchBackbone(keras.layers.Layer):
     def __init__(self, space, input_shape, num_classes: int, recompute: bool = False, seq_grouped: bool = True,
                  recompute_seq: bool = False, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(recompute, bool):
-            raise ValueError(f"recompute: expected a bool, received {recompute!r}")
-        self.recompute = recompute
-        if not isinstance(seq_grouped, bool):
-            raise ValueError(f"seq_grouped: expected a bool, received {seq_grouped!r}")
-        self.seq_grouped = seq_grouped
-        if not isinstance(recompute_seq, bool):
-            raise ValueError(f"recompute_seq: expected a bool, received {recompute_seq!r}")
-        self.recompute_seq = recompute_seq and seq_grouped
+        self.recompute = check_bool(recompute, "recompute")
+        self.seq_grouped = check_bool(seq_grouped, "seq_grouped")
+        self.recompute_seq = check_bool(recompute_seq, "recompute_seq") and seq_grouped
         self.space = as_space(space)
         _check_space(self.space)
         self.mfcc_shape = _check_input_shape(input_shape)

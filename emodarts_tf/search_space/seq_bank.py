@@ -39,7 +39,7 @@ import tensorflow as tf
 from keras import ops
 
 from emodarts_tf.search_space.cnn_cell import _check_edge_weights, _check_int
-from emodarts_tf.search_space.mixed_op import check_ops
+from emodarts_tf.search_space.mixed_op import check_bool, check_ops
 from emodarts_tf.search_space.recompute import recompute_grad
 from emodarts_tf.search_space.seq_ops import check_num_heads, direction_units
 from emodarts_tf.search_space.seq_ops import parse_recurrent as _parse
@@ -153,9 +153,7 @@ class GroupedSeqEdges(keras.layers.Layer):
     def __init__(self, ops: tuple, units: int, num_edges: int, num_heads: int = 1, recompute: bool = False,
                  **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(recompute, bool):
-            raise ValueError(f"recompute: expected True or False, received {recompute!r}")
-        self.recompute = recompute
+        self.recompute = check_bool(recompute, "recompute")
         self.op_names = check_ops(ops, "seq")
         self.units = _check_int(units, "units")
         self.num_edges = _check_int(num_edges, "num_edges")

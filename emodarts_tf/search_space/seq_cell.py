@@ -12,7 +12,7 @@ import keras
 from keras import ops
 
 from emodarts_tf.search_space.cnn_cell import _check_edge_weights, _check_int, _check_pair, check_genotype_cell
-from emodarts_tf.search_space.mixed_op import MixedSeqOp, check_ops
+from emodarts_tf.search_space.mixed_op import MixedSeqOp, check_bool, check_ops
 from emodarts_tf.search_space.primitives import SEQ_PRIMITIVES, num_edges
 from emodarts_tf.search_space.seq_bank import GroupedSeqEdges
 from emodarts_tf.search_space.seq_ops import SeqZero, make_seq_op
@@ -78,12 +78,10 @@ class SearchSeqCell(keras.layers.Layer):
         self.nodes = _check_int(nodes, "nodes")
         self.units = _check_int(units, "units")
         self.op_names = check_ops(ops, "seq")
-        if not isinstance(grouped, bool):
-            raise ValueError(f"grouped: expected True or False, received {grouped!r}")
-        self.grouped = grouped
-        if not isinstance(recompute, bool) or (recompute and not grouped):
-            raise ValueError(f"recompute: expected True (grouped cells only) or False, received {recompute!r}"
-                             f" with grouped={grouped}")
+        self.grouped = check_bool(grouped, "grouped")
+        if check_bool(recompute, "recompute") and not grouped:
+            raise ValueError(f"recompute: expected False with grouped=False (only grouped cells recompute), "
+                             f"received {recompute!r}")
         self.recompute = recompute
         self.preprocess0 = keras.layers.Dense(units, name="preprocess0")
         self.preprocess1 = keras.layers.Dense(units, name="preprocess1")
