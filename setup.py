@@ -42,6 +42,7 @@ setup(
             "emodarts-export=emodarts_tf.commands.export:main",
             "emodarts-baseline=emodarts_tf.commands.baseline:main",
             "emodarts-compare=emodarts_tf.commands.compare:main",
+            "emodarts-predict=emodarts_tf.commands.predict:main",
         ]
     },
 )

@@ -52,7 +52,10 @@ QUICK = {
 
 
 def machine_info() -> dict:
+    from emodarts_tf.utils.machine import cpu_model
+
     info = {
+        "cpu_model": cpu_model(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
@@ -63,11 +66,6 @@ def machine_info() -> dict:
             for line in handle:
                 if line.startswith("MemTotal"):
                     info["memory_gb"] = round(int(line.split()[1]) / 2**20, 1)
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
     except OSError:
         pass
     try:

@@ -5,7 +5,10 @@ Logistic regression (scikit-learn, which librosa already installs) on per-coeffi
 its test speakers with the project's UA/WA/F1. It checks the data path independently of Keras (labels
 are re-derived from the EmoDB file names) and gives a floor that the neural models should clear.
 
-    python benchmarks/emodb_linear_reference.py --root ../shared/data/emodb [--config emodb_budget]
+    python benchmarks/emodb_linear_reference.py --root ../shared/data/emodb [--config cpu] [--set data.classes=[all]]
+
+With ``data.normalize: speaker`` in the config (``configs/cpu.yaml``) the MFCCs are z-scored per speaker first,
+exactly as the neural models see them (``data.pipeline.speaker_normalised_features``).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ def main() -> int:
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"))
     parser.add_argument("--config", default="emodb_budget")
     parser.add_argument("--cache", default="cache")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
     args = parser.parse_args()
 
     from sklearn.linear_model import LogisticRegression
@@ -33,12 +37,15 @@ def main() -> int:
     from emodarts_tf.evaluation.metrics import classification_metrics
     from emodarts_tf.evaluation.summary import markdown_table, summarise
 
-    config = load_config(args.config, updates={"data": {"corpus": "emodb", "root": args.root, "cache_dir": args.cache}})
+    from emodarts_tf.data.pipeline import speaker_normalised_features
+
+    config = load_config(args.config, overrides=args.overrides,
+                         updates={"data": {"corpus": "emodb", "root": args.root, "cache_dir": args.cache}})  # fmt: skip
     prepared = prepare(config, progress=False)
     letter_to_class = {"W": "ang", "F": "hap", "T": "sad", "N": "neu", "L": "bor", "A": "fea", "E": "dis"}
 
     def pooled(paths):
-        x = prepared.features(paths)
+        x = speaker_normalised_features(prepared, paths) if config.data.normalize == "speaker" else prepared.features(paths)
         return np.concatenate([x.mean(2), x.std(2), x.max(2), x.min(2)], axis=1)
 
     per_fold = {}
@@ -53,7 +60,8 @@ def main() -> int:
         per_fold[fold.index] = classification_metrics(y_test, clf.predict(pooled(fold.test)), len(prepared.classes))
     summary = summarise(per_fold, "linear-reference", prepared.classes)
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores; data: EmoDB at {args.root}, "
-          f"classes {prepared.classes}, protocol {prepared.protocol}, features {prepared.input_shape} ({args.config})")
+          f"classes {prepared.classes}, protocol {prepared.protocol}, features {prepared.input_shape} ({args.config}, "
+          f"normalisation {config.data.normalize})")
     print(markdown_table(summary, "logistic regression on pooled MFCC statistics"))
     return 0
 

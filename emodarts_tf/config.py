@@ -49,6 +49,7 @@ class DataConfig:
 
     corpus: str = "demo"  # iemocap | msp-improv | msp-podcast | emodb | csv | demo
     root: Optional[str] = None  # corpus root (a CSV file for `csv`); unused for `demo`
+    encoding: str = "utf-8-sig"  # text encoding of a `csv` manifest (utf-8, with or without a BOM)
     protocol: str = "default"  # default | loso | loso-session | emodarts | official | emodb5
     classes: Optional[list] = None  # None: the corpus's standard 4-class set
     selection: str = "all"  # IEMOCAP: improvised | scripted | all
@@ -56,7 +57,15 @@ class DataConfig:
     msp_improv_labels: str = "consensus"  # MSP-IMPROV: consensus | target
     cache_dir: str = "cache"  # feature cache (shared by runs with the same feature config)
     workers: int = 0  # extraction processes; 0 = all cores
-    normalize: str = "coefficient"  # coefficient | global | none; statistics from the training part only
+    # Seconds a command waits for another process's lock on the feature cache (an extraction in progress)
+    # before it gives up with an error naming the holder (pid, host, since when).
+    lock_timeout_s: float = 300.0
+    # A class spoken by fewer speakers is dropped by prepare (logged, counted in prepared.json), so that no
+    # fold's training part lacks it; 1 keeps every class.
+    min_speakers_per_class: int = 2
+    # coefficient | global | none: statistics of the fold's training part; speaker: z-scores per speaker and
+    # coefficient from each speaker's own utterances (uses the test speakers' unlabelled audio)
+    normalize: str = "coefficient"
     weights_fraction: float = 0.5  # search split: share of the training part that trains the weights
     val_fraction: float = 0.2  # share of training speakers held out for validation (at least one)
     shuffle_buffer: int = 2048
@@ -91,6 +100,10 @@ class SearchConfig:
     w_weight_decay: float = 3e-4
     grad_clip: float = 5.0
     alpha_lr: float = 3e-4
+    # None: alpha_lr as given. A number B: alpha_lr = B / (alpha steps of the search), the distance an Adam
+    # step of alpha_lr can move an alpha over the whole search (DARTS on CIFAR: 3e-4 x ~19.5k steps = 5.9;
+    # PC-DARTS: 6e-4 x ~3.4k = 2.1). Keeps short searches on small corpora from ending at their random start.
+    alpha_budget: Optional[float] = None
     alpha_beta1: float = 0.5
     alpha_beta2: float = 0.999
     alpha_weight_decay: float = 1e-3
@@ -130,6 +143,9 @@ class TrainConfig:
     lr_min: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 3e-4
+    # coupled: L2 added to the gradient before momentum (the paper's PyTorch SGD, and the search's);
+    # decoupled: Keras' weight_decay (w -= lr * wd * w), about 10x weaker at momentum 0.9.
+    weight_decay_mode: str = "coupled"
     grad_clip: float = 5.0
     drop_path: float = 0.0
     aux_weight: float = 0.0  # > 0 adds the auxiliary head after the 2/3 reduction cell
@@ -139,6 +155,18 @@ class TrainConfig:
     seq_cells: Optional[int] = None  # None: space.seq_cells
     jit_compile: bool = False
     mixed_precision: bool = False
+
+
+@dataclass
+class RecipeConfig:
+    """How training batches and targets are made for every model trained on a fold (emoDARTS and random
+    genotypes, baselines): see ``emodarts_tf/evaluation/recipe.py``. Every part is off by default."""
+
+    class_balanced: bool = False  # draw a class uniformly, then an example of it
+    time_shift: float = 0.0  # widest shift in time, as a share of the frames (vacated frames = 0)
+    mixup: float = 0.0  # Beta(a, a) parameter of mixup; 0 = off
+    label_smoothing: float = 0.0
+    ema: float = 0.0  # momentum of the exponential moving average of the weights; 0 = off
 
 
 @dataclass
@@ -167,6 +195,7 @@ class ExperimentConfig:
     space: SearchSpaceConfig = field(default_factory=SearchSpaceConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     def to_dict(self) -> dict:

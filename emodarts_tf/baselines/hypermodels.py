@@ -162,11 +162,15 @@ class BaselineHyperModel(kt.HyperModel):
         num_classes: the number of emotion classes (logits).
         space: the family's parsed search space (``load_space``); None reads ``configs/baselines.yaml``.
         jit_compile: XLA for training (off by default; slow on CPUs).
+        recipe: the shared training recipe (``config.RecipeConfig``); its loss (label smoothing) and EMA
+            are used by the tuner's trials, whose batches come from ``evaluation.recipe.train_dataset``.
+            None: every part off.
     """
 
     family = ""
 
-    def __init__(self, input_shape, num_classes: int, space: dict | None = None, jit_compile: bool = False, **kwargs):
+    def __init__(self, input_shape, num_classes: int, space: dict | None = None, jit_compile: bool = False,
+                 recipe=None, **kwargs):  # fmt: skip
         super().__init__(name=kwargs.pop("name", f"baseline_{self.family}"), **kwargs)
         shape = tuple(input_shape)
         if len(shape) != 3 or shape[-1] != 1 or any(not isinstance(s, int) or s <= 0 for s in shape):
@@ -181,6 +185,9 @@ class BaselineHyperModel(kt.HyperModel):
             space = parse_space(self.family, space)
         self.space = space
         self.jit_compile = bool(jit_compile)
+        from emodarts_tf.config import RecipeConfig
+
+        self.recipe = recipe if recipe is not None else RecipeConfig()
 
     # Inline declaration of one hyperparameter from its spec in the space file.
     def _hp(self, hp: kt.HyperParameters, name: str):
@@ -216,11 +223,16 @@ class BaselineHyperModel(kt.HyperModel):
         return keras.optimizers.Adam(learning_rate=self._hp(hp, "learning_rate"))
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
+        """The network compiled with the recipe's loss on one-hot targets (``recipe.train_dataset``)."""
+        from emodarts_tf.evaluation import recipe as recipes
+
         model = self.network(hp)
+        optimizer = self.optimizer(hp)
+        recipes.enable_ema(optimizer, self.recipe)
         model.compile(
-            optimizer=self.optimizer(hp),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            optimizer=optimizer,
+            loss=recipes.training_loss(self.recipe),
+            metrics=[recipes.training_accuracy()],
             jit_compile=self.jit_compile,
         )
         return model
@@ -331,12 +343,12 @@ HYPERMODELS = {
 
 
 def make_hypermodel(family: str, input_shape, num_classes: int, space_file: str | Path = "baselines.yaml",
-                    jit_compile: bool = False) -> BaselineHyperModel:
+                    jit_compile: bool = False, recipe=None) -> BaselineHyperModel:
     """The HyperModel of ``family`` with its search space read from ``space_file``."""
     if family not in HYPERMODELS:
         raise ValueError(f"family: expected one of {FAMILIES}, received {family!r}")
     space = load_space(family, space_file)
-    return HYPERMODELS[family](input_shape, num_classes, space=space, jit_compile=jit_compile)
+    return HYPERMODELS[family](input_shape, num_classes, space=space, jit_compile=jit_compile, recipe=recipe)
 
 
 def count_combinations(space: dict) -> float:

@@ -57,6 +57,9 @@ class ValidationUA(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        metrics = evaluate_logits(self.model, self.validation_data, self.num_classes)
+        from emodarts_tf.evaluation.recipe import averaged_weights
+
+        with averaged_weights(self.model, self.model.optimizer):  # the recipe's EMA weights, when kept
+            metrics = evaluate_logits(self.model, self.validation_data, self.num_classes)
         for key in ("ua", "wa", "f1", "loss"):
             logs[f"val_{key}"] = metrics[key]

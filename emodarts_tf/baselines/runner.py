@@ -47,6 +47,7 @@ from emodarts_tf.baselines.hypermodels import (
 from emodarts_tf.baselines.memory import custom_gradient_names, release_trial
 from emodarts_tf.baselines.objective import OBJECTIVE_NAME
 from emodarts_tf.config import BaselineConfig, ExperimentConfig, save_config
+from emodarts_tf.evaluation import recipe as recipes
 from emodarts_tf.evaluation.complexity import model_complexity
 from emodarts_tf.evaluation.summary import summarise, write_summary
 from emodarts_tf.utils.io import read_json, write_json
@@ -271,7 +272,7 @@ def tune_fold(
         combos = count_combinations(hypermodel.space)
         if combos < config.trials:
             log.warning("%s: the %s space has only %d settings, fewer than --trials %d", label, hypermodel.family, combos, config.trials)
-        train = fold_data.train(batch, shuffle=True, augment=config.augment)
+        train = recipes.train_dataset(fold_data, batch, hypermodel.recipe, augment=config.augment)
         val = fold_data.val(batch)
         try:
             tuner.search(
@@ -334,6 +335,7 @@ def retrain_fold(
     info = {
         "kind": f"baseline:{hypermodel.family}",
         "features": asdict(config.features),
+        "normalize": config.data.normalize,
         "baseline": {"family": hypermodel.family, "tuner": bl.tuner, "hyperparameters": values},
     }
     # What defines this retraining (not the tuning budget, so a larger --trials that keeps the best setting
@@ -342,6 +344,7 @@ def retrain_fold(
         "family": hypermodel.family,
         "hyperparameters": values,
         "training": {k: getattr(bl, k) for k in ("epochs", "batch_size", "patience", "augment", "jit_compile")},
+        "recipe": asdict(config.recipe),
         "features": asdict(config.features),
         "seed": config.seed,
     }
@@ -355,6 +358,7 @@ def retrain_fold(
         patience=bl.patience,
         resume=resume,
         augment=bl.augment,
+        recipe=config.recipe,
         jit_compile=bl.jit_compile,
         extra_info=info,
         fingerprint=fingerprint,
@@ -463,7 +467,7 @@ def run_baseline(
 
     def hypermodel_for(fold_data):
         return make_hypermodel(bl.family, tuple(int(s) for s in fold_data.input_shape), len(fold_data.classes),
-                               space_file=bl.space_file, jit_compile=bl.jit_compile)
+                               space_file=bl.space_file, jit_compile=bl.jit_compile, recipe=config.recipe)
 
     def tune(k: int):
         """Tuning of fold k unless finished; returns (fold_data or None, best dict or None)."""

@@ -31,6 +31,7 @@ def add_common_args(parser: argparse.ArgumentParser, data_required: bool = True)
         help="override a config value, e.g. --set search.batch_size=16 (repeatable)",
     )
     parser.add_argument("--cache", help="feature cache folder (default: data.cache_dir of the config)")
+    parser.add_argument("--encoding", help="text encoding of a csv manifest (default: utf-8; e.g. latin-1)")
     parser.add_argument("--seed", type=int, help="random seed (default: the config's)")
     parser.add_argument("-v", "--verbose", action="count", default=0)
 
@@ -49,6 +50,8 @@ def config_from_args(args: argparse.Namespace, epochs_key: str | None = None) ->
         updates["data"]["protocol"] = args.protocol
     if getattr(args, "cache", None):
         updates["data"]["cache_dir"] = args.cache
+    if getattr(args, "encoding", None):
+        updates["data"]["encoding"] = args.encoding
     if getattr(args, "seed", None) is not None:
         updates["seed"] = args.seed
     if epochs_key and getattr(args, "epochs", None) is not None:
@@ -61,15 +64,19 @@ def config_from_args(args: argparse.Namespace, epochs_key: str | None = None) ->
     return config
 
 
-def parse_folds(text: str | None, available: list[int]) -> list[int]:
-    """``all`` (or None) -> every fold; ``1,3`` -> [1, 3]; each must exist."""
+def parse_folds(text: str | None, available: list[int], flag: str = "--folds") -> list[int]:
+    """``all`` (or None) -> every fold; ``1,3`` -> [1, 3]; each must exist.
+
+    Raises:
+        ValueError: naming ``flag`` and the bad value (the commands report it in one line, exit status 2).
+    """
     if text is None or str(text).strip().lower() == "all":
         return list(available)
     try:
         wanted = [int(t) for t in str(text).split(",") if t.strip()]
     except ValueError:
-        raise SystemExit(f"--folds {text!r}: expected 'all' or comma-separated fold numbers such as 1,3") from None
+        raise ValueError(f"{flag} {text!r}: expected 'all' or comma-separated fold numbers such as 1,3") from None
     missing = [k for k in wanted if k not in available]
     if missing:
-        raise SystemExit(f"--folds {text!r}: no fold(s) {missing}; this protocol has folds {available}")
+        raise ValueError(f"{flag} {text!r}: no fold(s) {missing}; this protocol has folds {available}")
     return wanted

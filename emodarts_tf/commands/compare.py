@@ -5,7 +5,9 @@ Usage::
     python cli/compare.py runs/train-emodb runs/bl-emodb-cnn runs/bl-emodb-cnn_lstm
     python cli/compare.py runs/train-emodb runs/bl-emodb --names emoDARTS,CNN-LSTM --out runs/compare-emodb
 
-Each argument is the ``--out`` folder of ``cli/train.py`` or ``cli/baseline.py`` (its ``summary.json``).
+Each argument is the ``--out`` folder of ``cli/train.py`` or ``cli/baseline.py`` (its ``summary.json``), or
+of ``cli/train.py --genotype random:N`` (its ``random_summary.json``): the random genotypes are shown as a
+distribution (median, min, max) and every other run's mean UA is ranked among theirs.
 The table (UA, WA, macro F1 as mean ± std over folds, parameters, FLOPs, and compute: search + retraining
 or tuning + retraining) is printed on stdout; ``<out>/comparison.md``, ``comparison.png`` (grouped bars with
 the std over folds as error bars) and ``comparison.json`` are written. Exit status 2 on a folder without
@@ -24,7 +26,9 @@ log = logging.getLogger("emodarts_tf.compare")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="compare", description="Compare emoDARTS and baseline runs side by side.")
-    parser.add_argument("runs", nargs="+", help="run folders (the --out of cli/train.py or cli/baseline.py)")
+    parser.add_argument("runs", nargs="+",
+                        help="run folders (the --out of cli/train.py, of cli/train.py --genotype random:N, "
+                        "or of cli/baseline.py)")
     parser.add_argument("--out", default="comparison", help="folder for comparison.md/.png/.json (default: ./comparison)")
     parser.add_argument("--names", help="comma-separated display names, one per run (default: the folder names)")
     parser.add_argument("--title", help="title of the table and the chart")

@@ -22,6 +22,7 @@ success, 2 on a bad model, corpus or class.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 from pathlib import Path
@@ -36,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="a trained model directory (a fold<k>/ of cli/train.py)")
     add_common_args(parser)
     parser.add_argument("--split", choices=("test", "train", "all"),
-                        help="test or train part of --fold, or all utterances (default: see above)")
+                        help="test or train part of --fold, or all utterances (default: test, the model's own "
+                        "test fold, when --data, --protocol and --root are the ones it was trained on; all "
+                        "otherwise)")  # fmt: skip
     parser.add_argument("--fold", type=int, help="fold of the corpus's protocol for --split test/train "
                         "(default: the model's own fold on its own corpus)")  # fmt: skip
     parser.add_argument("--ignore-unknown", action="store_true",
@@ -44,6 +47,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="report directory (default: <model>/eval-<corpus>-<split>[-fold<k>])")
     parser.add_argument("--batch-size", type=int, default=64)
     return parser
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    """Only errors from ``logger_name`` (and its children) inside the block."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def check_labels(config, split: str, fold: int | None, classes: list, ignore_unknown: bool = False) -> None:
+    """Refuse, before any feature extraction, labels of ``split`` (of fold ``fold``) that the model's ``classes``
+    do not hold (``scoring.map_labels``'s error, a ValueError); nothing to check with ``ignore_unknown``.
+
+    Reads only the corpus's labels (quietly: the extraction that follows reports the corpus's problems). When
+    the folds cannot be built here, the check is left to the scoring step, which sees the same labels.
+    """
+    if ignore_unknown:
+        return
+    from emodarts_tf.data.corpora import load_corpus
+    from emodarts_tf.data.protocols import make_folds
+    from emodarts_tf.evaluation.scoring import map_labels
+
+    with _quiet("emodarts_tf.data"):
+        corpus = load_corpus(config.data)
+        records = corpus.records
+        if split != "all":
+            try:
+                part = next(f for f in make_folds(records, corpus.protocol, corpus.name) if f.index == fold)
+            except (ValueError, StopIteration):
+                return
+            paths = set(part.test if split == "test" else part.train)
+            records = [r for r in records if r.path in paths]
+    map_labels([r.label for r in records], list(classes), ignore_unknown=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{trained.info.get('protocol')}, not {config.data.corpus}/{protocol}"
                 )
             fold = model_fold
+        # Labels first: an unknown class is refused before any feature is extracted.
+        check_labels(config, split, fold, trained.classes, ignore_unknown=args.ignore_unknown)
         data = load_split(config, split, fold)
         scored = score(trained, data, ignore_unknown=args.ignore_unknown, batch_size=args.batch_size)
         notes = []

@@ -11,7 +11,9 @@ Usage::
 
 The output folder holds ``records.csv`` (path,label,speaker,session,split,gender), ``folds.json`` and
 ``prepared.json`` (corpus, protocol, classes, feature config and cache, counts per class and speaker, folds,
-and every file reported and skipped with its reason). Exit status 0 on success, 2 on a bad corpus or config.
+and every file reported and skipped with its reason). Very short utterances (under max(0.25 s, 10 % of
+``features.duration_s``)) are kept, zero-padded like the others, and named with their count in the summary
+as a warning. Exit status 0 on success, 2 on a bad corpus or config.
 """
 from __future__ import annotations
 
@@ -52,9 +54,22 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
+    report_short_audio(prepared)
     log.info(
         "wrote %s, %s and %s (features cached in %s)%s",
         out / "records.csv", out / "folds.json", out / "prepared.json", prepared.cache_dir,
         "; SYNTHETIC corpus" if prepared.synthetic else "",
     )  # fmt: skip
     return 0
+
+
+def report_short_audio(prepared) -> dict:
+    """Warn about the kept utterances that are very short (``data.features.find_short_audio``: under
+    max(0.25 s, 10 % of features.duration_s)), naming them and counting them; they are not dropped.
+    Returns ``{path: seconds}``."""
+    from emodarts_tf.data.features import find_short_audio, short_audio_message
+
+    short = find_short_audio([r.path for r in prepared.records], prepared.feature_config)
+    for line in short_audio_message(short, prepared.feature_config):
+        log.warning("%s", line)
+    return short

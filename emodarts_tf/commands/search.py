@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_search_config(config.search)
         prepared = prepare(config, out_dir=out / "data")
-        folds = parse_folds(args.fold, [f.index for f in prepared.folds])
+        folds = parse_folds(args.fold, [f.index for f in prepared.folds], flag="--fold")
         log.info("searching fold(s) %s of %s (%s) into %s", folds, prepared.corpus, prepared.protocol, out)
         results = run_search_folds(config, out, folds, resume=args.resume, prepared=prepared)
     except ValueError as exc:

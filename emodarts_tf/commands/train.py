@@ -8,10 +8,19 @@ Usage::
 
 ``--genotype`` is one genotype JSON (the same architecture for every fold) or a search output directory
 (``cli/search.py --out``) holding one genotype per fold; ``evaluation.genotype_source`` documents the
-lookup (the best genotype by validation UA of each fold's search by default, ``--genotype-choice final``
-for the last epoch's). A genotype whose search saw a fold's test speakers is refused for that fold, with
+lookup (by default the genotype each fold's search selected, ``search.select``: best by validation UA or
+final; ``--genotype-choice best|final`` overrides it). A genotype whose search saw a fold's test speakers is refused for that fold, with
 the reason, unless ``--allow-leak`` is given; a genotype without search meta (typed in from a paper) is
-accepted with a warning.
+accepted with a warning. A genotype of a search that stopped before its last epoch (killed, no
+``search.json`` or fewer ``epochs_done`` than ``epochs``) is refused with the fold directory and the epochs
+it ran, unless ``--allow-unfinished`` is given: then it trains with a warning, and the fold's
+``model_info.json`` and its entry in ``summary.json``'s ``extra.per_fold`` record ``"unfinished_search":
+true`` with the search's epochs (``extra.unfinished_search_folds`` lists those folds).
+
+``--genotype random:N`` draws N genotypes uniformly from the config's search space with the config seed
+(``--seed``; ``search_space.random_genotype``: the genotypes the DARTS derivation can produce, skip cap
+``search.max_skip`` included) and retrains each exactly as a searched genotype (same config, folds and
+recipe): the random-architecture baseline (Li & Talwalkar 2019; Yang et al., ICLR 2020).
 
 Output::
 
@@ -21,6 +30,13 @@ Output::
                                 genotype.json, metrics.json, history.csv/json, learning_curves.png,
                                 confusion_matrix.png; checkpoint/ while it trains
     <out>/summary.json, summary.md   UA / WA / macro F1 per fold and mean +- std over the finished folds
+
+With ``--genotype random:N``, instead of ``fold<k>/`` and ``summary.*``::
+
+    <out>/random<i>/            i = 1..N: a train run of random genotype i (genotype.json, fold<k>/,
+                                summary.json, summary.md, config.yaml)
+    <out>/random_summary.json, random_summary.md   UA / WA / macro F1 per genotype (mean, std, per fold),
+                                the median, min and max over the genotypes of their means, seed, N, config
 
 Rerunning the same command after a kill skips the finished folds and resumes the interrupted one from
 its last finished epoch. Exit status 0 on success, 2 on a bad corpus, config, genotype or checkpoint.
@@ -40,8 +56,10 @@ from emodarts_tf.commands.common import add_common_args, config_from_args, parse
 log = logging.getLogger("emodarts_tf.train")
 
 # Config keys that may differ between a run and its resumption (they do not change the results).
-_VOLATILE = {("data", "cache_dir"), ("data", "workers"), ("data", "root")}
+_VOLATILE = {("data", "cache_dir"), ("data", "workers"), ("data", "root"), ("data", "lock_timeout_s")}
 _IRRELEVANT_SECTIONS = ("search", "baseline")
+# What --allow-unfinished records in a fold's model_info.json (GenotypeChoice.unfinished) and its summary entry.
+UNFINISHED_KEYS = ("unfinished_search", "search_epochs_done", "search_epochs", "search_dir")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,14 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
         "pick each model on validation UA and score its test fold once.",
     )
     add_common_args(parser)
-    parser.add_argument("--genotype", required=True, help="a genotype JSON file, or a search output directory")
-    parser.add_argument("--genotype-choice", choices=("best", "final"), default="best",
-                        help="from a search directory: the best genotype by validation UA (default) or the final one")
+    parser.add_argument("--genotype", required=True,
+                        help="a genotype JSON file, a search output directory, or random:N (N genotypes drawn "
+                        "uniformly from the search space with --seed, each retrained the same way)")
+    parser.add_argument("--genotype-choice", choices=("search", "best", "final"), default="search",
+                        help="from a search directory: what each fold's search selected (search.select; default), "
+                        "the best genotype by validation UA, or the final one")
     parser.add_argument("--folds", default="all", help="'all' (default) or fold numbers such as 1,3")
     parser.add_argument("--epochs", type=int, help="training epochs (default: train.epochs of the config)")
     parser.add_argument("--out", required=True, help="output directory (one fold<k>/ per fold and summary.json)")
     parser.add_argument("--allow-leak", action="store_true",
                         help="train a genotype even where its search saw the fold's test speakers (not speaker-independent)")
+    parser.add_argument("--allow-unfinished", action="store_true",
+                        help="train the genotype of a search that stopped before its last epoch (recorded as "
+                        "unfinished_search in model_info.json and the summary)")
     parser.add_argument("--restart", action="store_true",
                         help="discard finished folds and checkpoints in --out and start over")
     return parser
@@ -89,7 +113,8 @@ def _check_run_config(out: Path, config) -> None:
         save_config(config, path)
 
 
-def _summarise(out: Path, prepared, choices: dict, config, show: bool = False) -> dict | None:
+def _summarise(out: Path, prepared, choices: dict, config, show: bool = False, kind: str = "emodarts",
+               label: str = "emoDARTS", extra: dict | None = None) -> dict | None:
     from emodarts_tf.evaluation.summary import markdown_table, summarise, write_summary
     from emodarts_tf.utils.io import read_json
 
@@ -113,9 +138,12 @@ def _summarise(out: Path, prepared, choices: dict, config, show: bool = False) -
             "seconds": metrics.get("seconds"),
             "genotype_source": info.get("genotype_source"),
             **({"note": choices[fold.index].note} if fold.index in choices and choices[fold.index].note else {}),
+            # Set by --allow-unfinished: the genotype's search stopped before its last epoch.
+            **{key: info[key] for key in UNFINISHED_KEYS if key in info},
         }
     if not per_fold:
         return None
+    unfinished = sorted(int(k) for k, entry in extra_folds.items() if entry.get("unfinished_search"))
     params = flops = None
     if complexity:
         params_list = [c.get("params") for c in complexity.values() if c.get("params") is not None]
@@ -130,11 +158,13 @@ def _summarise(out: Path, prepared, choices: dict, config, show: bool = False) -
     train_seconds = sum(float(m.get("seconds") or 0.0) for m in per_fold.values())
     summary = summarise(
         per_fold,
-        kind="emodarts",
+        kind=kind,
         classes=list(prepared.classes),
         params=params,
         flops=flops,
-        compute_s={"search": round(search_seconds, 1) if seen else None, "train": round(train_seconds, 1)},
+        # A random genotype had no search at all (not an unrecorded one).
+        compute_s={**({} if kind == "random" else {"search": round(search_seconds, 1) if seen else None}),
+                   "train": round(train_seconds, 1)},
         extra={
             "corpus": prepared.corpus,
             "protocol": prepared.protocol,
@@ -143,13 +173,167 @@ def _summarise(out: Path, prepared, choices: dict, config, show: bool = False) -
             "per_fold": extra_folds,
             "complexity_per_fold": {str(k): v for k, v in complexity.items()},
             "train": asdict(config.train),
+            **({"unfinished_search_folds": unfinished} if unfinished else {}),
+            **dict(extra or {}),
         },
     )
     tag = " (SYNTHETIC demo corpus)" if prepared.synthetic else ""
-    title = f"emoDARTS on {prepared.corpus}{tag}, protocol {prepared.protocol}: {len(per_fold)} fold(s)"
+    title = f"{label} on {prepared.corpus}{tag}, protocol {prepared.protocol}: {len(per_fold)} fold(s)"
     write_summary(out, summary, title=title)
     if show:
         log.info("summary (%s):\n%s", out / "summary.json", markdown_table(summary, title))
+    return summary
+
+
+def _restart(out: Path) -> None:
+    """Remove what a previous run wrote into ``out`` (fold runs, random runs, summaries, config)."""
+    children = list(out.glob("fold*")) + [p for p in out.glob("random*") if p.is_dir() and p.name[6:].isdigit()]
+    names = ("summary.json", "summary.md", "config.yaml", "random_summary.json", "random_summary.md")
+    children += [out / name for name in names]
+    for child in children:
+        if child.is_dir():
+            shutil.rmtree(child)
+        elif child.exists():
+            child.unlink()
+
+
+def _check_mode(out: Path, random: bool) -> None:
+    """Refuse to mix a run of one genotype (``fold<k>/``) and random genotypes (``random<i>/``) in one ``--out``."""
+    folds = sorted(p.name for p in out.glob("fold*") if p.is_dir())
+    randoms = sorted(p.name for p in out.glob("random*") if p.is_dir() and p.name[6:].isdigit())
+    if random and folds:
+        raise ValueError(
+            f"{out} holds a run of one genotype ({', '.join(folds)}); random:N writes random<i>/ folders: choose "
+            "another --out, or pass --restart to start over"
+        )
+    if not random and randoms:
+        raise ValueError(
+            f"{out} holds random-genotype runs ({', '.join(randoms)}); pass random:N again to resume them, "
+            "choose another --out, or pass --restart to start over"
+        )
+
+
+def _train_run(out: Path, config, prepared, folds: list, genotype_spec, *, allow_leak: bool, choice: str,
+               show: bool = True, kind: str = "emodarts", label: str = "emoDARTS", extra: dict | None = None,
+               allow_unfinished: bool = False):
+    """Retrain ``genotype_spec`` (a file or search directory) on ``folds`` into ``out``; the summary or None.
+
+    A finished fold is skipped and an interrupted one resumed from its checkpoint."""
+    from emodarts_tf.data.pipeline import make_fold_data
+    from emodarts_tf.evaluation.genotype_source import genotypes_for_folds
+    from emodarts_tf.evaluation.trainer import train_genotype_fold
+    from emodarts_tf.utils.io import read_json, write_json
+
+    # Every fold's genotype is resolved and checked before anything trains.
+    choices = genotypes_for_folds(
+        genotype_spec,
+        [prepared.fold(k) for k in folds],
+        prepared.corpus,
+        prepared.protocol,
+        allow_leak=allow_leak,
+        choice=choice,
+        allow_unfinished=allow_unfinished,
+    )
+    for i, k in enumerate(folds, 1):
+        choice_k = choices[k]
+        fold_dir = out / f"fold{k}"
+        log.info("=== fold %d (%d/%d): genotype %s", k, i, len(folds), choice_k.source)
+        cells = {key: v for key, v in choice_k.genotype.to_dict().items() if key != "meta"}
+        if (fold_dir / "genotype.json").is_file():
+            before = {key: v for key, v in read_json(fold_dir / "genotype.json").items() if key != "meta"}
+            if before != cells:
+                raise ValueError(
+                    f"{fold_dir} was trained (or started) with another genotype than {choice_k.source}; "
+                    "pass the same --genotype to resume, --restart to start over, or another --out"
+                )
+        else:
+            fold_dir.mkdir(parents=True, exist_ok=True)
+            write_json(fold_dir / "genotype.json", choice_k.genotype.to_dict())
+        if (fold_dir / "metrics.json").is_file():
+            log.info("fold %d: finished earlier; skipped", k)
+            continue
+        fold_data = make_fold_data(prepared, k, config)
+        train_genotype_fold(
+            choice_k.genotype,
+            config,
+            fold_data,
+            fold_dir,
+            resume=True,
+            corpus=prepared.corpus,
+            protocol=prepared.protocol,
+            genotype_source=choice_k.source,
+            extra_info=choice_k.unfinished,  # None for a finished search
+        )
+        _summarise(out, prepared, choices, config, kind=kind, label=label, extra=extra)
+    return _summarise(out, prepared, choices, config, show=show, kind=kind, label=label, extra=extra)
+
+
+def _train_random(out: Path, config, prepared, folds: list, n: int) -> dict | None:
+    """Draw ``n`` random genotypes (seed ``config.seed``) and retrain each into ``out/random<i>/`` as
+    :func:`_train_run` retrains a searched one; write ``random_summary.json`` / ``.md``; the random summary,
+    or None when no genotype finished a fold."""
+    from emodarts_tf.evaluation.random_summary import random_dir_name, summarise_random, write_random_summary
+    from emodarts_tf.search_space.genotype import Genotype
+    from emodarts_tf.search_space.random_genotype import sample_genotypes, space_of
+    from emodarts_tf.utils.io import read_json
+
+    seed, max_skip = int(config.seed), config.search.max_skip
+    genotypes = sample_genotypes(config.space, n, seed, max_skip)
+    # Every genotype is drawn and checked against what is on disk before anything trains.
+    for genotype in genotypes:
+        path = out / random_dir_name(genotype.meta["index"]) / "genotype.json"
+        if path.is_file():
+            before = Genotype.load(path)
+            if before.to_dict() != genotype.to_dict():
+                raise ValueError(
+                    f"{path} holds another genotype than random:{n} with seed {seed} draws for it (another seed or "
+                    "search space?); rerun with the same --seed and config to resume, --restart to start over, "
+                    "or another --out"
+                )
+    tag = " (SYNTHETIC demo corpus)" if prepared.synthetic else ""
+    title = (f"{n} random genotypes (seed {seed}) on {prepared.corpus}{tag}, protocol {prepared.protocol}: "
+             f"fold(s) {','.join(str(k) for k in folds)}")  # fmt: skip
+    extra = {
+        "corpus": prepared.corpus,
+        "protocol": prepared.protocol,
+        "synthetic": bool(prepared.synthetic),
+        "classes": list(prepared.classes),
+        "max_skip": max_skip,
+        "space": space_of(config.space),
+        "config": config.to_dict(),
+    }
+
+    def summarise_all() -> dict | None:
+        entries = []
+        for genotype in genotypes:
+            run_dir = out / random_dir_name(genotype.meta["index"])
+            if (run_dir / "summary.json").is_file():
+                entries.append({"index": genotype.meta["index"], "dir": run_dir.name, "genotype": genotype.to_dict(),
+                                "summary": read_json(run_dir / "summary.json")})  # fmt: skip
+        if not entries:
+            return None
+        summary = summarise_random(entries, n, seed, folds, extra)
+        write_random_summary(out, summary, title)
+        return summary
+
+    for genotype in genotypes:
+        index = genotype.meta["index"]
+        run_dir = out / random_dir_name(index)
+        log.info("=== random genotype %d/%d (seed %d): %s", index, n, seed, run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _check_run_config(run_dir, config)
+        path = run_dir / "genotype.json"
+        if not path.is_file():
+            genotype.save(path)
+        _train_run(run_dir, config, prepared, folds, path, allow_leak=False, choice="best", show=False,
+                   kind="random", label=f"random genotype {index} (seed {seed})",
+                   extra={"random": {"seed": seed, "index": index, "n": n}})  # fmt: skip
+        summarise_all()
+    summary = summarise_all()
+    if summary is not None:
+        from emodarts_tf.evaluation.random_summary import random_markdown
+
+        log.info("random summary (%s):\n%s", out / "random_summary.json", random_markdown(summary, title))
     return summary
 
 
@@ -157,69 +341,30 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args, epochs_key="train.epochs")
-        from emodarts_tf.data.pipeline import make_fold_data
         from emodarts_tf.data.prepare import prepare
-        from emodarts_tf.evaluation.genotype_source import genotypes_for_folds
-        from emodarts_tf.evaluation.trainer import train_genotype_fold
+        from emodarts_tf.search_space.random_genotype import parse_random_spec
 
+        random_n = parse_random_spec(args.genotype)
         out = Path(args.out)
         if args.restart and out.exists():
-            for child in list(out.glob("fold*")) + [out / "summary.json", out / "summary.md", out / "config.yaml"]:
-                if child.is_dir():
-                    shutil.rmtree(child)
-                elif child.exists():
-                    child.unlink()
+            _restart(out)
         out.mkdir(parents=True, exist_ok=True)
+        _check_mode(out, random_n is not None)
         _check_run_config(out, config)
         prepared = prepare(config, out_dir=out / "data")
         folds = parse_folds(args.folds, [f.index for f in prepared.folds])
-        # Every fold's genotype is resolved and checked before anything trains.
-        choices = genotypes_for_folds(
-            args.genotype,
-            [prepared.fold(k) for k in folds],
-            prepared.corpus,
-            prepared.protocol,
-            allow_leak=args.allow_leak,
-            choice=args.genotype_choice,
-        )
-        from emodarts_tf.utils.io import read_json, write_json
-
-        for i, k in enumerate(folds, 1):
-            choice = choices[k]
-            fold_dir = out / f"fold{k}"
-            log.info("=== fold %d (%d/%d): genotype %s", k, i, len(folds), choice.source)
-            cells = {key: v for key, v in choice.genotype.to_dict().items() if key != "meta"}
-            if (fold_dir / "genotype.json").is_file():
-                before = {key: v for key, v in read_json(fold_dir / "genotype.json").items() if key != "meta"}
-                if before != cells:
-                    raise ValueError(
-                        f"{fold_dir} was trained (or started) with another genotype than {choice.source}; "
-                        "pass the same --genotype to resume, --restart to start over, or another --out"
-                    )
-            else:
-                fold_dir.mkdir(parents=True, exist_ok=True)
-                write_json(fold_dir / "genotype.json", choice.genotype.to_dict())
-            if (fold_dir / "metrics.json").is_file():
-                log.info("fold %d: finished earlier; skipped", k)
-                continue
-            fold_data = make_fold_data(prepared, k, config)
-            train_genotype_fold(
-                choice.genotype,
-                config,
-                fold_data,
-                fold_dir,
-                resume=True,
-                corpus=prepared.corpus,
-                protocol=prepared.protocol,
-                genotype_source=choice.source,
-            )
-            _summarise(out, prepared, choices, config)
-        summary = _summarise(out, prepared, choices, config, show=True)
+        if random_n is not None:
+            summary = _train_random(out, config, prepared, folds, random_n)
+            written = (out / "random_summary.json", out / "random_summary.md")
+        else:
+            summary = _train_run(out, config, prepared, folds, args.genotype, allow_leak=args.allow_leak,
+                                 choice=args.genotype_choice, allow_unfinished=args.allow_unfinished)  # fmt: skip
+            written = (out / "summary.json", out / "summary.md")
     except ValueError as exc:
         log.error("%s", exc)
         return 2
     if summary is None:
         log.error("no fold finished")
         return 2
-    log.info("wrote %s and %s", out / "summary.json", out / "summary.md")
+    log.info("wrote %s and %s", *written)
     return 0

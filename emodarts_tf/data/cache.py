@@ -14,19 +14,33 @@ Layout (``<cache_dir>/mfcc-<hash>/``)::
 - A file whose size or mtime changed is extracted again.
 - A file that failed (unreadable, empty, silent, truncated, not audio) is recorded with its error, so it
   is reported again next time without being read again.
-- Concurrent extractions into the same folder are serialised by a lock file.
+- Concurrent extractions into the same folder are serialised by a lock file (``.lock``, a POSIX record
+  lock, which the kernel releases when its process dies and which forked children never inherit). Its
+  holder writes ``.lock.info`` (pid, host, since when, command); a process that has to wait logs whose
+  lock it waits for and gives up after ``lock_timeout_s`` (``data.lock_timeout_s``) with an error naming
+  the holder.
+- The extraction workers hold no lock and die with the process that started them (``PR_SET_PDEATHSIG`` on
+  Linux, and a watch of the parent pid everywhere), so a killed extraction leaves no process behind that
+  would keep the cache busy.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
 import math
 import multiprocessing
 import os
 import re
+import signal
+import socket
+import sys
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -40,6 +54,9 @@ log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = 1
 SHARD_SIZE = 128  # utterances per shard at most (8 MB at the paper's 128 x 128 float32)
+LOCK_TIMEOUT_S = 300.0  # the default of data.lock_timeout_s
+_LOCK_POLL_S = 0.25  # how often a waiting process tries the lock again
+_LOCK_LOG_EVERY_S = 60.0  # how often it says again that it is still waiting
 _SHARD_RE = re.compile(r"^shard-(\d{5,})\.npy$")
 
 
@@ -67,27 +84,187 @@ def _extract_chunk(paths: list, cfg: FeatureConfig) -> tuple:
     return ok, array, errors
 
 
+class CacheLockTimeout(ValueError):
+    """Another process held the feature cache's lock for longer than the wait allowed."""
+
+
+# One lock per lock file within this process: POSIX record locks belong to a process, so two threads (or
+# two FeatureCache objects) of one process would not exclude each other through the file alone.
+_PROCESS_LOCKS: dict = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+def _process_lock(lock_path: Path) -> threading.Lock:
+    with _PROCESS_LOCKS_GUARD:
+        return _PROCESS_LOCKS.setdefault(str(lock_path.resolve()), threading.Lock())
+
+
+def _info_path(lock_path: Path) -> Path:
+    return lock_path.with_name(lock_path.name + ".info")
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
+
+
+def _describe_holder(lock_path: Path) -> str:
+    """Who holds the lock, from the ``.lock.info`` its holder wrote: pid, host, since when, command."""
+    try:
+        info = read_json(_info_path(lock_path))
+        pid, host, since = int(info["pid"]), str(info["host"]), str(info["since"])
+    except (ValueError, KeyError, TypeError):
+        return f"a process that left no holder information in {_info_path(lock_path).name}"
+    age = ""
+    if isinstance(info.get("since_unix"), (int, float)):
+        age = f", {time.time() - float(info['since_unix']):.0f} s ago"
+    text = f"pid {pid} on host {host} since {since}{age}"
+    if info.get("command"):
+        text += f" (command: {info['command']})"
+    if host == socket.gethostname() and not _pid_running(pid):
+        # The kernel drops a record lock with its process, so someone else holds it now.
+        text += f"; pid {pid} is no longer running, so the lock is held by another process (see `fuser {lock_path}`)"
+    return text
+
+
+def _write_holder_info(lock_path: Path) -> None:
+    try:
+        write_json(_info_path(lock_path), {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+            "since_unix": time.time(),
+            "command": " ".join(sys.argv)[:500],
+        })  # fmt: skip
+    except OSError as exc:  # the information is a courtesy to waiting processes; never fail on it
+        log.debug("%s: could not write the lock holder information (%s)", lock_path, exc)
+
+
+def _remove_holder_info(lock_path: Path) -> None:
+    path = _info_path(lock_path)
+    try:
+        if int(read_json(path).get("pid", -1)) == os.getpid():
+            path.unlink()
+    except (ValueError, OSError, AttributeError, TypeError):
+        pass
+
+
+def _lock_timeout_error(lock_path: Path, waited: float, timeout_s: float) -> CacheLockTimeout:
+    return CacheLockTimeout(
+        f"{lock_path}: the feature cache is still locked after {waited:.0f} s (data.lock_timeout_s="
+        f"{timeout_s:g}), held by {_describe_holder(lock_path)}. Wait for that extraction to finish and run "
+        "again, or raise data.lock_timeout_s"
+    )
+
+
 @contextlib.contextmanager
-def _locked(lock_path: Path):
-    """An exclusive advisory lock (POSIX); a no-op where ``fcntl`` does not exist."""
+def _locked(lock_path: Path, timeout_s: Optional[float] = LOCK_TIMEOUT_S):
+    """An exclusive lock on ``lock_path`` (POSIX); yields its file descriptor (None where ``fcntl`` does not
+    exist, and then nothing is locked).
+
+    ``fcntl.lockf`` takes a POSIX record lock: it belongs to this process, a forked child does not
+    inherit it, and the kernel releases it when the process dies however it dies (``flock`` locks, by
+    contrast, live as long as any forked copy of the descriptor does). While another process holds it,
+    this one logs who (:func:`_describe_holder`), tries again every ``_LOCK_POLL_S`` seconds, and raises
+    :class:`CacheLockTimeout` after ``timeout_s`` seconds (None: waits for good).
+    """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
-        yield
+        yield None
         return
+    if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
+                                  or timeout_s < 0):
+        raise ValueError(f"data.lock_timeout_s: expected a number of seconds >= 0, received {timeout_s!r}")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    started = time.monotonic()
+    deadline = None if timeout_s is None else started + float(timeout_s)
+    in_process = _process_lock(lock_path)
+    if not in_process.acquire(timeout=-1 if deadline is None else float(timeout_s)):
+        raise _lock_timeout_error(lock_path, time.monotonic() - started, float(timeout_s))
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         try:
-            yield
+            last_log = None
+            while True:
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EACCES, errno.EAGAIN):  # not "held by another process"
+                        raise ValueError(f"{lock_path}: cannot lock the feature cache ({exc})") from exc
+                    now = time.monotonic()
+                    if deadline is not None and now >= deadline:
+                        raise _lock_timeout_error(lock_path, now - started, float(timeout_s)) from None
+                    if last_log is None or now - last_log >= _LOCK_LOG_EVERY_S:
+                        limit = "for good" if deadline is None else f"up to {timeout_s:g} s (data.lock_timeout_s)"
+                        log.warning("%s: waiting %s for the lock of the feature cache, held by %s",
+                                    lock_path, limit, _describe_holder(lock_path))  # fmt: skip
+                        last_log = now
+                    time.sleep(_LOCK_POLL_S if deadline is None else max(0.0, min(_LOCK_POLL_S, deadline - now)))
+            if last_log is not None:
+                log.info("%s: lock acquired after %.0f s", lock_path, time.monotonic() - started)
+            _write_holder_info(lock_path)
+            try:
+                yield fd
+            finally:
+                _remove_holder_info(lock_path)
+                fcntl.lockf(fd, fcntl.LOCK_UN)
         finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            os.close(fd)
+    finally:
+        in_process.release()
 
 
 def _mp_context():
     # fork is cheap and needs no importable __main__; the workers only use numpy and librosa.
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker process end when ``parent_pid`` (the process that started the pool) ends.
+
+    On Linux the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); everywhere, a
+    daemon thread checks every second that the parent is still this process's parent (an orphan is
+    re-parented). Either way an extraction killed with ``kill -9`` leaves no worker behind.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+                log.debug("prctl(PR_SET_PDEATHSIG) failed (errno %d)", ctypes.get_errno())
+        except (OSError, AttributeError) as exc:
+            log.debug("prctl(PR_SET_PDEATHSIG) unavailable (%s)", exc)
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _worker_init(parent_pid: int, lock_fd: Optional[int]) -> None:
+    """Initializer of the extraction workers: drop the inherited descriptor of the cache lock (a fork copies
+    every descriptor; the record lock itself stays the parent's) and die with the parent."""
+    if lock_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(lock_fd)
+    _die_with_parent(parent_pid)
 
 
 class FeatureCache:
@@ -201,7 +378,8 @@ class FeatureCache:
             self._files[path] = {"size": size, "mtime_ns": mtime_ns, "error": problem}
         self._write_manifest()
 
-    def extract(self, paths, workers: int = 0, progress: bool = True, shard_size: int = SHARD_SIZE) -> dict:
+    def extract(self, paths, workers: int = 0, progress: bool = True, shard_size: int = SHARD_SIZE,
+                lock_timeout_s: Optional[float] = LOCK_TIMEOUT_S) -> dict:
         """Extract the features of ``paths`` not cached yet; returns ``{path: error}`` for every failure.
 
         Args:
@@ -209,6 +387,12 @@ class FeatureCache:
             workers: processes; 0 = ``os.cpu_count()``; 1 = in this process.
             progress: show a tqdm progress bar.
             shard_size: utterances per shard at most.
+            lock_timeout_s: longest wait for another process's extraction into this folder
+                (``data.lock_timeout_s``); None waits for good.
+
+        Raises:
+            CacheLockTimeout: (a ValueError) the folder stayed locked for ``lock_timeout_s`` seconds; the
+                message names the holder.
         """
         from tqdm.auto import tqdm
 
@@ -216,7 +400,7 @@ class FeatureCache:
             raise ValueError(f"shard_size: expected a positive integer, received {shard_size!r}")
         paths = list(dict.fromkeys(str(p) for p in paths))
         self.dir.mkdir(parents=True, exist_ok=True)
-        with _locked(self.dir / ".lock"):
+        with _locked(self.dir / ".lock", lock_timeout_s) as lock_fd:
             self._read_manifest()  # another process may have extracted meanwhile
             _, _, todo = self.status(paths)
             if todo:
@@ -240,7 +424,12 @@ class FeatureCache:
                             next_index += 1
                             bar.update(len(part))
                     else:
-                        pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=_mp_context())
+                        context = _mp_context()
+                        # A forked worker gets a copy of the lock's descriptor: the initializer closes it
+                        # (a spawned one starts without it) and ties the worker's life to this process.
+                        inherited = lock_fd if context.get_start_method() == "fork" else None
+                        pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=context,
+                                                   initializer=_worker_init, initargs=(os.getpid(), inherited))
                         try:
                             pending = {pool.submit(_extract_chunk, part, self.cfg): part for part in chunks}
                             while pending:

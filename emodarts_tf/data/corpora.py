@@ -20,11 +20,15 @@ Corpora (layouts in ``../shared/docs/background.md``):
   releases) with the official ``Split_Set``.
 - ``emodb``: file-name codes (``03a01Fa.wav``: speaker ``03``, emotion letter ``F``).
 - ``csv``: a manifest with columns ``path,label,speaker`` and optional ``session``, ``split``, ``gender``.
+  Its labels are class names as written, normalised (stripped, lower-cased): ``Ang`` and ``ang`` are one
+  class ``ang`` (the merge is logged with the count of each spelling); ``data.classes`` is normalised too.
 - ``demo``: the built-in synthetic corpus (:mod:`emodarts_tf.data.demo`).
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
+import io
 import logging
 import os
 import re
@@ -304,12 +308,28 @@ def read_emodb(root: Optional[Path], data: DataConfig) -> tuple:
 
 
 # ------------------------------------------------------------------------------------------------ CSV
-def read_manifest(manifest: Path) -> tuple:
-    """Rows of a ``path,label,speaker[,session,split,gender]`` CSV; relative paths from its folder."""
+def read_manifest(manifest: Path, encoding: str = "utf-8-sig") -> tuple:
+    """Rows of a ``path,label,speaker[,session,split,gender]`` CSV; relative paths from its folder.
+
+    Raises:
+        ValueError: no such file, an unknown ``encoding``, or bytes that are not text in it (naming the file,
+            line and byte), missing columns.
+    """
     if not manifest.is_file():
         raise ValueError(f"data.root {str(manifest)!r}: no such CSV manifest")
+    raw = manifest.read_bytes()
+    try:
+        text = raw.decode(encoding)
+    except LookupError:
+        raise ValueError(f"data.encoding {encoding!r}: unknown text encoding (e.g. utf-8, latin-1, cp1252)") from None
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ValueError(
+            f"{manifest}: line {line} is not {encoding} text (byte 0x{raw[exc.start]:02x}); pass the file's encoding "
+            "with --encoding (e.g. --encoding latin-1)"
+        ) from None
     utterances, problems = [], []
-    with manifest.open(newline="", encoding="utf-8-sig") as handle:
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         fieldnames = [f.strip() for f in (reader.fieldnames or [])]
         missing = [c for c in ("path", "label", "speaker") if c not in fieldnames]
@@ -339,7 +359,7 @@ def read_manifest(manifest: Path) -> tuple:
 def read_csv(root: Optional[Path], data: DataConfig) -> tuple:
     if root is None:
         raise ValueError("data.root: corpus 'csv' needs the CSV manifest (--root)")
-    return read_manifest(root)
+    return read_manifest(root, data.encoding)
 
 
 def read_demo(root: Optional[Path], data: DataConfig) -> tuple:
@@ -402,6 +422,8 @@ def _select_classes(spec: CorpusSpec, data: DataConfig, protocol: str, utterance
     known = sorted(set(spec.codes.values())) if spec.codes is not None else sorted({u.code for u in utterances})
     if data.classes:
         classes = [str(c) for c in data.classes]
+        if spec.codes is None and classes != ["all"]:
+            classes = [normalise_label(c) for c in classes]  # spelled like the corpus's normalised labels
         if classes == ["all"]:
             return list(dict.fromkeys(spec.codes.values())) if spec.codes is not None else known
         unknown = [c for c in classes if c not in known]
@@ -411,6 +433,74 @@ def _select_classes(spec: CorpusSpec, data: DataConfig, protocol: str, utterance
             raise ValueError(f"data.classes: expected distinct class names, received {classes}")
         return classes
     return list(spec.default_classes) if spec.default_classes else known
+
+
+def normalise_label(label: str) -> str:
+    """A class name as written in a manifest, stripped and lower-cased (``" Ang"`` -> ``"ang"``)."""
+    return str(label).strip().lower()
+
+
+def _normalise_labels(corpus: str, utterances: list) -> list:
+    """``utterances`` with normalised labels (:func:`normalise_label`); logs each class whose spelling
+    changed, with the count of every spelling merged into it."""
+    spellings: dict = {}
+    out = []
+    for utt in utterances:
+        label = normalise_label(utt.code)
+        spellings.setdefault(label, Counter())[utt.code] += 1
+        out.append(utt if label == utt.code else dataclasses.replace(utt, code=label))
+    for label, counts in sorted(spellings.items()):
+        if set(counts) == {label}:
+            continue
+        listing = ", ".join(f"{spelling!r} ({n})" for spelling, n in sorted(counts.items()))
+        verb = "merged spellings" if len(counts) > 1 else "normalised the spelling"
+        log.info("%s: %s of class %r (stripped, lower-cased): %s -> %r (%d utterances)",
+                 corpus, verb, label, listing, label, sum(counts.values()))  # fmt: skip
+    return out
+
+
+def drop_rare_classes(records: list, classes: list, min_speakers: int, corpus: str) -> tuple:
+    """Leave out the classes spoken by fewer than ``min_speakers`` speakers (``data.min_speakers_per_class``).
+
+    Such a class is missing from the training part of every fold that holds all its speakers out (with one
+    speaker: its own leave-one-speaker-out fold, whose test scores a class it never trained on), so the
+    folds would not learn and score the same classes. Each dropped class is logged with its speakers and
+    utterance count.
+
+    Returns:
+        ``(records, classes, dropped)``: the records and classes kept (in their order), and ``{reason:
+        utterances}`` for the dropped classes, the same kind of counts as :attr:`CorpusData.dropped`.
+
+    Raises:
+        ValueError: ``min_speakers`` is not a positive integer, or no class is left.
+    """
+    if isinstance(min_speakers, bool) or not isinstance(min_speakers, int) or min_speakers < 1:
+        raise ValueError(f"data.min_speakers_per_class: expected an integer >= 1, received {min_speakers!r}")
+    speakers: dict = {c: set() for c in classes}
+    counts: Counter = Counter()
+    for r in records:
+        speakers.setdefault(r.label, set()).add(r.speaker)
+        counts[r.label] += 1
+    rare = [c for c in classes if counts[c] and len(speakers[c]) < min_speakers]
+    if not rare:
+        return records, classes, {}
+    dropped = {}
+    for c in rare:
+        who = sorted(speakers[c])
+        log.warning(
+            "%s: class %r dropped: %d utterance(s) from %d speaker(s) (%s), fewer than "
+            "data.min_speakers_per_class=%d, so that every fold trains and scores the same classes",
+            corpus, c, counts[c], len(who), ", ".join(who), min_speakers,
+        )  # fmt: skip
+        dropped[f"class {c}: fewer than {min_speakers} speakers"] = counts[c]
+    kept = [c for c in classes if c not in rare]
+    if not any(counts[c] for c in kept):
+        raise ValueError(
+            f"corpus {corpus!r}: every class has fewer than data.min_speakers_per_class={min_speakers} speakers "
+            f"({', '.join(f'{c}: {len(speakers[c])}' for c in classes if counts[c])}); lower it or add speakers"
+        )
+    wanted = set(kept)
+    return [r for r in records if r.label in wanted], kept, dropped
 
 
 def load_corpus(data: DataConfig) -> CorpusData:
@@ -423,6 +513,9 @@ def load_corpus(data: DataConfig) -> CorpusData:
     protocol = resolve_protocol(data.corpus, data.protocol)
     root = Path(data.root).expanduser() if data.root else None
     utterances, problems = spec.reader(root, data)
+    if spec.codes is None:
+        # Labels written by hand (a CSV manifest): `Ang`, `ang ` and `ANG` are one class.
+        utterances = _normalise_labels(spec.name, utterances)
     selection, merge_exc = data.selection, data.merge_exc
     if protocol == "emodarts":
         if selection != "improvised" or merge_exc:

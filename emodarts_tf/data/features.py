@@ -5,7 +5,9 @@ cut to 8 s, ``librosa.feature.mfcc(n_mfcc=128)`` with n_fft 2048 and hop 512 (51
 over time by 4, giving 128 x 128.
 
 Every problem with an audio file (missing, empty, not audio, truncated, silent, non-finite samples) raises
-:class:`AudioError`, a ``ValueError`` whose message names the file and the problem.
+:class:`AudioError`, a ``ValueError`` whose message names the file and the problem. Very short audio is
+not an error (it is zero-padded like any file); :func:`find_short_audio` finds it for the reports (rule at
+``SHORT_AUDIO_S``).
 
 Example:
 
@@ -33,6 +35,13 @@ FEATURE_VERSION = 1
 # Peak amplitude (full scale 1.0) below which a file counts as silent: about -80 dBFS, i.e. under 4 LSB
 # of 16-bit PCM.
 SILENCE_PEAK = 1e-4
+
+# Very short audio is kept (zero-padded to ``duration_s`` like any other file) but reported: a file is
+# "very short" when it lasts less than max(SHORT_AUDIO_S, SHORT_AUDIO_FRACTION * duration_s), i.e. under
+# 0.25 s always, and under 10 % of the configured length when that is longer (0.3 s at 3 s, 0.8 s at the
+# paper's 8 s): at least nine tenths of its MFCC map is then padding.
+SHORT_AUDIO_S = 0.25
+SHORT_AUDIO_FRACTION = 0.1
 
 
 class AudioError(ValueError):
@@ -169,6 +178,56 @@ def load_audio(path: str | os.PathLike, cfg: FeatureConfig) -> np.ndarray:
         y = librosa.resample(y, orig_sr=native_sr, target_sr=cfg.sample_rate)
     y = librosa.util.fix_length(y, size=num_samples(cfg))
     return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def short_audio_limit(cfg: FeatureConfig) -> float:
+    """Seconds below which a file counts as very short: ``max(SHORT_AUDIO_S, SHORT_AUDIO_FRACTION * duration_s)``."""
+    return max(SHORT_AUDIO_S, SHORT_AUDIO_FRACTION * float(cfg.duration_s))
+
+
+def audio_duration(path: str | os.PathLike) -> float | None:
+    """Seconds of audio in ``path`` from its header (nothing is decoded); None when it cannot be read."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, OSError):
+        return None
+    if not info.samplerate:
+        return None
+    return float(info.frames) / float(info.samplerate)
+
+
+def find_short_audio(paths, cfg: FeatureConfig) -> dict:
+    """``{path: seconds}`` of the readable files of ``paths`` shorter than :func:`short_audio_limit` ``(cfg)``.
+
+    Such files are not errors (their features are computed, zero-padded to ``cfg.duration_s``); callers
+    report them so that a 0.05 s click does not pass silently as a 3 s utterance.
+    """
+    limit = short_audio_limit(cfg)
+    short = {}
+    for path in paths:
+        seconds = audio_duration(path)
+        if seconds is not None and seconds < limit:
+            short[str(path)] = seconds
+    return short
+
+
+def short_audio_message(short: dict, cfg: FeatureConfig, listed: int = 20) -> list:
+    """Log lines for :func:`find_short_audio`'s result: a count with the rule, then the files (at most
+    ``listed``, the shortest first); an empty list when there is none."""
+    if not short:
+        return []
+    lines = [
+        f"{len(short)} very short file(s) (under {short_audio_limit(cfg):g} s, i.e. max({SHORT_AUDIO_S:g} s, "
+        f"{SHORT_AUDIO_FRACTION:.0%} of features.duration_s {cfg.duration_s:g} s)), kept and zero-padded to "
+        f"{cfg.duration_s:g} s:"
+    ]
+    ordered = sorted(short.items(), key=lambda item: (item[1], item[0]))
+    lines += [f"  {path}: {seconds:.3f} s" for path, seconds in ordered[:listed]]
+    if len(ordered) > listed:
+        lines.append(f"  ... and {len(ordered) - listed} more")
+    return lines
 
 
 def time_max_pool(m: np.ndarray, pool: int) -> np.ndarray:

@@ -38,7 +38,7 @@ from emodarts_tf.data.records import Fold
 
 log = logging.getLogger(__name__)
 
-NORMALIZATIONS = ("coefficient", "global", "none")
+NORMALIZATIONS = ("coefficient", "global", "none", "speaker")
 PARTS = ("train", "val", "test", "weights", "alphas")
 
 
@@ -46,7 +46,7 @@ def normalization_stats(x: np.ndarray, mode: str) -> tuple:
     """``(mean, std)`` float32, broadcastable to ``(n_mfcc, frames, 1)``, of ``x`` ``(n, n_mfcc, frames)``."""
     if mode not in NORMALIZATIONS:
         raise ValueError(f"data.normalize: expected one of {list(NORMALIZATIONS)}, received {mode!r}")
-    if mode == "none":
+    if mode in ("none", "speaker"):  # speaker: the features are already z-scored per speaker
         return np.zeros((1, 1, 1), np.float32), np.ones((1, 1, 1), np.float32)
     x64 = np.asarray(x, dtype=np.float64)
     if mode == "coefficient":
@@ -178,10 +178,35 @@ class FoldData:
 
         return tf.map_fn(one, x, fn_output_signature=tf.TensorSpec(self.input_shape, tf.float32)), y
 
+    def _balanced_indices(self, part: str, seed: int) -> tf.data.Dataset:
+        """``size(part)`` indices per pass, each drawn by a uniform class, then an example of it (each
+        class's examples reshuffled every time they are used up)."""
+        source, index = self._source(part)
+        rows = np.arange(self.size(part)) if index is None else np.asarray(index)
+        labels = self._y[source][rows]
+        per_class = []
+        for c in np.unique(labels):
+            idx = np.asarray(rows[labels == c], dtype=np.int64)
+            per_class.append(
+                tf.data.Dataset.from_tensor_slices(idx).shuffle(len(idx), seed=seed + 31 * int(c) + 1).repeat()
+            )
+        weights = [1.0 / len(per_class)] * len(per_class)
+        return tf.data.Dataset.sample_from_datasets(
+            per_class, weights=weights, seed=seed, rerandomize_each_iteration=True
+        ).take(self.size(part))
+
     def dataset(
-        self, part: str, batch_size: int, shuffle: bool, augment: bool = False, repeat: bool = False, seed: int = 0
+        self,
+        part: str,
+        batch_size: int,
+        shuffle: bool,
+        augment: bool = False,
+        repeat: bool = False,
+        seed: int = 0,
+        balanced: bool = False,
     ) -> tf.data.Dataset:
-        """Batches of a part. ``repeat`` makes it infinite with full batches only (a static batch size)."""
+        """Batches of a part. ``repeat`` makes it infinite with full batches only (a static batch size);
+        ``balanced`` draws classes uniformly (as many examples per pass as the part holds)."""
         part = self._part(part)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, received {batch_size!r}")
@@ -190,11 +215,13 @@ class FoldData:
             raise ValueError(f"fold {self.fold.index} ({self.fold.name}): the {part} part is empty")
         source, index = self._source(part)
         x_all, y_all = self._tensor(source)
-        if index is None:
+        if balanced:
+            ds = self._balanced_indices(part, seed)
+        elif index is None:
             ds = tf.data.Dataset.range(n)
         else:
             ds = tf.data.Dataset.from_tensor_slices(np.asarray(index, dtype=np.int64))
-        if shuffle:
+        if shuffle and not balanced:
             ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
@@ -231,6 +258,30 @@ class FoldData:
         return weights, alphas
 
 
+def speaker_statistics(x: np.ndarray) -> tuple:
+    """Per-coefficient ``(mean, std)`` float32 ``(n_mfcc, 1)`` over every frame of one speaker's utterances
+    ``x`` ``(n, n_mfcc, frames)``; a constant coefficient gets std 1."""
+    x64 = np.asarray(x, dtype=np.float64)
+    mean = x64.mean(axis=(0, 2)).reshape(-1, 1)
+    std = x64.std(axis=(0, 2)).reshape(-1, 1)
+    std = np.where(std < 1e-6, 1.0, std)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def speaker_normalised_features(prepared, paths: list) -> np.ndarray:
+    """Features of ``paths`` z-scored per coefficient with the statistics of each one's speaker, taken over
+    every utterance of that speaker in ``prepared`` (unlabelled: the test speakers' audio is used, never
+    their labels; Busso et al., 2013)."""
+    speaker = {r.path: r.speaker for r in prepared.records}
+    x = prepared.features(paths).astype(np.float32)
+    who = np.array([speaker[p] for p in paths])
+    for s in np.unique(who):
+        mean, std = speaker_statistics(prepared.features([r.path for r in prepared.records if r.speaker == s]))
+        rows = who == s
+        x[rows] = (x[rows] - mean) / std
+    return x
+
+
 def make_fold_data(prepared, fold_index: int, config: ExperimentConfig) -> FoldData:
     """Load fold ``fold_index`` (1-based) of ``prepared`` and normalise it with its train-part statistics."""
     data = config.data
@@ -243,7 +294,14 @@ def make_fold_data(prepared, fold_index: int, config: ExperimentConfig) -> FoldD
     test_paths = list(fold.test)
     if not train_paths:
         raise ValueError(f"fold {fold.index} ({fold.name}): no training utterances left after validation")
-    x_train = prepared.features(train_paths)
+    if data.normalize not in NORMALIZATIONS:
+        raise ValueError(f"data.normalize: expected one of {list(NORMALIZATIONS)}, received {data.normalize!r}")
+    speaker_norm = data.normalize == "speaker"
+
+    def features(paths):
+        return speaker_normalised_features(prepared, paths) if speaker_norm else prepared.features(paths)
+
+    x_train = features(train_paths)
     mean, std = normalization_stats(x_train, data.normalize)
 
     def norm(x: np.ndarray) -> np.ndarray:
@@ -252,7 +310,7 @@ def make_fold_data(prepared, fold_index: int, config: ExperimentConfig) -> FoldD
     x_parts = {"train": norm(x_train)}
     del x_train
     for part, paths in (("val", val_paths), ("test", test_paths)):
-        x_parts[part] = norm(prepared.features(paths)) if paths else np.zeros((0, *prepared.input_shape), np.float32)
+        x_parts[part] = norm(features(paths)) if paths else np.zeros((0, *prepared.input_shape), np.float32)
     y_parts = {
         "train": prepared.labels(train_paths),
         "val": prepared.labels(val_paths),

@@ -1,7 +1,8 @@
 """Prepare a corpus for every later stage: records, folds and cached MFCCs.
 
 :func:`prepare` loads the corpus (``config.data``), applies the class selection, extracts the MFCCs not yet
-in the cache, drops the files that failed (each reported with its reason), builds the folds of
+in the cache, drops the files that failed (each reported with its reason) and the classes spoken by fewer
+than ``data.min_speakers_per_class`` speakers (logged, counted under ``dropped``), builds the folds of
 ``config.data.protocol`` and, with an ``out_dir``, writes::
 
     <out_dir>/records.csv     path,label,speaker,session,split,gender (one row per kept utterance)
@@ -26,7 +27,7 @@ import numpy as np
 
 from emodarts_tf.config import ExperimentConfig, FeatureConfig
 from emodarts_tf.data.cache import FeatureCache
-from emodarts_tf.data.corpora import CorpusData, Problem, load_corpus
+from emodarts_tf.data.corpora import CorpusData, Problem, drop_rare_classes, load_corpus
 from emodarts_tf.data.features import feature_shape
 from emodarts_tf.data.protocols import make_folds
 from emodarts_tf.data.records import Fold, Record, read_folds, read_records, write_folds, write_records
@@ -152,6 +153,26 @@ def _log_summary(prepared: PreparedCorpus) -> None:
             log.warning("  ... and %d more (all listed in prepared.json)", len(prepared.problems) - 20)
 
 
+def _warn_missing_training_classes(folds: list, records: list, classes: list) -> None:
+    """Name each fold whose training part has no utterance of a class that the corpus has.
+
+    ``data.min_speakers_per_class`` (2) rules this out for leave-one-speaker-out folds; protocols that hold
+    out several speakers at once (``emodb5``, ``loso-session``, ``emodarts``) can still leave a class only
+    in a fold's test speakers.
+    """
+    label_of = {r.path: r.label for r in records}
+    present = {r.label for r in records}
+    for fold in folds:
+        trained = {label_of[p] for p in fold.train}
+        missing = [c for c in classes if c in present and c not in trained]
+        if missing:
+            log.warning(
+                "fold %d (%s): no training utterance of class(es) %s (only its test speakers %s have them); "
+                "its model cannot learn them; raise data.min_speakers_per_class or drop them with data.classes",
+                fold.index, fold.name, missing, "+".join(fold.test_speakers),
+            )  # fmt: skip
+
+
 def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progress: bool = True) -> PreparedCorpus:
     """Load the corpus, extract or reuse the cached MFCCs, build the folds, and write the tables.
 
@@ -168,7 +189,8 @@ def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progres
     n_mfcc, frames = feature_shape(fcfg)
     corpus: CorpusData = load_corpus(data)
     cache = FeatureCache(data.cache_dir, fcfg)
-    errors = cache.extract([r.path for r in corpus.records], workers=data.workers, progress=progress)
+    errors = cache.extract([r.path for r in corpus.records], workers=data.workers, progress=progress,
+                           lock_timeout_s=data.lock_timeout_s)
     problems = list(corpus.problems)
     for path, problem in sorted(errors.items()):
         log.warning("%s: skipped: %s", path, problem)
@@ -176,12 +198,17 @@ def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progres
     records = [r for r in corpus.records if r.path not in errors]
     if not records:
         raise ValueError(f"corpus {corpus.name!r}: every selected file failed feature extraction ({len(errors)})")
+    # After the failed files are gone: a class must still have enough speakers for every fold to train it.
+    records, classes, rare = drop_rare_classes(records, list(corpus.classes), data.min_speakers_per_class,
+                                               corpus.name)  # fmt: skip
+    dropped = dict(sorted({**corpus.dropped, **rare}.items()))
     folds = make_folds(records, corpus.protocol, corpus.name)
+    _warn_missing_training_classes(folds, records, classes)
     prepared = PreparedCorpus(
         out_dir=Path(out_dir) if out_dir is not None else None,
         records=records,
         folds=folds,
-        classes=list(corpus.classes),
+        classes=classes,
         feature_config=fcfg,
         input_shape=(n_mfcc, frames, 1),
         problems=problems,
@@ -189,7 +216,7 @@ def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progres
         protocol=corpus.protocol,
         synthetic=corpus.synthetic,
         cache_dir=cache.dir.resolve(),
-        dropped=corpus.dropped,
+        dropped=dropped,
         _cache=cache,
     )
     if out_dir is not None:
@@ -203,7 +230,7 @@ def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progres
                 "synthetic": corpus.synthetic,
                 "root": corpus.root,
                 "protocol": corpus.protocol,
-                "classes": list(corpus.classes),
+                "classes": list(classes),
                 "selection": corpus.selection,
                 "input_shape": list(prepared.input_shape),
                 "feature_config": asdict(fcfg),

@@ -221,15 +221,17 @@ class _FoldCheckpoint:
     def read_state(self) -> dict:
         return read_json(self.state_path)
 
-    def save(self, state: dict, model, optimizer, best_improved: bool) -> None:
+    def save(self, state: dict, model, optimizer, best_arrays: list | None) -> None:
+        """Write epoch ``state['epoch']``; ``best_arrays`` (the model weights to keep as the best epoch's,
+        in ``model.weights`` order) when the epoch improved on validation, else None."""
         self.dir.mkdir(parents=True, exist_ok=True)
         arrays = {f"m{i}": a for i, a in enumerate(_variables_arrays(model.weights))}
         arrays.update({f"o{i}": a for i, a in enumerate(_variables_arrays(optimizer.variables))})
         name = f"epoch-{state['epoch']:04d}.npz"
         atomic_write_bytes(self.dir / name, _npz_bytes(arrays))
-        if best_improved:
+        if best_arrays is not None:
             best_name = f"best-{state['epoch']:04d}.npz"
-            best = {f"m{i}": a for i, a in enumerate(_variables_arrays(model.weights))}
+            best = {f"m{i}": a for i, a in enumerate(best_arrays)}
             atomic_write_bytes(self.dir / best_name, _npz_bytes(best))
             state["best_file"] = best_name
         state["file"] = name
@@ -292,12 +294,18 @@ def _epoch_tracker_class():
                 set_drop_path(self.model, self._rate)
 
         def on_epoch_end(self, epoch, logs=None):
+            from emodarts_tf.evaluation.recipe import averaged_weights
+
             logs = dict(logs or {})
             if self._infer is None:
                 self._infer = make_inference_fn(self.model)
-            logits, labels = predict_logits(self._infer, self.val_data)
-            num_classes = logits.shape[-1]
-            val = classification_metrics(labels, logits.argmax(axis=1), num_classes)
+            # With the recipe's EMA the averaged weights are the ones validated and kept as the best.
+            with averaged_weights(self.model, self._optimizer):
+                logits, labels = predict_logits(self._infer, self.val_data)
+                num_classes = logits.shape[-1]
+                val = classification_metrics(labels, logits.argmax(axis=1), num_classes)
+                improved = self.state.get("best_ua") is None or val["ua"] > self.state["best_ua"]
+                best_arrays = _variables_arrays(self.model.weights) if improved else None
             val_loss = _softmax_ce(logits, labels)
             seconds = time.perf_counter() - self._t0
             state = self.state
@@ -320,7 +328,6 @@ def _epoch_tracker_class():
                 "seconds": round(seconds, 3),
             }
             state["history"].append(row)
-            improved = state.get("best_ua") is None or val["ua"] > state["best_ua"]
             if improved:
                 state["best_ua"] = val["ua"]
                 state["best_epoch"] = epoch + 1
@@ -331,7 +338,7 @@ def _epoch_tracker_class():
             if self.patience and state["wait"] >= self.patience and epoch + 1 < self.epochs:
                 state["stopped_early"] = True
                 self.model.stop_training = True
-            self.checkpoint.save(state, self.model, self._optimizer, improved)
+            self.checkpoint.save(state, self.model, self._optimizer, best_arrays)
             _write_history(self.fold_dir, state["history"])
             log.info(
                 "%s epoch %d/%d: loss %.4f acc %.3f | val loss %.4f UA %.3f WA %.3f | best UA %.3f @%d | lr %.5f | %.1fs%s",
@@ -373,6 +380,7 @@ def fit_fold(
     aux_weight: float = 0.0,
     drop_path: float = 0.0,
     augment: bool = False,
+    recipe=None,
     jit_compile: bool = False,
     callbacks: Iterable = (),
     extra_info: dict | None = None,
@@ -399,7 +407,9 @@ def fit_fold(
         aux_weight: loss weight of ``aux_logits`` when the model has that output.
         drop_path: final drop-path probability, reached linearly from 0 over ``epochs`` (DARTS); set on
             the layers that support it (see :func:`set_drop_path`).
-        augment: passed to ``fold_data.train`` (SpecAugment masking).
+        augment: SpecAugment masking of training batches (when ``data.spec_augment`` is enabled).
+        recipe: the shared training recipe (``config.RecipeConfig``: balanced batches, time shift, mixup,
+            label smoothing, EMA; ``evaluation.recipe``); None: every part off.
         jit_compile: XLA for the training step.
         callbacks: extra Keras callbacks, run after the epoch tracker (so after the epoch's checkpoint).
         extra_info: merged into ``model_info.json`` (e.g. genotype, space and train config, kind).
@@ -414,6 +424,8 @@ def fit_fold(
     """
     import keras
 
+    from emodarts_tf.config import RecipeConfig
+    from emodarts_tf.evaluation import recipe as recipes
     from emodarts_tf.evaluation.model_dir import save_model_dir
     from emodarts_tf.evaluation.plots import plot_confusion_matrix, plot_learning_curves
 
@@ -461,16 +473,18 @@ def fit_fold(
     opt = optimizer if is_optimizer else optimizer(steps_per_epoch)
     if not isinstance(opt, keras.optimizers.Optimizer):
         raise ValueError(f"optimizer: expected a keras Optimizer or a factory returning one, received {type(opt).__name__}")
+    recipe = recipe if recipe is not None else RecipeConfig()
+    recipes.check_recipe(recipe)
+    recipes.enable_ema(opt, recipe)
 
-    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     if keys is None:
-        model.compile(optimizer=opt, loss=ce, metrics=["accuracy"], jit_compile=jit_compile)
+        model.compile(optimizer=opt, loss=recipes.training_loss(recipe), metrics=[recipes.training_accuracy()],
+                      jit_compile=jit_compile)  # fmt: skip
     else:
-        losses = {k: keras.losses.SparseCategoricalCrossentropy(from_logits=True) for k in keys}
+        losses = {k: recipes.training_loss(recipe) for k in keys}
         weights = {k: (1.0 if k == "logits" else float(aux_weight)) for k in keys}
-        model.compile(
-            optimizer=opt, loss=losses, loss_weights=weights, metrics={"logits": ["accuracy"]}, jit_compile=jit_compile
-        )
+        model.compile(optimizer=opt, loss=losses, loss_weights=weights, metrics={"logits": [recipes.training_accuracy()]},
+                      jit_compile=jit_compile)  # fmt: skip
 
     opt = model.optimizer  # compile may wrap it (loss scaling under mixed precision)
     state = {
@@ -505,7 +519,7 @@ def fit_fold(
             state["best_epoch"],
         )
 
-    train_ds = fold_data.train(batch_size, shuffle=True, augment=augment, repeat=False)
+    train_ds = recipes.train_dataset(fold_data, batch_size, recipe, augment=augment)
     if keys is not None:
         import tensorflow as tf
 

@@ -131,6 +131,20 @@ def map_labels(labels: list, classes: list, ignore_unknown: bool) -> tuple[np.nd
     return ids, dict(sorted(unknown.items()))
 
 
+def speaker_normalise(x: np.ndarray, speakers: list, data: CorpusSplit, records: list) -> np.ndarray:
+    """``x`` z-scored per speaker, with each speaker's statistics over all of its utterances in ``records``
+    (labels unused), as a model trained with ``data.normalize: speaker`` expects."""
+    from emodarts_tf.data.pipeline import speaker_statistics
+
+    out = np.array(x, dtype=np.float32)
+    who = np.asarray(speakers)
+    for s in np.unique(who):
+        mean, std = speaker_statistics(data.features([r.path for r in records if r.speaker == s]))
+        out[who == s] = (out[who == s] - mean) / std
+    log.info("speaker normalisation: statistics of %d speaker(s) from their own utterances", len(np.unique(who)))
+    return out
+
+
 def score(trained, data: CorpusSplit, ignore_unknown: bool = False, batch_size: int = 64) -> Scored:
     """Predict the utterances of ``data`` (a :class:`CorpusSplit` read with the model's feature config)."""
     if tuple(data.input_shape) != tuple(trained.input_shape):
@@ -149,7 +163,10 @@ def score(trained, data: CorpusSplit, ignore_unknown: bool = False, batch_size: 
     kept = [r for r, k in zip(records, keep) if k]
     if not kept:
         raise ValueError(f"the split holds no utterance of a class the model knows ({trained.classes})")
-    x = data.features([r.path for r in kept])[..., np.newaxis]
+    x = data.features([r.path for r in kept])
+    if trained.info.get("normalize") == "speaker":
+        x = speaker_normalise(x, [r.speaker for r in kept], data, records)
+    x = x[..., np.newaxis]
     probabilities = trained.probabilities(x, batch_size=batch_size)
     predicted = probabilities.argmax(axis=1)
     y = ids[keep]

@@ -5,9 +5,11 @@ search space of the config with the ``train`` section's overrides (``init_channe
 ``seq_cells``: the retrained network may be larger than the searched one) and trained from scratch:
 
 - SGD, momentum ``train.momentum`` (0.9), learning rate cosine-annealed per step from ``train.lr`` to
-  ``train.lr_min`` over ``train.epochs`` epochs, weight decay ``train.weight_decay`` (Keras' decoupled
-  form: ``w -= lr * wd * w`` each step, where PyTorch adds ``wd * w`` to the gradient before momentum),
-  gradients clipped to global norm ``train.grad_clip`` (5);
+  ``train.lr_min`` over ``train.epochs`` epochs, weight decay ``train.weight_decay``: coupled (added to the
+  gradient before momentum, as PyTorch and the search do; ``optimizers.CoupledSGD``) by default,
+  ``train.weight_decay_mode: decoupled`` for Keras' ``w -= lr * wd * w``; gradients clipped to global norm
+  ``train.grad_clip`` (5);
+- the shared recipe of ``config.recipe`` (balanced batches, time shift, mixup, label smoothing, EMA);
 - drop-path ``train.drop_path`` on the CNN cells, raised linearly from 0 over the epochs (DARTS);
 - auxiliary head after the last reduction cell when ``train.aux_weight > 0``, its loss weighted by it;
 - early stopping on validation UA with ``train.patience``; optional XLA and mixed precision.
@@ -23,11 +25,17 @@ from emodarts_tf.config import ExperimentConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
+WEIGHT_DECAY_MODES = ("coupled", "decoupled")
+
 
 def sgd_factory(train: TrainConfig) -> Callable[[int], object]:
     """``(steps_per_epoch) -> keras.optimizers.SGD`` with the cosine schedule of ``train``."""
     import keras
 
+    from emodarts_tf.evaluation.optimizers import CoupledSGD
+
+    if train.weight_decay_mode not in WEIGHT_DECAY_MODES:
+        raise ValueError(f"train.weight_decay_mode: expected one of {WEIGHT_DECAY_MODES}, received {train.weight_decay_mode!r}")
     if train.lr <= 0 or train.lr_min < 0 or train.lr_min > train.lr:
         raise ValueError(f"train.lr / train.lr_min: expected 0 <= lr_min <= lr and lr > 0, received {train.lr}, {train.lr_min}")
 
@@ -36,11 +44,15 @@ def sgd_factory(train: TrainConfig) -> Callable[[int], object]:
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=float(train.lr), decay_steps=decay_steps, alpha=float(train.lr_min) / float(train.lr)
         )
+        clip = float(train.grad_clip) if train.grad_clip else None
+        if train.weight_decay_mode == "coupled":
+            return CoupledSGD(learning_rate=schedule, momentum=float(train.momentum), l2=float(train.weight_decay),
+                              global_clipnorm=clip)  # fmt: skip
         return keras.optimizers.SGD(
             learning_rate=schedule,
             momentum=float(train.momentum),
             weight_decay=float(train.weight_decay) if train.weight_decay else None,
-            global_clipnorm=float(train.grad_clip) if train.grad_clip else None,
+            global_clipnorm=clip,
         )
 
     return factory
@@ -61,6 +73,7 @@ def training_fingerprint(genotype, config: ExperimentConfig, classes: list) -> d
         "genotype": genotype_cells,
         "space": asdict(retrain_space(config)),
         "train": asdict(config.train),
+        "recipe": asdict(config.recipe),
         "features": asdict(config.features),
         "classes": list(classes),
         "data": {
@@ -124,6 +137,7 @@ def train_genotype_fold(
     protocol: str | None = None,
     genotype_source: str | None = None,
     callbacks=(),
+    extra_info: dict | None = None,
 ) -> dict:
     """Retrain ``genotype`` on ``fold_data`` into ``fold_dir``; returns the fold's metrics.
 
@@ -136,6 +150,8 @@ def train_genotype_fold(
         corpus, protocol: recorded in ``model_info.json``.
         genotype_source: where the genotype came from, recorded too.
         callbacks: extra Keras callbacks (after the epoch checkpoint).
+        extra_info: more keys for ``model_info.json`` (e.g. ``unfinished_search`` from ``cli/train.py
+            --allow-unfinished``); they do not change the training.
     """
     from emodarts_tf.evaluation.fitting import fit_fold
     from emodarts_tf.search_space.network import build_fixed_network
@@ -172,6 +188,7 @@ def train_genotype_fold(
             "genotype_source": genotype_source,
             "space": asdict(space),
             "train": asdict(train),
+            "recipe": asdict(config.recipe),
             "features": asdict(config.features),
             "corpus": corpus,
             "corpus_root": str(Path(config.data.root).expanduser().resolve()) if config.data.root else None,
@@ -179,6 +196,7 @@ def train_genotype_fold(
             "normalize": config.data.normalize,
             "seed": config.seed,
             "complexity": complexity,
+            **dict(extra_info or {}),
         }
         return fit_fold(
             build,
@@ -192,6 +210,7 @@ def train_genotype_fold(
             aux_weight=float(train.aux_weight),
             drop_path=float(train.drop_path),
             augment=True,
+            recipe=config.recipe,
             jit_compile=bool(train.jit_compile),
             callbacks=callbacks,
             extra_info=extra,

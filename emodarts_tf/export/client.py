@@ -22,6 +22,14 @@ The REST body is TF Serving's row format, one instance per utterance::
      "instances": [{"waveform": [0.0, 0.01, ...], "sample_rate": 16000}]}
 
 and the answer ``{"predictions": [{"probabilities": [...], "class_id": 2}]}``.
+
+Models trained with ``data.normalize: speaker`` take each utterance's SPEAKER statistics as two more inputs,
+``speaker_mean`` and ``speaker_std`` (``(n_mfcc,)`` per utterance); both clients then require them (a
+ValueError says so when they are missing) and get them from a few unlabelled utterances of the speaker::
+
+    stats = served.speaker_statistics([read_wav(p) for p in the_speakers_files])   # the export's signature
+    served.predict_waveform(read_wav("speech.wav"), speaker_mean=stats.mean, speaker_std=stats.std)
+    stats = speaker_statistics_from_mfcc(raw_mfccs_of_the_speaker)                  # numpy, from MFCCs
 """
 from __future__ import annotations
 
@@ -29,12 +37,91 @@ import json
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 INPUT_RATE = 16000
 SIGNATURE_MFCC = "serving_default"
 SIGNATURE_WAVEFORM = "serving_waveform"
+SIGNATURE_SPEAKER = "speaker_statistics"
+SPEAKER_INPUTS = ("speaker_mean", "speaker_std")
+STD_FLOOR = 1e-6  # as data.pipeline.speaker_statistics: a constant coefficient gets std 1
+
+
+class SpeakerStatistics(NamedTuple):
+    """One speaker's per-coefficient MFCC statistics, float32 ``(n_mfcc,)`` each."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def speaker_statistics_from_mfcc(mfcc) -> SpeakerStatistics:
+    """Mean and standard deviation of each coefficient over every frame of one speaker's raw MFCCs, with
+    numpy, exactly as ``data.pipeline.speaker_statistics`` (float64 sums, std set to 1 below 1e-6).
+
+    ``mfcc``: ``(n, n_mfcc, frames)`` or ``(n, n_mfcc, frames, 1)`` (several utterances of the speaker), or
+    one utterance ``(n_mfcc, frames)``.
+    """
+    x = np.asarray(mfcc, dtype=np.float64)
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    elif x.ndim == 2:
+        x = x[np.newaxis]
+    if x.ndim != 3 or x.size == 0:
+        raise ValueError(
+            f"mfcc: expected one speaker's raw MFCCs (n, n_mfcc, frames[, 1]) or (n_mfcc, frames), received shape {x.shape}"
+        )
+    if not np.all(np.isfinite(x)):
+        raise ValueError("mfcc: holds NaN or infinity")
+    mean = x.mean(axis=(0, 2))
+    std = x.std(axis=(0, 2))
+    std = np.where(std < STD_FLOOR, 1.0, std)
+    return SpeakerStatistics(mean.astype(np.float32), std.astype(np.float32))
+
+
+def speaker_inputs(speaker_mean, speaker_std, batch: int, needed: bool, n_mfcc: int | None = None,
+                   where: str = "this export") -> dict:  # fmt: skip
+    """The ``speaker_mean`` / ``speaker_std`` inputs as ``(batch, n_mfcc)`` float32 arrays ({} when not needed).
+
+    Each may be one speaker's ``(n_mfcc,)`` (used for every utterance of the batch) or one row per utterance
+    ``(batch, n_mfcc)``. Raises ValueError when they are missing but ``needed`` (a speaker-normalised export),
+    given but not needed, mis-shaped, not finite, or a std that is not > 0.
+    """
+    given = [v is not None for v in (speaker_mean, speaker_std)]
+    if not needed:
+        if any(given):
+            raise ValueError(
+                f"{where} takes no speaker statistics (its model was not trained with data.normalize: speaker); "
+                "leave speaker_mean and speaker_std out"
+            )
+        return {}
+    if not all(given):
+        missing = [k for k, g in zip(SPEAKER_INPUTS, given) if not g]
+        raise ValueError(
+            f"{where} was trained with speaker normalisation (data.normalize: speaker): pass speaker_mean and "
+            f"speaker_std, the MFCC statistics of each utterance's speaker (missing: {', '.join(missing)}); get them "
+            f"with speaker_statistics(waveforms of the speaker) or speaker_statistics_from_mfcc(mfccs of the speaker)"
+        )
+    out = {}
+    for key, value in zip(SPEAKER_INPUTS, (speaker_mean, speaker_std)):
+        x = np.asarray(value, dtype=np.float32)
+        n = x.shape[-1] if x.ndim else None
+        if x.ndim == 1:
+            x = np.broadcast_to(x, (batch, x.shape[0]))
+        if x.ndim != 2 or x.shape[0] != batch or (n_mfcc is not None and n != n_mfcc):
+            expected = f"({n_mfcc if n_mfcc is not None else 'n_mfcc'},)"
+            raise ValueError(
+                f"{key}: expected one speaker's statistics {expected} or one row per utterance "
+                f"(batch, {n_mfcc if n_mfcc is not None else 'n_mfcc'}) with batch {batch}, received shape "
+                f"{np.shape(value)}"
+            )
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{key}: holds NaN or infinity")
+        out[key] = np.ascontiguousarray(x)
+    if np.any(out["speaker_std"] <= 0):
+        raise ValueError("speaker_std: expected values > 0 (a standard deviation; speaker_statistics gives 1 where it is ~0)")
+    return out
 
 
 def read_wav(path: str | Path, rate: int = INPUT_RATE) -> np.ndarray:
@@ -113,7 +200,11 @@ def _rows(outputs: dict, classes: list | None) -> list[dict]:
 
 
 class ServedModel:
-    """An exported version directory loaded with ``tf.saved_model.load`` (TensorFlow only, no Keras)."""
+    """An exported version directory loaded with ``tf.saved_model.load`` (TensorFlow only, no Keras).
+
+    ``speaker_normalised`` says whether its signatures take ``speaker_mean`` / ``speaker_std`` (read from
+    the ``serving_default`` signature itself); ``n_mfcc`` is the number of coefficients.
+    """
 
     def __init__(self, version_dir: str | Path):
         import tensorflow as tf
@@ -125,6 +216,11 @@ class ServedModel:
         self._loaded = tf.saved_model.load(str(self.path))
         classes_file = self.path / "assets.extra" / "classes.json"
         self.classes = json.loads(classes_file.read_text(encoding="utf-8")) if classes_file.is_file() else None
+        info_file = self.path / "assets.extra" / "export_info.json"
+        self.info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
+        _, inputs = self.signature(SIGNATURE_MFCC).structured_input_signature
+        self.speaker_normalised = all(k in inputs for k in SPEAKER_INPUTS)
+        self.n_mfcc = int(inputs["mfcc"].shape[1]) if "mfcc" in inputs else None
 
     def signature(self, name: str):
         try:
@@ -132,69 +228,176 @@ class ServedModel:
         except KeyError:
             raise ValueError(f"{self.path}: no signature {name!r}; it has {sorted(self._loaded.signatures)}") from None
 
-    def predict_mfcc(self, mfcc) -> list[dict]:
-        """Raw MFCCs ``(batch, n_mfcc, frames, 1)`` -> one dict per utterance."""
-        out = self.signature(SIGNATURE_MFCC)(mfcc=self._tf.constant(np.asarray(mfcc, dtype=np.float32)))
+    def _speaker(self, speaker_mean, speaker_std, batch: int) -> dict:
+        extra = speaker_inputs(speaker_mean, speaker_std, batch, self.speaker_normalised, self.n_mfcc, str(self.path))
+        return {k: self._tf.constant(v) for k, v in extra.items()}
+
+    def predict_mfcc(self, mfcc, speaker_mean=None, speaker_std=None) -> list[dict]:
+        """Raw MFCCs ``(batch, n_mfcc, frames, 1)`` -> one dict per utterance.
+
+        A speaker-normalised export also needs ``speaker_mean`` and ``speaker_std``: one speaker's ``(n_mfcc,)``
+        for the whole batch, or ``(batch, n_mfcc)``, one row per utterance.
+        """
+        x = np.asarray(mfcc, dtype=np.float32)
+        if self.speaker_normalised and x.ndim != 4:
+            raise ValueError(f"mfcc: expected (batch, n_mfcc, frames, 1), received shape {x.shape}")
+        extra = self._speaker(speaker_mean, speaker_std, len(x) if x.ndim else 1)
+        out = self.signature(SIGNATURE_MFCC)(mfcc=self._tf.constant(x), **extra)
         return _rows({k: v.numpy() for k, v in out.items()}, self.classes)
 
-    def predict_waveform(self, waveforms, sample_rate: int = INPUT_RATE) -> list[dict]:
-        """16 kHz mono waveform(s) -> one dict per utterance."""
+    def predict_waveform(self, waveforms, sample_rate: int = INPUT_RATE, speaker_mean=None, speaker_std=None) -> list[dict]:
+        """16 kHz mono waveform(s) -> one dict per utterance (speaker statistics as for ``predict_mfcc``)."""
         batch = waveform_batch(waveforms, sample_rate)
+        extra = self._speaker(speaker_mean, speaker_std, len(batch))
         out = self.signature(SIGNATURE_WAVEFORM)(
             waveform=self._tf.constant(batch),
             sample_rate=self._tf.constant(np.full((len(batch),), sample_rate, dtype=np.int32)),
+            **extra,
         )
         return _rows({k: v.numpy() for k, v in out.items()}, self.classes)
 
+    def speaker_statistics(self, waveforms, sample_rate: int = INPUT_RATE) -> SpeakerStatistics:
+        """One speaker's statistics from its 16 kHz mono waveforms (unlabelled utterances; all of them in one
+        call: the statistics are over every frame of every utterance), with the export's ``speaker_statistics``
+        signature (in-graph MFCCs, no librosa)."""
+        if not self.speaker_normalised:
+            raise ValueError(
+                f"{self.path}: not a speaker-normalised export (normalisation: {self.info.get('normalize')}); "
+                "it needs no speaker statistics"
+            )
+        batch = waveform_batch(waveforms, sample_rate)
+        out = self.signature(SIGNATURE_SPEAKER)(
+            waveform=self._tf.constant(batch), sample_rate=self._tf.constant(int(sample_rate), dtype=self._tf.int32)
+        )
+        return SpeakerStatistics(out["speaker_mean"].numpy(), out["speaker_std"].numpy())
 
-def rest_request_waveform(waveforms, sample_rate: int = INPUT_RATE) -> dict:
-    """The JSON body of a TF Serving REST ``:predict`` call on the waveform signature (row format)."""
+
+def _instances(rows: list[dict], extra: dict) -> list[dict]:
+    for key, values in extra.items():
+        for row, value in zip(rows, values):
+            row[key] = value.tolist()
+    return rows
+
+
+def rest_request_waveform(waveforms, sample_rate: int = INPUT_RATE, speaker_mean=None, speaker_std=None) -> dict:
+    """The JSON body of a TF Serving REST ``:predict`` call on the waveform signature (row format); with
+    speaker statistics (``(n_mfcc,)`` or ``(batch, n_mfcc)``) each instance carries its speaker's."""
     batch = waveform_batch(waveforms, sample_rate)
+    needed = speaker_mean is not None or speaker_std is not None
+    extra = speaker_inputs(speaker_mean, speaker_std, len(batch), needed, where="the request")
     return {
         "signature_name": SIGNATURE_WAVEFORM,
-        "instances": [{"waveform": row.tolist(), "sample_rate": int(sample_rate)} for row in batch],
+        "instances": _instances([{"waveform": row.tolist(), "sample_rate": int(sample_rate)} for row in batch], extra),
     }
 
 
-def rest_request_mfcc(mfcc) -> dict:
-    """The JSON body of a TF Serving REST ``:predict`` call on ``serving_default`` (row format)."""
+def rest_request_mfcc(mfcc, speaker_mean=None, speaker_std=None) -> dict:
+    """The JSON body of a TF Serving REST ``:predict`` call on ``serving_default`` (row format), with the
+    speaker statistics as for :func:`rest_request_waveform`."""
     x = np.asarray(mfcc, dtype=np.float32)
     if x.ndim != 4:
         raise ValueError(f"mfcc: expected (batch, n_mfcc, frames, 1), received shape {x.shape}")
-    return {"signature_name": SIGNATURE_MFCC, "instances": [{"mfcc": item.tolist()} for item in x]}
+    needed = speaker_mean is not None or speaker_std is not None
+    extra = speaker_inputs(speaker_mean, speaker_std, len(x), needed, n_mfcc=x.shape[1], where="the request")
+    return {"signature_name": SIGNATURE_MFCC, "instances": _instances([{"mfcc": item.tolist()} for item in x], extra)}
+
+
+def rest_request_speaker_statistics(waveforms, sample_rate: int = INPUT_RATE) -> dict:
+    """The JSON body of a ``:predict`` call on the ``speaker_statistics`` signature: TF Serving's columnar
+    format (``inputs``), since the answer is one ``(n_mfcc,)`` pair for the whole batch, not one per row."""
+    batch = waveform_batch(waveforms, sample_rate)
+    return {"signature_name": SIGNATURE_SPEAKER, "inputs": {"waveform": batch.tolist(), "sample_rate": int(sample_rate)}}
 
 
 class RestClient:
-    """TF Serving over REST: ``POST <url>/v1/models/<name>[/versions/<v>]:predict``."""
+    """TF Serving over REST: ``POST <url>/v1/models/<name>[/versions/<v>]:predict``.
+
+    ``speaker_normalised``: whether the served model takes speaker statistics; ``None`` (default) asks the
+    server's metadata (``GET .../metadata``) the first time it matters. :meth:`from_export` reads it, and the
+    classes, from a local copy of the export.
+    """
 
     def __init__(self, url: str = "http://localhost:8501", model_name: str = "emodarts", version: int | None = None,
-                 classes: list | None = None, timeout: float = 30.0):
+                 classes: list | None = None, timeout: float = 30.0, speaker_normalised: bool | None = None):
         self.url = url.rstrip("/")
         self.model_name = model_name
         self.version = version
         self.classes = classes
         self.timeout = timeout
+        self._speaker_normalised = speaker_normalised
+
+    @classmethod
+    def from_export(cls, version_dir: str | Path, url: str = "http://localhost:8501", model_name: str = "emodarts",
+                    **kwargs) -> "RestClient":  # fmt: skip
+        """A client for the export at ``version_dir`` as served by TF Serving (classes and normalisation from
+        its ``assets.extra``)."""
+        extra = Path(version_dir) / "assets.extra"
+        info_file = extra / "export_info.json"
+        if not info_file.is_file():
+            raise ValueError(f"{version_dir}: no assets.extra/export_info.json; not a SavedModel written by cli/export.py")
+        info = json.loads(info_file.read_text(encoding="utf-8"))
+        kwargs.setdefault("classes", info.get("classes"))
+        kwargs.setdefault("speaker_normalised", info.get("normalize") == "speaker")
+        return cls(url, model_name, **kwargs)
+
+    @property
+    def model_url(self) -> str:
+        version = f"/versions/{self.version}" if self.version is not None else ""
+        return f"{self.url}/v1/models/{self.model_name}{version}"
 
     @property
     def endpoint(self) -> str:
-        version = f"/versions/{self.version}" if self.version is not None else ""
-        return f"{self.url}/v1/models/{self.model_name}{version}:predict"
+        return f"{self.model_url}:predict"
 
-    def post(self, body: dict) -> dict:
-        request = urllib.request.Request(
-            self.endpoint, data=json.dumps(body).encode("utf-8"), headers={"Content-Type": "application/json"}
-        )
+    def _open(self, request, where: str) -> dict:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read().decode("utf-8"))
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace")
-            raise ValueError(f"{self.endpoint}: HTTP {exc.code}: {detail}") from None
+            raise ValueError(f"{where}: HTTP {exc.code}: {detail}") from None
 
-    def _parse(self, answer: dict) -> list[dict]:
+    def post(self, body: dict) -> dict:
+        request = urllib.request.Request(
+            self.endpoint, data=json.dumps(body).encode("utf-8"), headers={"Content-Type": "application/json"}
+        )
+        return self._open(request, self.endpoint)
+
+    def metadata(self) -> dict:
+        """TF Serving's model metadata (``GET <url>/v1/models/<name>[/versions/<v>]/metadata``)."""
+        url = f"{self.model_url}/metadata"
+        return self._open(urllib.request.Request(url), url)
+
+    def signature_inputs(self, name: str = SIGNATURE_MFCC) -> dict:
+        """The inputs (name -> TensorInfo JSON) of a signature, from the server's metadata."""
+        meta = self.metadata()
+        try:
+            signatures = meta["metadata"]["signature_def"]["signature_def"]
+        except (KeyError, TypeError):
+            raise ValueError(f"{self.model_url}/metadata: unexpected answer without signature_def: {str(meta)[:200]}") from None
+        if name not in signatures:
+            raise ValueError(f"{self.model_url}: no signature {name!r}; it has {sorted(signatures)}")
+        return dict(signatures[name].get("inputs", {}))
+
+    @property
+    def speaker_normalised(self) -> bool:
+        """Whether the served model takes ``speaker_mean`` / ``speaker_std`` (asked once from the server when
+        not given)."""
+        if self._speaker_normalised is None:
+            inputs = self.signature_inputs(SIGNATURE_MFCC)
+            self._speaker_normalised = all(k in inputs for k in SPEAKER_INPUTS)
+        return self._speaker_normalised
+
+    def _check_speaker(self, speaker_mean, speaker_std, batch: int) -> None:
+        speaker_inputs(speaker_mean, speaker_std, batch, self.speaker_normalised, where=f"model {self.model_name!r}")
+
+    def _answer(self, answer: dict) -> dict:
         if "error" in answer:
             raise ValueError(f"{self.endpoint}: {answer['error']}")
-        predictions = answer.get("predictions")
+        return answer
+
+    def _parse(self, answer: dict) -> list[dict]:
+        predictions = self._answer(answer).get("predictions")
         if predictions is None:
             raise ValueError(f"{self.endpoint}: unexpected answer without 'predictions': {str(answer)[:200]}")
         return _rows(
@@ -202,8 +405,32 @@ class RestClient:
             self.classes,
         )
 
-    def predict_waveform(self, waveforms, sample_rate: int = INPUT_RATE) -> list[dict]:
-        return self._parse(self.post(rest_request_waveform(waveforms, sample_rate)))
+    def predict_waveform(self, waveforms, sample_rate: int = INPUT_RATE, speaker_mean=None, speaker_std=None) -> list[dict]:
+        """16 kHz mono waveform(s) -> one dict per utterance; a speaker-normalised model also needs
+        ``speaker_mean`` / ``speaker_std`` (``(n_mfcc,)`` for the whole batch or ``(batch, n_mfcc)``)."""
+        batch = waveform_batch(waveforms, sample_rate)
+        self._check_speaker(speaker_mean, speaker_std, len(batch))
+        return self._parse(self.post(rest_request_waveform(batch, sample_rate, speaker_mean, speaker_std)))
 
-    def predict_mfcc(self, mfcc) -> list[dict]:
-        return self._parse(self.post(rest_request_mfcc(mfcc)))
+    def predict_mfcc(self, mfcc, speaker_mean=None, speaker_std=None) -> list[dict]:
+        """Raw MFCCs ``(batch, n_mfcc, frames, 1)`` -> one dict per utterance (speaker statistics as for
+        ``predict_waveform``)."""
+        x = np.asarray(mfcc, dtype=np.float32)
+        if x.ndim != 4:
+            raise ValueError(f"mfcc: expected (batch, n_mfcc, frames, 1), received shape {x.shape}")
+        self._check_speaker(speaker_mean, speaker_std, len(x))
+        return self._parse(self.post(rest_request_mfcc(x, speaker_mean, speaker_std)))
+
+    def speaker_statistics(self, waveforms, sample_rate: int = INPUT_RATE) -> SpeakerStatistics:
+        """One speaker's statistics from its waveforms, by the served ``speaker_statistics`` signature."""
+        answer = self._answer(self.post(rest_request_speaker_statistics(waveforms, sample_rate)))
+        if "outputs" in answer:  # columnar answer (what the columnar request gets)
+            outputs = answer["outputs"]
+        elif "predictions" in answer:  # row format: one {"speaker_mean": v, "speaker_std": v} per coefficient
+            outputs = {k: [row[k] for row in answer["predictions"]] for k in SPEAKER_INPUTS}
+        else:
+            raise ValueError(f"{self.endpoint}: unexpected answer without 'outputs': {str(answer)[:200]}")
+        try:
+            return SpeakerStatistics(*(np.asarray(outputs[k], dtype=np.float32).reshape(-1) for k in SPEAKER_INPUTS))
+        except KeyError as exc:
+            raise ValueError(f"{self.endpoint}: answer without {exc}; is {SIGNATURE_SPEAKER} served?") from None

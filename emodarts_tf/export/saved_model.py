@@ -21,11 +21,26 @@ Signatures (inputs and outputs by name):
   16000 -> the same outputs. The MFCCs are computed in the graph
   (:class:`~emodarts_tf.export.waveform_mfcc.WaveformMFCC`).
 
+Models trained with ``data.normalize: speaker`` (``"normalize": "speaker"`` in ``model_info.json``) expect
+each utterance z-scored per coefficient with the statistics of its SPEAKER. Their export adds two inputs to
+both signatures, ``speaker_mean`` and ``speaker_std`` float32 ``(batch, n_mfcc)`` (one row per instance: the
+statistics of that instance's speaker), applies ``(mfcc - speaker_mean) / speaker_std`` per coefficient
+before the model's own (identity) normalisation, and has a third signature:
+
+- ``speaker_statistics``: ``waveform`` ``(batch, samples)`` and ``sample_rate`` as for ``serving_waveform``
+  (the same checks), the utterances of ONE speaker -> ``speaker_mean``, ``speaker_std`` float32
+  ``(n_mfcc,)``: the mean and standard deviation of each coefficient over every frame of every utterance
+  (in-graph MFCCs), std set to 1 below 1e-6, as ``data.pipeline.speaker_statistics``.
+
+Models trained with the other modes keep exactly the two signatures above, without speaker inputs.
+``export_info.json`` records the mode (``normalize``) and the speaker inputs.
+
 Bad input fails inside the graph (so also under TF Serving) with an ``InvalidArgumentError`` whose
 message says what is wrong: a rate other than 16000, a waveform that is not ``(batch, samples)``
 (stereo, a single unbatched waveform), an empty waveform, NaN or infinite samples, integer-scaled PCM
 (peak above 2), a number of rates that matches neither 1 nor the batch, and MFCC maps of another shape
-than the model's. The waveform signature declares its shapes as unknown for that reason: a declared rank
+than the model's, and speaker statistics that are not ``(batch, n_mfcc)``, not finite or (std) not
+positive. The waveform signature declares its shapes as unknown for that reason: a declared rank
 would let TensorFlow fold the rank check away; ``assets.extra/export_info.json`` documents the shapes.
 
 The version directory is written under a temporary name and renamed when complete, so a TF Serving
@@ -52,6 +67,14 @@ MAX_PEAK = 2.0  # a float waveform should stay within [-1, 1]; above 2 it is int
 EXTRA_DIR = "assets.extra"
 SIGNATURE_MFCC = "serving_default"
 SIGNATURE_WAVEFORM = "serving_waveform"
+SIGNATURE_SPEAKER = "speaker_statistics"
+SPEAKER_INPUTS = ("speaker_mean", "speaker_std")
+STD_FLOOR = 1e-6  # as data.pipeline.speaker_statistics: a constant coefficient gets std 1
+
+
+def is_speaker_normalised(trained) -> bool:
+    """Whether a loaded model directory was trained with ``data.normalize: speaker``."""
+    return trained.info.get("normalize") == "speaker"
 
 
 def _build_archive(trained, input_rate: int):
@@ -85,27 +108,30 @@ def _build_archive(trained, input_rate: int):
     expected = tf.constant([*shape, 0], tf.int32)  # the 0: nothing after the channel axis
     shape_text = f"(batch, {', '.join(map(str, shape))})"
 
-    def serve_mfcc(mfcc):
+    speaker = is_speaker_normalised(trained)
+    n_mfcc = int(shape[0])
+
+    def check_mfcc(name, mfcc):
         # Raw ops, so that Python-side shape folding cannot turn the check into a constant.
         actual = tf.raw_ops.Shape(input=mfcc, out_type=tf.int32)
         padded = tf.pad(actual, [[0, 5]])  # never fails, whatever the rank
         ok = tf.reduce_all(tf.equal(padded[1:5], expected))
         check = tf.debugging.Assert(
-            ok, [f"serving_default: expected mfcc of shape {shape_text} (raw librosa MFCCs), received shape", actual],
+            ok, [f"{name}: expected mfcc of shape {shape_text} (raw librosa MFCCs), received shape", actual],
             summarize=8,
         )
         with tf.control_dependencies([check]):
-            mfcc = tf.identity(mfcc)
-        return classify(mfcc)
+            return tf.identity(mfcc)
 
-    def serve_waveform(waveform, sample_rate):
-        # The signature leaves the ranks open so that these checks run in the graph (a declared rank
+    def check_waveform(name, waveform, sample_rate):
+        """``waveform`` checked: (batch, samples), finite, in [-1, 1]; ``sample_rate`` the input rate."""
+        # The signatures leave these ranks open so that the checks run in the graph (a declared rank
         # would let TensorFlow fold them away and fail later with a less helpful message).
         rank_check = tf.debugging.assert_rank(
-            waveform, 2, message="serving_waveform: expected waveform of shape (batch, samples): mono audio, one row per utterance"
+            waveform, 2, message=f"{name}: expected waveform of shape (batch, samples): mono audio, one row per utterance"
         )
         rate_rank = tf.debugging.assert_rank_in(
-            sample_rate, [0, 1], message="serving_waveform: expected sample_rate as a scalar or one value per waveform"
+            sample_rate, [0, 1], message=f"{name}: expected sample_rate as a scalar or one value per waveform"
         )
         with tf.control_dependencies([rank_check, rate_rank]):
             waveform = tf.ensure_shape(tf.identity(waveform), [None, None])
@@ -115,7 +141,7 @@ def _build_archive(trained, input_rate: int):
         checks = [
             tf.debugging.Assert(
                 tf.logical_or(tf.equal(rate_size, 1), tf.equal(rate_size, batch)),
-                ["serving_waveform: expected one sample_rate per waveform (or a single one); waveforms and rates:",
+                [f"{name}: expected one sample_rate per waveform (or a single one); waveforms and rates:",
                  batch, rate_size],
                 summarize=4,
             ),
@@ -127,43 +153,107 @@ def _build_archive(trained, input_rate: int):
                 rates,
                 tf.constant(input_rate, tf.int32),
                 message=(
-                    f"serving_waveform: expected audio at {input_rate} Hz (sample_rate {input_rate}); "
+                    f"{name}: expected audio at {input_rate} Hz (sample_rate {input_rate}); "
                     f"resample the waveform to {input_rate} Hz mono first"
                 ),
             ),
             tf.debugging.assert_positive(
                 tf.shape(waveform)[1],
-                message="serving_waveform: expected waveforms of at least one sample, received an empty waveform",
+                message=f"{name}: expected waveforms of at least one sample, received an empty waveform",
             ),
-            tf.debugging.assert_all_finite(waveform, message="serving_waveform: waveform holds NaN or infinity"),
+            tf.debugging.assert_all_finite(waveform, message=f"{name}: waveform holds NaN or infinity"),
             tf.debugging.assert_less_equal(
                 tf.reduce_max(tf.abs(waveform)),
                 tf.constant(MAX_PEAK, tf.float32),
                 message=(
-                    "serving_waveform: expected float samples in [-1, 1] (PCM divided by its full scale, "
+                    f"{name}: expected float samples in [-1, 1] (PCM divided by its full scale, "
                     "e.g. int16 / 32768); received a larger peak"
                 ),
             ),
         ]
         with tf.control_dependencies(checks):
-            waveform = tf.identity(waveform)
-        return classify(features(waveform))
+            return tf.identity(waveform)
 
+    def speaker_normalise(name, mfcc, speaker_mean, speaker_std):
+        """``(mfcc - speaker_mean) / speaker_std`` per coefficient, after checking the statistics: one
+        ``(n_mfcc,)`` row per instance of ``mfcc``, finite, std > 0."""
+        batch = tf.raw_ops.Shape(input=mfcc, out_type=tf.int32)[0]
+        checks = []
+        for key, value in (("speaker_mean", speaker_mean), ("speaker_std", speaker_std)):
+            actual = tf.raw_ops.Shape(input=value, out_type=tf.int32)
+            # Never fails, whatever the rank; -1 marks "no such axis" (the rank itself, tf.size(actual), would
+            # be folded into a constant from the declared shape).
+            padded = tf.pad(actual, [[0, 3]], constant_values=-1)
+            ok = tf.reduce_all(tf.equal(padded[:3], tf.stack([batch, tf.constant(n_mfcc), tf.constant(-1)])))
+            checks.append(tf.debugging.Assert(
+                ok,
+                [f"{name}: expected {key} of shape (batch, {n_mfcc}), one row per instance (the statistics of its "
+                 f"speaker, from the {SIGNATURE_SPEAKER} signature); instances and received shape:", batch, actual],
+                summarize=8,
+            ))  # fmt: skip
+        with tf.control_dependencies(checks):
+            speaker_mean = tf.ensure_shape(tf.identity(speaker_mean), [None, n_mfcc])
+            speaker_std = tf.ensure_shape(tf.identity(speaker_std), [None, n_mfcc])
+        checks = [
+            tf.debugging.Assert(
+                tf.reduce_all(tf.math.is_finite(speaker_mean)),
+                [f"{name}: speaker_mean holds NaN or infinity"],
+            ),
+            tf.debugging.Assert(
+                tf.reduce_all(tf.logical_and(tf.math.is_finite(speaker_std), speaker_std > 0.0)),
+                [f"{name}: expected speaker_std finite and > 0 (the speaker's per-coefficient standard deviation; "
+                 f"{SIGNATURE_SPEAKER} sets it to 1 where it is below {STD_FLOOR:g}); received minimum",
+                 tf.reduce_min(speaker_std)],
+            ),
+        ]  # fmt: skip
+        with tf.control_dependencies(checks):
+            mfcc = tf.identity(mfcc)
+        return (mfcc - speaker_mean[:, :, tf.newaxis, tf.newaxis]) / speaker_std[:, :, tf.newaxis, tf.newaxis]
+
+    def serve_mfcc(mfcc):
+        return classify(check_mfcc(SIGNATURE_MFCC, mfcc))
+
+    def serve_mfcc_speaker(mfcc, speaker_mean, speaker_std):
+        mfcc = check_mfcc(SIGNATURE_MFCC, mfcc)
+        return classify(speaker_normalise(SIGNATURE_MFCC, mfcc, speaker_mean, speaker_std))
+
+    def serve_waveform(waveform, sample_rate):
+        return classify(features(check_waveform(SIGNATURE_WAVEFORM, waveform, sample_rate)))
+
+    def serve_waveform_speaker(waveform, sample_rate, speaker_mean, speaker_std):
+        mfcc = features(check_waveform(SIGNATURE_WAVEFORM, waveform, sample_rate))
+        return classify(speaker_normalise(SIGNATURE_WAVEFORM, mfcc, speaker_mean, speaker_std))
+
+    def serve_speaker_statistics(waveform, sample_rate):
+        # Float64 sums, as numpy's speaker_statistics: over every frame of every utterance.
+        mfcc = tf.cast(features(check_waveform(SIGNATURE_SPEAKER, waveform, sample_rate)), tf.float64)
+        mean = tf.reduce_mean(mfcc, axis=[0, 2, 3])
+        std = tf.sqrt(tf.reduce_mean(tf.square(mfcc - mean[tf.newaxis, :, tf.newaxis, tf.newaxis]), axis=[0, 2, 3]))
+        std = tf.where(std < STD_FLOOR, tf.ones_like(std), std)
+        return {
+            "speaker_mean": tf.identity(tf.cast(mean, tf.float32), name="speaker_mean"),
+            "speaker_std": tf.identity(tf.cast(std, tf.float32), name="speaker_std"),
+        }
+
+    waveform_inputs = [
+        tf.TensorSpec(None, tf.float32, name="waveform"),  # checked in the graph: (batch, samples)
+        tf.TensorSpec(None, tf.int32, name="sample_rate"),  # checked in the graph: () or (batch,)
+    ]
+    speaker_inputs = [tf.TensorSpec((None, n_mfcc), tf.float32, name=key) for key in SPEAKER_INPUTS]
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
         name=SIGNATURE_MFCC,
-        fn=serve_mfcc,
-        input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="mfcc")],
+        fn=serve_mfcc_speaker if speaker else serve_mfcc,
+        input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="mfcc"), *(speaker_inputs if speaker else [])],
     )
     archive.add_endpoint(
         name=SIGNATURE_WAVEFORM,
-        fn=serve_waveform,
-        input_signature=[
-            tf.TensorSpec(None, tf.float32, name="waveform"),  # checked in the graph: (batch, samples)
-            tf.TensorSpec(None, tf.int32, name="sample_rate"),  # checked in the graph: () or (batch,)
-        ],
+        fn=serve_waveform_speaker if speaker else serve_waveform,
+        input_signature=[*waveform_inputs, *(speaker_inputs if speaker else [])],
     )
+    if speaker:
+        archive.add_endpoint(name=SIGNATURE_SPEAKER, fn=serve_speaker_statistics, input_signature=waveform_inputs)
     return archive, features
 
 
@@ -188,9 +278,6 @@ def export_model(
     Raises:
         ValueError: not a model directory, a version that exists (without ``overwrite``), a bad version.
     """
-    import keras
-    import tensorflow as tf
-
     from emodarts_tf.evaluation.model_dir import load_model_dir
 
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -215,36 +302,7 @@ def export_model(
         write_json(extra / "classes.json", classes)
         atomic_write_text(extra / "labels.txt", "\n".join(classes) + "\n")
         write_json(extra / "feature_config.json", asdict(trained.feature_config))
-        shape = list(trained.input_shape)
-        info = {
-            "format": "emodarts-tf/serving/v1",
-            "version": version,
-            "classes": classes,
-            "signatures": {
-                SIGNATURE_MFCC: {
-                    "inputs": {"mfcc": {"dtype": "float32", "shape": [None, *shape],
-                                        "meaning": "raw (un-normalised) librosa MFCCs"}},
-                    "outputs": {"probabilities": {"dtype": "float32", "shape": [None, len(classes)]},
-                                "class_id": {"dtype": "int64", "shape": [None]}},
-                },
-                SIGNATURE_WAVEFORM: {
-                    "inputs": {"waveform": {"dtype": "float32", "shape": [None, None],
-                                            "meaning": f"mono audio at {input_rate} Hz, samples in [-1, 1]"},
-                               "sample_rate": {"dtype": "int32", "shape": [None], "value": input_rate}},
-                    "outputs": {"probabilities": {"dtype": "float32", "shape": [None, len(classes)]},
-                                "class_id": {"dtype": "int64", "shape": [None]}},
-                    "samples_used": features.input_samples if input_rate != features.sample_rate else features.samples,
-                },
-            },
-            "input_rate": input_rate,
-            "feature_config": asdict(trained.feature_config),
-            "source_model": str(Path(trained.path).resolve()),
-            "kind": trained.info.get("kind"),
-            "fold": trained.info.get("fold"),
-            "corpus": trained.info.get("corpus"),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-        }
+        info = export_info(trained, features, version, input_rate)
         write_json(extra / "export_info.json", info)
         if target.exists():
             shutil.rmtree(target)
@@ -252,17 +310,117 @@ def export_model(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    speaker = is_speaker_normalised(trained)
     log.info(
-        "exported %s -> %s (signatures %s: mfcc %s; %s: waveform at %d Hz); classes %s",
+        "exported %s -> %s (signatures %s: mfcc %s; %s: waveform at %d Hz%s); classes %s; normalisation: %s",
         trained.path,
         target,
         SIGNATURE_MFCC,
         tuple(trained.input_shape),
         SIGNATURE_WAVEFORM,
         input_rate,
+        f"; {SIGNATURE_SPEAKER}: waveforms of one speaker" if speaker else "",
         classes,
+        describe_normalisation(info),
     )
     return target
+
+
+def export_info(trained, features, version: int, input_rate: int) -> dict:
+    """The content of ``assets.extra/export_info.json``: signatures, shapes, rates, normalisation, source."""
+    import keras
+    import tensorflow as tf
+
+    classes = list(trained.classes)
+    shape = list(trained.input_shape)
+    speaker = is_speaker_normalised(trained)
+    n_mfcc = shape[0]
+    outputs = {"probabilities": {"dtype": "float32", "shape": [None, len(classes)]},
+               "class_id": {"dtype": "int64", "shape": [None]}}  # fmt: skip
+    speaker_inputs = {
+        "speaker_mean": {"dtype": "float32", "shape": [None, n_mfcc],
+                         "meaning": "per-coefficient mean of the instance's speaker's raw MFCCs"},
+        "speaker_std": {"dtype": "float32", "shape": [None, n_mfcc],
+                        "meaning": "per-coefficient standard deviation of the same (> 0)"},
+    } if speaker else {}  # fmt: skip
+    waveform_inputs = {"waveform": {"dtype": "float32", "shape": [None, None],
+                                    "meaning": f"mono audio at {input_rate} Hz, samples in [-1, 1]"},
+                       "sample_rate": {"dtype": "int32", "shape": [None], "value": input_rate}}  # fmt: skip
+    samples_used = features.input_samples if input_rate != features.sample_rate else features.samples
+    signatures = {
+        SIGNATURE_MFCC: {
+            "inputs": {"mfcc": {"dtype": "float32", "shape": [None, *shape],
+                                "meaning": "raw (un-normalised) librosa MFCCs"}, **speaker_inputs},
+            "outputs": outputs,
+        },
+        SIGNATURE_WAVEFORM: {
+            "inputs": {**waveform_inputs, **speaker_inputs},
+            "outputs": outputs,
+            "samples_used": samples_used,
+        },
+    }  # fmt: skip
+    mode = trained.info.get("normalize")
+    normalization = {"mode": mode, "model": "(mfcc - mean) / std with normalization.npz of the model directory"}
+    if speaker:
+        signatures[SIGNATURE_SPEAKER] = {
+            "inputs": {k: {**v, "meaning": v["meaning"] + "; the utterances of ONE speaker"} if k == "waveform" else v
+                       for k, v in waveform_inputs.items()},
+            "outputs": {"speaker_mean": {"dtype": "float32", "shape": [n_mfcc]},
+                        "speaker_std": {"dtype": "float32", "shape": [n_mfcc]}},
+            "samples_used": samples_used,
+        }  # fmt: skip
+        normalization.update({
+            "speaker_inputs": list(SPEAKER_INPUTS),
+            "signatures_with_speaker_inputs": [SIGNATURE_MFCC, SIGNATURE_WAVEFORM],
+            "formula": "(mfcc - speaker_mean[:, :, None, None]) / speaker_std[:, :, None, None], then the model's",
+            "statistics": (
+                f"{SIGNATURE_SPEAKER} signature: mean and std of each coefficient over every frame of every given "
+                f"utterance of the speaker (unlabelled audio), std set to 1 below {STD_FLOOR:g}"
+            ),
+        })  # fmt: skip
+    else:
+        normalization["speaker_inputs"] = []
+    return {
+        "format": "emodarts-tf/serving/v1",
+        "version": version,
+        "classes": classes,
+        "signatures": signatures,
+        "normalize": mode,
+        "normalization": normalization,
+        "input_rate": input_rate,
+        "feature_config": asdict(trained.feature_config),
+        "source_model": str(Path(trained.path).resolve()),
+        "kind": trained.info.get("kind"),
+        "fold": trained.info.get("fold"),
+        "corpus": trained.info.get("corpus"),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
+
+
+def describe_normalisation(info: dict) -> str:
+    """One line on the normalisation an export applies, from its ``export_info.json`` content."""
+    mode = info.get("normalize")
+    if mode == "speaker":
+        return (
+            f"speaker (per-speaker z-scores: {SIGNATURE_MFCC} and {SIGNATURE_WAVEFORM} also take speaker_mean and "
+            f"speaker_std, (batch, n_mfcc); the {SIGNATURE_SPEAKER} signature computes them from one speaker's "
+            "waveforms)"
+        )
+    what = {
+        "coefficient": "per-coefficient mean and std of the training fold",
+        "global": "one mean and std of the training fold",
+        "none": "raw MFCCs, identity",
+    }.get(mode, "normalization.npz of the model directory")
+    return f"{mode or 'not recorded'} ({what}, applied in the graph; no speaker inputs)"
+
+
+def read_export_info(version_dir: str | Path) -> dict:
+    """``assets.extra/export_info.json`` of an exported version."""
+    path = Path(version_dir) / EXTRA_DIR / "export_info.json"
+    if not path.is_file():
+        raise ValueError(f"{version_dir}: no {EXTRA_DIR}/export_info.json; not a SavedModel written by cli/export.py")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def read_classes(version_dir: str | Path) -> list[str]:

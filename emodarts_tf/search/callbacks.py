@@ -1,8 +1,11 @@
-"""``fit()`` callbacks of the search: warm-up, validation UA, alpha history, genotypes, checkpoints, logs.
+"""``fit()`` callbacks of the search: warm-up, non-finite guard, validation UA, alpha history, genotypes,
+checkpoints, logs.
 
-Order matters (they share the epoch's ``logs`` dict): ``ValidationMetrics`` adds ``val_*`` to the logs,
-``EpochRecorder`` and ``GenotypeTracker`` read them, the checkpoint comes after every file of the epoch is
-written, so that a run killed at any point resumes from a consistent epoch.
+Order matters (they share the epoch's ``logs`` dict): ``NonFiniteGuard`` comes before every callback that
+writes (it raises before a non-finite epoch reaches them), ``ValidationMetrics`` adds ``val_*`` to the
+logs, ``EpochRecorder`` and ``GenotypeTracker`` read them, ``EpochLogger`` reads the recorder's entry, the
+checkpoint comes after every file of the epoch is written, so that a run killed at any point resumes from a
+consistent epoch.
 """
 from __future__ import annotations
 
@@ -13,8 +16,11 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from emodarts_tf.evaluation.metrics import classification_metrics
+from emodarts_tf.search.checkpoint import describe_nonfinite, nonfinite_state
+from emodarts_tf.search.diagnostics import NonFiniteError, alpha_entropy, alpha_movement, format_alpha_diagnostics
 from emodarts_tf.utils.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -40,6 +46,70 @@ class AlphaWarmup(keras.callbacks.Callback):
             log.info("epoch %d: warm-up (alphas frozen, weights only)", epoch + 1)
 
 
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stop the search at its first non-finite step, before anything of that epoch is written.
+
+    Replaces ``keras.callbacks.TerminateOnNaN``, which only sets ``stop_training``: ``fit()`` then still
+    ends the epoch, and every ``on_epoch_end`` (genotypes derived from NaN alphas, alpha history,
+    checkpoint) would run on the broken state. This raises ``NonFiniteError`` instead, naming what went
+    non-finite and where:
+
+    - after every step: the logged loss and alpha loss (running means over the epoch: a non-finite step
+      leaves them non-finite) and the alphas (a few hundred numbers);
+    - at the end of every epoch: every variable of the model (alphas, weights, batch-norm statistics) and
+      of both optimizers, which a weight update of the epoch's last step could have broken with a finite
+      loss. Put it before the callbacks that write.
+
+    On a finding, every variable is checked, so that the message says which parts are non-finite. The
+    callbacks after it (and ``on_train_end``) do not run; ``run_search`` turns the error into one that names
+    the fold and its last finite checkpoint.
+    """
+
+    LOSSES = (("loss", "loss"), ("alpha_loss", "alpha loss"))
+
+    def __init__(self):
+        super().__init__()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def _where(self, step: int | None) -> str:
+        epochs = self.params.get("epochs") if self.params else None
+        steps = self.params.get("steps") if self.params else None
+        of_epochs = f"/{epochs}" if epochs else ""
+        if step is None:
+            where = f"after epoch {self._epoch + 1}{of_epochs}"
+            if steps:
+                where += f" (global step {(self._epoch + 1) * steps})"
+            return where
+        where = f"at epoch {self._epoch + 1}{of_epochs}, step {step + 1}" + (f"/{steps}" if steps else "")
+        if steps:
+            where += f" (global step {self._epoch * steps + step + 1})"
+        return where
+
+    def _check(self, logs, step: int | None, full: bool) -> None:
+        found = []
+        for key, label in self.LOSSES:
+            value = _float(logs.get(key)) if logs else None
+            if value is not None and not math.isfinite(value):
+                found.append(f"{label} {value}")
+        bad_alphas = [k for k, a in self.model.alpha_arrays().items() if not np.isfinite(a).all()]
+        if not (found or bad_alphas or full):
+            return
+        report = nonfinite_state(self.model)
+        if not found and not report:
+            return
+        found += [describe_nonfinite(report)] if report else []
+        raise NonFiniteError(f"non-finite values {self._where(step)}: {'; '.join(found)}")
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(logs, batch, full=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs, None, full=True)
+
+
 class ValidationMetrics(keras.callbacks.Callback):
     """UA, WA, macro F1 and loss over the whole validation set, from one confusion matrix.
 
@@ -60,37 +130,63 @@ class ValidationMetrics(keras.callbacks.Callback):
             logs.update({"val_loss": loss, "val_ua": m["ua"], "val_wa": m["wa"], "val_f1": m["f1"]})
 
 
-def _number(value):
+def _float(value):
     try:
-        value = float(value)
+        return float(value)
     except (TypeError, ValueError):
         return None
-    return value if math.isfinite(value) else None
+
+
+def _number(value):
+    value = _float(value)
+    return value if value is not None and math.isfinite(value) else None
 
 
 class EpochRecorder(keras.callbacks.Callback):
-    """Append each epoch's softmaxed alphas, metrics and duration to ``alpha_history.json`` (atomically).
+    """Append each epoch's softmaxed alphas, their entropy and movement, metrics and duration to
+    ``alpha_history.json`` (atomically), and the alpha figures to TensorBoard.
 
     Each entry: ``{"epoch": e (1-based), "alpha_active": bool, "seconds": s, "metrics": {...},
-    "weights": {"normal": [[...]], "reduce": ..., "seq": ...}}``. On resume, entries after the restored
-    epoch (written by the killed run after its last checkpoint) are dropped.
+    "entropy": {kind: {"mean": nats, "normalized": mean / log(num_ops)}}, "moved": {kind: max |w - w0|},
+    "weights": {"normal": [[...]], "reduce": ..., "seq": ...}}``: ``entropy`` is ``diagnostics.alpha_entropy``
+    of the softmaxed alphas (normalised 1.0 = the uniform random start, 0.0 = one op per edge), ``moved`` the
+    largest change of a softmaxed weight since the search's start (``SearchModel.initial_alpha_weights``,
+    also right after a resume). On resume, entries after the restored epoch (written by the killed run after
+    its last checkpoint) are dropped.
+
+    With ``tensorboard_dir``, the scalars ``alpha_entropy/<kind>`` (normalised), ``alpha_entropy_nats/<kind>``
+    and ``alpha_moved/<kind>`` go to ``<tensorboard_dir>/alphas`` (step: the 0-based epoch, as the epoch
+    scalars of ``keras.callbacks.TensorBoard`` in ``train/`` and ``validation/``), flushed every epoch.
     """
 
-    def __init__(self, path: str | Path, resume_epoch: int = 0):
+    def __init__(self, path: str | Path, resume_epoch: int = 0, tensorboard_dir: str | Path | None = None):
         super().__init__()
         self.path = Path(path)
         self.entries: list = []
         if resume_epoch > 0 and self.path.is_file():
             old = read_json(self.path)
             self.entries = [e for e in old if int(e.get("epoch", 0)) <= resume_epoch]
+        self.tensorboard_dir = Path(tensorboard_dir) if tensorboard_dir is not None else None
+        self._writer = None
         self._start = None
+        self._initial = None
+
+    def on_train_begin(self, logs=None):
+        self._initial = self.model.initial_alpha_weights()
+        if self.tensorboard_dir is not None and self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.tensorboard_dir / "alphas"))
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - (self._start or time.perf_counter())
-        weights = {k: np.round(v, 6).tolist() for k, v in self.model.alpha_weights().items()}
+        current = self.model.alpha_weights()
+        if self._initial is None:
+            self._initial = self.model.initial_alpha_weights()
+        entropy = alpha_entropy(current)
+        moved = alpha_movement(current, self._initial)
+        weights = {k: np.round(v, 6).tolist() for k, v in current.items()}
         metrics = {k: _number(v) for k, v in (logs or {}).items() if _number(v) is not None}
         self.entries = [e for e in self.entries if int(e["epoch"]) != epoch + 1]
         self.entries.append(
@@ -99,10 +195,33 @@ class EpochRecorder(keras.callbacks.Callback):
                 "alpha_active": bool(float(self.model.alpha_active.numpy()) > 0.5),
                 "seconds": round(seconds, 3),
                 "metrics": metrics,
+                "entropy": {k: {"mean": round(v["mean"], 6), "normalized": round(v["normalized"], 6)}
+                            for k, v in entropy.items()},
+                "moved": {k: round(v, 6) for k, v in moved.items()},
                 "weights": weights,
             }
-        )
+        )  # fmt: skip
         write_json(self.path, self.entries)
+        if self._writer is not None:
+            with self._writer.as_default():
+                for kind, value in entropy.items():
+                    tf.summary.scalar(f"alpha_entropy/{kind}", value["normalized"], step=epoch)
+                    tf.summary.scalar(f"alpha_entropy_nats/{kind}", value["mean"], step=epoch)
+                    tf.summary.scalar(f"alpha_moved/{kind}", moved[kind], step=epoch)
+            self._writer.flush()
+
+    def close(self) -> None:
+        """Close the TensorBoard writer (``on_train_end``; ``run_search`` also calls it after an error)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def on_train_end(self, logs=None):
+        self.close()
+
+    @property
+    def last(self) -> dict | None:
+        return self.entries[-1] if self.entries else None
 
 
 class GenotypeTracker(keras.callbacks.Callback):
@@ -123,12 +242,21 @@ class GenotypeTracker(keras.callbacks.Callback):
         self.warmup_epochs = int(warmup_epochs)
         self.epochs = int(epochs)
 
+    def _derive(self, e: int, meta: dict):
+        """The epoch's genotype, validated; NonFiniteError (nothing written) when the alphas are not finite."""
+        bad = [k for k, a in self.model.alpha_arrays().items() if not np.isfinite(a).all()]
+        if bad:
+            raise NonFiniteError(f"epoch {e}: non-finite alphas ({', '.join(bad)}); no genotype derived or written")
+        genotype = self.model.genotype(self.max_skip, meta=meta)
+        genotype.validate(f"the genotype derived at epoch {e}")
+        return genotype
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         e = epoch + 1
         val = {k: _number(logs.get(f"val_{k}")) for k in ("ua", "wa", "f1")}
         meta = {**self.meta, "epoch": e, "val_ua": val["ua"], "val_wa": val["wa"], "val_f1": val["f1"]}
-        genotype = self.model.genotype(self.max_skip, meta={**meta, "selected": "final"})
+        genotype = self._derive(e, {**meta, "selected": "final"})
         genotype.save(self.out_dir / "genotypes" / f"epoch_{e:03d}.json")
         genotype.save(self.out_dir / "genotype.json")
         eligible = e > self.warmup_epochs or self.warmup_epochs >= self.epochs
@@ -137,7 +265,7 @@ class GenotypeTracker(keras.callbacks.Callback):
             first = int(self.state.best_epoch.numpy()) == 0
             # Without a validation set the latest eligible epoch counts as the best.
             if first or ua is None or ua > float(self.state.best_ua.numpy()):
-                best = self.model.genotype(self.max_skip, meta={**meta, "selected": "best"})
+                best = self._derive(e, {**meta, "selected": "best"})
                 best.save(self.out_dir / "genotype_best.json")
                 self.state.best_ua.assign(ua if ua is not None else -1.0)
                 self.state.best_epoch.assign(e)
@@ -153,7 +281,10 @@ def format_genotype(genotype) -> str:
 
 
 class SaveState(keras.callbacks.Callback):
-    """Checkpoint the search state at the end of every epoch (after the epoch's files are written)."""
+    """Checkpoint the search state at the end of every epoch (after the epoch's files are written).
+
+    ``SearchState.save`` refuses a non-finite state (``NonFiniteError``), so the latest checkpoint is always
+    the last finite one."""
 
     def __init__(self, state):
         super().__init__()
@@ -164,12 +295,15 @@ class SaveState(keras.callbacks.Callback):
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """One INFO line per epoch: losses, accuracies, validation UA/WA, learning rate, duration."""
+    """One INFO line per epoch: losses, accuracies, validation UA/WA, learning rate, duration, and with a
+    ``recorder`` (an ``EpochRecorder`` earlier in the callback list) the alphas' normalised entropy per cell
+    kind (1.0000 = still the uniform start) and their largest move since the start."""
 
-    def __init__(self, epochs: int, prefix: str = ""):
+    def __init__(self, epochs: int, prefix: str = "", recorder: EpochRecorder | None = None):
         super().__init__()
         self.epochs = epochs
         self.prefix = prefix
+        self.recorder = recorder
         self._start = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -182,8 +316,13 @@ class EpochLogger(keras.callbacks.Callback):
             value = _number(logs.get(key))
             return "n/a" if value is None else f"{value:.{digits}f}"
 
+        entry = self.recorder.last if self.recorder is not None else None
+        alphas = ""
+        if entry is not None and int(entry.get("epoch", 0)) == epoch + 1:
+            alphas = format_alpha_diagnostics(entry.get("entropy"), entry.get("moved"))
         log.info(
-            "%sepoch %d/%d: loss %s acc %s | alpha loss %s | val loss %s UA %s WA %s | lr %s | %.1f s",
+            "%sepoch %d/%d: loss %s acc %s | alpha loss %s | val loss %s UA %s WA %s | lr %s | %.1f s%s",
             self.prefix, epoch + 1, self.epochs, fmt("loss"), fmt("accuracy"), fmt("alpha_loss"),
             fmt("val_loss"), fmt("val_ua"), fmt("val_wa"), fmt("lr", 5), time.perf_counter() - (self._start or 0),
+            f" | {alphas}" if alphas else "",
         )  # fmt: skip

@@ -10,6 +10,11 @@ follow sub-layers held in Python lists (the backbone's cells), and would silentl
 statistics of every cell. A checkpoint of another architecture then fails to match by name and shape. ``tf.train.CheckpointManager``
 writes each checkpoint under a temporary name and publishes it by renaming the ``checkpoint`` index last,
 so a kill mid-save leaves the previous checkpoint as the latest.
+
+Only finite states are checkpointed: ``save`` raises ``NonFiniteError`` (naming the variables) rather than
+write a state with a NaN or an infinity, so that the latest checkpoint, the one ``--resume`` restores, is
+always the last finite one; ``restore`` skips (with a warning) a non-finite checkpoint that an older
+version wrote, for the newest finite one.
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ import logging
 from pathlib import Path
 
 import tensorflow as tf
+
+from emodarts_tf.search.diagnostics import NonFiniteError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,61 @@ def _variable_dict(variables, named: bool = True) -> dict:
             key = f"{key}:{name}"
         out[key] = v if isinstance(v, tf.Variable) else getattr(v, "value", v)
     return out
+
+
+def _variable_name(v) -> str:
+    return str(getattr(v, "path", None) or getattr(v, "name", "?"))
+
+
+def nonfinite_variables(variables) -> list:
+    """Names (paths) of the floating-point variables of ``variables`` holding a NaN or an infinity.
+
+    One ``reduce_all(is_finite)`` per variable, on its device; one transfer of the flags.
+    """
+    checked, flags = [], []
+    for v in variables:
+        value = tf.convert_to_tensor(getattr(v, "value", v))
+        if not value.dtype.is_floating:
+            continue
+        checked.append(v)
+        flags.append(tf.reduce_all(tf.math.is_finite(value)))
+    if not flags:
+        return []
+    finite = tf.stack(flags).numpy()
+    return [_variable_name(v) for v, ok in zip(checked, finite) if not ok]
+
+
+def nonfinite_state(model) -> dict:
+    """``{part: [variable names]}`` of the non-finite variables of a compiled ``SearchModel``, by part:
+    ``alphas``, ``weights`` (network weights), ``statistics`` (batch-norm moving statistics and other
+    non-trainable state), ``weight optimizer``, ``alpha optimizer``; parts without any are left out."""
+    arch = {id(v) for v in model.arch_variables}
+    trainable = {id(v) for v in model.trainable_variables}
+    parts = {
+        "alphas": list(model.arch_variables),
+        "weights": list(model.weight_variables),
+        "statistics": [v for v in model.weights if id(v) not in trainable and id(v) not in arch],
+    }
+    for name, attr in (("weight optimizer", "w_optimizer"), ("alpha optimizer", "a_optimizer")):
+        optimizer = getattr(model, attr, None)
+        if optimizer is not None and optimizer.built:
+            parts[name] = list(optimizer.variables)
+    out = {}
+    for part, variables in parts.items():
+        bad = nonfinite_variables(variables)
+        if bad:
+            out[part] = bad
+    return out
+
+
+def describe_nonfinite(report: dict, limit: int = 3) -> str:
+    """``weights (2 variables: a/kernel, b/bias), alpha optimizer (1 variable: ...)`` for a report of
+    ``nonfinite_state``."""
+    parts = []
+    for part, names in report.items():
+        shown = ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+        parts.append(f"{part} ({len(names)} variable{'s' if len(names) != 1 else ''}: {shown})")
+    return ", ".join(parts)
 
 
 class SearchState:
@@ -63,23 +125,74 @@ class SearchState:
             best_epoch=self.best_epoch,
         )
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory), max_to_keep=max_to_keep)
+        # The checkpoint this state last saved or restored (None before either): a finite one.
+        self.last_finite: str | None = None
 
     @property
     def latest(self) -> str | None:
         return self.manager.latest_checkpoint
 
+    def nonfinite(self) -> dict:
+        """``nonfinite_state`` of the model: what a checkpoint now would hold that is not finite."""
+        return nonfinite_state(self.model)
+
     def save(self, epoch: int) -> str:
-        """Checkpoint after ``epoch`` finished epochs."""
+        """Checkpoint after ``epoch`` finished epochs.
+
+        Raises:
+            NonFiniteError: some variable of the model or of an optimizer is NaN or infinite; nothing is
+                written, so that the latest checkpoint stays the last finite state.
+        """
+        bad = self.nonfinite()
+        if bad:
+            raise NonFiniteError(
+                f"not checkpointing epoch {int(epoch)}: non-finite values in {describe_nonfinite(bad)}; the latest "
+                f"checkpoint stays {self.latest or 'none'}"
+            )
         self.epoch.assign(int(epoch))
         path = self.manager.save(checkpoint_number=int(epoch))
+        self.last_finite = path
         log.debug("checkpoint %s", path)
         return path
 
     def restore(self, path: str | None = None) -> int:
-        """Restore the latest (or the given) checkpoint; returns the finished epochs (0 when none)."""
-        path = path or self.latest
-        if path is None:
-            return 0
+        """Restore the latest (or the given) checkpoint; returns the finished epochs (0 when none).
+
+        Without ``path``, a latest checkpoint holding non-finite values (written by a version that
+        checkpointed a diverged search) is skipped, with a warning, for the newest finite one; ValueError
+        when no checkpoint is finite, or when the given ``path`` is not.
+        """
+        if path is not None:
+            try:
+                return self._restore_finite(path)
+            except NonFiniteError as exc:
+                raise ValueError(str(exc)) from None
+        candidates = list(reversed(self.manager.checkpoints))
+        for i, candidate in enumerate(candidates):
+            try:
+                return self._restore_finite(candidate)
+            except NonFiniteError as exc:
+                older = candidates[i + 1] if i + 1 < len(candidates) else None
+                if older is None:
+                    raise ValueError(
+                        f"{self.directory}: no checkpoint holds a finite state ({exc}); the search diverged before "
+                        "its first finite checkpoint: start it again (another --out)"
+                    ) from None
+                log.warning("%s; resuming from the previous checkpoint %s instead", exc, older)
+        return 0
+
+    def _restore_finite(self, path: str) -> int:
+        epoch = self._restore(path)
+        bad = self.nonfinite()
+        if bad:
+            raise NonFiniteError(
+                f"checkpoint {path} (epoch {epoch}) holds non-finite values in {describe_nonfinite(bad)}"
+            )
+        self.last_finite = path
+        log.info("restored %s (epoch %d)", path, epoch)
+        return epoch
+
+    def _restore(self, path: str) -> int:
         try:
             status = self.checkpoint.restore(path)
             status.assert_existing_objects_matched()
@@ -89,5 +202,4 @@ class SearchState:
             raise ValueError(
                 f"checkpoint {path}: does not match this search model (another search space or config?): {text[:400]}"
             ) from None
-        log.info("restored %s (epoch %d)", path, int(self.epoch.numpy()))
         return int(self.epoch.numpy())

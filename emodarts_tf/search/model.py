@@ -55,6 +55,16 @@ def _softmax_np(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def initial_alphas(shapes: dict, scale: float, seed: int) -> dict:
+    """The alphas a search starts from: ``{kind: scale * N(0, 1)}`` (float64), drawn in the order of
+    ``shapes`` from one generator seeded with ``seed`` (``SearchModel``'s initialisation)."""
+    rng = np.random.default_rng(int(seed))
+    return {
+        kind: (float(scale) * rng.standard_normal(tuple(int(d) for d in shape))).astype("float64")
+        for kind, shape in shapes.items()
+    }
+
+
 @keras.saving.register_keras_serializable(package="emodarts_tf")
 class SearchModel(keras.Model):
     """DARTS search model: ``call(x) = backbone(x, softmax(alphas))`` and an alternating ``train_step``.
@@ -99,11 +109,11 @@ class SearchModel(keras.Model):
         if unknown:
             raise ValueError(f"backbone.alpha_shapes(): unknown cell kind(s) {unknown}; expected {CELL_KINDS}")
         self.alpha_kinds = tuple(k for k in CELL_KINDS if k in shapes)
-        rng = np.random.default_rng(self.seed)
+        initial = initial_alphas({k: shapes[k] for k in self.alpha_kinds}, self.alpha_init_scale, self.seed)
         self._alphas = []
         for kind in self.alpha_kinds:
-            shape = tuple(int(d) for d in shapes[kind])
-            init = (self.alpha_init_scale * rng.standard_normal(shape)).astype("float64")
+            init = initial[kind]
+            shape = init.shape
             var = self.add_weight(
                 shape=shape,
                 initializer=lambda shape, dtype, init=init: ops.cast(init, dtype),
@@ -474,6 +484,17 @@ class SearchModel(keras.Model):
     def alpha_weights(self) -> dict:
         """The softmaxed alphas as numpy arrays."""
         return {k: _softmax_np(v.astype(np.float64)) for k, v in self.alpha_arrays().items()}
+
+    def initial_alpha_weights(self) -> dict:
+        """The softmaxed alphas of the search's start (before any step), as ``alpha_weights()`` returned
+        them then: the seeded initial values, recomputed (at the alphas' variable dtype), so that a resumed
+        search knows where it started."""
+        shapes = {k: tuple(a.shape) for k, a in zip(self.alpha_kinds, self._alphas)}
+        initial = initial_alphas(shapes, self.alpha_init_scale, self.seed)
+        return {
+            k: _softmax_np(initial[k].astype(keras.backend.standardize_dtype(a.dtype)).astype(np.float64))
+            for k, a in zip(self.alpha_kinds, self._alphas)
+        }
 
     def genotype(self, max_skip: int | None = None, meta: dict | None = None) -> Genotype:
         """The DARTS genotype of the current alphas (top-2 edges per node, best non-none op each)."""

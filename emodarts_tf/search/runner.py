@@ -8,14 +8,14 @@ epoch; the test speakers are never read) and writes::
         genotype.json          the genotype after the last epoch
         genotype_best.json     the genotype of the epoch with the best validation UA (after warm-up)
         genotypes/epoch_XXX.json   every epoch's genotype
-        alpha_history.json     per epoch: softmaxed alphas, metrics, seconds
+        alpha_history.json     per epoch: softmaxed alphas, their entropy and movement, metrics, seconds
         search.json            config, fold, speakers (train/val seen, test held out), sizes, epochs,
                                times, peak memory, best and final validation UA/WA
         config.yaml            the config of the run (checked again on --resume)
         cells/{normal,reduce,seq}.png   diagrams of the selected genotype (search.select; the other
                                         one in cells/final/ or cells/best/)
         checkpoints/           tf.train.Checkpoint of model, alphas, both optimisers, epoch, best UA
-        tensorboard/           TensorBoard logs
+        tensorboard/           TensorBoard logs (train/, validation/, and alphas/: alpha entropy and movement)
 
 and updates ``<out_dir>/genotypes.json`` = ``{"<k>": genotype}`` (the selected genotype of every fold
 searched into ``out_dir``). ``resume=True`` restores the latest checkpoint and continues; the data order
@@ -43,11 +43,13 @@ from emodarts_tf.search.callbacks import (
     EpochLogger,
     EpochRecorder,
     GenotypeTracker,
+    NonFiniteGuard,
     SaveState,
     ValidationMetrics,
     format_genotype,
 )
 from emodarts_tf.search.checkpoint import SearchState
+from emodarts_tf.search.diagnostics import NonFiniteError
 from emodarts_tf.search.model import ORDERS, SearchModel
 from emodarts_tf.search.plots import plot_genotype
 from emodarts_tf.search_space.genotype import Genotype
@@ -65,8 +67,14 @@ _STRATEGIES: dict = {}
 # Config keys that may change between a run and its --resume (everything else must match).
 # The recompute and eager_updates options: same values and variables, memory and time only.
 _RESUMABLE_KEYS = ("search.epochs", "data.root", "data.cache_dir", "data.workers", "search.checkpoints_to_keep",
-                   "search.recompute_cnn", "search.recompute_seq", "search.eager_updates")
-_IGNORED_SECTIONS = ("train", "baseline")
+                   "search.recompute_cnn", "search.recompute_seq", "search.eager_updates", "data.lock_timeout_s")
+_IGNORED_SECTIONS = ("train", "baseline", "recipe")
+
+
+class SearchDivergedError(RuntimeError, ValueError):
+    """A search whose loss, alphas or weights became non-finite; names the fold folder and its last finite
+    checkpoint. Also a ValueError, so that the commands report it as one line (exit status 2) like a bad
+    config, which it usually is (learning rates too high)."""
 
 
 def check_search_config(s: SearchConfig) -> None:
@@ -96,6 +104,8 @@ def check_search_config(s: SearchConfig) -> None:
         raise ValueError(f"search.w_lr_min: expected 0 <= w_lr_min <= w_lr = {s.w_lr}, received {s.w_lr_min!r}")
     if not s.alpha_lr > 0:
         raise ValueError(f"search.alpha_lr: expected > 0, received {s.alpha_lr!r}")
+    if s.alpha_budget is not None and not s.alpha_budget > 0:
+        raise ValueError(f"search.alpha_budget: expected > 0 or null, received {s.alpha_budget!r}")
     for name in ("alpha_beta1", "alpha_beta2"):
         value = getattr(s, name)
         if not 0 <= value < 1:
@@ -145,7 +155,8 @@ def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, 
     """The search backbone of ``config.space`` wrapped in a compiled SearchModel (paper optimisers).
 
     Weights: SGD with momentum, the learning rate cosine-annealed per step from ``w_lr`` to ``w_lr_min``
-    over ``epochs * steps_per_epoch`` steps. Alphas: Adam(alpha_lr, beta1, beta2).
+    over ``epochs * steps_per_epoch`` steps. Alphas: Adam(alpha_lr, beta1, beta2), with ``alpha_lr`` from
+    :func:`alpha_learning_rate`.
     """
     from emodarts_tf.search_space.network import SearchBackbone
 
@@ -160,7 +171,8 @@ def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, 
         lr = s.w_lr
     model.compile(
         keras.optimizers.SGD(lr, momentum=s.w_momentum, name="w_sgd"),
-        keras.optimizers.Adam(s.alpha_lr, beta_1=s.alpha_beta1, beta_2=s.alpha_beta2, name="a_adam"),
+        keras.optimizers.Adam(alpha_learning_rate(s, steps_per_epoch), beta_1=s.alpha_beta1, beta_2=s.alpha_beta2,
+                              name="a_adam"),  # fmt: skip
         order=s.order,
         w_weight_decay=s.w_weight_decay,
         a_weight_decay=s.alpha_weight_decay,
@@ -169,6 +181,17 @@ def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, 
         eager_updates=resolve_eager_updates(s.eager_updates, model),
     )
     return model
+
+
+def alpha_learning_rate(s: SearchConfig, steps_per_epoch: int) -> float:
+    """``search.alpha_lr``, or ``alpha_budget / alpha steps`` when ``search.alpha_budget`` is set (the alpha
+    steps are the steps of the epochs after the warm-up)."""
+    if s.alpha_budget is None:
+        return float(s.alpha_lr)
+    alpha_steps = max(1, (s.epochs - min(s.warmup_epochs, s.epochs)) * int(steps_per_epoch))
+    lr = float(s.alpha_budget) / alpha_steps
+    log.info("search.alpha_budget %.3g over %d alpha steps: alpha learning rate %.3g", s.alpha_budget, alpha_steps, lr)
+    return lr
 
 
 # search.eager_updates = None (auto) turns eager updates on from this many weights.
@@ -281,6 +304,12 @@ def run_search(
 
     Returns:
         The ``search.json`` summary as a dict (plus ``"genotype"``: the selected Genotype).
+
+    Raises:
+        SearchDivergedError (a RuntimeError): the loss, alpha loss, alphas, weights or optimizer state became
+            NaN or infinite. The message names the fold folder, what went non-finite, the epoch and step.
+            Nothing of that epoch is written (no genotype, alpha history entry or checkpoint): the latest
+            checkpoint, which ``resume=True`` restores, is the last finite epoch's.
     """
     from emodarts_tf.data.pipeline import make_fold_data
     from emodarts_tf.data.prepare import prepare
@@ -370,33 +399,56 @@ def run_search(
             "epochs": s.epochs,
         }
         meta = {"source": "emodarts-tf search", **provenance, "max_skip": s.max_skip, "seed": config.seed}
-        recorder = EpochRecorder(fold_dir / "alpha_history.json", resume_epoch=initial_epoch)
+        recorder = EpochRecorder(fold_dir / "alpha_history.json", resume_epoch=initial_epoch,
+                                 tensorboard_dir=fold_dir / "tensorboard")  # fmt: skip
         if initial_epoch < s.epochs:
             weights_ds, alphas_ds = fold_data.search_split(batch)
             train = tf.data.Dataset.zip((weights_ds, alphas_ds))
             if initial_epoch:
                 # The same batches an uninterrupted run would see from here on.
                 train = train.skip(initial_epoch * steps)
-            search_callbacks = [AlphaWarmup(s.warmup_epochs)]
+            # The guard comes before every callback that writes: a non-finite step or epoch raises before
+            # its genotype, alpha history entry or checkpoint exists.
+            search_callbacks = [AlphaWarmup(s.warmup_epochs), NonFiniteGuard()]
             if has_val:
                 search_callbacks.append(ValidationMetrics(fold_data.val(batch), num_classes))
+            tensorboard = keras.callbacks.TensorBoard(str(fold_dir / "tensorboard"), write_graph=False,
+                                                      update_freq="epoch")  # fmt: skip
             search_callbacks += [
                 recorder,
                 GenotypeTracker(fold_dir, state, s.max_skip, meta, s.warmup_epochs, s.epochs),
-                keras.callbacks.TensorBoard(str(fold_dir / "tensorboard"), write_graph=False, update_freq="epoch"),
-                keras.callbacks.TerminateOnNaN(),
+                tensorboard,
                 SaveState(state),
-                EpochLogger(s.epochs, prefix=f"fold {fold.index} "),
+                EpochLogger(s.epochs, prefix=f"fold {fold.index} ", recorder=recorder),
                 *(callbacks or []),
             ]
             if verbose is None:
                 verbose = 1 if sys.stdout.isatty() else 0
-            history = model.fit(
-                train, epochs=s.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                callbacks=search_callbacks, verbose=verbose, shuffle=False,
-            )  # fmt: skip
+            try:
+                history = model.fit(
+                    train, epochs=s.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                    callbacks=search_callbacks, verbose=verbose, shuffle=False,
+                )  # fmt: skip
+            except NonFiniteError as exc:
+                # fit() skips on_train_end after an exception: close the event files here.
+                recorder.close()
+                tensorboard.on_train_end()
+                done = int(state.epoch.numpy())
+                last = (
+                    f"the latest checkpoint, {state.last_finite} (epoch {done}), is the last finite state: --resume "
+                    "continues from it (with the same settings and data it takes the same steps again)"
+                    if state.last_finite else "no epoch finished, so there is no checkpoint to resume"
+                )
+                raise SearchDivergedError(
+                    f"{fold_dir}: the search diverged: {exc}. Nothing of that epoch was written; {last}. "
+                    "Lower search.w_lr or search.alpha_lr (a new search: another --out), or check the features "
+                    "for NaN/inf"
+                ) from exc
             if model.stop_training and history.epoch and history.epoch[-1] + 1 < s.epochs:
-                raise RuntimeError(f"fold {fold.index}: the search stopped early (NaN loss); see {fold_dir}")
+                raise RuntimeError(
+                    f"{fold_dir}: the search stopped early, after epoch {history.epoch[-1] + 1} of {s.epochs} "
+                    "(a callback set model.stop_training)"
+                )
         else:
             log.info("%s: the search already finished (%d epochs); rewriting its outputs", fold_dir, initial_epoch)
 

@@ -88,7 +88,9 @@ class Genotype:
         return genotype
 
     def validate(self, source: str = "genotype") -> None:
-        """Raise ValueError naming the cell, node and edge of any unknown op or impossible input index."""
+        """Raise ValueError naming the cell, node and edge of any unknown op or impossible input index, and
+        naming the cell and its nodes when the cell's output cannot depend on its inputs (see
+        :meth:`_check_reads_input`)."""
         for kind in CELL_KINDS:
             universe = SEQ_PRIMITIVES if kind == "seq" else CNN_PRIMITIVES
             nodes = self.cell(kind)
@@ -110,8 +112,48 @@ class Genotype:
             for idx in self.concat(kind):
                 if not 0 <= idx < len(nodes) + 2:
                     raise ValueError(f"{source}: {kind}_concat index {idx} out of range 0..{len(nodes) + 1}")
+                if kind == "reduce" and idx < 2:
+                    # FixedCNNCell refuses it too: the cell inputs have not been reduced to the nodes' size.
+                    raise ValueError(
+                        f"{source}: reduce_concat index {idx} is a cell input; a reduction cell can only "
+                        f"concatenate its nodes (indices 2..{len(nodes) + 1})"
+                    )
             if not self.concat(kind):
                 raise ValueError(f"{source}: {kind}_concat is empty")
+            self._check_reads_input(kind, source)
+
+    def _check_reads_input(self, kind: str, source: str) -> None:
+        """Raise ValueError when the output of a ``kind`` cell cannot depend on the cell's inputs.
+
+        States 0 and 1 (the two cell inputs) depend on them; node ``n`` (state ``n + 2``) does when one of
+        its edges whose op is not ``none`` reads a state that does (a ``none`` edge outputs zeros, and a
+        node whose every edge is ``none`` is all zeros). The cell output is the concatenation of the
+        ``*_concat`` states, so at least one of them must depend on the inputs. This rule per cell is
+        enough for the network (``network.build_fixed_network``): the stem output is both inputs of the
+        first CNN cell, each later cell reads the outputs of the two cells before it, and the first SeqNN
+        cell reads the projected CNN output twice, so by induction every cell's output, and the logits,
+        depend on the MFCCs.
+        """
+        nodes = self.cell(kind)
+        depends = [True, True]
+        for node in nodes:
+            depends.append(any(op != "none" and depends[idx] for op, idx in node))
+        concat = self.concat(kind)
+        if any(depends[idx] for idx in concat):
+            return
+        reasons = []
+        for idx in concat:
+            n = idx - 2
+            read = sorted({i for op, i in nodes[n] if op != "none"})
+            if not read:
+                reasons.append(f"node {n} (state {idx}) has only `none` edges")
+            else:
+                reasons.append(f"node {n} (state {idx}) reads only states {read}, which do not depend on the inputs")
+        raise ValueError(
+            f"{source}: cell {kind!r}: its output does not depend on the cell inputs: no state of "
+            f"{kind}_concat {list(concat)} is reached from inputs 0 or 1 through a non-`none` edge "
+            f"({'; '.join(reasons)}); a network of this genotype would predict the same class for every input"
+        )
 
     def save(self, path: str | Path) -> Path:
         return write_json(path, self.to_dict())

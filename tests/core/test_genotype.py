@@ -121,3 +121,54 @@ def test_reduction_positions_follow_darts():
     assert reduction_indices(8) == (2, 5)
     assert reduction_indices(3) == (1, 2)
     assert reduction_indices(1) == ()
+
+
+# Cells whose output cannot depend on their inputs: (cell kind, nodes, concat, words the error must name).
+_INPUT_FREE_CELLS = [
+    ("seq", [[["none", 0], ["none", 1]], [["none", 2], ["none", 0]]], [2, 3],
+     ["node 0 (state 2) has only `none` edges", "node 1 (state 3) has only `none` edges"]),
+    # node 1 reads the input, but the concat keeps only node 0 (all `none`) and node 2, which reads node 0
+    ("normal", [[["none", 0], ["none", 1]], [["sep_conv_3x3", 0], ["skip_connect", 1]],
+                [["skip_connect", 2], ["none", 3]]], [2, 4],
+     ["node 0 (state 2) has only `none` edges", "node 2 (state 4) reads only states [2]"]),
+    # a reduction cell whose every concat node is `none`-only cannot pass the input on
+    ("reduce", [[["max_pool_3x3", 0], ["max_pool_3x3", 1]], [["none", 0], ["none", 2]]], [3],
+     ["node 1 (state 3) has only `none` edges"]),
+]
+
+
+@pytest.mark.parametrize("kind, nodes, concat, words", _INPUT_FREE_CELLS)
+def test_genotype_whose_output_ignores_the_input_is_refused(kind, nodes, concat, words):
+    d = _random_genotype().to_dict()
+    d[kind], d[f"{kind}_concat"] = nodes, concat
+    with pytest.raises(ValueError) as info:
+        Genotype.from_dict(d, source="g.json")
+    message = str(info.value)
+    assert message.startswith("g.json: ") and f"cell {kind!r}" in message and "does not depend" in message
+    for word in words:
+        assert word in message
+
+
+def test_genotype_reading_the_input_through_some_node_passes():
+    d = _random_genotype().to_dict()
+    # One all-`none` node is harmless when another concat node reads an input; a normal or SeqNN cell
+    # may also concatenate an input itself.
+    d["seq"], d["seq_concat"] = [[["none", 0], ["none", 1]], [["lstm_1", 0], ["none", 2]]], [2, 3]
+    d["normal"], d["normal_concat"] = [[["none", 0], ["none", 1]]], [0, 2]
+    d["reduce"], d["reduce_concat"] = [[["none", 0], ["none", 1]], [["skip_connect", 1], ["none", 2]]], [2, 3]
+    Genotype.from_dict(d, source="g.json")
+    d["reduce_concat"] = [1, 3]  # a reduction cell cannot concatenate its unreduced inputs
+    with pytest.raises(ValueError, match="g.json: reduce_concat index 1 is a cell input"):
+        Genotype.from_dict(d, source="g.json")
+
+
+def test_derived_genotypes_always_read_the_input():
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        nodes = int(rng.integers(1, 5))
+        alphas = {kind: rng.normal(size=(num_edges(nodes), len(ops))) * 3
+                  for kind, ops in (("normal", CNN_PRIMITIVES), ("reduce", CNN_PRIMITIVES), ("seq", SEQ_PRIMITIVES))}
+        # `none` strongest everywhere: the derivation still never picks it, so the genotype stays valid.
+        for a in alphas.values():
+            a[:, 0] += 10
+        derive_genotype(alphas, CNN_PRIMITIVES, SEQ_PRIMITIVES, nodes, nodes, max_skip=2).validate()

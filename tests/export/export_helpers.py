@@ -1,7 +1,12 @@
-"""Shared pieces of the export tests: a mini EmoDB manifest, tiny configs, 16 kHz waveforms."""
+"""Shared pieces of the export tests: a mini EmoDB manifest, tiny configs, 16 kHz waveforms, a tiny model
+directory written without training a network, and a stand-in for TF Serving's REST API."""
 from __future__ import annotations
 
+import contextlib
+import json
+import threading
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +59,120 @@ def waveforms_16k(paths) -> np.ndarray:
     for i, w in enumerate(waves):
         batch[i, : len(w)] = w
     return batch
+
+
+# FEATURES_16K as a FeatureConfig's keyword arguments.
+FEATURE_CONFIG_16K = dict(sample_rate=16000, duration_s=1.0, n_mfcc=16, n_fft=512, hop_length=256, n_mels=32, time_pool=2)
+
+
+def emodb_utterances(emodb_root: Path, speakers, per_class: int) -> list[tuple[Path, str, str]]:
+    """``(path, label, speaker)`` of up to ``per_class`` utterances per speaker and emotion (ang/hap/neu/sad)."""
+    out, count = [], Counter()
+    for wav in sorted((emodb_root / "wav").glob("*.wav")):
+        speaker, letter = wav.stem[:2], wav.stem[5]
+        if speaker in speakers and letter in EMODB_LABELS and count[(speaker, letter)] < per_class:
+            count[(speaker, letter)] += 1
+            out.append((wav, EMODB_LABELS[letter], speaker))
+    return out
+
+
+def tiny_model_dir(path: Path, features: dict, normalize: str, x: np.ndarray, y: np.ndarray, classes: list,
+                   epochs: int = 25) -> Path:  # fmt: skip
+    """A model directory as ``cli/train.py`` writes one (``save_model_dir``), with a small CNN fitted for a
+    few seconds on ``x`` (n, n_mfcc, frames): raw MFCCs, or for ``normalize="speaker"`` MFCCs already
+    z-scored per speaker. ``normalization.npz`` and ``"normalize"`` in ``model_info.json`` as the trainer
+    writes them (``data.pipeline.normalization_stats``: identity for ``speaker``)."""
+    import keras
+
+    from emodarts_tf.data.pipeline import normalization_stats
+    from emodarts_tf.evaluation.model_dir import save_model_dir
+
+    mean, std = normalization_stats(x, normalize)
+    inputs = (x[..., np.newaxis] - mean) / std
+    keras.utils.set_random_seed(0)
+    net_in = keras.Input(inputs.shape[1:], name="mfcc")
+    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(net_in)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(net_in, keras.layers.Dense(len(classes))(h))
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(inputs, y, epochs=epochs, batch_size=16, verbose=0)
+    info = {"kind": "test", "classes": list(classes), "features": dict(features), "input_shape": list(inputs.shape[1:]),
+            "normalize": normalize, "corpus": "emodb", "fold": 1}  # fmt: skip
+    return save_model_dir(path, model, info, mean, std)
+
+
+def _tensor_info(spec) -> dict:
+    """A TensorSpec as TF Serving's metadata JSON writes a TensorInfo."""
+    shape = {"unknown_rank": True} if spec.shape.rank is None else {
+        "dim": [{"size": str(-1 if d is None else d), "name": ""} for d in spec.shape.as_list()]
+    }  # fmt: skip
+    return {"dtype": f"DT_{spec.dtype.name.upper()}", "tensor_shape": shape, "name": f"{spec.name}:0"}
+
+
+class TFServingLike(BaseHTTPRequestHandler):
+    """TF Serving's REST API for one loaded SavedModel: ``POST /v1/models/<name>:predict`` in the row
+    ("instances" -> "predictions") and columnar ("inputs" -> "outputs") formats, and
+    ``GET /v1/models/<name>/metadata`` (``metadata.signature_def.signature_def.<name>.inputs``)."""
+
+    loaded = None
+
+    def _send(self, answer: dict, status: int = 200):
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        if not self.path.endswith("/metadata"):
+            return self._send({"error": "not found"}, 404)
+        signatures = {}
+        for name, sig in self.loaded.signatures.items():
+            _, spec = sig.structured_input_signature
+            signatures[name] = {
+                "inputs": {k: _tensor_info(v) for k, v in spec.items()},
+                "outputs": {k: {"dtype": f"DT_{v.dtype.name.upper()}", "name": k} for k, v in sig.structured_outputs.items()},
+                "method_name": "tensorflow/serving/predict",
+            }
+        self._send({"model_spec": {"name": "emodarts", "signature_name": "", "version": "1"},
+                    "metadata": {"signature_def": {"@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap",
+                                                   "signature_def": signatures}}})  # fmt: skip
+
+    def do_POST(self):  # noqa: N802
+        import tensorflow as tf
+
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        signature = self.loaded.signatures[body.get("signature_name", "serving_default")]
+        _, spec = signature.structured_input_signature
+        try:
+            if "instances" in body:
+                instances = body["instances"]
+                missing = sorted(set(spec) - set(instances[0]))
+                if missing:
+                    return self._send({"error": f"Missing input(s) {missing}"}, 400)
+                columns = {k: tf.constant(np.asarray([inst[k] for inst in instances]), dtype=spec[k].dtype) for k in spec}
+                out = {k: v.numpy().tolist() for k, v in signature(**columns).items()}
+                rows = len(next(iter(out.values())))
+                return self._send({"predictions": [{k: out[k][i] for k in out} for i in range(rows)]})
+            columns = {k: tf.constant(np.asarray(body["inputs"][k]), dtype=spec[k].dtype) for k in spec}
+            return self._send({"outputs": {k: v.numpy().tolist() for k, v in signature(**columns).items()}})
+        except tf.errors.InvalidArgumentError as exc:
+            return self._send({"error": exc.message}, 400)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def tf_serving_like(loaded):
+    """The base URL of a TF-Serving-like REST server answering for ``loaded`` (a ``tf.saved_model.load``)."""
+    handler = type("Handler", (TFServingLike,), {"loaded": loaded})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

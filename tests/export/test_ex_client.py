@@ -3,15 +3,12 @@ Serving's row format (against a stand-in server that answers the way TF Serving'
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from emodarts_tf.export.client import RestClient, ServedModel, read_wav, rest_request_waveform, waveform_batch
-from export_helpers import waveforms_16k
+from export_helpers import tf_serving_like, waveforms_16k
 
 
 def test_waveform_batch_pads_and_checks():
@@ -40,33 +37,6 @@ def test_served_model_in_process(exported, emodb_root):
         ServedModel(exported.version_dir.parent)
 
 
-class _TFServingLike(BaseHTTPRequestHandler):
-    """``POST /v1/models/<name>:predict`` in the row ("instances") format, as TF Serving's REST API."""
-
-    loaded = None
-
-    def do_POST(self):  # noqa: N802 (http.server's naming)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        signature = self.loaded.signatures[body.get("signature_name", "serving_default")]
-        _, spec = signature.structured_input_signature
-        instances = body["instances"]
-        columns = {k: tf.constant(np.asarray([inst[k] for inst in instances]), dtype=spec[k].dtype) for k in spec}
-        try:
-            out = {k: v.numpy().tolist() for k, v in signature(**columns).items()}
-            answer, status = {"predictions": [{k: out[k][i] for k in out} for i in range(len(instances))]}, 200
-        except tf.errors.InvalidArgumentError as exc:
-            answer, status = {"error": exc.message}, 400
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_rest_round_trip(exported, loaded, emodb_root):
     paths = sorted((emodb_root / "wav").glob("12*.wav"))[:2]
     waves = waveforms_16k(paths)
@@ -75,14 +45,10 @@ def test_rest_round_trip(exported, loaded, emodb_root):
     assert sorted(body["instances"][0]) == ["sample_rate", "waveform"] and body["instances"][0]["sample_rate"] == 16000
     json.dumps(body)  # plain JSON
 
-    _TFServingLike.loaded = loaded
-    server = HTTPServer(("127.0.0.1", 0), _TFServingLike)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with tf_serving_like(loaded) as url:
         client = RestClient(url, "emodarts", classes=["ang", "hap", "neu", "sad"])
         assert client.endpoint == f"{url}/v1/models/emodarts:predict"
+        assert client.speaker_normalised is False  # asked from the server's metadata: no speaker inputs
         rows = client.predict_waveform(list(waves))
         direct = ServedModel(exported.version_dir).predict_waveform(waves)
         assert [r["class_id"] for r in rows] == [r["class_id"] for r in direct]
@@ -91,6 +57,6 @@ def test_rest_round_trip(exported, loaded, emodb_root):
         bad = {"signature_name": "serving_waveform", "instances": [{"waveform": [0.0] * 100, "sample_rate": 8000}]}
         with pytest.raises(ValueError, match="expected audio at 16000 Hz"):
             client.post(bad)
-    finally:
-        server.shutdown()
-        server.server_close()
+        # Speaker statistics for a model that takes none: refused before anything is posted.
+        with pytest.raises(ValueError, match="takes no speaker statistics"):
+            client.predict_waveform(list(waves), speaker_mean=np.zeros(16), speaker_std=np.ones(16))

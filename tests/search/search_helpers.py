@@ -21,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from emodarts_tf.config import load_config
+
 CNN_OPS = ("none", "avg_pool_3x3", "skip_connect", "sep_conv_3x3")
 SEQ_OPS = ("none", "skip_connect", "lstm_1", "rnn_1")
 SOLVER = {"cnn": "sep_conv_3x3", "seq": "lstm_1"}
@@ -163,3 +165,22 @@ def search_dataset(n=64, batch=16, seed=0, dtype="float32", shape=(4, 4, 1), tas
     w = tf.data.Dataset.from_tensor_slices((xw, yw)).batch(batch, drop_remainder=True)
     a = tf.data.Dataset.from_tensor_slices((xa, ya)).batch(batch, drop_remainder=True)
     return tf.data.Dataset.zip((w.repeat(), a.repeat())), n // batch
+
+
+# A micro search space: every cell kind, 1 node each, a few candidate ops, 2 steps per epoch.
+MICRO = [
+    "space.init_channels=2",
+    "space.stem_multiplier=1",
+    "space.cnn_cells=3",
+    "space.cnn_nodes=1",
+    "space.seq_nodes=1",
+    "space.seq_hidden=8",
+    "space.cnn_ops=[none,skip_connect,max_pool_3x3,sep_conv_3x3]",
+    "space.seq_ops=[none,skip_connect,rnn_1]",
+    "search.steps_per_epoch=2",
+]
+
+
+def micro_config(cache, *overrides):
+    """The demo config with the micro space, its features cached in ``cache``."""
+    return load_config("demo", overrides=[*MICRO, f"data.cache_dir={cache}", *overrides])

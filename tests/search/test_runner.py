@@ -12,37 +12,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
+from search_helpers import MICRO, micro_config
 
 from emodarts_tf.config import load_config
 from emodarts_tf.search_space.genotype import Genotype
 
-MICRO = [
-    "space.init_channels=2",
-    "space.stem_multiplier=1",
-    "space.cnn_cells=3",
-    "space.cnn_nodes=1",
-    "space.seq_nodes=1",
-    "space.seq_hidden=8",
-    "space.cnn_ops=[none,skip_connect,max_pool_3x3,sep_conv_3x3]",
-    "space.seq_ops=[none,skip_connect,rnn_1]",
-    "search.steps_per_epoch=2",
-]
-
-
-@pytest.fixture(scope="session")
-def demo_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("demo-cache")
-
-
-@pytest.fixture(scope="session")
-def demo_prepared(demo_cache):
-    from emodarts_tf.data.prepare import prepare
-
-    return prepare(_config(demo_cache), progress=False)
 
 
 def _config(cache, *overrides):
-    return load_config("demo", overrides=[*MICRO, f"data.cache_dir={cache}", *overrides])
+    return micro_config(cache, *overrides)
 
 
 class Killed(Exception):
@@ -178,3 +156,15 @@ def test_eager_updates_auto_follows_the_supernet_size():
     assert resolve_eager_updates(True, small) is True
     assert resolve_eager_updates(False, at_threshold) is False
     assert load_config("paper").search.eager_updates is None
+
+
+def test_alpha_budget_sets_the_alpha_learning_rate():
+    from emodarts_tf.config import SearchConfig
+    from emodarts_tf.search.runner import alpha_learning_rate, check_search_config
+
+    assert alpha_learning_rate(SearchConfig(alpha_lr=3e-4), 11) == pytest.approx(3e-4)
+    # 20 epochs, 5 of warm-up: 15 x 11 = 165 alpha steps share the budget of 3.
+    s = SearchConfig(epochs=20, warmup_epochs=5, alpha_budget=3.0)
+    assert alpha_learning_rate(s, 11) == pytest.approx(3.0 / 165)
+    with pytest.raises(ValueError, match="search.alpha_budget"):
+        check_search_config(SearchConfig(alpha_budget=0.0))

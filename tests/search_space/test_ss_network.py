@@ -153,8 +153,6 @@ GENOTYPES = {
     "all_skip": _genotype([[["skip_connect", 0], ["skip_connect", 1]]] * 2,
                           [[["skip_connect", 0], ["skip_connect", 1]], [["skip_connect", 2], ["skip_connect", 1]]],
                           [[["skip_connect", 0], ["skip_connect", 1]]] * 2),
-    "all_none": _genotype([[["none", 0], ["none", 1]]] * 2, [[["none", 0], ["none", 1]]] * 2,
-                          [[["none", 0], ["none", 1]]] * 2),
     # more nodes than the space's cnn_nodes, a concat subset, a node reading an input in a reduction cell
     "hand_written": _genotype(CNN_NODES_2 + [[["sep_conv_3x3", 3], ["none", 1]]],
                               [[["max_pool_3x3", 1]], [["skip_connect", 2], ["sep_conv_3x3", 1]], [["none", 3]]],
@@ -227,6 +225,11 @@ def test_fixed_network_rejects_bad_genotypes_and_overrides_apply():
     reduce_concat_input = dataclasses.replace(GENOTYPES["derived"], reduce_concat=[0, 2])
     with pytest.raises(ValueError, match="reduce"):
         build_fixed_network(reduce_concat_input, TINY, SHAPE, 4)
+    # All-`none` cells would give logits independent of the MFCCs: refused, naming the cell.
+    all_none = _genotype([[["none", 0], ["none", 1]]] * 2, [[["none", 0], ["none", 1]]] * 2,
+                         [[["none", 0], ["none", 1]]] * 2)
+    with pytest.raises(ValueError, match="cell 'normal'.*does not depend on the cell inputs"):
+        build_fixed_network(all_none, TINY, SHAPE, 4)
     with pytest.raises(ValueError, match="genotype"):
         build_fixed_network(GENOTYPES["derived"].to_dict(), TINY, SHAPE, 4)
     with pytest.raises(ValueError, match="drop_path"):

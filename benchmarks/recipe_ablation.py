@@ -1,0 +1,101 @@
+"""Ablation of retraining settings, judged on validation speakers only.
+
+Every variant (a named list of ``--set`` overrides on top of ``--config``) retrains the same genotypes on
+the same folds; the figure of merit is the validation UA (speakers held out of each fold's *training*
+part), never the test speakers: this script does not print test figures, so nothing is chosen by them.
+Two validation figures per run: the UA of the selected epoch (optimistic: a maximum over epochs) and the
+mean UA of the last 5 epochs (how good training ends, without selection).
+
+    python benchmarks/recipe_ablation.py --config cpu --data emodb --root ../shared/data/emodb \
+        --genotype random:2 --variant base= --variant ema=recipe.ema=0.99 --out runs/ablation
+
+A variant is ``name=key=value,key=value`` (``name=`` for the config as it is). Reruns reuse finished folds.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from emodarts_tf.utils.machine import cpu_model
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    if "=" not in text:
+        raise SystemExit(f"--variant {text!r}: expected NAME=key=value[,key=value...] (or NAME= for none)")
+    name, rest = text.split("=", 1)
+    overrides = [item for item in rest.split(",") if item.strip()] if rest else []
+    return name.strip(), overrides
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="cpu")
+    parser.add_argument("--data", default="emodb")
+    parser.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"))
+    parser.add_argument("--genotype", default="random:2", help="a genotype JSON, or random:N (sampled from the config's space)")
+    parser.add_argument("--genotype-seed", type=int, default=0)
+    parser.add_argument("--variant", action="append", default=[], help="NAME=key=value,... (repeatable)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every variant")
+    parser.add_argument("--folds", default="all")
+    parser.add_argument("--out", default="runs/recipe-ablation")
+    args = parser.parse_args()
+
+    from emodarts_tf.config import load_config
+    from emodarts_tf.data.pipeline import make_fold_data
+    from emodarts_tf.data.prepare import prepare
+    from emodarts_tf.evaluation.trainer import train_genotype_fold
+    from emodarts_tf.search_space.genotype import Genotype
+    from emodarts_tf.utils.io import read_json
+    from emodarts_tf.utils.logs import setup_logging
+
+    setup_logging(0)
+    logging.getLogger("emodarts_tf.evaluation.fitting").setLevel(logging.WARNING)
+    variants = [parse_variant(v) for v in (args.variant or ["base="])]
+    base = load_config(args.config, overrides=args.overrides,
+                       updates={"data": {"corpus": args.data, "root": args.root}})  # fmt: skip
+    prepared = prepare(base, progress=False)
+    folds = [f.index for f in prepared.folds] if args.folds == "all" else [int(k) for k in args.folds.split(",")]
+    if args.genotype.startswith("random:"):
+        from emodarts_tf.search_space.random_genotype import sample_genotypes
+
+        genotypes = sample_genotypes(base.space, int(args.genotype.split(":", 1)[1]), args.genotype_seed, base.search.max_skip)
+    else:
+        genotypes = [Genotype.load(args.genotype)]
+    out = Path(args.out)
+    rows = []
+    for name, overrides in variants:
+        config = load_config(args.config, overrides=[*args.overrides, *overrides],
+                             updates={"data": {"corpus": args.data, "root": args.root}})  # fmt: skip
+        best, last5, seconds = [], [], 0.0
+        start = time.perf_counter()
+        for g, genotype in enumerate(genotypes, 1):
+            for k in folds:
+                fold_dir = out / name / f"g{g}" / f"fold{k}"
+                fold_data = make_fold_data(prepared, k, config)
+                metrics = train_genotype_fold(genotype, config, fold_data, fold_dir, corpus=prepared.corpus,
+                                              protocol=prepared.protocol, genotype_source=f"ablation g{g}")  # fmt: skip
+                history = read_json(fold_dir / "history.json")
+                best.append(metrics["val"]["ua"])
+                last5.append(float(np.mean([row["val_ua"] for row in history[-5:]])))
+                seconds += float(metrics.get("seconds", 0.0))
+        rows.append((name, overrides, float(np.mean(best)), float(np.std(best)), float(np.mean(last5)),
+                     float(np.std(last5)), seconds, time.perf_counter() - start))  # fmt: skip
+        print(f"{name}: val UA (selected epoch) {rows[-1][2]:.4f}, last 5 epochs {rows[-1][4]:.4f}", flush=True)
+    print(f"\nmachine: {cpu_model()}, {os.cpu_count()} cores; data: {args.data} at {args.root}, protocol "
+          f"{prepared.protocol}, classes {prepared.classes}, features {prepared.input_shape}; config {args.config} "
+          f"{' '.join(args.overrides)}; {len(genotypes)} genotype(s) ({args.genotype}, seed {args.genotype_seed}) "
+          f"x folds {folds}; validation speakers only\n")  # fmt: skip
+    print("| variant | overrides | val UA, selected epoch | val UA, last 5 epochs | train s |")
+    print("|---|---|---|---|---|")
+    for name, overrides, b, bs, l5, l5s, secs, _ in rows:
+        print(f"| {name} | {' '.join(overrides) or '(config)'} | {b:.4f} ± {bs:.4f} | {l5:.4f} ± {l5s:.4f} | {secs:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,156 @@
+"""The retraining recipe shared by every model that is trained on a fold (``config.recipe``).
+
+emoDARTS genotypes, random genotypes and the Keras Tuner baselines all train through
+:func:`~emodarts_tf.evaluation.fitting.fit_fold`, and the tuner's trials through
+:func:`train_dataset` and :func:`training_loss`, so a comparison between them differs only in the
+architecture (and the optimiser each family is defined with), never in how its batches are made.
+
+Parts (each off at its neutral value):
+
+- ``class_balanced``: each training example is drawn by first drawing a class uniformly, then an
+  example of that class; an epoch keeps the number of batches of one pass over the training part.
+  UA weighs every class equally; balanced batches make the loss do the same.
+- ``time_shift``: every training example is shifted in time by a uniform whole number of frames in
+  ``[-s, s]`` with ``s = round(time_shift * frames)``; vacated frames are 0, the training mean after
+  normalisation (what padding of a shorter utterance also looks like).
+- ``mixup``: each example is mixed with a random partner of the same batch, ``x = l x_i + (1 - l) x_j``
+  and the same for the one-hot targets, ``l ~ Beta(mixup, mixup)`` per example (Zhang et al., 2018).
+- ``label_smoothing``: targets ``(1 - e) y + e / C``.
+- ``ema``: the weights that are validated, selected and saved are an exponential moving average of
+  the trained ones, ``a_t = m a_{t-1} + (1 - m) w_t`` (``a_1 = w_1``), Keras' optimiser EMA.
+
+Targets are one-hot (soft after mixup or smoothing) and the loss is categorical cross-entropy on
+logits, which equals sparse cross-entropy when every part is off.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import numpy as np
+
+from emodarts_tf.config import RecipeConfig
+
+log = logging.getLogger(__name__)
+
+
+def check_recipe(recipe: RecipeConfig) -> None:
+    """Raise ValueError naming the first impossible recipe setting."""
+    if not isinstance(recipe.class_balanced, bool):
+        raise ValueError(f"recipe.class_balanced: expected a bool, received {recipe.class_balanced!r}")
+    if not 0.0 <= recipe.label_smoothing < 1.0:
+        raise ValueError(f"recipe.label_smoothing: expected a number in [0, 1), received {recipe.label_smoothing!r}")
+    if recipe.mixup < 0:
+        raise ValueError(f"recipe.mixup: expected the Beta parameter >= 0 (0 = off), received {recipe.mixup!r}")
+    if not 0.0 <= recipe.time_shift < 0.5:
+        raise ValueError(f"recipe.time_shift: expected a share of the frames in [0, 0.5), received {recipe.time_shift!r}")
+    if not 0.0 <= recipe.ema < 1.0:
+        raise ValueError(f"recipe.ema: expected a momentum in [0, 1) (0 = off), received {recipe.ema!r}")
+
+
+def shift_frames(recipe: RecipeConfig, frames: int) -> int:
+    return int(round(float(recipe.time_shift) * int(frames)))
+
+
+def time_shift_batch(x, max_shift: int, seed=None):
+    """Shift each example of ``x`` ``(B, n_mfcc, frames, 1)`` along time by a uniform integer in
+    ``[-max_shift, max_shift]``; vacated frames are 0."""
+    import tensorflow as tf
+
+    if max_shift <= 0:
+        return x
+    batch = tf.shape(x)[0]
+    frames = tf.shape(x)[2]
+    shifts = tf.random.uniform([batch], -max_shift, max_shift + 1, dtype=tf.int32, seed=seed)
+    # Source frame of every output frame; out-of-range sources give 0.
+    source = tf.range(frames)[tf.newaxis, :] - shifts[:, tf.newaxis]  # (B, frames)
+    valid = tf.logical_and(source >= 0, source < frames)
+    gathered = tf.gather(x, tf.clip_by_value(source, 0, frames - 1), axis=2, batch_dims=1)
+    mask = tf.cast(valid, x.dtype)[:, tf.newaxis, :, tf.newaxis]
+    return gathered * mask
+
+
+def sample_beta(shape, concentration: float, seed=None):
+    """``Beta(a, a)`` samples from two Gamma draws."""
+    import tensorflow as tf
+
+    g1 = tf.random.gamma(shape, concentration, seed=seed)
+    g2 = tf.random.gamma(shape, concentration, seed=None if seed is None else seed + 1)
+    return g1 / (g1 + g2)
+
+
+def mixup_batch(x, y, concentration: float, seed=None):
+    """Mix every example (and its target row) with a random partner of the batch."""
+    import tensorflow as tf
+
+    if concentration <= 0:
+        return x, y
+    batch = tf.shape(x)[0]
+    lam = sample_beta([batch], float(concentration), seed=seed)
+    partner = tf.random.shuffle(tf.range(batch), seed=seed)
+    lx = tf.reshape(lam, [-1, 1, 1, 1])
+    ly = tf.reshape(lam, [-1, 1])
+    x_mixed = lx * x + (1.0 - lx) * tf.gather(x, partner)
+    y_mixed = ly * y + (1.0 - ly) * tf.gather(y, partner)
+    return x_mixed, y_mixed
+
+
+def train_dataset(fold_data, batch_size: int, recipe: RecipeConfig, augment: bool = True, part: str = "train"):
+    """The recipe's training batches ``(x, one-hot y)`` of a fold part (one pass per epoch)."""
+    import tensorflow as tf
+
+    check_recipe(recipe)
+    num_classes = len(fold_data.classes)
+    ds = fold_data.dataset(
+        part, batch_size, shuffle=True, augment=augment, balanced=recipe.class_balanced, seed=fold_data.seed
+    )
+    max_shift = shift_frames(recipe, fold_data.input_shape[1])
+
+    def transform(x, y):
+        target = tf.one_hot(tf.cast(y, tf.int32), num_classes, dtype=tf.float32)
+        x = time_shift_batch(x, max_shift)
+        return mixup_batch(x, target, float(recipe.mixup))
+
+    return ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def training_loss(recipe: RecipeConfig):
+    """Categorical cross-entropy on logits with the recipe's label smoothing."""
+    import keras
+
+    return keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=float(recipe.label_smoothing))
+
+
+def training_accuracy():
+    import keras
+
+    return keras.metrics.CategoricalAccuracy(name="accuracy")
+
+
+def enable_ema(optimizer, recipe: RecipeConfig) -> None:
+    """Turn on Keras' EMA of the trained weights in an optimiser that has not been built yet."""
+    if recipe.ema <= 0:
+        return
+    if optimizer.built:
+        raise ValueError("recipe.ema: the optimiser is already built; enable the EMA before its first step")
+    optimizer.use_ema = True
+    optimizer.ema_momentum = float(recipe.ema)
+    optimizer.ema_overwrite_frequency = None
+
+
+@contextlib.contextmanager
+def averaged_weights(model, optimizer):
+    """Inside the block the model's trainable weights are the optimiser's EMA; restored afterwards.
+
+    A no-op when the optimiser keeps no EMA (or has not taken a step yet)."""
+    if not getattr(optimizer, "use_ema", False) or not optimizer.built:
+        yield False
+        return
+    variables = list(model.trainable_variables)
+    saved = [np.array(v.numpy()) for v in variables]
+    optimizer.finalize_variable_values(variables)
+    try:
+        yield True
+    finally:
+        for var, value in zip(variables, saved):
+            var.assign(value)
