@@ -244,6 +244,7 @@ class BaselineHyperModel(kt.HyperModel):
         callbacks = [ValidationUA(validation_data, self.num_classes)] + list(callbacks or [])
         if args and _is_dataset(args[0]):
             kwargs.setdefault("shuffle", False)  # a tf.data pipeline shuffles itself
+            args = (_one_hot_targets(args[0], self.num_classes), *args[1:])
         return model.fit(*args, callbacks=callbacks, **kwargs)
 
     # Shared pieces -----------------------------------------------------------------------------------
@@ -282,6 +283,17 @@ class BaselineHyperModel(kt.HyperModel):
                 lstm = keras.layers.Bidirectional(lstm, name=f"bilstm{i + 1}")
             x = lstm(x)
         return x
+
+
+def _one_hot_targets(dataset, num_classes: int):
+    """``(x, class id)`` batches as ``(x, one-hot)`` for the recipe's categorical loss; one-hot (or mixed)
+    targets, as ``evaluation.recipe.train_dataset`` makes them, pass unchanged."""
+    import tensorflow as tf
+
+    target = dataset.element_spec[1]
+    if target.dtype.is_floating and target.shape.rank == 2:
+        return dataset
+    return dataset.map(lambda x, y: (x, tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), num_classes)))
 
 
 def _is_dataset(x) -> bool:

@@ -59,7 +59,8 @@ class ValidationUA(keras.callbacks.Callback):
             return
         from emodarts_tf.evaluation.recipe import averaged_weights
 
-        with averaged_weights(self.model, self.model.optimizer):  # the recipe's EMA weights, when kept
+        optimizer = getattr(self.model, "optimizer", None)  # None for an uncompiled model
+        with averaged_weights(self.model, optimizer):  # the recipe's EMA weights, when kept
             metrics = evaluate_logits(self.model, self.validation_data, self.num_classes)
         for key in ("ua", "wa", "f1", "loss"):
             logs[f"val_{key}"] = metrics[key]

@@ -235,9 +235,12 @@ class FoldData:
             ds = ds.map(self._augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)
 
-    def train(self, batch_size: int, shuffle: bool = True, augment: bool = True, repeat: bool = False) -> tf.data.Dataset:
-        """Training batches: shuffled per epoch (seeded), SpecAugment when ``data.spec_augment.enabled``."""
-        return self.dataset("train", batch_size, shuffle, augment, repeat, seed=self.seed)
+    def train(
+        self, batch_size: int, shuffle: bool = True, augment: bool = True, repeat: bool = False, balanced: bool = False
+    ) -> tf.data.Dataset:
+        """Training batches: shuffled per epoch (seeded), SpecAugment when ``data.spec_augment.enabled``,
+        classes drawn uniformly when ``balanced``."""
+        return self.dataset("train", batch_size, shuffle, augment, repeat, seed=self.seed, balanced=balanced)
 
     def val(self, batch_size: int) -> tf.data.Dataset:
         return self.dataset("val", batch_size, shuffle=False)

@@ -95,15 +95,14 @@ def mixup_batch(x, y, concentration: float, seed=None):
     return x_mixed, y_mixed
 
 
-def train_dataset(fold_data, batch_size: int, recipe: RecipeConfig, augment: bool = True, part: str = "train"):
-    """The recipe's training batches ``(x, one-hot y)`` of a fold part (one pass per epoch)."""
+def train_dataset(fold_data, batch_size: int, recipe: RecipeConfig, augment: bool = True):
+    """The recipe's training batches ``(x, one-hot y)`` of a fold's training part (one pass per epoch)."""
     import tensorflow as tf
 
     check_recipe(recipe)
     num_classes = len(fold_data.classes)
-    ds = fold_data.dataset(
-        part, batch_size, shuffle=True, augment=augment, balanced=recipe.class_balanced, seed=fold_data.seed
-    )
+    balanced = {"balanced": True} if recipe.class_balanced else {}
+    ds = fold_data.train(batch_size, shuffle=True, augment=augment, **balanced)
     max_shift = shift_frames(recipe, fold_data.input_shape[1])
 
     def transform(x, y):
@@ -143,7 +142,7 @@ def averaged_weights(model, optimizer):
     """Inside the block the model's trainable weights are the optimiser's EMA; restored afterwards.
 
     A no-op when the optimiser keeps no EMA (or has not taken a step yet)."""
-    if not getattr(optimizer, "use_ema", False) or not optimizer.built:
+    if optimizer is None or not getattr(optimizer, "use_ema", False) or not optimizer.built:
         yield False
         return
     variables = list(model.trainable_variables)
