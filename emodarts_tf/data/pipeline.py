@@ -271,18 +271,45 @@ def speaker_statistics(x: np.ndarray) -> tuple:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def speaker_normalised_features(prepared, paths: list) -> np.ndarray:
+def per_speaker_statistics(records: list, features, speakers=None) -> dict:
+    """``{speaker: (mean, std)}`` (:func:`speaker_statistics`) over every utterance of each speaker in
+    ``records`` (labels unused), for the speakers in ``speakers`` (default: all of them). ``features`` maps
+    a list of paths to their ``(n, n_mfcc, frames)`` features."""
+    wanted = sorted({r.speaker for r in records}) if speakers is None else sorted(set(speakers))
+    paths = {s: [] for s in wanted}
+    for r in records:
+        if r.speaker in paths:
+            paths[r.speaker].append(r.path)
+    missing = [s for s in wanted if not paths[s]]
+    if missing:
+        raise ValueError(f"speaker normalisation: no utterance of speaker(s) {missing} to take statistics from")
+    return {s: speaker_statistics(features(p)) for s, p in paths.items()}
+
+
+def normalise_per_speaker(x: np.ndarray, speakers, statistics: dict) -> np.ndarray:
+    """``x`` ``(n, n_mfcc, frames)`` z-scored row by row with the statistics of each row's speaker
+    (``statistics`` as from :func:`per_speaker_statistics`); a new float32 array."""
+    out = np.array(x, dtype=np.float32)
+    who = np.asarray(speakers)
+    if len(who) != len(out):
+        raise ValueError(f"speaker normalisation: {len(out)} utterances but {len(who)} speaker names")
+    for s in np.unique(who):
+        mean, std = statistics[s]
+        rows = who == s
+        out[rows] = (out[rows] - mean) / std
+    return out
+
+
+def speaker_normalised_features(prepared, paths: list, statistics: dict | None = None) -> np.ndarray:
     """Features of ``paths`` z-scored per coefficient with the statistics of each one's speaker, taken over
     every utterance of that speaker in ``prepared`` (unlabelled: the test speakers' audio is used, never
-    their labels; Busso et al., 2013)."""
+    their labels; Busso et al., 2013). ``statistics`` (from :func:`per_speaker_statistics`) saves
+    recomputing them when several parts of one corpus are normalised."""
     speaker = {r.path: r.speaker for r in prepared.records}
-    x = prepared.features(paths).astype(np.float32)
-    who = np.array([speaker[p] for p in paths])
-    for s in np.unique(who):
-        mean, std = speaker_statistics(prepared.features([r.path for r in prepared.records if r.speaker == s]))
-        rows = who == s
-        x[rows] = (x[rows] - mean) / std
-    return x
+    who = [speaker[p] for p in paths]
+    if statistics is None:
+        statistics = per_speaker_statistics(prepared.records, prepared.features, who)
+    return normalise_per_speaker(prepared.features(paths), who, statistics)
 
 
 def make_fold_data(prepared, fold_index: int, config: ExperimentConfig) -> FoldData:
@@ -299,10 +326,14 @@ def make_fold_data(prepared, fold_index: int, config: ExperimentConfig) -> FoldD
         raise ValueError(f"fold {fold.index} ({fold.name}): no training utterances left after validation")
     if data.normalize not in NORMALIZATIONS:
         raise ValueError(f"data.normalize: expected one of {list(NORMALIZATIONS)}, received {data.normalize!r}")
-    speaker_norm = data.normalize == "speaker"
+    statistics = None
+    if data.normalize == "speaker":  # each speaker of the fold once, for all three parts
+        statistics = per_speaker_statistics(prepared.records, prepared.features, [speaker[p] for p in fold.train + test_paths])
 
     def features(paths):
-        return speaker_normalised_features(prepared, paths) if speaker_norm else prepared.features(paths)
+        if statistics is None:
+            return prepared.features(paths)
+        return speaker_normalised_features(prepared, paths, statistics)
 
     x_train = features(train_paths)
     mean, std = normalization_stats(x_train, data.normalize)

@@ -134,15 +134,11 @@ def map_labels(labels: list, classes: list, ignore_unknown: bool) -> tuple[np.nd
 def speaker_normalise(x: np.ndarray, speakers: list, data: CorpusSplit, records: list) -> np.ndarray:
     """``x`` z-scored per speaker, with each speaker's statistics over all of its utterances in ``records``
     (labels unused), as a model trained with ``data.normalize: speaker`` expects."""
-    from emodarts_tf.data.pipeline import speaker_statistics
+    from emodarts_tf.data.pipeline import normalise_per_speaker, per_speaker_statistics
 
-    out = np.array(x, dtype=np.float32)
-    who = np.asarray(speakers)
-    for s in np.unique(who):
-        mean, std = speaker_statistics(data.features([r.path for r in records if r.speaker == s]))
-        out[who == s] = (out[who == s] - mean) / std
-    log.info("speaker normalisation: statistics of %d speaker(s) from their own utterances", len(np.unique(who)))
-    return out
+    statistics = per_speaker_statistics(records, data.features, speakers)
+    log.info("speaker normalisation: statistics of %d speaker(s) from their own utterances", len(statistics))
+    return normalise_per_speaker(x, speakers, statistics)
 
 
 def score(trained, data: CorpusSplit, ignore_unknown: bool = False, batch_size: int = 64) -> Scored:

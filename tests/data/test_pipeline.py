@@ -62,6 +62,29 @@ def test_normalisation_from_train_part_only(prepared, mode):
         assert not np.allclose(everything.mean(axis=(0, 2)) if mode == "coefficient" else everything.mean(), fd.mean.ravel())
 
 
+def test_speaker_normalisation_uses_each_speakers_own_utterances(prepared):
+    config, prep = prepared
+    config.data.normalize = "speaker"
+    fd = make_fold_data(prep, 1, config)
+    speaker = {r.path: r.speaker for r in prep.records}
+    for part, paths in (("train", fd.train_paths), ("val", fd.val_paths), ("test", fd.test_paths)):
+        expected = []
+        for p in paths:  # independently: each utterance with the mean/std of all frames of its speaker's files
+            own = np.stack([prep.features([q])[0] for q in speaker if speaker[q] == speaker[p]]).astype(np.float64)
+            mean, std = own.mean(axis=(0, 2))[:, None], own.std(axis=(0, 2))[:, None]
+            expected.append((prep.features([p])[0] - mean) / std)
+        np.testing.assert_allclose(fd.arrays(part)[0][..., 0], np.stack(expected), rtol=1e-4, atol=1e-4)
+    assert fd.mean.ravel().tolist() == [0.0] and fd.std.ravel().tolist() == [1.0]  # nothing on top of it
+
+
+def test_per_speaker_statistics_names_a_speaker_without_utterances(prepared):
+    from emodarts_tf.data.pipeline import per_speaker_statistics
+
+    _, prep = prepared
+    with pytest.raises(ValueError, match="nobody"):
+        per_speaker_statistics(prep.records, prep.features, ["nobody"])
+
+
 def test_seeded_shuffle_reproducible_and_reshuffled_each_epoch(prepared):
     config, prep = prepared
 
