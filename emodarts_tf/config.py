@@ -167,6 +167,9 @@ class RecipeConfig:
     mixup: float = 0.0  # Beta(a, a) parameter of mixup; 0 = off
     label_smoothing: float = 0.0
     ema: float = 0.0  # momentum of the exponential moving average of the weights; 0 = off
+    # After selecting the epoch on the validation speakers, train a fresh model on the training and
+    # validation speakers together for that many epochs; it is the model tested and saved.
+    refit: bool = False
 
 
 @dataclass

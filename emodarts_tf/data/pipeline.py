@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import tensorflow as tf
@@ -155,6 +155,20 @@ class FoldData:
     def steps(self, part: str, batch_size: int) -> int:
         """Batches in one pass over a part (the last one partial)."""
         return math.ceil(self.size(part) / batch_size)
+
+    def with_validation_in_training(self) -> "FoldData":
+        """This fold with the validation speakers' utterances added to the train part: the refit on every
+        training speaker of the fold. The validation part stays (for monitoring only: its speakers are now
+        trained on) and so do the normalisation statistics (the train part's)."""
+        if not self.val_paths:
+            raise ValueError(f"fold {self.fold.index} ({self.fold.name}): no validation part to add to training")
+        return replace(
+            self,
+            train_paths=self.train_paths + self.val_paths,
+            _x={**self._x, "train": np.concatenate([self._x["train"], self._x["val"]])},
+            _y={**self._y, "train": np.concatenate([self._y["train"], self._y["val"]])},
+            _tensors={},
+        )
 
     # ---------------------------------------------------------------------------------- datasets
     def _tensor(self, part: str) -> tuple:

@@ -38,7 +38,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from emodarts_tf.evaluation.metrics import classification_metrics
+from emodarts_tf.utils.numeric import softmax
+from emodarts_tf.evaluation.split import inference_fn, logits_of, predict_split, split_metrics
 from emodarts_tf.utils.io import atomic_write_bytes, atomic_write_text, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 METRICS_FILE = "metrics.json"
+REFIT_DIR = "refit"  # the refit on every training speaker (recipe.refit): its history and checkpoint
+REFIT_SEED_OFFSET = 104729  # the refit model's initialisation seed: the fold's seed plus this
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_ua", "val_wa", "val_f1", "lr", "drop_path", "seconds")
 
 
@@ -54,12 +57,6 @@ class CheckpointMismatchError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def _logits_of(outputs):
-    if isinstance(outputs, dict):
-        return outputs["logits"]
-    return outputs
 
 
 def _output_keys(model) -> list | None:
@@ -78,37 +75,6 @@ def _output_keys(model) -> list | None:
     if isinstance(out, (list, tuple)):
         raise ValueError(f"model {model.name!r}: expected a logits output or a dict with 'logits', received {len(out)} outputs")
     return None
-
-
-def _softmax_ce(logits: np.ndarray, labels: np.ndarray) -> float:
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    logsumexp = np.log(np.exp(z).sum(axis=1))
-    return float(np.mean(logsumexp - z[np.arange(len(labels)), labels]))
-
-
-def predict_logits(infer, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``infer`` over a dataset of ``(x, y)`` batches; returns (logits, labels) for every example."""
-    logits, labels = [], []
-    for batch in dataset:
-        x, y = batch[0], batch[1]
-        if isinstance(y, dict):
-            y = y["logits"]
-        logits.append(np.asarray(infer(x), dtype=np.float32))
-        labels.append(np.asarray(y).reshape(-1).astype(np.int64))
-    if not logits:
-        raise ValueError("dataset: no batches")
-    return np.concatenate(logits), np.concatenate(labels)
-
-
-def make_inference_fn(model):
-    import tensorflow as tf
-
-    @tf.function(reduce_retracing=True)
-    def infer(x):
-        return tf.cast(_logits_of(model(x, training=False)), tf.float32)
-
-    return infer
 
 
 def set_drop_path(model, rate: float) -> int:
@@ -193,8 +159,7 @@ def _write_history(fold_dir: Path, history: list[dict]) -> None:
 
 
 def _write_predictions(path: Path, paths: list, labels: np.ndarray, logits: np.ndarray, classes: list) -> None:
-    z = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    probs = softmax(logits)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
@@ -272,8 +237,11 @@ def _epoch_tracker_class():
     class EpochTracker(keras.callbacks.Callback):
         """Validation UA over the whole validation part, best weights, early stopping, checkpoint."""
 
-        def __init__(self, *, val_data, state, checkpoint, fold_dir, patience, drop_path, epochs, optimizer, label):
+        def __init__(self, *, val_data, state, checkpoint, fold_dir, patience, drop_path, epochs, optimizer, label,
+                     ramp_epochs=None, keep_last=False):  # fmt: skip
             super().__init__()
+            self.ramp_epochs = ramp_epochs or epochs
+            self.keep_last = keep_last
             self.val_data = val_data
             self.state = state
             self.checkpoint = checkpoint
@@ -290,7 +258,7 @@ def _epoch_tracker_class():
         def on_epoch_begin(self, epoch, logs=None):
             self._t0 = time.perf_counter()
             if self.drop_path > 0:
-                self._rate = self.drop_path * epoch / self.epochs  # DARTS: linear from 0
+                self._rate = self.drop_path * epoch / self.ramp_epochs  # DARTS: linear from 0
                 set_drop_path(self.model, self._rate)
 
         def on_epoch_end(self, epoch, logs=None):
@@ -298,15 +266,14 @@ def _epoch_tracker_class():
 
             logs = dict(logs or {})
             if self._infer is None:
-                self._infer = make_inference_fn(self.model)
+                self._infer = inference_fn(self.model)
             # With the recipe's EMA the averaged weights are the ones validated and kept as the best.
             with averaged_weights(self.model, self._optimizer):
-                logits, labels = predict_logits(self._infer, self.val_data)
-                num_classes = logits.shape[-1]
-                val = classification_metrics(labels, logits.argmax(axis=1), num_classes)
-                improved = self.state.get("best_ua") is None or val["ua"] > self.state["best_ua"]
+                logits, labels = predict_split(self._infer, self.val_data)
+                val = split_metrics(logits, labels, logits.shape[-1])
+                improved = self.keep_last or self.state.get("best_ua") is None or val["ua"] > self.state["best_ua"]
                 best_arrays = _variables_arrays(self.model.weights) if improved else None
-            val_loss = _softmax_ce(logits, labels)
+            val_loss = val["loss"]
             seconds = time.perf_counter() - self._t0
             state = self.state
             state["seconds"] = float(state.get("seconds", 0.0)) + seconds
@@ -365,6 +332,142 @@ def _epoch_tracker_class():
 
 def fold_finished(fold_dir: str | Path) -> bool:
     return (Path(fold_dir) / METRICS_FILE).is_file()
+
+
+def _fresh_optimizer(optimizer):
+    """An unused optimizer like ``optimizer``: a factory is returned as it is, an optimizer instance is
+    rebuilt from its config (its learning rate or schedule included)."""
+    import keras
+
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return type(optimizer).from_config(optimizer.get_config())
+    return optimizer
+
+
+def _train_phase(
+    build_model: Callable,
+    fold_data,
+    fold_dir: Path,
+    checkpoint: "_FoldCheckpoint",
+    *,
+    epochs: int,
+    ramp_epochs: int,
+    keep_last: bool,
+    batch_size: int,
+    optimizer,
+    patience: int | None,
+    aux_weight: float,
+    drop_path: float,
+    augment: bool,
+    recipe,
+    jit_compile: bool,
+    callbacks: Iterable,
+    fingerprint: dict,
+    label: str,
+):
+    """Build, compile and train one model on ``fold_data``'s train part for up to ``epochs`` epochs,
+    validating every epoch, checkpointing into ``checkpoint`` and resuming from it. Returns ``(model,
+    state)`` with the kept weights in the model: the best validation epoch's, or with ``keep_last`` the
+    last epoch's. ``ramp_epochs``: the epochs over which drop-path rises linearly from 0."""
+    import keras
+
+    from emodarts_tf.evaluation import recipe as recipes
+
+    classes = list(fold_data.classes)
+    train_labels = np.asarray(fold_data.labels("train"))
+    steps_per_epoch = int(math.ceil(train_labels.size / batch_size))
+
+    model = build_model()
+    keys = _output_keys(model)
+    n_out = int(logits_of(model.output).shape[-1]) if keys is not None else int(model.outputs[0].shape[-1])
+    if n_out != len(classes):
+        raise ValueError(f"{label}: the model outputs {n_out} logits, the corpus has {len(classes)} classes {classes}")
+
+    is_optimizer = isinstance(optimizer, keras.optimizers.Optimizer)
+    opt = optimizer if is_optimizer else optimizer(steps_per_epoch)
+    if not isinstance(opt, keras.optimizers.Optimizer):
+        raise ValueError(f"optimizer: expected a keras Optimizer or a factory returning one, received {type(opt).__name__}")
+    recipes.enable_ema(opt, recipe)
+
+    if keys is None:
+        model.compile(optimizer=opt, loss=recipes.training_loss(recipe), metrics=[recipes.training_accuracy()],
+                      jit_compile=jit_compile)  # fmt: skip
+    else:
+        losses = {k: recipes.training_loss(recipe) for k in keys}
+        weights = {k: (1.0 if k == "logits" else float(aux_weight)) for k in keys}
+        model.compile(optimizer=opt, loss=losses, loss_weights=weights, metrics={"logits": [recipes.training_accuracy()]},
+                      jit_compile=jit_compile)  # fmt: skip
+
+    opt = model.optimizer  # compile may wrap it (loss scaling under mixed precision)
+    state = {
+        "epoch": 0,
+        "epochs": epochs,
+        "best_ua": None,
+        "best_epoch": None,
+        "wait": 0,
+        "stopped_early": False,
+        "seconds": 0.0,
+        "history": [],
+        "fingerprint": fingerprint,
+    }
+    if checkpoint.exists():
+        saved = checkpoint.read_state()
+        differing = diff_keys(saved.get("fingerprint", {}), fingerprint)
+        if differing:
+            raise CheckpointMismatchError(
+                f"{checkpoint.dir}: this checkpoint was written with a different configuration; differing: "
+                f"{', '.join(differing[:12])}{' ...' if len(differing) > 12 else ''}. Rerun with the original "
+                f"config, or delete {fold_dir} (or pass a new --out) to start over."
+            )
+        checkpoint.restore(saved, model, opt)
+        state.update(saved)
+        state["epochs"] = epochs
+        log.info(
+            "%s: resuming after epoch %d/%d (best validation UA %.3f at epoch %s)",
+            label,
+            state["epoch"],
+            epochs,
+            state["best_ua"] if state["best_ua"] is not None else float("nan"),
+            state["best_epoch"],
+        )
+
+    train_ds = recipes.train_dataset(fold_data, batch_size, recipe, augment=augment)
+    if keys is not None:
+        import tensorflow as tf
+
+        train_ds = train_ds.map(lambda x, y: (x, {k: y for k in keys}), num_parallel_calls=tf.data.AUTOTUNE)
+    val_ds = fold_data.val(batch_size)
+
+    run_start = time.perf_counter()
+    if state["epoch"] < epochs and not state.get("stopped_early"):
+        tracker = _epoch_tracker_class()(
+            val_data=val_ds,
+            state=state,
+            checkpoint=checkpoint,
+            fold_dir=fold_dir,
+            patience=patience,
+            drop_path=float(drop_path),
+            epochs=epochs,
+            ramp_epochs=ramp_epochs,
+            keep_last=keep_last,
+            optimizer=opt,
+            label=label,
+        )
+        if drop_path > 0 and set_drop_path(model, 0.0) == 0:
+            log.warning("%s: drop_path=%.3f but the model has no drop-path layers; ignored", label, drop_path)
+        model.fit(
+            train_ds,
+            epochs=epochs,
+            initial_epoch=state["epoch"],
+            callbacks=[tracker, *callbacks],
+            shuffle=False,  # the dataset is shuffled (seeded) by the pipeline
+            verbose=0,
+        )
+    log.debug("%s: fit took %.1fs in this run", label, time.perf_counter() - run_start)
+    if not state.get("best_file"):
+        raise ValueError(f"{label}: no epoch was trained, nothing to evaluate")
+    checkpoint.restore_best(state, model)
+    return model, state
 
 
 def fit_fold(
@@ -455,111 +558,42 @@ def fit_fold(
     fold_dir.mkdir(parents=True, exist_ok=True)
 
     classes = list(fold_data.classes)
-    train_labels = np.asarray(fold_data.labels("train"))
     val_labels = np.asarray(fold_data.labels("val"))
-    if train_labels.size == 0:
+    if fold_data.size("train") == 0:
         raise ValueError(f"{label}: the training part is empty")
     if val_labels.size == 0:
         raise ValueError(f"{label}: the validation part is empty; early stopping needs validation speakers")
-    steps_per_epoch = int(math.ceil(train_labels.size / batch_size))
-
-    model = build_model()
-    keys = _output_keys(model)
-    n_out = int(_logits_of(model.output).shape[-1]) if keys is not None else int(model.outputs[0].shape[-1])
-    if n_out != len(classes):
-        raise ValueError(f"{label}: the model outputs {n_out} logits, the corpus has {len(classes)} classes {classes}")
-
-    is_optimizer = isinstance(optimizer, keras.optimizers.Optimizer)
-    opt = optimizer if is_optimizer else optimizer(steps_per_epoch)
-    if not isinstance(opt, keras.optimizers.Optimizer):
-        raise ValueError(f"optimizer: expected a keras Optimizer or a factory returning one, received {type(opt).__name__}")
     recipe = recipe if recipe is not None else RecipeConfig()
     recipes.check_recipe(recipe)
-    recipes.enable_ema(opt, recipe)
+    common = dict(batch_size=batch_size, aux_weight=aux_weight, drop_path=drop_path, augment=augment, recipe=recipe,
+                  jit_compile=jit_compile, callbacks=callbacks)  # fmt: skip
+    model, state = _train_phase(build_model, fold_data, fold_dir, checkpoint, epochs=epochs, ramp_epochs=epochs,
+                                keep_last=False, optimizer=optimizer, patience=patience, fingerprint=fingerprint,
+                                label=label, **common)  # fmt: skip
+    refit = None
+    if recipe.refit:
+        # The epoch count chosen on the validation speakers, now trained on every training speaker of the
+        # fold from a fresh start; the learning-rate schedule and drop-path ramp follow the same epochs.
+        refit_dir = fold_dir / REFIT_DIR
+        refit_data = fold_data.with_validation_in_training()
+        keras.utils.set_random_seed(int(getattr(fold_data, "seed", 0)) + REFIT_SEED_OFFSET)
+        del model
+        model, refit_state = _train_phase(
+            build_model, refit_data, refit_dir, _FoldCheckpoint(refit_dir), epochs=int(state["best_epoch"]),
+            ramp_epochs=epochs, keep_last=True, optimizer=_fresh_optimizer(optimizer), patience=None,
+            fingerprint={**fingerprint, "refit_epochs": int(state["best_epoch"])}, label=f"{label} refit", **common,
+        )  # fmt: skip
+        refit = {
+            "epochs": int(state["best_epoch"]),
+            "n_train": int(refit_data.size("train")),
+            "seconds": round(float(refit_state.get("seconds", 0.0)), 3),
+        }
 
-    if keys is None:
-        model.compile(optimizer=opt, loss=recipes.training_loss(recipe), metrics=[recipes.training_accuracy()],
-                      jit_compile=jit_compile)  # fmt: skip
-    else:
-        losses = {k: recipes.training_loss(recipe) for k in keys}
-        weights = {k: (1.0 if k == "logits" else float(aux_weight)) for k in keys}
-        model.compile(optimizer=opt, loss=losses, loss_weights=weights, metrics={"logits": [recipes.training_accuracy()]},
-                      jit_compile=jit_compile)  # fmt: skip
-
-    opt = model.optimizer  # compile may wrap it (loss scaling under mixed precision)
-    state = {
-        "epoch": 0,
-        "epochs": epochs,
-        "best_ua": None,
-        "best_epoch": None,
-        "wait": 0,
-        "stopped_early": False,
-        "seconds": 0.0,
-        "history": [],
-        "fingerprint": fingerprint,
-    }
-    if checkpoint.exists():
-        saved = checkpoint.read_state()
-        differing = diff_keys(saved.get("fingerprint", {}), fingerprint)
-        if differing:
-            raise CheckpointMismatchError(
-                f"{checkpoint.dir}: this checkpoint was written with a different configuration; differing: "
-                f"{', '.join(differing[:12])}{' ...' if len(differing) > 12 else ''}. Rerun with the original "
-                f"config, or delete {fold_dir} (or pass a new --out) to start over."
-            )
-        checkpoint.restore(saved, model, opt)
-        state.update(saved)
-        state["epochs"] = epochs
-        log.info(
-            "%s: resuming after epoch %d/%d (best validation UA %.3f at epoch %s)",
-            label,
-            state["epoch"],
-            epochs,
-            state["best_ua"] if state["best_ua"] is not None else float("nan"),
-            state["best_epoch"],
-        )
-
-    train_ds = recipes.train_dataset(fold_data, batch_size, recipe, augment=augment)
-    if keys is not None:
-        import tensorflow as tf
-
-        train_ds = train_ds.map(lambda x, y: (x, {k: y for k in keys}), num_parallel_calls=tf.data.AUTOTUNE)
-    val_ds = fold_data.val(batch_size)
-
-    run_start = time.perf_counter()
-    if state["epoch"] < epochs and not state.get("stopped_early"):
-        tracker = _epoch_tracker_class()(
-            val_data=val_ds,
-            state=state,
-            checkpoint=checkpoint,
-            fold_dir=fold_dir,
-            patience=patience,
-            drop_path=float(drop_path),
-            epochs=epochs,
-            optimizer=opt,
-            label=label,
-        )
-        if drop_path > 0 and set_drop_path(model, 0.0) == 0:
-            log.warning("%s: drop_path=%.3f but the model has no drop-path layers; ignored", label, drop_path)
-        model.fit(
-            train_ds,
-            epochs=epochs,
-            initial_epoch=state["epoch"],
-            callbacks=[tracker, *callbacks],
-            shuffle=False,  # the dataset is shuffled (seeded) by the pipeline
-            verbose=0,
-        )
-    if not state.get("best_file"):
-        raise ValueError(f"{label}: no epoch was trained, nothing to evaluate")
-    log.debug("%s: fit took %.1fs in this run", label, time.perf_counter() - run_start)
-
-    # Best-on-validation weights, then the test fold, once.
-    checkpoint.restore_best(state, model)
     if drop_path > 0:
         set_drop_path(model, 0.0)
-    infer = make_inference_fn(model)
-    logits, labels = predict_logits(infer, fold_data.test(batch_size))
-    metrics = classification_metrics(labels, logits.argmax(axis=1), len(classes))
+    logits, labels = predict_split(inference_fn(model), fold_data.test(batch_size))
+    metrics = split_metrics(logits, labels, len(classes))
+    metrics.pop("loss")  # the test fold reports UA/WA/F1 only
     best_row = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), {})
     test_speakers = list(getattr(fold, "test_speakers", []) or [])
     val_speakers = list(getattr(fold_data, "val_speakers", []) or [])
@@ -580,10 +614,11 @@ def fit_fold(
             "epochs_run": state["epoch"],
             "epochs": epochs,
             "stopped_early": bool(state.get("stopped_early")),
-            "seconds": round(float(state.get("seconds", 0.0)), 3),
+            "seconds": round(float(state.get("seconds", 0.0)) + (refit["seconds"] if refit else 0.0), 3),
             "train_speakers": train_speakers,
             "val_speakers": val_speakers,
             "test_speakers": test_speakers,
+            "refit": refit,
         }
     )
 
@@ -600,6 +635,7 @@ def fit_fold(
         },
         "best_epoch": state["best_epoch"],
         "val_ua": state["best_ua"],
+        "refit": refit,  # None: the weights of the best validation epoch; else trained on train + val speakers
         **(extra_info or {}),
     }
     if "features" not in info:
@@ -614,14 +650,16 @@ def fit_fold(
         _write_predictions(fold_dir / "predictions.csv", test_paths, labels, logits, classes)
     write_json(fold_dir / METRICS_FILE, metrics)
     shutil.rmtree(checkpoint.dir, ignore_errors=True)
+    shutil.rmtree(fold_dir / REFIT_DIR / CHECKPOINT_DIR, ignore_errors=True)
     log.info(
-        "%s: test UA %.4f WA %.4f F1 %.4f (n=%d) with the weights of epoch %d (validation UA %.4f)",
+        "%s: test UA %.4f WA %.4f F1 %.4f (n=%d) with %s (validation UA %.4f at epoch %d)",
         label,
         metrics["ua"],
         metrics["wa"],
         metrics["f1"],
         metrics["n"],
-        state["best_epoch"],
+        f"the refit on train + validation speakers for {refit['epochs']} epochs" if refit else "the weights of that epoch",
         state["best_ua"],
+        state["best_epoch"],
     )
     return metrics

@@ -24,6 +24,7 @@ import numpy as np
 
 from emodarts_tf.config import FeatureConfig
 from emodarts_tf.utils.io import atomic_path, atomic_write_bytes, read_json, write_json
+from emodarts_tf.utils.numeric import softmax
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +157,7 @@ class TrainedModel:
         return np.asarray(self.model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
 
     def probabilities(self, mfcc, batch_size: int = 64) -> np.ndarray:
-        z = self.logits(mfcc, batch_size)
-        z = z - z.max(axis=-1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=-1, keepdims=True)
+        return softmax(self.logits(mfcc, batch_size)).astype(np.float32)
 
 
 def feature_config_from_dict(values: dict, source: str = "features") -> FeatureConfig:

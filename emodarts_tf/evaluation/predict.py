@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from emodarts_tf.evaluation.metrics import classification_metrics
+from emodarts_tf.evaluation.split import evaluate_split, inference_fn
 from emodarts_tf.search.checkpoint import describe_nonfinite, nonfinite_state
 from emodarts_tf.search.diagnostics import NonFiniteError, alpha_entropy, alpha_movement, format_alpha_diagnostics
 from emodarts_tf.utils.io import read_json, write_json
@@ -121,13 +121,16 @@ class ValidationMetrics(keras.callbacks.Callback):
         self.dataset = dataset
         self.num_classes = int(num_classes)
         self.last: dict | None = None
+        self._infer = None
+        self._infer_model = None
 
     def on_epoch_end(self, epoch, logs=None):
-        y_true, y_pred, loss = self.model.predict_labels(self.dataset)
-        m = classification_metrics(y_true, y_pred, self.num_classes)
+        if self._infer_model is not self.model:  # one trace per model, reused every epoch
+            self._infer, self._infer_model = inference_fn(self.model), self.model
+        m = evaluate_split(self.model, self.dataset, self.num_classes, infer=self._infer)
         self.last = m
         if logs is not None:
-            logs.update({"val_loss": loss, "val_ua": m["ua"], "val_wa": m["wa"], "val_f1": m["f1"]})
+            logs.update({"val_loss": m["loss"], "val_ua": m["ua"], "val_wa": m["wa"], "val_f1": m["f1"]})
 
 
 def _float(value):

@@ -21,6 +21,7 @@ from collections import Counter
 import numpy as np
 
 from emodarts_tf.search_space.genotype import CELL_KINDS, Genotype
+from emodarts_tf.utils.numeric import softmax
 
 # Rows of softmaxed alphas must sum to 1 within this (alpha_history.json rounds them to 6 decimals).
 _ROW_SUM_TOLERANCE = 1e-4
@@ -35,12 +36,6 @@ def _kinds(mapping: dict) -> list:
     return [k for k in CELL_KINDS if k in mapping] + [k for k in mapping if k not in CELL_KINDS]
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def _edge_weights(kind, value, from_logits: bool) -> np.ndarray:
     a = np.asarray(value, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
@@ -48,7 +43,7 @@ def _edge_weights(kind, value, from_logits: bool) -> np.ndarray:
     if not np.isfinite(a).all():
         raise ValueError(f"{kind}: the alphas hold non-finite values")
     if from_logits:
-        return _softmax(a)
+        return softmax(a)
     sums = a.sum(axis=-1)
     if (a < 0).any() or np.abs(sums - 1.0).max() > _ROW_SUM_TOLERANCE:
         raise ValueError(

@@ -27,6 +27,7 @@ from emodarts_tf.search import architect
 from emodarts_tf.search.replicas import all_reduce_sum, for_optimizer, unscale_loss
 from emodarts_tf.search_space.genotype import CELL_KINDS, Genotype, derive_genotype
 from emodarts_tf.search_space.mixed_op import check_bool
+from emodarts_tf.utils.numeric import softmax
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,6 @@ def nodes_from_edges(num_edges: int) -> int:
     if total != num_edges:
         raise ValueError(f"num_edges: {num_edges} is not the edge count of a cell (2, 5, 9, 14, 20, ...)")
     return nodes
-
-
-def _softmax_np(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def initial_alphas(shapes: dict, scale: float, seed: int) -> dict:
@@ -133,7 +128,6 @@ class SearchModel(keras.Model):
         self.eager_updates = False
         self._trace_gradients = True  # False only with run_eagerly (everything eager, for debugging)
         self._gradient_jit = False
-        self._logits_fn = None
         self._arch_updates = True  # the trace-time copy of alpha_active (multi-replica only)
         # Metric trackers, created once and exposed through `metrics` so that fit() resets them.
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -456,26 +450,6 @@ class SearchModel(keras.Model):
         return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
 
     # ------------------------------------------------------------------ evaluation over a whole split
-    def predict_labels(self, dataset) -> tuple:
-        """``(y_true, y_pred, mean_loss)`` over a dataset of ``(x, y)`` batches (inference mode)."""
-        if getattr(self, "_logits_fn", None) is None:
-            # One trace for every batch size (the last batch of a split is usually smaller).
-            spec = tf.TensorSpec((None,) + tuple(self._example_shape), self.input_dtype)
-            self._logits_fn = tf.function(lambda x: self(x, training=False), input_signature=[spec])
-        y_true, y_pred, total, count = [], [], 0.0, 0
-        loss_fn = getattr(self, "loss_fn", None) or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        for batch in dataset:
-            x, y = batch[0], batch[1]
-            logits = tf.cast(self._logits_fn(x), tf.float32)
-            n = int(tf.shape(y)[0])
-            total += float(loss_fn(y, logits)) * n
-            count += n
-            y_true.append(np.asarray(y).reshape(-1))
-            y_pred.append(np.argmax(np.asarray(logits), axis=-1))
-        if not count:
-            raise ValueError("predict_labels: the dataset is empty")
-        return np.concatenate(y_true), np.concatenate(y_pred), total / count
-
     # ------------------------------------------------------------------ alphas and genotypes
     def alpha_arrays(self) -> dict:
         """The raw alphas (logits), ``{kind: numpy (num_edges, num_ops)}``."""
@@ -483,7 +457,7 @@ class SearchModel(keras.Model):
 
     def alpha_weights(self) -> dict:
         """The softmaxed alphas as numpy arrays."""
-        return {k: _softmax_np(v.astype(np.float64)) for k, v in self.alpha_arrays().items()}
+        return {k: softmax(v.astype(np.float64)) for k, v in self.alpha_arrays().items()}
 
     def initial_alpha_weights(self) -> dict:
         """The softmaxed alphas of the search's start (before any step), as ``alpha_weights()`` returned
@@ -492,7 +466,7 @@ class SearchModel(keras.Model):
         shapes = {k: tuple(a.shape) for k, a in zip(self.alpha_kinds, self._alphas)}
         initial = initial_alphas(shapes, self.alpha_init_scale, self.seed)
         return {
-            k: _softmax_np(initial[k].astype(keras.backend.standardize_dtype(a.dtype)).astype(np.float64))
+            k: softmax(initial[k].astype(keras.backend.standardize_dtype(a.dtype)).astype(np.float64))
             for k, a in zip(self.alpha_kinds, self._alphas)
         }
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from emodarts_tf.search_space.primitives import CNN_PRIMITIVES, SEQ_PRIMITIVES
 from emodarts_tf.utils.io import read_json, write_json
+from emodarts_tf.utils.numeric import softmax
 
 FORMAT = "emodarts-tf/genotype/v1"
 CELL_KINDS = ("normal", "reduce", "seq")
@@ -163,12 +164,6 @@ class Genotype:
         return cls.from_dict(read_json(path), source=str(path))
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def derive_cell(
     alpha: np.ndarray,
     ops: tuple,
@@ -190,7 +185,7 @@ def derive_cell(
             f"alpha: expected shape ({expected_rows}, {len(ops)}) for {nodes} nodes and {len(ops)} ops, "
             f"received {alpha.shape}"
         )
-    weights = _softmax(alpha)
+    weights = softmax(alpha)
     banned = np.zeros_like(weights, dtype=bool)
     if "none" in ops:
         banned[:, ops.index("none")] = True

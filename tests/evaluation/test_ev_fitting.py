@@ -119,3 +119,64 @@ def test_bad_arguments(tmp_path, fold1):
                  extra_info={"features": {}})  # fmt: skip
     with pytest.raises(ValueError, match="epochs: expected an integer >= 1"):
         fit_fold(build, fold1, tmp_path / "x", epochs=0, batch_size=8, optimizer=keras.optimizers.Adam())
+
+
+class _StopInSecondFit(keras.callbacks.Callback):
+    """Simulates a kill after epoch ``n`` of the second ``fit`` (the refit)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.fits = n, 0
+
+    def on_train_begin(self, logs=None):
+        self.fits += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.fits == 2 and epoch + 1 == self.n:
+            raise _Interrupt(f"killed after refit epoch {self.n}")
+
+
+def test_refit_trains_on_train_and_validation_speakers_for_the_selected_epochs(tmp_path, fold1, mini_config, mini_prepared):
+    from emodarts_tf.config import RecipeConfig
+
+    build = standin_builder(fold1.input_shape, len(fold1.classes))
+
+    def optimizer(steps):
+        return keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(0.05, decay_steps=4 * steps, alpha=0.1))
+
+    kwargs = dict(epochs=4, batch_size=8, optimizer=optimizer, patience=None, extra_info=standin_info(mini_config),
+                  recipe=RecipeConfig(refit=True), fingerprint={"model": "standin-refit"})  # fmt: skip
+    keras.utils.set_random_seed(5)
+    with pytest.raises(_Interrupt):
+        fit_fold(build, fold1, tmp_path / "fold1", callbacks=[_StopInSecondFit(1)], **kwargs)
+    assert not (tmp_path / "fold1" / "metrics.json").exists()
+    metrics = fit_fold(build, fold1, tmp_path / "fold1", **kwargs)  # resumes inside the refit
+
+    best = metrics["best_epoch"]
+    refit_history = json.loads((tmp_path / "fold1" / "refit" / "history.json").read_text())
+    history = json.loads((tmp_path / "fold1" / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in refit_history] == list(range(1, best + 1))
+    n_train, n_val = fold1.size("train"), fold1.size("val")
+    assert metrics["refit"]["epochs"] == best and metrics["refit"]["n_train"] == n_train + n_val
+    # The schedule is the selection run's, epoch for epoch, although an epoch now holds more steps.
+    assert [r["lr"] for r in refit_history] == pytest.approx([r["lr"] for r in history[:best]])
+    assert not (tmp_path / "fold1" / "refit" / "checkpoint").exists()
+
+    # The refit model is the one saved and tested: recompute the test figures from the model directory.
+    trained = load_model_dir(tmp_path / "fold1")
+    assert trained.info["refit"] == metrics["refit"]
+    predicted = trained.probabilities(mini_prepared.features(fold1.test_paths)).argmax(axis=1)
+    again = classification_metrics(mini_prepared.labels(fold1.test_paths), predicted, len(fold1.classes))
+    assert again["ua"] == pytest.approx(metrics["ua"]) and again["wa"] == pytest.approx(metrics["wa"])
+
+
+def test_with_validation_in_training_appends_the_validation_part(fold1):
+    merged = fold1.with_validation_in_training()
+    x, y = merged.arrays("train")
+    np.testing.assert_array_equal(x, np.concatenate([fold1.arrays("train")[0], fold1.arrays("val")[0]]))
+    np.testing.assert_array_equal(y, np.concatenate([fold1.labels("train"), fold1.labels("val")]))
+    assert merged.train_paths == fold1.train_paths + fold1.val_paths
+    np.testing.assert_array_equal(merged.arrays("val")[0], fold1.arrays("val")[0])
+    np.testing.assert_array_equal(merged.arrays("test")[0], fold1.arrays("test")[0])
+    assert fold1.size("train") + fold1.size("val") == merged.size("train")

@@ -1,0 +1,126 @@
+"""Is refitting on every training speaker worth it? A nested check that never touches the test speakers.
+
+For each outer fold, the fold's validation speakers play the test speakers of an inner fold built from
+the fold's training part alone: the remaining training speakers are split again into inner-train and
+inner-validation speakers by the same rule (``data.val_fraction``, seed, genders). Two arms retrain the
+same genotypes on that inner fold and are scored on the held-out (outer validation) speakers:
+
+- ``select``: train on inner-train, keep the best inner-validation epoch (``recipe.refit=false``);
+- ``refit``: the same, then a fresh model on inner-train + inner-validation for that many epochs
+  (``recipe.refit=true``).
+
+    python benchmarks/refit_ablation.py --config cpu --root ../shared/data/emodb --genotype random:2 --out runs/refit
+
+Reruns reuse finished folds. Prints a table per arm and the paired difference.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from emodarts_tf.utils.machine import cpu_model
+
+
+class _InnerCorpus:
+    """A prepared corpus whose folds are the inner folds (everything else delegated)."""
+
+    def __init__(self, prepared, folds: dict):
+        self._prepared = prepared
+        self._folds = folds
+
+    def fold(self, index: int):
+        return self._folds[index]
+
+    def __getattr__(self, name):
+        return getattr(self._prepared, name)
+
+
+def inner_folds(prepared, config) -> dict:
+    """``{k: Fold}``: fold k's training part, its validation speakers as the test speakers."""
+    from emodarts_tf.data.pipeline import make_fold_data
+
+    folds = {}
+    for fold in prepared.folds:
+        outer = make_fold_data(prepared, fold.index, config)
+        held_out = list(outer.val_speakers)
+        folds[fold.index] = replace(
+            fold,
+            name=f"{fold.name}-inner",
+            train_speakers=sorted(set(fold.train_speakers) - set(held_out)),
+            test_speakers=held_out,
+            train=list(outer.train_paths),
+            test=list(outer.val_paths),
+        )
+    return folds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="cpu")
+    parser.add_argument("--data", default="emodb")
+    parser.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"))
+    parser.add_argument("--genotype", default="random:2", help="a genotype JSON, or random:N (sampled from the config's space)")
+    parser.add_argument("--genotype-seed", type=int, default=0)
+    parser.add_argument("--protocol", default=None, help="default: the corpus's (emodb: emodb5)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--folds", default="all")
+    parser.add_argument("--out", default="runs/refit-ablation")
+    args = parser.parse_args()
+
+    from emodarts_tf.commands.common import config_from_args
+    from emodarts_tf.data.pipeline import make_fold_data
+    from emodarts_tf.data.prepare import prepare
+    from emodarts_tf.evaluation.trainer import train_genotype_fold
+    from emodarts_tf.search_space.genotype import Genotype
+    from emodarts_tf.utils.logs import setup_logging
+
+    setup_logging(0)
+    logging.getLogger("emodarts_tf.evaluation.fitting").setLevel(logging.WARNING)
+    config = config_from_args(argparse.Namespace(config=args.config, data=args.data, root=args.root, protocol=args.protocol,
+                                                 overrides=args.overrides))  # fmt: skip
+    prepared = prepare(config, progress=False)
+    corpus = _InnerCorpus(prepared, inner_folds(prepared, config))
+    folds = [f.index for f in prepared.folds] if args.folds == "all" else [int(k) for k in args.folds.split(",")]
+    if args.genotype.startswith("random:"):
+        from emodarts_tf.search_space.random_genotype import sample_genotypes
+
+        genotypes = sample_genotypes(config.space, int(args.genotype.split(":", 1)[1]), args.genotype_seed, config.search.max_skip)
+    else:
+        genotypes = [Genotype.load(args.genotype)]
+    out = Path(args.out)
+    scores = {"select": [], "refit": []}
+    seconds = {"select": 0.0, "refit": 0.0}
+    start = time.perf_counter()
+    for g, genotype in enumerate(genotypes, 1):
+        for k in folds:
+            for arm in ("select", "refit"):
+                arm_config = replace(config, recipe=replace(config.recipe, refit=arm == "refit"))
+                fold_data = make_fold_data(corpus, k, arm_config)
+                metrics = train_genotype_fold(genotype, arm_config, fold_data, out / arm / f"g{g}" / f"fold{k}",
+                                              corpus=prepared.corpus, protocol=prepared.protocol,
+                                              genotype_source=f"refit ablation g{g}")  # fmt: skip
+                scores[arm].append(metrics["ua"])
+                seconds[arm] += float(metrics.get("seconds", 0.0))
+                print(f"g{g} fold {k} {arm}: held-out UA {metrics['ua']:.4f} (inner best epoch {metrics['best_epoch']})", flush=True)
+    diff = np.asarray(scores["refit"]) - np.asarray(scores["select"])
+    print(f"\nmachine: {cpu_model()}, {os.cpu_count()} cores; data: {args.data} at {args.root}, protocol {prepared.protocol}, "
+          f"classes {prepared.classes}; config {args.config} {' '.join(args.overrides)}; {len(genotypes)} genotype(s) "
+          f"({args.genotype}, seed {args.genotype_seed}) x folds {folds}; scored on each fold's validation speakers "
+          f"(test speakers unused); {time.perf_counter() - start:.0f} s\n")  # fmt: skip
+    print("| arm | held-out UA (mean ± std over genotype x fold) | train s |")
+    print("|---|---|---|")
+    for arm in ("select", "refit"):
+        print(f"| {arm} | {np.mean(scores[arm]):.4f} ± {np.std(scores[arm]):.4f} | {seconds[arm]:.0f} |")
+    wins = int((diff > 0).sum())
+    print(f"\nrefit - select: mean {diff.mean():+.4f}, refit better in {wins} of {len(diff)} pairs, worse in {int((diff < 0).sum())}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
