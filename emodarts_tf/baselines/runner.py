@@ -136,11 +136,17 @@ def _tuner_classes():
     import keras_tuner as kt
 
     class _CleanTrials:
-        """Mixin: releases each trial's session, traced graphs and garbage when it ends; logs progress."""
+        """Mixin: releases each trial's session, traced graphs and garbage when it ends; logs progress.
 
-        _clock: _TuningClock | None = None
-        _label = ""
-        _before: frozenset | None = None
+        Keyword arguments besides the tuner's: ``clock`` (a :class:`_TuningClock` marked after every
+        trial, or None) and ``label`` (the prefix of the progress lines)."""
+
+        def __init__(self, *args, clock: _TuningClock | None = None, label: str = "", **kwargs):
+            super().__init__(*args, **kwargs)
+            self.clock = clock
+            self.label = label
+            self.trials_run = 0
+            self._before: frozenset | None = None
 
         def on_trial_begin(self, trial):
             self._before = custom_gradient_names()
@@ -149,18 +155,18 @@ def _tuner_classes():
         def on_trial_end(self, trial):
             super().on_trial_end(trial)
             release_trial(self._before)
-            if self._clock is not None:
-                self._clock.mark()
-            self._trials_run = getattr(self, "_trials_run", 0) + 1
+            if self.clock is not None:
+                self.clock.mark()
+            self.trials_run += 1
             # Only what a distributed worker's OracleClient also offers: get_trial, get_best_trials, max_trials.
             score = self.oracle.get_trial(trial.trial_id).score
             best = self.oracle.get_best_trials(1)
             best_score = best[0].score if best else None
             log.info(
                 "%s: trial %s (%d run here, at most %s in all) %s, val UA %s (best %s)",
-                self._label,
+                self.label,
                 trial.trial_id,
-                self._trials_run,
+                self.trials_run,
                 getattr(self.oracle, "max_trials", None) or "?",
                 str(trial.status).lower(),
                 "n/a" if score is None else f"{score:.4f}",
@@ -204,6 +210,8 @@ def make_tuner(
         project_name=hypermodel.family,
         overwrite=False,
         max_consecutive_failed_trials=3,
+        clock=clock,
+        label=label or hypermodel.family,
     )
     cls = _tuner_classes()[config.tuner]
     if config.tuner == "hyperband":
@@ -211,8 +219,6 @@ def make_tuner(
         tuner.oracle.max_trials = config.trials
     else:
         tuner = cls(max_trials=config.trials, **common)
-    tuner._clock = clock
-    tuner._label = label or hypermodel.family
     return tuner
 
 

@@ -25,7 +25,8 @@ Output::
 
 Rerunning the same command after a kill resumes: finished trials and folds are kept. A larger
 ``--trials`` continues the search. Distributed tuning: see the README (Keras Tuner's chief/worker mode).
-Exit status 0 on success (a distributed worker included), 2 on a bad corpus, config or run folder.
+Exit status 0 on success (a distributed worker included), 2 on a bad corpus, config or run folder, or a full
+disk.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from emodarts_tf.commands.common import add_common_args, config_from_args, parse_folds
+from emodarts_tf.commands.common import add_common_args, config_from_args, exits_on_full_disk, parse_folds
+from emodarts_tf.utils.logs import progress_bars
 
 log = logging.getLogger("emodarts_tf.baseline")
 
@@ -57,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@exits_on_full_disk("baseline", "free some space, then rerun the same command: finished trials and folds are "
+                    "kept")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for flag in ("trials", "epochs"):
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         role = distributed_role()
         out = Path(args.out)
         # Workers prepare from the same cache but write nothing into --out (the chief owns it).
-        prepared = prepare(config, out_dir=None if role == "worker" else out / "data")
+        prepared = prepare(config, out_dir=None if role == "worker" else out / "data", progress=progress_bars())
         folds = parse_folds(args.folds, [f.index for f in prepared.folds])
         summary = run_baseline(config, out, folds=folds, prepared=prepared)
     except ValueError as exc:

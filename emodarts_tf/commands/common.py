@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from pathlib import Path
+from typing import Callable
 
 from emodarts_tf.config import ExperimentConfig, load_config
+from emodarts_tf.utils.io import find_disk_full
 from emodarts_tf.utils.logs import setup_logging
 
 CORPORA = ("iemocap", "msp-improv", "msp-podcast", "emodb", "csv", "demo")
@@ -80,3 +83,49 @@ def parse_folds(text: str | None, available: list[int], flag: str = "--folds") -
     if missing:
         raise ValueError(f"{flag} {text!r}: no fold(s) {missing}; this protocol has folds {available}")
     return wanted
+
+
+# Exit status of a command that stopped because the disk (or the quota) is full.
+DISK_FULL_STATUS = 2
+
+
+def disk_full_message(command: str, exc: BaseException, hint: str = "") -> str | None:
+    """``"<command>: no space left on device while writing <path>[; <hint>]"`` when ``exc`` (or an exception
+    it came from) is a write that failed for lack of disk space or quota (``utils.io.find_disk_full``);
+    None for any other exception."""
+    full = find_disk_full(exc)
+    if full is None:
+        return None
+    if full.path:
+        where = f"while writing {full.path}"
+    else:  # the error names no file: its own first line says what failed
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        where = f"while writing (the error names no file: {type(exc).__name__}: {detail})"
+    return f"{command}: {full.reason} {where}" + (f"; {hint}" if hint else "")
+
+
+def exits_on_full_disk(command: str, hint: str = "") -> Callable:
+    """Decorator of a command's ``main(argv) -> int``: a write that fails because the disk or the quota is
+    full (an OSError with errno ENOSPC or EDQUOT, TensorFlow's ``ResourceExhaustedError`` "No space left on
+    device", or an error raised from one) ends the command with ONE error line from
+    :func:`disk_full_message`, naming the file that could not be written, and exit status 2 instead of a
+    traceback (logged at DEBUG level: ``-v``). ``hint`` says what to do next. Other exceptions pass through.
+    """
+
+    def decorate(main: Callable) -> Callable:
+        @functools.wraps(main)
+        def run(argv: list[str] | None = None) -> int:
+            try:
+                return main(argv)
+            except Exception as exc:
+                message = disk_full_message(command, exc, hint)
+                if message is None:
+                    raise
+                log = logging.getLogger(f"emodarts_tf.{command}")
+                log.error("%s", message)
+                log.debug("the failed write's traceback:", exc_info=True)
+                return DISK_FULL_STATUS
+
+        return run
+
+    return decorate

@@ -11,7 +11,7 @@ distribution (median, min, max) and every other run's mean UA is ranked among th
 The table (UA, WA, macro F1 as mean ± std over folds, parameters, FLOPs, and compute: search + retraining
 or tuning + retraining) is printed on stdout; ``<out>/comparison.md``, ``comparison.png`` (grouped bars with
 the std over folds as error bars) and ``comparison.json`` are written. Exit status 2 on a folder without
-a summary.
+a summary, or a full disk.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import argparse
 import logging
 import sys
 
+from emodarts_tf.commands.common import exits_on_full_disk
 from emodarts_tf.utils.logs import setup_logging
 
 log = logging.getLogger("emodarts_tf.compare")
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@exits_on_full_disk("compare", "free some space, then rerun")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)

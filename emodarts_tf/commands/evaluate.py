@@ -17,7 +17,7 @@ model trained on is allowed but flagged (the scores are then not speaker-indepen
 ``--split`` defaults to ``test`` of the model's own fold when the corpus and protocol are the ones it was
 trained on, and to ``all`` otherwise. Writes ``metrics.json``, ``metrics.md``, ``confusion_matrix.png``
 and ``predictions.csv`` to ``--out`` (default ``<model>/eval-<corpus>-<split>``). Exit status 0 on
-success, 2 on a bad model, corpus or class.
+success, 2 on a bad model, corpus or class, or a full disk.
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from emodarts_tf.commands.common import add_common_args, config_from_args
+from emodarts_tf.commands.common import add_common_args, config_from_args, exits_on_full_disk
+from emodarts_tf.utils.logs import progress_bars
 
 log = logging.getLogger("emodarts_tf.evaluate")
 
@@ -87,6 +88,7 @@ def check_labels(config, split: str, fold: int | None, classes: list, ignore_unk
     map_labels([r.label for r in records], list(classes), ignore_unknown=False)
 
 
+@exits_on_full_disk("evaluate", "free some space, then rerun")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             fold = model_fold
         # Labels first: an unknown class is refused before any feature is extracted.
         check_labels(config, split, fold, trained.classes, ignore_unknown=args.ignore_unknown)
-        data = load_split(config, split, fold)
+        data = load_split(config, split, fold, progress=progress_bars())
         scored = score(trained, data, ignore_unknown=args.ignore_unknown, batch_size=args.batch_size)
         notes = []
         seen = trained_speakers(trained)

@@ -19,7 +19,8 @@ with the Keras model's on MFCC maps drawn around the training statistics (for a 
 MFCC maps of several made-up speakers, given with their statistics, against the Keras model on the maps
 z-scored with them in numpy; and the ``speaker_statistics`` signature against
 ``data.pipeline.speaker_statistics`` of the same MFCCs). ``--no-verify`` skips it.
-Exit status 0 on success, 2 on a bad model directory or version, 1 if the verification fails.
+Exit status 0 on success, 2 on a bad model directory or version or a full disk (one line naming the version
+it could not write), 1 if the verification fails.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import logging
 
 import numpy as np
 
+from emodarts_tf.commands.common import exits_on_full_disk
 from emodarts_tf.utils.logs import setup_logging
 
 log = logging.getLogger("emodarts_tf.export")
@@ -117,6 +119,8 @@ def verify_speaker_statistics(model_dir, version_dir, n: int = 3, seed: int = 0)
     return diff
 
 
+@exits_on_full_disk("export", "free some space, then rerun: nothing was written (a version directory appears "
+                    "only when complete)")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)

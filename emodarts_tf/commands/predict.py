@@ -18,7 +18,7 @@ the model's duration)) are predicted but named in a warning.
 A model trained with ``data.normalize: speaker`` z-scores each speaker's features with that speaker's own
 statistics: predict takes ALL the files given as ONE speaker's utterances (their joint statistics); to
 predict several speakers, run it once per speaker. Exit status 0 when at least one file was predicted,
-2 otherwise (or for a bad model or ``--out``).
+2 otherwise (or for a bad model or ``--out``, or a full disk).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import argparse
 import logging
 import sys
 
+from emodarts_tf.commands.common import exits_on_full_disk
 from emodarts_tf.utils.logs import setup_logging
 
 log = logging.getLogger("emodarts_tf.predict")
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@exits_on_full_disk("predict", "free some space, then rerun")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)  # before anything imports TensorFlow

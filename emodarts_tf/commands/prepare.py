@@ -13,7 +13,7 @@ The output folder holds ``records.csv`` (path,label,speaker,session,split,gender
 ``prepared.json`` (corpus, protocol, classes, feature config and cache, counts per class and speaker, folds,
 and every file reported and skipped with its reason). Very short utterances (under max(0.25 s, 10 % of
 ``features.duration_s``)) are kept, zero-padded like the others, and named with their count in the summary
-as a warning. Exit status 0 on success, 2 on a bad corpus or config.
+as a warning. Exit status 0 on success, 2 on a bad corpus or config, or a full disk.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from emodarts_tf.commands.common import add_common_args, config_from_args
+from emodarts_tf.commands.common import add_common_args, config_from_args, exits_on_full_disk
+from emodarts_tf.utils.logs import progress_bars
 
 log = logging.getLogger("emodarts_tf.prepare")
 
@@ -35,10 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="output folder for records.csv, folds.json, prepared.json "
                         "(default: runs/data/<corpus>-<protocol>)")  # fmt: skip
     parser.add_argument("--workers", type=int, help="extraction processes (default: data.workers; 0 = all cores)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (there is none anyway when stderr is not a terminal)")
     return parser
 
 
+@exits_on_full_disk("prepare", "free some space, then rerun: the features cached so far are kept")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
         protocol = resolve_protocol(config.data.corpus, config.data.protocol)
         out = Path(args.out) if args.out else Path("runs") / "data" / f"{config.data.corpus}-{protocol}"
-        prepared = prepare(config, out_dir=out, progress=not args.no_progress)
+        prepared = prepare(config, out_dir=out, progress=not args.no_progress and progress_bars())
     except ValueError as exc:
         log.error("%s", exc)
         return 2

@@ -21,7 +21,7 @@ Output (``--out``, default ``runs/search-<data>``)::
     <out>/genotypes.json        {"<k>": genotype} for every fold searched into <out>
 
 ``cli/train.py --genotype <out>`` then retrains each fold's genotype. Exit status 0 on success, 2 on a bad
-corpus, config or checkpoint.
+corpus, config or checkpoint, or a full disk (one line naming the file it could not write).
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from emodarts_tf.commands.common import add_common_args, config_from_args, parse_folds
+from emodarts_tf.commands.common import add_common_args, config_from_args, exits_on_full_disk, parse_folds
+from emodarts_tf.utils.logs import progress_bars
 
 log = logging.getLogger("emodarts_tf.search")
 
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@exits_on_full_disk("search", "free some space, then rerun with --resume: each fold continues from its last "
+                    "checkpoint")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.order:
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         check_search_config(config.search)
-        prepared = prepare(config, out_dir=out / "data")
+        prepared = prepare(config, out_dir=out / "data", progress=progress_bars())
         folds = parse_folds(args.fold, [f.index for f in prepared.folds], flag="--fold")
         log.info("searching fold(s) %s of %s (%s) into %s", folds, prepared.corpus, prepared.protocol, out)
         results = run_search_folds(config, out, folds, resume=args.resume, prepared=prepared)
@@ -75,12 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
 
-    log.info("%-6s %-10s %-8s %-9s %s", "fold", "best UA", "epoch", "seconds", "genotype")
+    # "search s": search.json's "seconds", the recorded epoch times (alpha_history.json) summed over every
+    # run of the fold, resumed runs included; the same number as the fold's "done" line.
+    log.info("%-6s %-10s %-8s %-8s %-9s %s", "fold", "best UA", "epoch", "epochs", "search s", "genotype")
     for k, r in results.items():
         ua = r["best"]["val_ua"]
         log.info(
-            "%-6d %-10s %-8s %-9.0f %s", k, "n/a" if ua is None else f"{ua:.4f}", r["best"]["epoch"], r["seconds"],
-            out / f"fold{k}" / r["genotype_file"],
+            "%-6d %-10s %-8s %-8s %-9.0f %s", k, "n/a" if ua is None else f"{ua:.4f}", r["best"]["epoch"],
+            r["epochs_done"], r["seconds"], out / f"fold{k}" / r["genotype_file"],
         )  # fmt: skip
     if getattr(prepared, "synthetic", False):
         log.info("the demo corpus is SYNTHETIC: these genotypes only show that the machinery works")

@@ -39,7 +39,8 @@ With ``--genotype random:N``, instead of ``fold<k>/`` and ``summary.*``::
                                 the median, min and max over the genotypes of their means, seed, N, config
 
 Rerunning the same command after a kill skips the finished folds and resumes the interrupted one from
-its last finished epoch. Exit status 0 on success, 2 on a bad corpus, config, genotype or checkpoint.
+its last finished epoch. Exit status 0 on success, 2 on a bad corpus, config, genotype or checkpoint, or a
+full disk (one line naming the file it could not write).
 """
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ from pathlib import Path
 
 import yaml
 
-from emodarts_tf.commands.common import add_common_args, config_from_args, parse_folds
+from emodarts_tf.commands.common import add_common_args, config_from_args, exits_on_full_disk, parse_folds
+from emodarts_tf.utils.logs import progress_bars
 
 log = logging.getLogger("emodarts_tf.train")
 
@@ -337,6 +339,8 @@ def _train_random(out: Path, config, prepared, folds: list, n: int) -> dict | No
     return summary
 
 
+@exits_on_full_disk("train", "free some space, then rerun the same command: finished folds are kept and the "
+                    "interrupted one resumes from its last checkpoint")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -351,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         _check_mode(out, random_n is not None)
         _check_run_config(out, config)
-        prepared = prepare(config, out_dir=out / "data")
+        prepared = prepare(config, out_dir=out / "data", progress=progress_bars())
         folds = parse_folds(args.folds, [f.index for f in prepared.folds])
         if random_n is not None:
             summary = _train_random(out, config, prepared, folds, random_n)

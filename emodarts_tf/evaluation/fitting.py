@@ -14,8 +14,11 @@ What it does, in order:
 4. trains epoch by epoch; after each epoch the whole validation part (speakers disjoint from the test
    fold) is predicted and UA, WA, F1 and loss are computed from one confusion matrix; the best epoch by
    validation UA keeps its weights; training stops after ``patience`` epochs without improvement;
-   the checkpoint is written atomically at the end of every epoch;
-5. restores the best-on-validation weights and predicts the test fold once;
+   the checkpoint is written atomically at the end of every epoch (``evaluation.epoch_tracker``,
+   ``evaluation.fold_checkpoint``);
+5. restores the best-on-validation weights, or with ``recipe.refit`` trains a fresh model on the training
+   and validation speakers for the best epoch count (checkpointed and resumed the same way, in
+   ``fold_dir/refit/``), and predicts the test fold once;
 6. writes the model directory (``model.keras``, ``model_info.json``, ``normalization.npz``), the
    learning curves (``history.csv``, ``history.json``, ``learning_curves.png``), the confusion matrix
    (``confusion_matrix.png``), the test predictions (``predictions.csv``, when the fold data lists its
@@ -28,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import shutil
@@ -38,22 +40,24 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from emodarts_tf.utils.numeric import softmax
+from emodarts_tf.evaluation.fold_checkpoint import (  # noqa: F401  (CheckpointMismatchError, diff_keys: public here)
+    CHECKPOINT_DIR,
+    CheckpointMismatchError,
+    FoldCheckpoint,
+    diff_keys,
+    normalise_json,
+)
+from emodarts_tf.evaluation.epoch_tracker import EpochTracker, write_history
 from emodarts_tf.evaluation.split import inference_fn, logits_of, predict_split, split_metrics
-from emodarts_tf.utils.io import atomic_write_bytes, atomic_write_text, read_json, write_json
+from emodarts_tf.search_space.network import set_drop_path_rate
+from emodarts_tf.utils.io import atomic_write_text, read_json, write_json
+from emodarts_tf.utils.numeric import softmax
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoint"
-STATE_FILE = "state.json"
 METRICS_FILE = "metrics.json"
 REFIT_DIR = "refit"  # the refit on every training speaker (recipe.refit): its history and checkpoint
 REFIT_SEED_OFFSET = 104729  # the refit model's initialisation seed: the fold's seed plus this
-HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_ua", "val_wa", "val_f1", "lr", "drop_path", "seconds")
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint that was written by a different model or configuration."""
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -77,87 +81,6 @@ def _output_keys(model) -> list | None:
     return None
 
 
-def set_drop_path(model, rate: float) -> int:
-    """Set the drop-path probability of every layer that has one; returns how many were set.
-
-    A layer takes part by holding a ``keras.Variable`` attribute ``drop_path_variable`` (the fixed
-    emoDARTS cells, ``search_space.cnn_cell.FixedCNNCell``) or ``drop_path_rate``: a variable, so that
-    the traced training step sees the new value.
-    """
-    import keras
-
-    count = 0
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        for attr in ("drop_path_variable", "drop_path_rate"):
-            var = getattr(layer, attr, None)
-            if isinstance(var, keras.Variable):
-                var.assign(float(rate))
-                count += 1
-                break
-    return count
-
-
-def _npz_bytes(arrays: dict) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def diff_keys(a, b, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two JSON-like trees."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for key in sorted(set(a) | set(b), key=str):
-            if key not in a or key not in b:
-                out.append(f"{prefix}{key}")
-            else:
-                out.extend(diff_keys(a[key], b[key], f"{prefix}{key}."))
-        return out
-    return [] if a == b else [prefix.rstrip(".") or "(value)"]
-
-
-def _normalise_json(obj):
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
-
-
-def _variables_arrays(variables) -> list[np.ndarray]:
-    return [np.asarray(v.numpy()) for v in variables]
-
-
-def _describe(v) -> str:
-    return getattr(v, "path", None) or getattr(v, "name", "?")
-
-
-def _assign_checked(variables, arrays: list, what: str, source: Path) -> None:
-    """Assign saved arrays to variables, in order, after checking their number and shapes."""
-    variables = list(variables)
-    if len(variables) != len(arrays):
-        raise CheckpointMismatchError(
-            f"{source}: the checkpoint holds {len(arrays)} {what} variables, the model built from the current "
-            f"config and genotype has {len(variables)}; they describe different networks. Rerun with the "
-            "config and genotype that wrote the checkpoint, or train into a new --out directory."
-        )
-    for var, arr in zip(variables, arrays):
-        if tuple(var.shape) != tuple(arr.shape):
-            raise CheckpointMismatchError(
-                f"{source}: {what} variable {_describe(var)!r} has shape {tuple(arr.shape)} in the checkpoint "
-                f"but {tuple(var.shape)} in the model built from the current config and genotype; rerun with "
-                "the config that wrote the checkpoint, or train into a new --out directory."
-            )
-    for var, arr in zip(variables, arrays):
-        var.assign(arr)
-
-
-def _write_history(fold_dir: Path, history: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in HISTORY_FIELDS})
-    atomic_write_text(fold_dir / "history.csv", buf.getvalue())
-    write_json(fold_dir / "history.json", history)
-
-
 def _write_predictions(path: Path, paths: list, labels: np.ndarray, logits: np.ndarray, classes: list) -> None:
     probs = softmax(logits)
     buf = io.StringIO()
@@ -166,165 +89,6 @@ def _write_predictions(path: Path, paths: list, labels: np.ndarray, logits: np.n
     for p, y, row in zip(paths, labels, probs):
         writer.writerow([p, classes[int(y)], classes[int(row.argmax())], *[f"{v:.6f}" for v in row]])
     atomic_write_text(path, buf.getvalue())
-
-
-# ------------------------------------------------------------------------------------------ checkpoint
-
-
-class _FoldCheckpoint:
-    """``fold_dir/checkpoint/``: ``state.json`` pointing at ``epoch-<e>.npz`` (model and optimizer
-    variables after epoch e) and ``best.npz`` (model variables of the best epoch). Each file is written
-    atomically and ``state.json`` last, so a kill at any point leaves a consistent checkpoint."""
-
-    def __init__(self, fold_dir: Path):
-        self.dir = fold_dir / CHECKPOINT_DIR
-        self.state_path = self.dir / STATE_FILE
-
-    def exists(self) -> bool:
-        return self.state_path.is_file()
-
-    def read_state(self) -> dict:
-        return read_json(self.state_path)
-
-    def save(self, state: dict, model, optimizer, best_arrays: list | None) -> None:
-        """Write epoch ``state['epoch']``; ``best_arrays`` (the model weights to keep as the best epoch's,
-        in ``model.weights`` order) when the epoch improved on validation, else None."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        arrays = {f"m{i}": a for i, a in enumerate(_variables_arrays(model.weights))}
-        arrays.update({f"o{i}": a for i, a in enumerate(_variables_arrays(optimizer.variables))})
-        name = f"epoch-{state['epoch']:04d}.npz"
-        atomic_write_bytes(self.dir / name, _npz_bytes(arrays))
-        if best_arrays is not None:
-            best_name = f"best-{state['epoch']:04d}.npz"
-            best = {f"m{i}": a for i, a in enumerate(best_arrays)}
-            atomic_write_bytes(self.dir / best_name, _npz_bytes(best))
-            state["best_file"] = best_name
-        state["file"] = name
-        write_json(self.state_path, state)
-        keep = {name, state.get("best_file")}
-        for old in self.dir.glob("*.npz"):
-            if old.name not in keep:
-                old.unlink(missing_ok=True)
-
-    def _load_npz(self, name: str) -> dict:
-        path = self.dir / name
-        if not path.is_file():
-            raise ValueError(f"{self.dir}: checkpoint file {name} is missing; delete {self.dir} to restart this fold")
-        with np.load(path) as npz:
-            return {k: npz[k] for k in npz.files}
-
-    def restore(self, state: dict, model, optimizer) -> None:
-        arrays = self._load_npz(state["file"])
-        m = [arrays[f"m{i}"] for i in range(sum(1 for k in arrays if k.startswith("m")))]
-        o = [arrays[f"o{i}"] for i in range(sum(1 for k in arrays if k.startswith("o")))]
-        _assign_checked(model.weights, m, "model", self.dir / state["file"])
-        if not optimizer.built:
-            optimizer.build(model.trainable_variables)
-        _assign_checked(optimizer.variables, o, "optimizer", self.dir / state["file"])
-
-    def restore_best(self, state: dict, model) -> None:
-        arrays = self._load_npz(state["best_file"])
-        m = [arrays[f"m{i}"] for i in range(len(arrays))]
-        _assign_checked(model.weights, m, "model", self.dir / state["best_file"])
-
-
-# --------------------------------------------------------------------------------------------- callback
-
-
-def _epoch_tracker_class():
-    import keras
-
-    class EpochTracker(keras.callbacks.Callback):
-        """Validation UA over the whole validation part, best weights, early stopping, checkpoint."""
-
-        def __init__(self, *, val_data, state, checkpoint, fold_dir, patience, drop_path, epochs, optimizer, label,
-                     ramp_epochs=None, keep_last=False):  # fmt: skip
-            super().__init__()
-            self.ramp_epochs = ramp_epochs or epochs
-            self.keep_last = keep_last
-            self.val_data = val_data
-            self.state = state
-            self.checkpoint = checkpoint
-            self.fold_dir = fold_dir
-            self.patience = patience
-            self.drop_path = drop_path
-            self.epochs = epochs
-            self._optimizer = optimizer
-            self.label = label
-            self._infer = None
-            self._t0 = 0.0
-            self._rate = 0.0
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t0 = time.perf_counter()
-            if self.drop_path > 0:
-                self._rate = self.drop_path * epoch / self.ramp_epochs  # DARTS: linear from 0
-                set_drop_path(self.model, self._rate)
-
-        def on_epoch_end(self, epoch, logs=None):
-            from emodarts_tf.evaluation.recipe import averaged_weights
-
-            logs = dict(logs or {})
-            if self._infer is None:
-                self._infer = inference_fn(self.model)
-            # With the recipe's EMA the averaged weights are the ones validated and kept as the best.
-            with averaged_weights(self.model, self._optimizer):
-                logits, labels = predict_split(self._infer, self.val_data)
-                val = split_metrics(logits, labels, logits.shape[-1])
-                improved = self.keep_last or self.state.get("best_ua") is None or val["ua"] > self.state["best_ua"]
-                best_arrays = _variables_arrays(self.model.weights) if improved else None
-            val_loss = val["loss"]
-            seconds = time.perf_counter() - self._t0
-            state = self.state
-            state["seconds"] = float(state.get("seconds", 0.0)) + seconds
-            accuracy = logs.get("accuracy", logs.get("logits_accuracy"))
-            try:
-                lr = float(np.asarray(self._optimizer.learning_rate))
-            except (TypeError, ValueError):
-                lr = None
-            row = {
-                "epoch": epoch + 1,
-                "loss": None if logs.get("loss") is None else float(logs["loss"]),
-                "accuracy": None if accuracy is None else float(accuracy),
-                "val_loss": val_loss,
-                "val_ua": val["ua"],
-                "val_wa": val["wa"],
-                "val_f1": val["f1"],
-                "lr": lr,
-                "drop_path": self._rate,
-                "seconds": round(seconds, 3),
-            }
-            state["history"].append(row)
-            if improved:
-                state["best_ua"] = val["ua"]
-                state["best_epoch"] = epoch + 1
-                state["wait"] = 0
-            else:
-                state["wait"] = int(state.get("wait", 0)) + 1
-            state["epoch"] = epoch + 1
-            if self.patience and state["wait"] >= self.patience and epoch + 1 < self.epochs:
-                state["stopped_early"] = True
-                self.model.stop_training = True
-            self.checkpoint.save(state, self.model, self._optimizer, best_arrays)
-            _write_history(self.fold_dir, state["history"])
-            log.info(
-                "%s epoch %d/%d: loss %.4f acc %.3f | val loss %.4f UA %.3f WA %.3f | best UA %.3f @%d | lr %.5f | %.1fs%s",
-                self.label,
-                epoch + 1,
-                self.epochs,
-                row["loss"] if row["loss"] is not None else float("nan"),
-                row["accuracy"] if row["accuracy"] is not None else float("nan"),
-                val_loss,
-                val["ua"],
-                val["wa"],
-                state["best_ua"],
-                state["best_epoch"],
-                lr if lr is not None else float("nan"),
-                seconds,
-                " (early stop)" if state.get("stopped_early") else "",
-            )
-
-    return EpochTracker
 
 
 # ------------------------------------------------------------------------------------------------ fit
@@ -348,7 +112,7 @@ def _train_phase(
     build_model: Callable,
     fold_data,
     fold_dir: Path,
-    checkpoint: "_FoldCheckpoint",
+    checkpoint: "FoldCheckpoint",
     *,
     epochs: int,
     ramp_epochs: int,
@@ -440,7 +204,10 @@ def _train_phase(
 
     run_start = time.perf_counter()
     if state["epoch"] < epochs and not state.get("stopped_early"):
-        tracker = _epoch_tracker_class()(
+        if drop_path > 0 and set_drop_path_rate(model, 0.0) == 0:
+            log.warning("%s: drop_path=%.3f but the model has no drop-path layers; ignored", label, drop_path)
+            drop_path = 0.0
+        tracker = EpochTracker(
             val_data=val_ds,
             state=state,
             checkpoint=checkpoint,
@@ -453,8 +220,6 @@ def _train_phase(
             optimizer=opt,
             label=label,
         )
-        if drop_path > 0 and set_drop_path(model, 0.0) == 0:
-            log.warning("%s: drop_path=%.3f but the model has no drop-path layers; ignored", label, drop_path)
         model.fit(
             train_ds,
             epochs=epochs,
@@ -509,7 +274,7 @@ def fit_fold(
             exists; ``False`` deletes both and starts over.
         aux_weight: loss weight of ``aux_logits`` when the model has that output.
         drop_path: final drop-path probability, reached linearly from 0 over ``epochs`` (DARTS); set on
-            the layers that support it (see :func:`set_drop_path`).
+            the layers that support it (``search_space.network.set_drop_path_rate``).
         augment: SpecAugment masking of training batches (when ``data.spec_augment`` is enabled).
         recipe: the shared training recipe (``config.RecipeConfig``: balanced batches, time shift, mixup,
             label smoothing, EMA; ``evaluation.recipe``); None: every part off.
@@ -542,8 +307,8 @@ def fit_fold(
     fold = getattr(fold_data, "fold", None)
     fold_index = getattr(fold, "index", None)
     label = label or (f"fold {fold_index}" if fold_index is not None else fold_dir.name)
-    checkpoint = _FoldCheckpoint(fold_dir)
-    fingerprint = _normalise_json(fingerprint or {})
+    checkpoint = FoldCheckpoint(fold_dir)
+    fingerprint = normalise_json(fingerprint or {})
 
     if not resume:
         for name in (METRICS_FILE, CHECKPOINT_DIR):
@@ -579,7 +344,7 @@ def fit_fold(
         keras.utils.set_random_seed(int(getattr(fold_data, "seed", 0)) + REFIT_SEED_OFFSET)
         del model
         model, refit_state = _train_phase(
-            build_model, refit_data, refit_dir, _FoldCheckpoint(refit_dir), epochs=int(state["best_epoch"]),
+            build_model, refit_data, refit_dir, FoldCheckpoint(refit_dir), epochs=int(state["best_epoch"]),
             ramp_epochs=epochs, keep_last=True, optimizer=_fresh_optimizer(optimizer), patience=None,
             fingerprint={**fingerprint, "refit_epochs": int(state["best_epoch"])}, label=f"{label} refit", **common,
         )  # fmt: skip
@@ -590,7 +355,7 @@ def fit_fold(
         }
 
     if drop_path > 0:
-        set_drop_path(model, 0.0)
+        set_drop_path_rate(model, 0.0)
     logits, labels = predict_split(inference_fn(model), fold_data.test(batch_size))
     metrics = split_metrics(logits, labels, len(classes))
     metrics.pop("loss")  # the test fold reports UA/WA/F1 only
@@ -644,7 +409,7 @@ def fit_fold(
     title = f"{label}: UA {metrics['ua']:.3f}, WA {metrics['wa']:.3f} (test speakers {', '.join(map(str, test_speakers))})"
     plot_confusion_matrix(metrics["confusion_matrix"], classes, fold_dir / "confusion_matrix.png", title=title)
     plot_learning_curves(state["history"], fold_dir / "learning_curves.png", title=label, best_epoch=state["best_epoch"])
-    _write_history(fold_dir, state["history"])
+    write_history(fold_dir, state["history"])
     test_paths = list(getattr(fold_data, "test_paths", []) or [])
     if len(test_paths) == len(labels):
         _write_predictions(fold_dir / "predictions.csv", test_paths, labels, logits, classes)

@@ -16,7 +16,7 @@
 
 Leak rule: the genotype used for fold ``k`` must come from a search on fold ``k``'s training part only.
 A genotype is refused for fold ``k`` when its ``meta`` (written by the search) shows that the search
-saw one of fold ``k``'s test speakers (``train_speakers``/``val_speakers``/``speakers``), or that it ran
+saw one of fold ``k``'s test speakers (``train_speakers``/``val_speakers``), or that it ran
 on another fold ``j != k`` of the same corpus and protocol (whose training part holds fold ``k``'s test
 speakers). ``allow_leak=True`` turns the refusal into a warning. A genotype without search meta (typed
 in from a paper) is accepted with a warning; a genotype searched on another corpus is accepted. A random
@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 BEST_FILE = "genotype_best.json"
 FINAL_FILE = "genotype.json"
 ALL_FILE = "genotypes.json"
-SEARCH_INFO_FILES = ("search.json", "search_info.json")
-_SPEAKER_KEYS = ("train_speakers", "val_speakers", "speakers", "alpha_speakers", "weight_speakers")
+SEARCH_FILE = "search.json"
+_SPEAKER_KEYS = ("train_speakers", "val_speakers")  # the speakers a search's genotype meta says it saw
 
 
 class GenotypeLeakError(ValueError):
@@ -72,29 +72,18 @@ class GenotypeChoice:
     unfinished: dict | None = None
 
 
-def _search_seconds(genotype_path: Path, genotype: Genotype) -> tuple[float | None, str | None]:
-    """Wall-clock seconds of the search that made this genotype (from the ``search.json`` beside it, or
-    its meta) and the key of where they came from, so that folds sharing one search count it once."""
-    for name in SEARCH_INFO_FILES:
-        path = genotype_path.parent / name
-        if not path.is_file():
-            continue
-        try:
-            info = read_json(path)
-        except ValueError:
-            continue
-        if isinstance(info, dict):
-            for key in ("seconds", "wall_s", "elapsed_s", "search_seconds", "total_seconds"):
-                if isinstance(info.get(key), (int, float)):
-                    return float(info[key]), str(path)
-            compute = info.get("compute_s")
-            if isinstance(compute, dict) and isinstance(compute.get("search"), (int, float)):
-                return float(compute["search"]), str(path)
-            if isinstance(compute, (int, float)):
-                return float(compute), str(path)
-    for key in ("search_seconds", "seconds"):
-        if isinstance(genotype.meta.get(key), (int, float)):
-            return float(genotype.meta[key]), f"{genotype_path}#meta"
+def _search_seconds(genotype_path: Path) -> tuple[float | None, str | None]:
+    """Wall-clock seconds of the search that made this genotype (``seconds`` of the ``search.json`` beside
+    it) and the file they came from, so that folds sharing one search count it once."""
+    path = genotype_path.parent / SEARCH_FILE
+    if not path.is_file():
+        return None, None
+    try:
+        info = read_json(path)
+    except ValueError:
+        return None, None
+    if isinstance(info, dict) and isinstance(info.get("seconds"), (int, float)):
+        return float(info["seconds"]), str(path)
     return None, None
 
 
@@ -396,7 +385,7 @@ def genotypes_for_folds(
             allowed = (f"UNFINISHED SEARCH ALLOWED (--allow-unfinished): {unfinished['search_dir']} ran "
                        f"{unfinished['search_epochs_done']} of {unfinished['search_epochs']} epochs")  # fmt: skip
             note = f"{note}; {allowed}" if note else allowed
-        seconds, key = _search_seconds(Path(path), genotype)
+        seconds, key = _search_seconds(Path(path))
         chosen[k] = GenotypeChoice(
             fold=k, genotype=genotype, source=source, search_seconds=seconds, search_key=key, note=note,
             unfinished=unfinished,

@@ -55,7 +55,7 @@ class Predictor:
         x = np.asarray(x, dtype=np.float32)
         if x.ndim == 3:
             x = x[..., np.newaxis]
-        if len(x) == 0:  # serving_default fails on an empty batch; nothing to run anyway
+        if len(x) == 0:  # nothing to run (exports before the empty-batch guard fail on it)
             return np.zeros((0, len(self.classes)), np.float32)
         return np.asarray(self._run(x, batch_size, speaker), dtype=np.float32)
 

@@ -87,29 +87,6 @@ def training_fingerprint(genotype, config: ExperimentConfig, classes: list) -> d
     }
 
 
-class _Policy:
-    """Set the global Keras dtype policy for a block and restore it afterwards."""
-
-    def __init__(self, mixed: bool):
-        self.mixed = mixed
-        self.previous = None
-
-    def __enter__(self):
-        import keras
-
-        if self.mixed:
-            self.previous = keras.mixed_precision.global_policy().name
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        return self
-
-    def __exit__(self, *exc):
-        import keras
-
-        if self.previous is not None:
-            keras.mixed_precision.set_global_policy(self.previous)
-        return False
-
-
 def network_complexity(genotype, config: ExperimentConfig, input_shape, num_classes: int) -> dict:
     """Parameters and FLOPs of the inference network (no aux head, no drop-path); ``{}`` if not countable."""
     from emodarts_tf.search_space.network import build_fixed_network
@@ -155,6 +132,7 @@ def train_genotype_fold(
     """
     from emodarts_tf.evaluation.fitting import fit_fold
     from emodarts_tf.search_space.network import build_fixed_network
+    from emodarts_tf.utils.runtime import precision_policy
     from emodarts_tf.utils.seed import seed_everything
 
     train = config.train
@@ -165,7 +143,7 @@ def train_genotype_fold(
     fold_dir = Path(fold_dir)
     genotype.validate(genotype_source or "genotype")
 
-    with _Policy(train.mixed_precision):
+    with precision_policy(bool(train.mixed_precision)):
         seed_everything(int(config.seed) * 1000 + fold_index)
 
         def build():

@@ -7,7 +7,8 @@ In process::
 
     from emodarts_tf.export.client import ServedModel, read_wav
     served = ServedModel("serving/emodarts/1")
-    served.predict_waveform(read_wav("speech.wav"))     # [{"class_id": 2, "class_name": "neu", "probabilities": [...]}]
+    served.predict_waveform(read_wav("speech.wav"))
+    # [{"class_id": 2, "class_name": "neu", "probabilities": [...], "silent": False}]
 
 Through TF Serving (``docker run -p 8501:8501 -v $PWD/serving/emodarts:/models/emodarts -e MODEL_NAME=emodarts
 tensorflow/serving``)::
@@ -23,6 +24,12 @@ The REST body is TF Serving's row format, one instance per utterance::
 
 and the answer ``{"predictions": [{"probabilities": [...], "class_id": 2}]}``.
 
+The model answers a class for any waveform, silence included (an all-zero waveform gives constant MFCCs and
+often a confident class). ``predict_waveform`` of both clients therefore adds ``"silent"`` to each row: True
+when the part of the waveform the model reads (its first ``samples_used`` samples, from the export's
+``export_info.json`` where known, else the whole waveform) peaks below ``SILENCE_PEAK`` (the threshold below
+which ``data.features`` refuses a training or ``cli/predict.py`` file as silent), and logs a warning for it.
+
 Models trained with ``data.normalize: speaker`` take each utterance's SPEAKER statistics as two more inputs,
 ``speaker_mean`` and ``speaker_std`` (``(n_mfcc,)`` per utterance); both clients then require them (a
 ValueError says so when they are missing) and get them from a few unlabelled utterances of the speaker::
@@ -34,6 +41,7 @@ ValueError says so when they are missing) and get them from a few unlabelled utt
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -47,6 +55,11 @@ SIGNATURE_WAVEFORM = "serving_waveform"
 SIGNATURE_SPEAKER = "speaker_statistics"
 SPEAKER_INPUTS = ("speaker_mean", "speaker_std")
 STD_FLOOR = 1e-6  # as data.pipeline.speaker_statistics: a constant coefficient gets std 1
+# Peak amplitude (full scale 1.0) below which a waveform counts as silent: data.features.SILENCE_PEAK (about
+# -80 dBFS), the threshold below which the feature extraction refuses a file as silent.
+SILENCE_PEAK = 1e-4
+
+log = logging.getLogger(__name__)
 
 
 class SpeakerStatistics(NamedTuple):
@@ -151,6 +164,19 @@ def waveform_batch(waveforms, sample_rate: int = INPUT_RATE) -> np.ndarray:
     Raises ValueError for a wrong rate, a wrong rank (stereo, nested batches), empty or non-finite audio,
     and integer-scaled PCM, naming the problem.
     """
+    return _pad(_checked_waveforms(waveforms, sample_rate))
+
+
+def _pad(arrays: list) -> np.ndarray:
+    length = max(len(w) for w in arrays)
+    batch = np.zeros((len(arrays), length), dtype=np.float32)
+    for i, w in enumerate(arrays):
+        batch[i, : len(w)] = w
+    return batch
+
+
+def _checked_waveforms(waveforms, sample_rate: int) -> list:
+    """The waveforms of :func:`waveform_batch` as a list of 1-D float32 arrays (before padding), checked."""
     if int(sample_rate) != INPUT_RATE:
         raise ValueError(
             f"sample_rate: the waveform signature takes {INPUT_RATE} Hz audio, received {sample_rate} Hz; "
@@ -180,11 +206,33 @@ def waveform_batch(waveforms, sample_rate: int = INPUT_RATE) -> np.ndarray:
         if np.max(np.abs(w)) > 2.0:
             raise ValueError(f"waveform {i}: peak {np.max(np.abs(w)):.1f}; expected floats in [-1, 1] (int16 PCM / 32768)")
         arrays.append(w)
-    length = max(len(w) for w in arrays)
-    batch = np.zeros((len(arrays), length), dtype=np.float32)
-    for i, w in enumerate(arrays):
-        batch[i, : len(w)] = w
-    return batch
+    return arrays
+
+
+def _peak(w: np.ndarray, samples_used: int | None) -> float:
+    part = w[:samples_used] if samples_used else w
+    return float(np.max(np.abs(part))) if part.size else 0.0
+
+
+def _flag_silence(rows: list[dict], arrays: list, samples_used: int | None) -> list[dict]:
+    """Add ``"silent"`` to each row of a waveform prediction, with a warning for each silent waveform."""
+    for i, (row, w) in enumerate(zip(rows, arrays)):
+        peak = _peak(w, samples_used)
+        row["silent"] = peak < SILENCE_PEAK
+        if row["silent"]:
+            read = f"its first {samples_used} samples peak" if samples_used and samples_used < len(w) else "it peaks"
+            log.warning(
+                "waveform %d: silent (%s at %.2e < %.0e); the model still answers %s (p = %.2f), which says "
+                "nothing about the speaker's emotion", i, read, peak, SILENCE_PEAK,
+                row.get("class_name", f"class {row['class_id']}"), max(row["probabilities"]),
+            )  # fmt: skip
+    return rows
+
+
+def _samples_used(info: dict) -> int | None:
+    """``samples_used`` of the waveform signature in an ``export_info.json`` content (None when absent)."""
+    value = ((info or {}).get("signatures") or {}).get(SIGNATURE_WAVEFORM, {}).get("samples_used")
+    return int(value) if value else None
 
 
 def _rows(outputs: dict, classes: list | None) -> list[dict]:
@@ -221,6 +269,7 @@ class ServedModel:
         _, inputs = self.signature(SIGNATURE_MFCC).structured_input_signature
         self.speaker_normalised = all(k in inputs for k in SPEAKER_INPUTS)
         self.n_mfcc = int(inputs["mfcc"].shape[1]) if "mfcc" in inputs else None
+        self.samples_used = _samples_used(self.info)  # input samples the waveform signature reads
 
     def signature(self, name: str):
         try:
@@ -246,15 +295,17 @@ class ServedModel:
         return _rows({k: v.numpy() for k, v in out.items()}, self.classes)
 
     def predict_waveform(self, waveforms, sample_rate: int = INPUT_RATE, speaker_mean=None, speaker_std=None) -> list[dict]:
-        """16 kHz mono waveform(s) -> one dict per utterance (speaker statistics as for ``predict_mfcc``)."""
-        batch = waveform_batch(waveforms, sample_rate)
+        """16 kHz mono waveform(s) -> one dict per utterance (speaker statistics as for ``predict_mfcc``),
+        with ``"silent"`` (see the module's description)."""
+        arrays = _checked_waveforms(waveforms, sample_rate)
+        batch = _pad(arrays)
         extra = self._speaker(speaker_mean, speaker_std, len(batch))
         out = self.signature(SIGNATURE_WAVEFORM)(
             waveform=self._tf.constant(batch),
             sample_rate=self._tf.constant(np.full((len(batch),), sample_rate, dtype=np.int32)),
             **extra,
         )
-        return _rows({k: v.numpy() for k, v in out.items()}, self.classes)
+        return _flag_silence(_rows({k: v.numpy() for k, v in out.items()}, self.classes), arrays, self.samples_used)
 
     def speaker_statistics(self, waveforms, sample_rate: int = INPUT_RATE) -> SpeakerStatistics:
         """One speaker's statistics from its 16 kHz mono waveforms (unlabelled utterances; all of them in one
@@ -313,18 +364,21 @@ class RestClient:
     """TF Serving over REST: ``POST <url>/v1/models/<name>[/versions/<v>]:predict``.
 
     ``speaker_normalised``: whether the served model takes speaker statistics; ``None`` (default) asks the
-    server's metadata (``GET .../metadata``) the first time it matters. :meth:`from_export` reads it, and the
-    classes, from a local copy of the export.
+    server's metadata (``GET .../metadata``) the first time it matters. ``samples_used``: the input samples
+    the waveform signature reads (for the ``"silent"`` flag; None: the whole waveform). :meth:`from_export`
+    reads these, and the classes, from a local copy of the export.
     """
 
     def __init__(self, url: str = "http://localhost:8501", model_name: str = "emodarts", version: int | None = None,
-                 classes: list | None = None, timeout: float = 30.0, speaker_normalised: bool | None = None):
+                 classes: list | None = None, timeout: float = 30.0, speaker_normalised: bool | None = None,
+                 samples_used: int | None = None):  # fmt: skip
         self.url = url.rstrip("/")
         self.model_name = model_name
         self.version = version
         self.classes = classes
         self.timeout = timeout
         self._speaker_normalised = speaker_normalised
+        self.samples_used = samples_used
 
     @classmethod
     def from_export(cls, version_dir: str | Path, url: str = "http://localhost:8501", model_name: str = "emodarts",
@@ -338,6 +392,7 @@ class RestClient:
         info = json.loads(info_file.read_text(encoding="utf-8"))
         kwargs.setdefault("classes", info.get("classes"))
         kwargs.setdefault("speaker_normalised", info.get("normalize") == "speaker")
+        kwargs.setdefault("samples_used", _samples_used(info))
         return cls(url, model_name, **kwargs)
 
     @property
@@ -406,11 +461,14 @@ class RestClient:
         )
 
     def predict_waveform(self, waveforms, sample_rate: int = INPUT_RATE, speaker_mean=None, speaker_std=None) -> list[dict]:
-        """16 kHz mono waveform(s) -> one dict per utterance; a speaker-normalised model also needs
-        ``speaker_mean`` / ``speaker_std`` (``(n_mfcc,)`` for the whole batch or ``(batch, n_mfcc)``)."""
-        batch = waveform_batch(waveforms, sample_rate)
+        """16 kHz mono waveform(s) -> one dict per utterance, with ``"silent"`` (see the module's description);
+        a speaker-normalised model also needs ``speaker_mean`` / ``speaker_std`` (``(n_mfcc,)`` for the whole
+        batch or ``(batch, n_mfcc)``)."""
+        arrays = _checked_waveforms(waveforms, sample_rate)
+        batch = _pad(arrays)
         self._check_speaker(speaker_mean, speaker_std, len(batch))
-        return self._parse(self.post(rest_request_waveform(batch, sample_rate, speaker_mean, speaker_std)))
+        rows = self._parse(self.post(rest_request_waveform(batch, sample_rate, speaker_mean, speaker_std)))
+        return _flag_silence(rows, arrays, self.samples_used)
 
     def predict_mfcc(self, mfcc, speaker_mean=None, speaker_std=None) -> list[dict]:
         """Raw MFCCs ``(batch, n_mfcc, frames, 1)`` -> one dict per utterance (speaker statistics as for

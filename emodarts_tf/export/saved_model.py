@@ -43,6 +43,14 @@ than the model's, and speaker statistics that are not ``(batch, n_mfcc)``, not f
 positive. The waveform signature declares its shapes as unknown for that reason: a declared rank
 would let TensorFlow fold the rank check away; ``assets.extra/export_info.json`` documents the shapes.
 
+An empty batch (0 instances) is not an error for ``serving_default`` and ``serving_waveform``: they answer
+``probabilities`` of shape ``(0, classes)`` and ``class_id`` of shape ``(0,)`` without running the model;
+``speaker_statistics`` refuses one (statistics of no utterance do not exist).
+
+Silence is not detected in the graph: an all-zero (or near-silent) waveform gives constant MFCCs (every
+mel band at the -100 dB floor) and the model still answers a class, often with a high probability. The
+Python clients (``export.client``) warn about such waveforms and mark their rows ``"silent": true``.
+
 The version directory is written under a temporary name and renamed when complete, so a TF Serving
 instance polling the base path never loads a half-written version.
 """
@@ -58,7 +66,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emodarts_tf.utils.io import atomic_write_text, write_json
+from emodarts_tf.utils.io import DiskFullError, atomic_write_text, find_disk_full, write_json
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +103,26 @@ def _build_archive(trained, input_rate: int):
             f"model expects {tuple(shape)}"
         )
 
-    def classify(mfcc):
+    n_classes = len(trained.classes)
+
+    def run_model(mfcc):
         logits = model((mfcc - mean) / std, training=False)
         if isinstance(logits, dict):
             logits = logits["logits"]
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        return probabilities, tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+
+    def no_rows():
+        return tf.zeros([0, n_classes], tf.float32), tf.zeros([0], tf.int64)
+
+    def classify(mfcc):
+        # An empty batch answers empty outputs without running the model (its convolutions and matrix
+        # products fail on a batch of 0).
+        batch = tf.raw_ops.Shape(input=mfcc, out_type=tf.int32)[0]
+        probabilities, class_id = tf.cond(batch > 0, lambda: run_model(mfcc), no_rows)
         return {
-            "probabilities": tf.identity(probabilities, name="probabilities"),
-            "class_id": tf.argmax(probabilities, axis=-1, output_type=tf.int64, name="class_id"),
+            "probabilities": tf.identity(tf.ensure_shape(probabilities, [None, n_classes]), name="probabilities"),
+            "class_id": tf.identity(tf.ensure_shape(class_id, [None]), name="class_id"),
         }
 
     expected = tf.constant([*shape, 0], tf.int32)  # the 0: nothing after the channel axis
@@ -225,8 +245,15 @@ def _build_archive(trained, input_rate: int):
         return classify(speaker_normalise(SIGNATURE_WAVEFORM, mfcc, speaker_mean, speaker_std))
 
     def serve_speaker_statistics(waveform, sample_rate):
+        waveform = check_waveform(SIGNATURE_SPEAKER, waveform, sample_rate)
+        check = tf.debugging.assert_positive(
+            tf.shape(waveform)[0],
+            message=f"{SIGNATURE_SPEAKER}: expected at least one utterance of the speaker, received an empty batch",
+        )
+        with tf.control_dependencies([check]):
+            waveform = tf.identity(waveform)
         # Float64 sums, as numpy's speaker_statistics: over every frame of every utterance.
-        mfcc = tf.cast(features(check_waveform(SIGNATURE_SPEAKER, waveform, sample_rate)), tf.float64)
+        mfcc = tf.cast(features(waveform), tf.float64)
         mean = tf.reduce_mean(mfcc, axis=[0, 2, 3])
         std = tf.sqrt(tf.reduce_mean(tf.square(mfcc - mean[tf.newaxis, :, tf.newaxis, tf.newaxis]), axis=[0, 2, 3]))
         std = tf.where(std < STD_FLOOR, tf.ones_like(std), std)
@@ -277,6 +304,8 @@ def export_model(
 
     Raises:
         ValueError: not a model directory, a version that exists (without ``overwrite``), a bad version.
+        DiskFullError: (an OSError) the disk or quota filled up while writing; ``filename`` is the version
+            directory, which was not created (the partial temporary directory is removed).
     """
     from emodarts_tf.evaluation.model_dir import load_model_dir
 
@@ -307,8 +336,11 @@ def export_model(
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        full = find_disk_full(exc) if isinstance(exc, Exception) else None
+        if full is not None:  # named after the version being written, not its temporary directory
+            raise DiskFullError(full.errno, full.reason, str(target)) from exc
         raise
     speaker = is_speaker_normalised(trained)
     log.info(

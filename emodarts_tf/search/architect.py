@@ -22,8 +22,10 @@ lr * g`` is exactly the step Keras would take). Momentum and decay do not depend
 Memory: instead of a copy of the network (pt.darts' ``v_net``), the weights are overwritten in place by
 ``w'``, then ``w+`` and ``w-``, and restored at the end, so the step needs one extra copy of the weights
 (not of the activations) on top of one forward and backward pass at a time. The non-trainable state given
-in ``extra_state`` (batch-norm moving statistics) is restored as well, so the virtual passes leave no
-trace, as with DARTS's throw-away copy.
+in ``extra_state`` (batch-norm moving statistics) is restored as well, so the four passes of this step
+(one at ``w``, three at displaced weights) leave no trace on them, as with DARTS's throw-away copy. The
+first-order alpha step (``model.py``) keeps the moving-statistics update of its one pass at the current
+weights, as pt.darts' first-order step does.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ import tensorflow as tf
 from emodarts_tf.search.replicas import all_reduce_sum, assign_each, assign_variables
 
 
-def _dense(grads: Sequence, variables: Sequence) -> list:
+def dense_gradients(grads: Sequence, variables: Sequence) -> list:
     """Gradients with ``None`` (a variable the loss does not reach) replaced by zeros."""
     out = []
     for g, v in zip(grads, variables):
@@ -67,7 +69,7 @@ def tape_gradients(loss_fn: Callable, weight_variables: Sequence, arch_variables
             loss = loss_fn(x, y)
             scaled = loss * tf.cast(scale, loss.dtype)
         targets = arch_variables + (weight_variables if wrt == "all" else [])
-        grads = _dense(tape.gradient(scaled, targets), targets)
+        grads = dense_gradients(tape.gradient(scaled, targets), targets)
         n = len(arch_variables)
         return loss, grads[:n], (grads[n:] if wrt == "all" else None)
 

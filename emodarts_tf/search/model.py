@@ -11,8 +11,17 @@ zipped weights and alphas parts:
 2. the weight step on the weights batch: global-norm clip, then coupled L2 weight decay, then SGD with
    momentum (pt.darts' order: ``clip_grad_norm_`` before ``SGD(weight_decay=...)``).
 
+Every pass of both steps runs the network in training mode, so batch normalisation normalises with the
+batch's statistics and updates its moving statistics. The first-order alpha pass (at the current weights,
+on the alphas batch) keeps its update, as pt.darts' first-order step does; the second-order step restores
+the moving statistics after its four passes (at ``w`` on the weights batch, then at the displaced weights
+``w'`` and ``w +- eps v``, see ``architect.py``), as DARTS' throw-away copy of the network does. Only
+inference-mode passes read the moving statistics (the search's validation metrics, which choose
+``genotype_best``); the gradients, and so the alphas and weights, do not depend on this choice.
+
 The backbone is any layer with ``call(x, weights, training=None)`` taking a dict of softmaxed
-``(num_edges, num_ops)`` matrices, ``alpha_shapes()`` and the tuples ``cnn_ops`` / ``seq_ops``.
+``(num_edges, num_ops)`` matrices, ``alpha_shapes()`` and ``derive_genotype(alphas, max_skip, meta)``
+(``SearchBackbone``'s).
 """
 from __future__ import annotations
 
@@ -24,30 +33,28 @@ import tensorflow as tf
 from keras import ops
 
 from emodarts_tf.search import architect
-from emodarts_tf.search.replicas import all_reduce_sum, for_optimizer, unscale_loss
-from emodarts_tf.search_space.genotype import CELL_KINDS, Genotype, derive_genotype
-from emodarts_tf.search_space.mixed_op import check_bool
+from emodarts_tf.search.replicas import all_reduce_sum, for_optimizer, in_multi_replica_context, unscale_loss
+from emodarts_tf.search_space.genotype import CELL_KINDS, Genotype
+from emodarts_tf.search_space.validation import check_bool, check_number
 from emodarts_tf.utils.numeric import softmax
 
 log = logging.getLogger(__name__)
 
 ORDERS = ("first", "second")
+# What is traced (see SearchModel's docstring): the whole train_step, only the forward+backward function,
+# nothing.
+EXECUTIONS = ("graph", "eager_updates", "eager")
 
 
-def _multi_replica() -> bool:
-    ctx = tf.distribute.get_replica_context()
-    return ctx is not None and ctx.num_replicas_in_sync > 1
-
-
-def nodes_from_edges(num_edges: int) -> int:
-    """Intermediate nodes of a cell with ``num_edges`` mixed edges (node i has i + 2 inputs)."""
-    nodes, total = 0, 0
-    while total < num_edges:
-        total += nodes + 2
-        nodes += 1
-    if total != num_edges:
-        raise ValueError(f"num_edges: {num_edges} is not the edge count of a cell (2, 5, 9, 14, 20, ...)")
-    return nodes
+def resolve_execution(run_eagerly: bool, eager_updates: bool, replicas: int) -> str:
+    """The execution mode (one of ``EXECUTIONS``) of ``SearchModel.compile``'s switches: ``run_eagerly``
+    wins (``"eager"``); then ``eager_updates`` gives ``"eager_updates"`` with one replica (a multi-replica
+    strategy's all-reduces need the step graph: ``"graph"``); otherwise ``"graph"``."""
+    if run_eagerly:
+        return "eager"
+    if eager_updates and replicas == 1:
+        return "eager_updates"
+    return "graph"
 
 
 def initial_alphas(shapes: dict, scale: float, seed: int) -> dict:
@@ -63,6 +70,20 @@ def initial_alphas(shapes: dict, scale: float, seed: int) -> dict:
 @keras.saving.register_keras_serializable(package="emodarts_tf")
 class SearchModel(keras.Model):
     """DARTS search model: ``call(x) = backbone(x, softmax(alphas))`` and an alternating ``train_step``.
+
+    Execution: :meth:`compile` resolves its three switches (``run_eagerly``, ``eager_updates``,
+    ``jit_compile``) into one mode, :attr:`execution` (:func:`resolve_execution`), and :attr:`xla`
+    (``jit_compile``, except in the ``"eager"`` mode), which XLA-compiles whatever the mode traces:
+
+    - ``"graph"``: the default, and ``eager_updates=True`` under a multi-replica strategy (whose
+      all-reduces need the step graph). Keras traces the whole ``train_step``; every pass in it calls one
+      non-inlined forward+backward function (:meth:`_gradient_function`).
+    - ``"eager_updates"``: ``eager_updates=True`` with one replica. Only the forward+backward function is
+      traced; ``train_step``, the update arithmetic between the passes, runs eagerly.
+    - ``"eager"``: ``run_eagerly=True``, whatever the other two. Nothing is traced (debugging).
+
+    The config's ``search.eager_updates`` and ``search.jit_compile`` reach :meth:`compile` as
+    ``eager_updates`` and ``jit_compile``. Every mode computes the same step.
 
     Args:
         backbone: the searchable network (a Keras layer, see the module docstring).
@@ -86,16 +107,14 @@ class SearchModel(keras.Model):
 
     def __init__(self, backbone, input_shape=None, alpha_init_scale: float = 1e-3, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
-        for attr in ("alpha_shapes", "cnn_ops", "seq_ops"):
+        for attr in ("alpha_shapes", "derive_genotype"):
             if not hasattr(backbone, attr):
                 raise ValueError(
                     f"backbone: expected a searchable layer with `{attr}` (like SearchBackbone), "
                     f"received {type(backbone).__name__}"
                 )
-        if not (isinstance(alpha_init_scale, (int, float)) and alpha_init_scale >= 0):
-            raise ValueError(f"alpha_init_scale: expected a number >= 0, received {alpha_init_scale!r}")
         self.backbone = backbone
-        self.alpha_init_scale = float(alpha_init_scale)
+        self.alpha_init_scale = check_number(alpha_init_scale, "alpha_init_scale")
         self.seed = int(seed)
         self._example_shape = tuple(input_shape) if input_shape is not None else None
 
@@ -124,10 +143,9 @@ class SearchModel(keras.Model):
             shape=(), initializer="ones", dtype="float32", trainable=False, autocast=False, name="alpha_active"
         )
         self._search_compiled = False
-        self._gradient_fns = {}
-        self.eager_updates = False
-        self._trace_gradients = True  # False only with run_eagerly (everything eager, for debugging)
-        self._gradient_jit = False
+        self.execution = "graph"  # set by compile()
+        self.xla = False  # set by compile()
+        self._gradient_fn = None  # the forward+backward function, made on first use
         self._arch_updates = True  # the trace-time copy of alpha_active (multi-replica only)
         # Metric trackers, created once and exposed through `metrics` so that fit() resets them.
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -141,6 +159,7 @@ class SearchModel(keras.Model):
         input_shape = tuple(input_shape)
         if not self.backbone.built:
             self.backbone.build(input_shape)
+        # Keras 3 has no public iterator over a layer's nested sub-layers (`Model.layers` is one level).
         if not all(layer.built for layer in self.backbone._flatten_layers()):
             # Some sub-layer creates its state on first call: one eager pass on a zero example builds it
             # (fit() must find every layer built, or it would try to build from the zipped data).
@@ -170,6 +189,11 @@ class SearchModel(keras.Model):
             self._arch_updates = enabled
             if self._search_compiled and self.distribute_strategy.num_replicas_in_sync > 1:
                 self.make_train_function(force=True)
+
+    @property
+    def eager_updates(self) -> bool:
+        """The ``"eager_updates"`` execution (see the class docstring)."""
+        return self.execution == "eager_updates"
 
     # ------------------------------------------------------------------ variables
     @property
@@ -214,8 +238,8 @@ class SearchModel(keras.Model):
             w_weight_decay: coupled L2 decay added to the (clipped) weight gradients.
             a_weight_decay: L2 decay added to the alpha gradients.
             grad_clip: global-norm clip of the weight gradients (None: no clip).
-            jit_compile: XLA-compile the train step (slower on CPUs; opt-in); with ``eager_updates``, the
-                forward+backward function.
+            jit_compile: XLA-compile what the execution mode traces (slower on CPUs; opt-in): the train step,
+                or with ``eager_updates`` the forward+backward function; no effect with ``run_eagerly``.
             run_eagerly: run everything eagerly, the forward+backward passes included (debugging).
             eager_updates: compile only the forward+backward pass (one traced function, called by every
                 pass of a step) and run the per-variable arithmetic between the passes (the virtual step,
@@ -226,24 +250,28 @@ class SearchModel(keras.Model):
                 Costs the eager dispatch of those ops (about ``10 * variables`` ops per pass), which only
                 pays off in large networks. Ignored, with a log line, under a multi-replica strategy,
                 whose all-reduces need the step graph.
+
+        The three switches resolve into :attr:`execution` and :attr:`xla` (see the class docstring).
         """
         if order not in ORDERS:
             raise ValueError(f"order: expected one of {ORDERS}, received {order!r}")
-        for name, value in (("w_weight_decay", w_weight_decay), ("a_weight_decay", a_weight_decay)):
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f"{name}: expected a number >= 0, received {value!r}")
-        if grad_clip is not None and not (isinstance(grad_clip, (int, float)) and grad_clip > 0):
-            raise ValueError(f"grad_clip: expected a number > 0 or None, received {grad_clip!r}")
+        w_weight_decay = check_number(w_weight_decay, "w_weight_decay")
+        a_weight_decay = check_number(a_weight_decay, "a_weight_decay")
+        grad_clip = check_number(grad_clip, "grad_clip", strict=True, optional=True)
         if isinstance(w_optimizer, str) or isinstance(a_optimizer, str):
             w_optimizer = keras.optimizers.get(w_optimizer)
             a_optimizer = keras.optimizers.get(a_optimizer)
         if w_optimizer is a_optimizer:
             raise ValueError("w_optimizer and a_optimizer: expected two distinct optimizer instances")
-        check_bool(eager_updates, "eager_updates")
+        for name, value in (("eager_updates", eager_updates), ("run_eagerly", run_eagerly),
+                            ("jit_compile", jit_compile)):
+            check_bool(value, name)
         replicas = self.distribute_strategy.num_replicas_in_sync
-        if eager_updates and replicas > 1:
+        execution = resolve_execution(run_eagerly, eager_updates, replicas)
+        if eager_updates and execution == "graph":
             log.info("eager_updates: off with %d replicas (the step's all-reduces need the step graph)", replicas)
-            eager_updates = False
+        if jit_compile and execution == "eager":
+            log.info("jit_compile: no effect with run_eagerly (nothing is traced)")
         if self.dtype_policy.name == "mixed_float16":
             LSO = keras.optimizers.LossScaleOptimizer
             if not isinstance(w_optimizer, LSO):
@@ -258,20 +286,19 @@ class SearchModel(keras.Model):
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=self.variable_dtype)
         self.loss_fn = loss
         self.order = order
-        self.w_weight_decay = float(w_weight_decay)
-        self.a_weight_decay = float(a_weight_decay)
-        self.grad_clip = None if grad_clip is None else float(grad_clip)
-        self.eager_updates = eager_updates and not run_eagerly
-        self._trace_gradients = not run_eagerly
-        self._gradient_jit = bool(jit_compile) and self.eager_updates
-        self._gradient_fns = {}
+        self.w_weight_decay = w_weight_decay
+        self.a_weight_decay = a_weight_decay
+        self.grad_clip = grad_clip
+        self.execution = execution
+        self.xla = jit_compile and execution != "eager"
+        self._gradient_fn = None
         # `optimizer=w_optimizer` makes it `model.optimizer` (LearningRateScheduler, TensorBoard's lr).
-        # With eager_updates, Keras runs train_step eagerly and only the gradient function is traced.
+        # Keras traces train_step in the "graph" execution only; otherwise it runs it eagerly.
         super().compile(
             optimizer=w_optimizer,
             loss=None,
-            jit_compile=bool(jit_compile) and not self.eager_updates,
-            run_eagerly=run_eagerly or self.eager_updates,
+            jit_compile=self.xla and execution == "graph",
+            run_eagerly=execution != "graph",
             steps_per_execution=steps_per_execution,
             auto_scale_loss=False,
         )
@@ -321,43 +348,41 @@ class SearchModel(keras.Model):
             return 0.0, None
         if getattr(opt, "nesterov", False):
             log.debug("second-order virtual step: Nesterov momentum approximated by plain momentum")
+        # Keras 3 has no public map from a variable to its optimizer slot; its own SGD uses this index.
         return momentum, [slots[opt._get_variable_index(v)] for v in self.weight_variables]
 
-    # One traced forward+backward function, reused by every pass of a step (the second-order step
-    # makes five passes): traced once, and not inlined, so that graph optimisation sees the body once
-    # instead of once per pass.
-    def _gradients_impl(self, x, y, scale, wrt):
-        alphas = self.arch_variables
-        weights = self.weight_variables if wrt == "all" else []
-        with tf.GradientTape(watch_accessed_variables=(wrt == "all")) as tape:
-            if wrt != "all":
-                tape.watch([a.value for a in alphas])
+    def _forward_backward(self, x, y, scale):
+        """``(loss, logits, alpha_grads, weight_grads)``: the training-mode loss and the gradients of
+        ``loss * scale`` w.r.t. the alphas and the weights."""
+        targets = self.arch_variables + self.weight_variables
+        with tf.GradientTape() as tape:
             loss, logits = self._loss(x, y)
             scaled = loss * tf.cast(scale, loss.dtype)
-        targets = alphas + weights
-        grads = architect._dense(tape.gradient(scaled, targets), targets)
-        n = len(alphas)
+        grads = architect.dense_gradients(tape.gradient(scaled, targets), targets)
+        n = len(self.arch_variables)
         return loss, logits, grads[:n], grads[n:]
+
+    def _gradient_function(self):
+        """The forward+backward function every pass of a step calls (the second-order step makes five):
+        :meth:`_forward_backward` itself in the ``"eager"`` execution, else one ``tf.function`` of it, traced
+        once and not inlined, so that graph optimisation sees its body once instead of once per pass. The
+        alpha passes call it too and leave its weight gradients unused: one gradient graph instead of two."""
+        if self.execution == "eager":
+            return self._forward_backward
+        if self._gradient_fn is None:
+            self._gradient_fn = tf.function(
+                self._forward_backward,
+                experimental_attributes={"_noinline": True},
+                reduce_retracing=True,
+                jit_compile=(self.xla and self.execution == "eager_updates") or None,
+            )
+        return self._gradient_fn
 
     def _gradients(self, x, y, scale, wrt="all"):
         """``(loss, logits, alpha_grads, weight_grads)`` of ``loss * scale``; ``wrt="arch"``: no weight grads."""
         if wrt not in ("all", "arch"):
             raise ValueError(f"wrt: expected 'all' or 'arch', received {wrt!r}")
-        if not self._trace_gradients:
-            return self._gradients_impl(x, y, scale, wrt)
-        # In graphs, both kinds call the one traced "all" function (the alpha passes leave its weight
-        # gradients unused): one big gradient graph instead of two. Measured at the paper config, second
-        # order: peak RSS 18.1 -> 15.9 GB, step 38.0 -> 40.1 s (benchmarks/results/search_paper.md).
-        fn = self._gradient_fns.get("all")
-        if fn is None:
-            fn = tf.function(
-                lambda x, y, scale: self._gradients_impl(x, y, scale, "all"),
-                experimental_attributes={"_noinline": True},
-                reduce_retracing=True,
-                jit_compile=self._gradient_jit or None,
-            )
-            self._gradient_fns["all"] = fn
-        loss, logits, arch_grads, weight_grads = fn(x, y, tf.cast(scale, tf.float32))
+        loss, logits, arch_grads, weight_grads = self._gradient_function()(x, y, tf.cast(scale, tf.float32))
         return loss, logits, arch_grads, (weight_grads if wrt == "all" else [])
 
     def _architect_gradients(self, x, y, scale, wrt):
@@ -408,7 +433,7 @@ class SearchModel(keras.Model):
             norm = tf.linalg.global_norm(grads)
             factor = clip * tf.minimum(1.0 / norm, 1.0 / clip) + (norm - norm)
         decay = tf.cast(scale * self.w_weight_decay, grads[0].dtype) if self.w_weight_decay else None
-        # In place, one gradient at a time: run eagerly (eager_updates), each old gradient is freed at once.
+        # In place, one gradient at a time: run eagerly ("eager_updates"), each old gradient is freed at once.
         for i, w in enumerate(weights):
             g = grads[i] if factor is None else grads[i] * tf.cast(factor, grads[i].dtype)
             grads[i] = g if decay is None else g + tf.cast(decay, g.dtype) * w.value
@@ -425,7 +450,7 @@ class SearchModel(keras.Model):
                 f"the weights part and the alphas part; received {data!r}"
             ) from None
         # Warm-up: nothing of the alphas' (values, Adam moments, step count) moves while it lasts.
-        if _multi_replica():
+        if in_multi_replica_context():
             # tf.distribute cannot all-reduce inside a tf.cond branch (merge_call), so with several replicas
             # the branch is taken at trace time and set_alpha_updates() re-traces when it changes.
             if self._arch_updates:
@@ -449,7 +474,6 @@ class SearchModel(keras.Model):
         self.accuracy_tracker.update_state(y, logits)
         return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
 
-    # ------------------------------------------------------------------ evaluation over a whole split
     # ------------------------------------------------------------------ alphas and genotypes
     def alpha_arrays(self) -> dict:
         """The raw alphas (logits), ``{kind: numpy (num_edges, num_ops)}``."""
@@ -471,20 +495,9 @@ class SearchModel(keras.Model):
         }
 
     def genotype(self, max_skip: int | None = None, meta: dict | None = None) -> Genotype:
-        """The DARTS genotype of the current alphas (top-2 edges per node, best non-none op each)."""
-        alphas = self.alpha_arrays()
-        missing = [k for k in CELL_KINDS if k not in alphas]
-        if missing:
-            raise ValueError(f"genotype: the backbone has no alphas for {missing}; a genotype needs all of {CELL_KINDS}")
-        return derive_genotype(
-            alphas,
-            tuple(self.backbone.cnn_ops),
-            tuple(self.backbone.seq_ops),
-            nodes_from_edges(alphas["normal"].shape[0]),
-            nodes_from_edges(alphas["seq"].shape[0]),
-            max_skip=max_skip,
-            meta=meta,
-        )
+        """The DARTS genotype of the current alphas (top-2 edges per node, best non-none op each), derived by
+        the backbone (``SearchBackbone.derive_genotype``: its ops and node counts)."""
+        return self.backbone.derive_genotype(self.alpha_arrays(), max_skip=max_skip, meta=meta)
 
     # ------------------------------------------------------------------ serialisation
     def get_config(self):

@@ -18,14 +18,15 @@ def num_replicas() -> int:
     return int(tf.distribute.get_strategy().num_replicas_in_sync)
 
 
-def _in_multi_replica_context() -> bool:
+def in_multi_replica_context() -> bool:
+    """True inside the replica context of a strategy with more than one replica (at trace time in graphs)."""
     ctx = tf.distribute.get_replica_context()
     return ctx is not None and ctx.num_replicas_in_sync > 1
 
 
 def all_reduce_sum(grads: list) -> list:
     """Sum per-replica gradients over replicas (identity with a single replica). ``None`` entries stay."""
-    if not _in_multi_replica_context():
+    if not in_multi_replica_context():
         return list(grads)
     present = [i for i, g in enumerate(grads) if g is not None]
     if not present:
@@ -41,7 +42,7 @@ def all_reduce_sum(grads: list) -> list:
 
 def for_optimizer(grads: list) -> list:
     """Divide global gradients by the replica count so that the optimizer's own all-reduce restores them."""
-    if not _in_multi_replica_context():
+    if not in_multi_replica_context():
         return list(grads)
     r = float(tf.distribute.get_replica_context().num_replicas_in_sync)
     return [None if g is None else g / tf.cast(r, g.dtype) for g in grads]
@@ -57,7 +58,7 @@ def assign_variables(variables: list, values: list) -> None:
     """
     if len(variables) != len(values):
         raise ValueError(f"assign_variables: {len(variables)} variables but {len(values)} values")
-    if not _in_multi_replica_context():
+    if not in_multi_replica_context():
         for v, x in zip(variables, values):
             v.assign(tf.cast(x, v.dtype))
         return
@@ -77,7 +78,7 @@ def assign_each(variables: list, value_fn) -> None:
     before its assignment, so that, run eagerly, one temporary exists at a time instead of a list of them
     (a list of new values is a whole copy of the weights); under a multi-replica strategy as
     :func:`assign_variables`."""
-    if not _in_multi_replica_context():
+    if not in_multi_replica_context():
         for i, v in enumerate(variables):
             v.assign(tf.cast(value_fn(i), v.dtype))
         return

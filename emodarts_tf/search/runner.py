@@ -23,12 +23,8 @@ is a pure function of the seed and the step, so the result equals an uninterrupt
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -54,15 +50,14 @@ from emodarts_tf.search.model import ORDERS, SearchModel
 from emodarts_tf.search.plots import plot_genotype
 from emodarts_tf.search_space.genotype import Genotype
 from emodarts_tf.utils.io import read_json, write_json
+from emodarts_tf.utils.runtime import STRATEGIES, device_info, peak_memory, precision_policy, resolve_strategy
 from emodarts_tf.utils.seed import seed_everything
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("auto", "default", "mirrored")
 SELECTIONS = ("best", "final")
 SEARCH_FORMAT = "emodarts-tf/search/v1"
 INDEX_FILE = "genotypes.json"
-_STRATEGIES: dict = {}
 
 # Config keys that may change between a run and its --resume (everything else must match).
 # The recompute and eager_updates options: same values and variables, memory and time only.
@@ -112,43 +107,6 @@ def check_search_config(s: SearchConfig) -> None:
             raise ValueError(f"search.{name}: expected a number in [0, 1), received {value!r}")
     if not 0 <= s.w_momentum < 1:
         raise ValueError(f"search.w_momentum: expected a number in [0, 1), received {s.w_momentum!r}")
-
-
-def resolve_strategy(name: str) -> tf.distribute.Strategy:
-    """``auto``: MirroredStrategy over the visible GPUs when there are several, else the default strategy."""
-    if name not in STRATEGIES:
-        raise ValueError(f"search.strategy: expected one of {STRATEGIES}, received {name!r}")
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
-        # One MirroredStrategy per process: a second one (the next fold of --fold all) would reuse the
-        # collective-op instance keys of the first and fail with a shape mismatch.
-        if "mirrored" not in _STRATEGIES:
-            _STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy()
-        return _STRATEGIES["mirrored"]
-    return tf.distribute.get_strategy()
-
-
-@contextlib.contextmanager
-def precision_policy(enabled: bool):
-    """Set the Keras dtype policy for the search (mixed_float16 on a GPU), restoring it afterwards.
-
-    Alphas and weights stay float32 (the policy's variable dtype); the loss is scaled dynamically by the
-    LossScaleOptimizers ``SearchModel.compile`` wraps around both optimisers. On a CPU mixed precision is
-    slower than float32, so it is refused with a warning.
-    """
-    previous = keras.mixed_precision.global_policy()
-    name = "float32"
-    if enabled:
-        if tf.config.list_physical_devices("GPU"):
-            name = "mixed_float16"
-        else:
-            log.warning("search.mixed_precision: no GPU visible; running in float32")
-    try:
-        if name != previous.name:
-            keras.mixed_precision.set_global_policy(name)
-        yield name
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, steps_per_epoch: int) -> SearchModel:
@@ -229,39 +187,6 @@ def config_differences(old: dict, new: dict) -> list:
         k for k in keys
         if k not in _RESUMABLE_KEYS and k.split(".")[0] not in _IGNORED_SECTIONS and a.get(k) != b.get(k)
     ]  # fmt: skip
-
-
-def peak_memory() -> dict:
-    """Peak resident memory of this process (MB) and, with a GPU, the peak GPU memory (MB)."""
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out = {"peak_rss_mb": round(rss_kb / 1024.0, 1)}
-    gpus = tf.config.list_logical_devices("GPU")
-    if gpus:
-        try:
-            out["peak_gpu_mb"] = round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, 1)
-        except (ValueError, RuntimeError):
-            pass
-    return out
-
-
-def device_info() -> dict:
-    gpus = tf.config.list_physical_devices("GPU")
-    info = {
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "gpus": [],
-    }
-    for gpu in gpus:
-        try:
-            details = tf.config.experimental.get_device_details(gpu)
-        except (ValueError, RuntimeError):
-            details = {}
-        info["gpus"].append(details.get("device_name", gpu.name))
-    return info
 
 
 def update_genotype_index(out_dir: str | Path, fold_index: int, genotype: Genotype) -> Path:
@@ -485,10 +410,16 @@ def run_search(
         }
         write_json(fold_dir / "search.json", summary)
         update_genotype_index(out_dir, int(fold.index), selected)
+        # "seconds" (search.json, the command's table): the recorded epoch times of every run of the fold;
+        # "this_run_seconds": this process's wall time (data, model, tracing, epochs, files).
+        earlier = ""
+        if initial_epoch:
+            earlier = (f" over all runs (epochs 1-{initial_epoch} in earlier runs)" if initial_epoch < len(entries)
+                       else " (all in earlier runs)")  # fmt: skip
         log.info(
-            "fold %d done in %.0f s: best val UA %s at epoch %s; %s genotype %s",
-            fold.index, summary["this_run_seconds"], summary["best"]["val_ua"], summary["best"]["epoch"], s.select,
-            format_genotype(selected),
+            "fold %d done: %d epochs, %.0f s of epochs%s, %.0f s in this run: best val UA %s at epoch %s; %s "
+            "genotype %s", fold.index, len(entries), summary["seconds"], earlier, summary["this_run_seconds"],
+            summary["best"]["val_ua"], summary["best"]["epoch"], s.select, format_genotype(selected),
         )  # fmt: skip
     return {**summary, "genotype": selected}
 

@@ -1,4 +1,6 @@
-"""The emoDARTS search space: candidate ops, mixed ops, searchable CNN and SeqNN cells, genotypes.
+"""The emoDARTS search space: candidate ops (one registry, ``op_registry.OPS``), mixed ops, searchable CNN
+and SeqNN cells, genotypes. Argument validators live in ``validation``, the genotype validator is
+``genotype.check_cell``.
 
 The Keras layers are exported lazily (``from emodarts_tf.search_space import SearchBackbone``) so that
 reading genotypes does not import TensorFlow. Importing :mod:`emodarts_tf.search_space.network`
@@ -20,11 +22,12 @@ _LAZY = {
     "MixedOp": "mixed_op",
     "MixedSeqOp": "mixed_op",
     "GroupedSeqEdges": "seq_bank",
-    "CNN_OPS": "operations",
-    "make_cnn_op": "operations",
-    "SEQ_OPS": "seq_ops",
-    "make_seq_op": "seq_ops",
+    "OPS": "op_registry",
+    "make_op": "op_registry",
+    "make_cnn_op": "op_registry",
+    "make_seq_op": "op_registry",
     "Genotype": "genotype",
+    "check_cell": "genotype",
     "derive_genotype": "genotype",
 }
 

@@ -12,38 +12,21 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from emodarts_tf.search_space.mixed_op import MixedOp, check_bool, check_ops
-from emodarts_tf.search_space.operations import (
-    FactorizedReduce,
-    Identity,
-    ReLUConvBN,
-    Zero,
-    make_cnn_op,
-    reduced_dim,
-)
+from emodarts_tf.search_space.genotype import check_cell
+from emodarts_tf.search_space.mixed_op import MixedOp
+from emodarts_tf.search_space.op_registry import make_op
+from emodarts_tf.search_space.operations import FactorizedReduce, Identity, ReLUConvBN, Zero, reduced_dim
 from emodarts_tf.search_space.primitives import CNN_PRIMITIVES, num_edges
+from emodarts_tf.search_space.validation import (
+    check_bool,
+    check_edge_weights,
+    check_int,
+    check_ops,
+    check_pair,
+    check_rate,
+)
 
 _register = keras.saving.register_keras_serializable(package="emodarts_tf")
-
-
-def _check_int(value, argument: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{argument}: expected an integer >= {minimum}, received {value!r}")
-    return value
-
-
-def _check_pair(inputs, layer: str):
-    if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
-        raise ValueError(f"{layer}: expected inputs [s0, s1] (the two previous cells' outputs), received {inputs!r}")
-    return inputs
-
-
-def _check_edge_weights(weights, cell) -> None:
-    """A searchable cell's mixing weights must be (num_edges, num_ops); unknown dims pass (traced shapes)."""
-    expected = (cell.num_edges, len(cell.op_names))
-    received = tuple(weights.shape)
-    if received != expected and None not in received:
-        raise ValueError(f"{cell.name}: weights: expected shape {expected}, received {received}")
 
 
 def _preprocess(channels: int, reduction_prev: bool, affine: bool):
@@ -54,7 +37,7 @@ def _preprocess(channels: int, reduction_prev: bool, affine: bool):
 
 
 def _build_preprocess(cell, input_shape):
-    s0_shape, s1_shape = (tuple(s) for s in _check_pair(input_shape, cell.name))
+    s0_shape, s1_shape = (tuple(s) for s in check_pair(input_shape, cell.name))
     if len(s0_shape) != 4 or len(s1_shape) != 4:
         raise ValueError(f"{cell.name}: expected two 4-D inputs (B, H, W, C), received shapes {s0_shape}, {s1_shape}")
     cell.preprocess0.build(s0_shape)
@@ -102,8 +85,8 @@ class SearchCNNCell(keras.layers.Layer):
                  ops: tuple = CNN_PRIMITIVES, recompute: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.recompute = check_bool(recompute, "recompute")
-        self.nodes = _check_int(nodes, "nodes")
-        self.channels = _check_int(channels, "channels")
+        self.nodes = check_int(nodes, "nodes")
+        self.channels = check_int(channels, "channels")
         self.reduction = bool(reduction)
         self.reduction_prev = bool(reduction_prev)
         self.op_names = check_ops(ops, "cnn")
@@ -130,14 +113,14 @@ class SearchCNNCell(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, weights, training=None):
-        s0, s1 = _check_pair(inputs, self.name)
-        _check_edge_weights(weights, self)
+        s0, s1 = check_pair(inputs, self.name)
+        check_edge_weights(weights, self)
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         rows = ops.unstack(weights, num=self.num_edges)  # one op, not a slice per edge
         e = 0
         for _ in range(self.nodes):
             total = None
-            for j, state in enumerate(states):
+            for state in states:
                 y = self.edges[e](state, rows[e], training=training)
                 total = y if total is None else total + y
                 e += 1
@@ -153,41 +136,12 @@ class SearchCNNCell(keras.layers.Layer):
                 "recompute": self.recompute}
 
 
-def check_genotype_cell(genotype_cell, concat, universe, reduction: bool = False, where: str = "genotype_cell"):
-    """Validate a cell genotype (list of nodes of ``(op, input_index)`` pairs) and its concat list.
-
-    Returns ``(nodes, concat)`` normalised to a list of lists of ``[op, int]`` and a list of ints.
-    """
-    if not isinstance(genotype_cell, (list, tuple)) or not genotype_cell:
-        raise ValueError(f"{where}: expected a non-empty list of nodes, received {genotype_cell!r}")
-    nodes = []
-    for n, node in enumerate(genotype_cell):
-        if not isinstance(node, (list, tuple)) or not node:
-            raise ValueError(f"{where}: node {n}: expected a non-empty list of [op, input] pairs, received {node!r}")
-        pairs = []
-        for edge in node:
-            if not isinstance(edge, (list, tuple)) or len(edge) != 2:
-                raise ValueError(f"{where}: node {n}: expected an [op, input] pair, received {edge!r}")
-            op, idx = edge
-            if op not in universe:
-                raise ValueError(f"{where}: node {n}: expected an op from {list(universe)}, received {op!r}")
-            if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < n + 2:
-                raise ValueError(f"{where}: node {n}: expected an input index in 0..{n + 1}, received {idx!r}")
-            pairs.append([op, int(idx)])
-        nodes.append(pairs)
-    if concat is None:
-        concat = list(range(2, 2 + len(nodes)))
-    if not isinstance(concat, (list, tuple)) or not concat:
-        raise ValueError(f"concat: expected a non-empty list of state indices, received {concat!r}")
-    lowest = 2 if reduction else 0
-    for idx in concat:
-        if isinstance(idx, bool) or not isinstance(idx, int) or not lowest <= idx < len(nodes) + 2:
-            raise ValueError(
-                f"concat: expected state indices in {lowest}..{len(nodes) + 1}"
-                f"{' (a reduction cell cannot concatenate its unreduced inputs)' if reduction else ''}, "
-                f"received {idx!r}"
-            )
-    return nodes, [int(i) for i in concat]
+def check_genotype_cell(genotype_cell, concat, kind: str) -> tuple:
+    """A fixed cell's ``genotype_cell`` and ``concat``, checked by the genotype validator
+    (:func:`~emodarts_tf.search_space.genotype.check_cell`, without its input-dependence rule) and
+    normalised to a list of lists of ``[op, int]`` and a list of ints (the layers' configs)."""
+    nodes, concat = check_cell(genotype_cell, concat, kind, source="genotype_cell", require_input=False)
+    return [[[op, idx] for op, idx in node] for node in nodes], concat
 
 
 def drop_path(x, rate, seed_generator):
@@ -223,23 +177,20 @@ class FixedCNNCell(keras.layers.Layer):
     def __init__(self, genotype_cell, concat, channels: int, reduction: bool, reduction_prev: bool,
                  drop_path_rate: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        self.channels = _check_int(channels, "channels")
+        self.channels = check_int(channels, "channels")
         self.reduction = bool(reduction)
         self.reduction_prev = bool(reduction_prev)
         self.genotype_cell, self.concat = check_genotype_cell(
-            genotype_cell, concat, CNN_PRIMITIVES, self.reduction, "genotype_cell"
+            genotype_cell, concat, "reduce" if self.reduction else "normal"
         )
-        if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, (int, float)) \
-                or not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate: expected a number in [0, 1), received {drop_path_rate!r}")
-        self.drop_path_rate = float(drop_path_rate)
+        self.drop_path_rate = check_rate(drop_path_rate, "drop_path_rate")
         self.nodes = len(self.genotype_cell)
         self.preprocess0, self.preprocess1 = _preprocess(channels, self.reduction_prev, affine=True)
         self.edge_ops = []
         for n, node in enumerate(self.genotype_cell):
             for k, (op, idx) in enumerate(node):
                 stride = 2 if self.reduction and idx < 2 else 1
-                self.edge_ops.append(make_cnn_op(op, channels, stride, affine=True, name=f"node{n}_{k}_{op}"))
+                self.edge_ops.append(make_op("cnn", op, channels, stride, affine=True, name=f"node{n}_{k}_{op}"))
         self.seed_generator = keras.random.SeedGenerator() if self.drop_path_rate > 0 else None
         self.drop_path_variable = None
 
@@ -259,7 +210,7 @@ class FixedCNNCell(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        s0, s1 = _check_pair(inputs, self.name)
+        s0, s1 = check_pair(inputs, self.name)
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         e = 0
         for node in self.genotype_cell:

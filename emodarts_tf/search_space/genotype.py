@@ -15,6 +15,7 @@ JSON layout::
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,114 @@ from emodarts_tf.utils.numeric import softmax
 
 FORMAT = "emodarts-tf/genotype/v1"
 CELL_KINDS = ("normal", "reduce", "seq")
+
+
+# The candidate ops of each cell kind.
+CELL_OPS = {"normal": CNN_PRIMITIVES, "reduce": CNN_PRIMITIVES, "seq": SEQ_PRIMITIVES}
+
+
+def check_cell(nodes, concat, kind: str, source: str = "genotype", require_input: bool = True) -> tuple:
+    """The validator of a genotype cell, for genotypes (:meth:`Genotype.validate`, :meth:`Genotype.from_dict`)
+    and for the fixed cells built from one (``FixedCNNCell``, ``FixedSeqCell``).
+
+    Args:
+        nodes: one entry per node, each a non-empty list of ``[op, input_index]`` pairs; node ``n`` may
+            read inputs ``0 .. n + 1`` (the 2 cell inputs, then the earlier nodes).
+        concat: the states concatenated into the cell output; None: every node.
+        kind: ``"normal"``, ``"reduce"`` (CNN ops; a reduction cell cannot concatenate its unreduced inputs
+            0 and 1) or ``"seq"`` (SeqNN ops).
+        source: what the messages name first (a file, ``"genotype"``, a layer argument).
+        require_input: also refuse a cell whose output cannot depend on its inputs
+            (:func:`_check_reads_input`). Genotypes require it; the fixed cell layers compute any cell.
+
+    Returns:
+        ``(nodes, concat)``: a list of lists of ``(op, input_index)`` tuples and a list of ints.
+
+    Raises:
+        ValueError naming ``source``, the cell kind, and the node and edge or concat entry at fault.
+    """
+    if kind not in CELL_OPS:
+        raise ValueError(f"cell kind: expected one of {CELL_KINDS}, received {kind!r}")
+    universe = CELL_OPS[kind]
+    if not isinstance(nodes, (list, tuple)):
+        raise ValueError(f"{source}: {kind} must be a list of nodes, received {nodes!r}")
+    if not nodes:
+        raise ValueError(f"{source}: cell {kind!r} has no nodes")
+    parsed = []
+    for n, node in enumerate(nodes):
+        if not isinstance(node, (list, tuple)):
+            raise ValueError(f"{source}: {kind} node {n} must be a list of [op, input] pairs, received {node!r}")
+        if not node:
+            raise ValueError(f"{source}: {kind} node {n} has no incoming edge")
+        pairs = []
+        for edge in node:
+            if not (isinstance(edge, (list, tuple)) and len(edge) == 2):
+                raise ValueError(f"{source}: {kind} node {n}: edge {edge!r} is not an [op, input] pair")
+            op, idx = edge
+            if not isinstance(op, str) or isinstance(idx, bool) or not isinstance(idx, numbers.Integral):
+                raise ValueError(f"{source}: {kind} node {n}: edge {edge!r} must be [str, int]")
+            if op not in universe:
+                raise ValueError(f"{source}: {kind} node {n}: unknown op {op!r}; expected one of {list(universe)}")
+            if not 0 <= idx < n + 2:
+                raise ValueError(
+                    f"{source}: {kind} node {n}: input index {idx} out of range; "
+                    f"node {n} can read inputs 0..{n + 1} (2 cell inputs, then earlier nodes)"
+                )
+            pairs.append((op, int(idx)))
+        parsed.append(pairs)
+    if concat is None:
+        concat = list(range(2, 2 + len(parsed)))
+    if not isinstance(concat, (list, tuple)):
+        raise ValueError(f"{source}: {kind}_concat: expected a list of state indices, received {concat!r}")
+    if not concat:
+        raise ValueError(f"{source}: {kind}_concat is empty")
+    for idx in concat:
+        if isinstance(idx, bool) or not isinstance(idx, numbers.Integral):
+            raise ValueError(f"{source}: {kind}_concat: expected integer state indices, received {idx!r}")
+        if not 0 <= idx < len(parsed) + 2:
+            raise ValueError(f"{source}: {kind}_concat index {idx} out of range 0..{len(parsed) + 1}")
+        if kind == "reduce" and idx < 2:
+            # The cell inputs have not been reduced to the nodes' size.
+            raise ValueError(
+                f"{source}: reduce_concat index {idx} is a cell input; a reduction cell can only "
+                f"concatenate its nodes (indices 2..{len(parsed) + 1})"
+            )
+    concat = [int(i) for i in concat]
+    if require_input:
+        _check_reads_input(parsed, concat, kind, source)
+    return parsed, concat
+
+
+def _check_reads_input(nodes: list, concat: list, kind: str, source: str) -> None:
+    """Raise ValueError when the output of a ``kind`` cell cannot depend on the cell's inputs.
+
+    States 0 and 1 (the two cell inputs) depend on them; node ``n`` (state ``n + 2``) does when one of
+    its edges whose op is not ``none`` reads a state that does (a ``none`` edge outputs zeros, and a
+    node whose every edge is ``none`` is all zeros). The cell output is the concatenation of the
+    ``*_concat`` states, so at least one of them must depend on the inputs. This rule per cell is
+    enough for the network (``network.build_fixed_network``): the stem output is both inputs of the
+    first CNN cell, each later cell reads the outputs of the two cells before it, and the first SeqNN
+    cell reads the projected CNN output twice, so by induction every cell's output, and the logits,
+    depend on the MFCCs.
+    """
+    depends = [True, True]
+    for node in nodes:
+        depends.append(any(op != "none" and depends[idx] for op, idx in node))
+    if any(depends[idx] for idx in concat):
+        return
+    reasons = []
+    for idx in concat:
+        n = idx - 2
+        read = sorted({i for op, i in nodes[n] if op != "none"})
+        if not read:
+            reasons.append(f"node {n} (state {idx}) has only `none` edges")
+        else:
+            reasons.append(f"node {n} (state {idx}) reads only states {read}, which do not depend on the inputs")
+    raise ValueError(
+        f"{source}: cell {kind!r}: its output does not depend on the cell inputs: no state of "
+        f"{kind}_concat {list(concat)} is reached from inputs 0 or 1 through a non-`none` edge "
+        f"({'; '.join(reasons)}); a network of this genotype would predict the same class for every input"
+    )
 
 
 @dataclass
@@ -56,6 +165,8 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "genotype") -> "Genotype":
+        """The genotype of its JSON dict (see the module docstring), validated by :func:`check_cell`; a
+        missing ``*_concat`` means every node."""
         if not isinstance(d, dict):
             raise ValueError(f"{source}: expected a JSON object, received {type(d).__name__}")
         fmt = d.get("format", FORMAT)
@@ -65,96 +176,14 @@ class Genotype:
         for kind in CELL_KINDS:
             if kind not in d:
                 raise ValueError(f"{source}: missing cell {kind!r}")
-            nodes = d[kind]
-            if not isinstance(nodes, list):
-                raise ValueError(f"{source}: {kind} must be a list of nodes, received {nodes!r}")
-            parsed = []
-            for n, node in enumerate(nodes):
-                if not isinstance(node, list):
-                    raise ValueError(f"{source}: {kind} node {n} must be a list of [op, input] pairs, received {node!r}")
-                pairs = []
-                for edge in node:
-                    if not (isinstance(edge, (list, tuple)) and len(edge) == 2):
-                        raise ValueError(f"{source}: {kind} node {n}: edge {edge!r} is not an [op, input] pair")
-                    op, idx = edge
-                    if not isinstance(op, str) or isinstance(idx, bool) or not isinstance(idx, int):
-                        raise ValueError(f"{source}: {kind} node {n}: edge {edge!r} must be [str, int]")
-                    pairs.append((op, idx))
-                parsed.append(pairs)
-            values[kind] = parsed
-            concat = d.get(f"{kind}_concat", list(range(2, 2 + len(parsed))))
-            values[f"{kind}_concat"] = [int(i) for i in concat]
-        genotype = cls(**values, meta=dict(d.get("meta") or {}))
-        genotype.validate(source)
-        return genotype
+            values[kind], values[f"{kind}_concat"] = check_cell(d[kind], d.get(f"{kind}_concat"), kind, source)
+        return cls(**values, meta=dict(d.get("meta") or {}))
 
     def validate(self, source: str = "genotype") -> None:
         """Raise ValueError naming the cell, node and edge of any unknown op or impossible input index, and
-        naming the cell and its nodes when the cell's output cannot depend on its inputs (see
-        :meth:`_check_reads_input`)."""
+        naming the cell and its nodes when the cell's output cannot depend on its inputs (:func:`check_cell`)."""
         for kind in CELL_KINDS:
-            universe = SEQ_PRIMITIVES if kind == "seq" else CNN_PRIMITIVES
-            nodes = self.cell(kind)
-            if not nodes:
-                raise ValueError(f"{source}: cell {kind!r} has no nodes")
-            for n, node in enumerate(nodes):
-                if not node:
-                    raise ValueError(f"{source}: {kind} node {n} has no incoming edge")
-                for op, idx in node:
-                    if op not in universe:
-                        raise ValueError(
-                            f"{source}: {kind} node {n}: unknown op {op!r}; expected one of {list(universe)}"
-                        )
-                    if not 0 <= idx < n + 2:
-                        raise ValueError(
-                            f"{source}: {kind} node {n}: input index {idx} out of range; "
-                            f"node {n} can read inputs 0..{n + 1} (2 cell inputs, then earlier nodes)"
-                        )
-            for idx in self.concat(kind):
-                if not 0 <= idx < len(nodes) + 2:
-                    raise ValueError(f"{source}: {kind}_concat index {idx} out of range 0..{len(nodes) + 1}")
-                if kind == "reduce" and idx < 2:
-                    # FixedCNNCell refuses it too: the cell inputs have not been reduced to the nodes' size.
-                    raise ValueError(
-                        f"{source}: reduce_concat index {idx} is a cell input; a reduction cell can only "
-                        f"concatenate its nodes (indices 2..{len(nodes) + 1})"
-                    )
-            if not self.concat(kind):
-                raise ValueError(f"{source}: {kind}_concat is empty")
-            self._check_reads_input(kind, source)
-
-    def _check_reads_input(self, kind: str, source: str) -> None:
-        """Raise ValueError when the output of a ``kind`` cell cannot depend on the cell's inputs.
-
-        States 0 and 1 (the two cell inputs) depend on them; node ``n`` (state ``n + 2``) does when one of
-        its edges whose op is not ``none`` reads a state that does (a ``none`` edge outputs zeros, and a
-        node whose every edge is ``none`` is all zeros). The cell output is the concatenation of the
-        ``*_concat`` states, so at least one of them must depend on the inputs. This rule per cell is
-        enough for the network (``network.build_fixed_network``): the stem output is both inputs of the
-        first CNN cell, each later cell reads the outputs of the two cells before it, and the first SeqNN
-        cell reads the projected CNN output twice, so by induction every cell's output, and the logits,
-        depend on the MFCCs.
-        """
-        nodes = self.cell(kind)
-        depends = [True, True]
-        for node in nodes:
-            depends.append(any(op != "none" and depends[idx] for op, idx in node))
-        concat = self.concat(kind)
-        if any(depends[idx] for idx in concat):
-            return
-        reasons = []
-        for idx in concat:
-            n = idx - 2
-            read = sorted({i for op, i in nodes[n] if op != "none"})
-            if not read:
-                reasons.append(f"node {n} (state {idx}) has only `none` edges")
-            else:
-                reasons.append(f"node {n} (state {idx}) reads only states {read}, which do not depend on the inputs")
-        raise ValueError(
-            f"{source}: cell {kind!r}: its output does not depend on the cell inputs: no state of "
-            f"{kind}_concat {list(concat)} is reached from inputs 0 or 1 through a non-`none` edge "
-            f"({'; '.join(reasons)}); a network of this genotype would predict the same class for every input"
-        )
+            check_cell(self.cell(kind), self.concat(kind), kind, source)
 
     def save(self, path: str | Path) -> Path:
         return write_json(path, self.to_dict())
@@ -177,6 +206,15 @@ def derive_cell(
     ``ops``; rows are softmaxed here. With ``max_skip``, while the cell holds more ``skip_connect``
     edges than allowed, the weakest chosen skip is forbidden on its edge and the cell is derived again
     (the P-DARTS guard against skip collapse).
+
+    Edges are ranked by the softmax weight of their best op, as the original DARTS code does (its
+    ``genotype()`` parses ``softmax(alphas)``); pt.darts ranks the raw alphas instead. Within an edge both
+    pick the same op (the softmax is monotonic), but across the edges of a node they can keep different
+    edges. The softmax weight is what the mixed op multiplies the op's output by in the supernet, and it
+    is invariant to a constant added to one edge's row, which changes nothing in the supernet but moves
+    that edge's raw alphas against the other edges'; raw alphas of different edges are therefore not
+    comparable, softmax weights are. The weight of ``none`` takes part in the softmax (an edge whose
+    ``none`` is strong ranks low) but ``none`` is never chosen.
     """
     alpha = np.asarray(alpha, dtype=np.float64)
     expected_rows = sum(i + 2 for i in range(nodes))
@@ -228,7 +266,8 @@ def derive_genotype(
     """Genotype from the alpha arrays ``{"normal": ..., "reduce": ..., "seq": ...}``.
 
     The skip cap applies to the normal and SeqNN cells; in reduction cells ``skip_connect`` is a
-    factorised reduce, not an identity, and is left uncapped.
+    factorised reduce, not an identity, and is left uncapped. Every cell kind is derived, also one the
+    searched network has no cell of (``SearchBackbone.derive_genotype`` says what that cell is).
     """
     missing = [k for k in CELL_KINDS if k not in alphas]
     if missing:

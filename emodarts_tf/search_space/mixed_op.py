@@ -3,34 +3,12 @@ from __future__ import annotations
 
 import keras
 
-from emodarts_tf.search_space.operations import Zero, make_cnn_op, reduced_dim
-from emodarts_tf.search_space.primitives import CNN_PRIMITIVES, SEQ_PRIMITIVES
+from emodarts_tf.search_space.op_registry import make_op
+from emodarts_tf.search_space.operations import reduced_dim
 from emodarts_tf.search_space.recompute import recompute_grad
-from emodarts_tf.search_space.seq_ops import SeqZero, make_seq_op
+from emodarts_tf.search_space.validation import check_bool, check_kind, check_ops
 
 _register = keras.saving.register_keras_serializable(package="emodarts_tf")
-
-KINDS = ("cnn", "seq")
-
-
-def check_bool(value, argument: str) -> bool:
-    """``value`` if it is a bool, else a ValueError naming ``argument`` (the layers' on/off switches)."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{argument}: expected a bool, received {value!r}")
-    return value
-
-
-def check_ops(ops_names, kind: str) -> tuple:
-    """Validate a tuple of op names of ``kind`` ("cnn" or "seq"); returns it as a tuple."""
-    universe = CNN_PRIMITIVES if kind == "cnn" else SEQ_PRIMITIVES
-    if isinstance(ops_names, str) or not isinstance(ops_names, (list, tuple)) or not ops_names:
-        raise ValueError(f"ops: expected a non-empty tuple of {kind} op names, received {ops_names!r}")
-    unknown = [op for op in ops_names if op not in universe]
-    if unknown:
-        raise ValueError(f"ops: expected names from {list(universe)}, received unknown op(s) {unknown}")
-    if len(set(ops_names)) != len(ops_names):
-        raise ValueError(f"ops: expected distinct op names, received {list(ops_names)}")
-    return tuple(ops_names)
 
 
 @_register
@@ -38,8 +16,9 @@ class MixedOp(keras.layers.Layer):
     """One edge of a searchable cell: ``sum_i weights[i] * op_i(x)`` over the candidate ops.
 
     ``none`` is never computed (it contributes zero); its weight still takes part in the softmax the
-    caller applied. In the CNN search every op's BN is non-affine and the pooling ops get a non-affine
-    BN after them, as in DARTS.
+    caller applied. Every candidate comes from the op registry
+    (:func:`~emodarts_tf.search_space.op_registry.make_op`); in the CNN search every op's BN is non-affine
+    and the pooling ops get a non-affine BN after them, as in DARTS.
 
     Args:
         ops: candidate op names, in the order of the weight vector's entries.
@@ -60,10 +39,7 @@ class MixedOp(keras.layers.Layer):
     def __init__(self, ops: tuple, channels: int, stride: int = 1, kind: str = "cnn", recompute: bool = False,
                  **kwargs):
         super().__init__(**kwargs)
-        if kind not in KINDS:
-            raise ValueError(f"kind: expected one of {KINDS}, received {kind!r}")
-        if kind == "seq" and stride != 1:
-            raise ValueError(f"stride: expected 1 for SeqNN ops, received {stride!r}")
+        check_kind(kind)
         if check_bool(recompute, "recompute") and kind == "seq":
             raise ValueError(f"recompute: expected False for SeqNN ops (CNN mixed ops only), received {recompute!r}")
         self.recompute = recompute
@@ -73,16 +49,10 @@ class MixedOp(keras.layers.Layer):
         self.kind = kind
         # Only the ops that compute something; `none` is left out of the sum.
         self.active_indices = tuple(i for i, op in enumerate(self.op_names) if op != "none")
-        if kind == "cnn":
-            self.candidates = [
-                make_cnn_op(self.op_names[i], channels, stride, affine=False, name=self.op_names[i], pool_bn=True)
-                for i in self.active_indices
-            ]
-            self._zero = Zero(stride=stride, name="none")
-        else:
-            self.candidates = [make_seq_op(self.op_names[i], channels, name=self.op_names[i])
-                               for i in self.active_indices]
-            self._zero = SeqZero(name="none")
+        self.candidates = [make_op(kind, self.op_names[i], channels, stride, affine=False, pool_bn=True,
+                                   name=self.op_names[i])
+                           for i in self.active_indices]
+        self._zero = make_op(kind, "none", channels, stride, name="none")
 
     def op_layer(self, op_name: str) -> keras.layers.Layer:
         """The layer computing candidate ``op_name`` (``none`` has a Zero layer that is never summed)."""

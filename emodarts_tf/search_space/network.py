@@ -3,7 +3,8 @@
 Both follow the same plan, NHWC with H = MFCC coefficients and W = frames:
 
     MFCC (B, n_mfcc, frames, 1) -> stem Conv3x3 + BN (stem_multiplier * C channels)
-    -> cnn_cells DARTS cells (reduction cells at ``reduction_indices(cnn_cells)``, channels doubling)
+    -> cnn_cells DARTS cells (reduction cells at ``reduction_indices(cnn_cells)``, channels doubling;
+       a single CNN cell is a normal cell)
     -> mean over frequency, keeping time: a real sequence (B, T = W', F)
     -> Dense to ``seq_hidden`` (None: F) -> seq_cells SeqNN cells over T
     -> mean over time -> dropout -> Dense classifier (float32 logits, also under mixed precision).
@@ -18,11 +19,11 @@ from keras import ops
 from emodarts_tf.config import SearchSpaceConfig
 from emodarts_tf.search_space.cnn_cell import FixedCNNCell, SearchCNNCell
 from emodarts_tf.search_space.genotype import CELL_KINDS, Genotype, derive_genotype
-from emodarts_tf.search_space.mixed_op import check_bool
 from emodarts_tf.search_space.operations import batch_norm, reduced_dim
 from emodarts_tf.search_space.primitives import num_edges, reduction_indices, resolve_ops
 from emodarts_tf.search_space.seq_bank import share_functions
 from emodarts_tf.search_space.seq_cell import FixedSeqCell, SearchSeqCell
+from emodarts_tf.search_space.validation import check_bool, check_int, check_rate
 
 _register = keras.saving.register_keras_serializable(package="emodarts_tf")
 
@@ -50,13 +51,9 @@ def apply_train_overrides(space: SearchSpaceConfig, train) -> SearchSpaceConfig:
 def _check_space(space: SearchSpaceConfig) -> None:
     for key, minimum in (("init_channels", 1), ("cnn_cells", 1), ("cnn_nodes", 1), ("stem_multiplier", 1),
                          ("seq_cells", 0), ("seq_nodes", 1)):
-        value = getattr(space, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"space.{key}: expected an integer >= {minimum}, received {value!r}")
-    if space.seq_hidden is not None and (not isinstance(space.seq_hidden, int) or space.seq_hidden < 1):
-        raise ValueError(f"space.seq_hidden: expected None or a positive integer, received {space.seq_hidden!r}")
-    if not isinstance(space.dropout, (int, float)) or not 0.0 <= space.dropout < 1.0:
-        raise ValueError(f"space.dropout: expected a number in [0, 1), received {space.dropout!r}")
+        check_int(getattr(space, key), f"space.{key}", minimum)
+    check_int(space.seq_hidden, "space.seq_hidden", optional=True)
+    check_rate(space.dropout, "space.dropout")
 
 
 def _check_input_shape(input_shape) -> tuple:
@@ -66,12 +63,6 @@ def _check_input_shape(input_shape) -> tuple:
     ) or shape[2] is None:
         raise ValueError(f"input_shape: expected (n_mfcc, frames, channels), received {input_shape!r}")
     return shape
-
-
-def _check_num_classes(num_classes) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes: expected a positive integer, received {num_classes!r}")
-    return num_classes
 
 
 def cnn_plan(space: SearchSpaceConfig):
@@ -138,10 +129,8 @@ class AuxiliaryHead(keras.layers.Layer):
 
     def __init__(self, num_classes: int, hidden: int = 128, **kwargs):
         super().__init__(**kwargs)
-        self.num_classes = _check_num_classes(num_classes)
-        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-            raise ValueError(f"hidden: expected a positive integer, received {hidden!r}")
-        self.hidden = hidden
+        self.num_classes = check_int(num_classes, "num_classes")
+        self.hidden = check_int(hidden, "hidden")
         self.pool = keras.layers.AveragePooling2D(5, strides=3, padding="same", name="pool")
         self.conv = keras.layers.Conv2D(hidden, 1, use_bias=False, name="conv")
         self.norm = batch_norm(True, name="bn")
@@ -194,7 +183,7 @@ class SearchBackbone(keras.layers.Layer):
         x: MFCCs ``(B, n_mfcc, frames, channels)``.
         weights: ``{"normal": (num_edges(cnn_nodes), len(cnn_ops)), "reduce": (same),
             "seq": (num_edges(seq_nodes), len(seq_ops))}`` softmaxed mixing weights. A kind without
-            cells (no reduction cell, no SeqNN cell, ...) is not read but may be passed.
+            cells (not in :attr:`cell_kinds`) is not read but may be passed.
         training: BN and dropout mode.
 
     Example:
@@ -214,7 +203,7 @@ class SearchBackbone(keras.layers.Layer):
         self.space = as_space(space)
         _check_space(self.space)
         self.mfcc_shape = _check_input_shape(input_shape)
-        self.num_classes = _check_num_classes(num_classes)
+        self.num_classes = check_int(num_classes, "num_classes")
         self.cnn_ops = resolve_ops(self.space.cnn_ops, "cnn")
         self.seq_ops = resolve_ops(self.space.seq_ops, "seq")
         space = self.space
@@ -247,8 +236,29 @@ class SearchBackbone(keras.layers.Layer):
     def reduction_cells(self) -> tuple:
         return reduction_indices(self.space.cnn_cells)
 
+    @property
+    def cell_kinds(self) -> tuple:
+        """The cell kinds this network has cells of, in ``CELL_KINDS`` order: the mixing weights it reads.
+
+        ``("normal", "reduce", "seq")`` from 3 CNN cells and 1 SeqNN cell on; 1 CNN cell has no ``reduce``
+        (:func:`~emodarts_tf.search_space.primitives.reduction_indices`), 2 CNN cells no ``normal`` (both
+        are reduction cells), ``seq_cells = 0`` no ``seq``.
+        """
+        present = {"reduce" if cell.reduction else "normal" for cell in self.cnn_cells}
+        if self.seq_cells:
+            present.add("seq")
+        return tuple(kind for kind in CELL_KINDS if kind in present)
+
     def derive_genotype(self, alphas: dict, max_skip: int | None = None, meta: dict | None = None) -> Genotype:
-        """The genotype of raw (un-softmaxed) alpha arrays, with this backbone's ops and node counts."""
+        """The genotype of raw (un-softmaxed) alpha arrays, with this backbone's ops and node counts
+        (:func:`~emodarts_tf.search_space.genotype.derive_genotype`).
+
+        A genotype always has the three cells (its format and ``build_fixed_network`` need them), so a cell
+        kind this network has no cell of (see :attr:`cell_kinds`) is derived too, from alphas no loss
+        reached (their only gradient is the alpha weight decay): that cell is arbitrary, not searched. It
+        plays no part in a retrained network of the same space; one retrained with more cells
+        (``train.cnn_cells``, ``train.seq_cells``) would use it.
+        """
         alphas = {k: keras.ops.convert_to_numpy(v) for k, v in alphas.items()}
         return derive_genotype(alphas, self.cnn_ops, self.seq_ops, self.space.cnn_nodes, self.space.seq_nodes,
                                max_skip=max_skip, meta=meta)
@@ -275,9 +285,7 @@ class SearchBackbone(keras.layers.Layer):
     def call(self, x, weights, training=None):
         if not isinstance(weights, dict):
             raise ValueError(f"weights: expected a dict with keys {CELL_KINDS}, received {type(weights).__name__}")
-        needed = {"reduce" if cell.reduction else "normal" for cell in self.cnn_cells}
-        if self.seq_cells:
-            needed.add("seq")
+        needed = set(self.cell_kinds)
         missing = sorted(needed - set(weights))
         if missing:
             raise ValueError(f"weights: expected keys {sorted(needed)}, received {sorted(weights)} (missing {missing})")
@@ -337,9 +345,8 @@ def build_fixed_network(
     space = as_space(space)
     _check_space(space)
     input_shape = _check_input_shape(input_shape)
-    num_classes = _check_num_classes(num_classes)
-    if isinstance(drop_path, bool) or not isinstance(drop_path, (int, float)) or not 0.0 <= drop_path < 1.0:
-        raise ValueError(f"drop_path: expected a number in [0, 1), received {drop_path!r}")
+    num_classes = check_int(num_classes, "num_classes")
+    drop_path = check_rate(drop_path, "drop_path")
     if input_shape[0] is None:
         raise ValueError(f"input_shape: expected a fixed n_mfcc (frequency) size, received {input_shape!r}")
 
@@ -387,8 +394,7 @@ def set_drop_path_rate(model: keras.layers.Layer, rate: float) -> int:
     DARTS raises it linearly over the epochs (``drop_path * epoch / epochs``); call this from a
     callback's ``on_epoch_begin``. Returns the number of cells updated.
     """
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-        raise ValueError(f"rate: expected a number in [0, 1), received {rate!r}")
+    rate = check_rate(rate, "rate")
     cells = [layer for layer in model._flatten_layers(include_self=True, recursive=True)
              if isinstance(layer, FixedCNNCell) and layer.drop_path_variable is not None]
     if rate > 0 and not cells:

@@ -1,8 +1,8 @@
-"""Candidate CNN operations of the emoDARTS search space (DARTS ops), NHWC.
+"""The layers of the candidate CNN operations of the emoDARTS search space (DARTS ops), NHWC.
 
-Every op built by :func:`make_cnn_op` maps ``(B, H, W, C)`` to ``(B, ceil(H/s), ceil(W/s), channels)``
-at stride ``s`` ("same" padding), for any ``H`` and ``W``, odd ones included, so that cells work at any
-input size. Inside a cell the input already has ``channels`` channels (the cell's preprocessing sees
+The op registry (:mod:`~emodarts_tf.search_space.op_registry`) builds them by name. Every op it builds
+maps ``(B, H, W, C)`` to ``(B, ceil(H/s), ceil(W/s), channels)`` at stride ``s`` ("same" padding), for
+any ``H`` and ``W``, odd ones included, so that cells work at any input size. Inside a cell the input already has ``channels`` channels (the cell's preprocessing sees
 to that), as in DARTS.
 
 Batch normalisation follows PyTorch's defaults as DARTS uses them (momentum 0.1 there, 0.9 in Keras'
@@ -17,8 +17,8 @@ import math
 import keras
 from keras import ops
 
-from emodarts_tf.search_space.primitives import CNN_PRIMITIVES
 from emodarts_tf.search_space.recompute import is_recomputing
+from emodarts_tf.search_space.validation import check_int, check_rank, check_stride
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -29,7 +29,7 @@ _register = keras.saving.register_keras_serializable(package="emodarts_tf")
 @_register
 class BatchNormalization(keras.layers.BatchNormalization):
     # Named like its base class so that Keras files its weights under the same key
-    # ("batch_normalization"): weights saved before this subclass existed still load by name.
+    # ("batch_normalization"): weights of a plain keras.layers.BatchNormalization load into it by name.
     """``keras.layers.BatchNormalization`` computed by TensorFlow's fused kernel, and aware of gradient
     checkpointing.
 
@@ -111,23 +111,6 @@ def reduced_dim(size, stride: int):
     return None if size is None else int(math.ceil(size / stride))
 
 
-def _check_positive_int(value, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{argument}: expected a positive integer, received {value!r}")
-    return value
-
-
-def _check_stride(stride) -> int:
-    if stride not in (1, 2) or isinstance(stride, bool):
-        raise ValueError(f"stride: expected 1 or 2, received {stride!r}")
-    return stride
-
-
-def _check_rank4(input_shape, layer: str) -> None:
-    if len(input_shape) != 4:
-        raise ValueError(f"{layer}: expected an input of rank 4 (B, H, W, C), received shape {tuple(input_shape)}")
-
-
 @_register
 class Zero(keras.layers.Layer):
     """The ``none`` op: zeros of the shape the op at ``stride`` would output.
@@ -143,11 +126,11 @@ class Zero(keras.layers.Layer):
 
     def __init__(self, stride: int = 1, channels: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.stride = _check_stride(stride)
-        self.channels = None if channels is None else _check_positive_int(channels, "channels")
+        self.stride = check_stride(stride)
+        self.channels = None if channels is None else check_int(channels, "channels")
 
     def build(self, input_shape):
-        _check_rank4(input_shape, self.name)
+        check_rank(input_shape, 4, self.name)
         self.built = True
 
     def call(self, x, training=None):
@@ -208,8 +191,8 @@ class PoolBN(keras.layers.Layer):
         if pool_type not in ("max", "avg"):
             raise ValueError(f"pool_type: expected 'max' or 'avg', received {pool_type!r}")
         self.pool_type = pool_type
-        self.stride = _check_stride(stride)
-        self.pool_size = _check_positive_int(pool_size, "pool_size")
+        self.stride = check_stride(stride)
+        self.pool_size = check_int(pool_size, "pool_size")
         self.bn = bool(bn)
         self.affine = bool(affine)
         cls = keras.layers.MaxPooling2D if pool_type == "max" else keras.layers.AveragePooling2D
@@ -217,7 +200,7 @@ class PoolBN(keras.layers.Layer):
         self.norm = batch_norm(affine, name="bn") if bn else None
 
     def build(self, input_shape):
-        _check_rank4(input_shape, self.name)
+        check_rank(input_shape, 4, self.name)
         self.pool.build(input_shape)
         if self.norm is not None:
             self.norm.build(self.compute_output_shape(input_shape))
@@ -255,16 +238,16 @@ class ReLUConvBN(keras.layers.Layer):
 
     def __init__(self, channels: int, kernel_size: int = 1, stride: int = 1, affine: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.channels = _check_positive_int(channels, "channels")
-        self.kernel_size = _check_positive_int(kernel_size, "kernel_size")
-        self.stride = _check_stride(stride)
+        self.channels = check_int(channels, "channels")
+        self.kernel_size = check_int(kernel_size, "kernel_size")
+        self.stride = check_stride(stride)
         self.affine = bool(affine)
         self.conv = keras.layers.Conv2D(channels, kernel_size, strides=stride, padding="same",
                                         use_bias=False, name="conv")
         self.norm = batch_norm(affine, name="bn")
 
     def build(self, input_shape):
-        _check_rank4(input_shape, self.name)
+        check_rank(input_shape, 4, self.name)
         self.conv.build(input_shape)
         self.norm.build(self.compute_output_shape(input_shape))
         self.built = True
@@ -304,12 +287,12 @@ class DilConv(keras.layers.Layer):
     def __init__(self, channels: int, kernel_size: int = 3, stride: int = 1, dilation: int = 2,
                  affine: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.channels = _check_positive_int(channels, "channels")
-        self.kernel_size = _check_positive_int(kernel_size, "kernel_size")
+        self.channels = check_int(channels, "channels")
+        self.kernel_size = check_int(kernel_size, "kernel_size")
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size: expected an odd size, received {kernel_size}")
-        self.stride = _check_stride(stride)
-        self.dilation = _check_positive_int(dilation, "dilation")
+        self.stride = check_stride(stride)
+        self.dilation = check_int(dilation, "dilation")
         self.affine = bool(affine)
         self._subsample = stride > 1 and dilation > 1
         self.depthwise = keras.layers.DepthwiseConv2D(
@@ -320,7 +303,7 @@ class DilConv(keras.layers.Layer):
         self.norm = batch_norm(affine, name="bn")
 
     def build(self, input_shape):
-        _check_rank4(input_shape, self.name)
+        check_rank(input_shape, 4, self.name)
         b, _, _, c = input_shape
         self.depthwise.build(input_shape)
         out = self.compute_output_shape(input_shape)
@@ -361,15 +344,15 @@ class SepConv(keras.layers.Layer):
 
     def __init__(self, channels: int, kernel_size: int = 3, stride: int = 1, affine: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.channels = _check_positive_int(channels, "channels")
-        self.kernel_size = _check_positive_int(kernel_size, "kernel_size")
-        self.stride = _check_stride(stride)
+        self.channels = check_int(channels, "channels")
+        self.kernel_size = check_int(kernel_size, "kernel_size")
+        self.stride = check_stride(stride)
         self.affine = bool(affine)
         self.block1 = DilConv(channels, kernel_size, stride, dilation=1, affine=affine, name="block1")
         self.block2 = DilConv(channels, kernel_size, 1, dilation=1, affine=affine, name="block2")
 
     def build(self, input_shape):
-        _check_rank4(input_shape, self.name)
+        check_rank(input_shape, 4, self.name)
         self.block1.build(input_shape)
         self.block2.build(self.block1.compute_output_shape(input_shape))
         self.built = True
@@ -406,7 +389,7 @@ class FactorizedReduce(keras.layers.Layer):
 
     def __init__(self, channels: int, affine: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.channels = _check_positive_int(channels, "channels")
+        self.channels = check_int(channels, "channels")
         if channels < 2:
             raise ValueError(f"channels: expected at least 2 for a factorized reduce, received {channels}")
         self.affine = bool(affine)
@@ -415,7 +398,7 @@ class FactorizedReduce(keras.layers.Layer):
         self.norm = batch_norm(affine, name="bn")
 
     def build(self, input_shape):
-        _check_rank4(input_shape, self.name)
+        check_rank(input_shape, 4, self.name)
         b, h, w, c = input_shape
         half = (b, reduced_dim(h, 2), reduced_dim(w, 2), c)
         self.conv_even.build(half)
@@ -437,40 +420,3 @@ class FactorizedReduce(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels, "affine": self.affine}
-
-
-def _skip(channels, stride, affine, name):
-    return Identity(name=name) if stride == 1 else FactorizedReduce(channels, affine=affine, name=name)
-
-
-# name -> factory(channels, stride, affine, name, pool_bn)
-CNN_OPS = {
-    "none": lambda c, s, affine, name, pool_bn: Zero(stride=s, name=name),
-    "max_pool_3x3": lambda c, s, affine, name, pool_bn: PoolBN("max", s, 3, bn=pool_bn, affine=False, name=name),
-    "avg_pool_3x3": lambda c, s, affine, name, pool_bn: PoolBN("avg", s, 3, bn=pool_bn, affine=False, name=name),
-    "skip_connect": lambda c, s, affine, name, pool_bn: _skip(c, s, affine, name),
-    "sep_conv_3x3": lambda c, s, affine, name, pool_bn: SepConv(c, 3, s, affine=affine, name=name),
-    "sep_conv_5x5": lambda c, s, affine, name, pool_bn: SepConv(c, 5, s, affine=affine, name=name),
-    "dil_conv_3x3": lambda c, s, affine, name, pool_bn: DilConv(c, 3, s, 2, affine=affine, name=name),
-    "dil_conv_5x5": lambda c, s, affine, name, pool_bn: DilConv(c, 5, s, 2, affine=affine, name=name),
-}
-assert set(CNN_OPS) == set(CNN_PRIMITIVES)
-
-
-def make_cnn_op(op_name: str, channels: int, stride: int = 1, affine: bool = True, name: str | None = None,
-                pool_bn: bool = False) -> keras.layers.Layer:
-    """Build the candidate CNN op ``op_name`` (one of ``CNN_PRIMITIVES``).
-
-    Args:
-        op_name: the op's name, e.g. ``"sep_conv_3x3"``.
-        channels: the cell's channel count (input and output of the op).
-        stride: 1, or 2 in reduction cells on edges from the cell inputs.
-        affine: BN with beta and gamma (False in the search, True when retraining).
-        name: the layer's name.
-        pool_bn: add a non-affine BN after the pooling ops (the search's mixed ops do, as in DARTS).
-    """
-    if op_name not in CNN_OPS:
-        raise ValueError(f"op_name: expected one of {list(CNN_PRIMITIVES)}, received {op_name!r}")
-    _check_positive_int(channels, "channels")
-    _check_stride(stride)
-    return CNN_OPS[op_name](channels, stride, bool(affine), name, bool(pool_bn))

@@ -1,4 +1,8 @@
-"""Names of the candidate operations of the emoDARTS search space, and the SeqNN search scopes."""
+"""Names of the candidate operations of the emoDARTS search space, and the SeqNN search scopes.
+
+The ops themselves are built by the registry (:mod:`~emodarts_tf.search_space.op_registry`). No TensorFlow
+import here.
+"""
 from __future__ import annotations
 
 CNN_PRIMITIVES = (
@@ -29,6 +33,10 @@ SEQ_PRIMITIVES = (
     "rnn_att_2",
 )
 
+# The two kinds of candidate ops: CNN ops (the normal and reduction cells) and SeqNN ops (the SeqNN cells).
+KINDS = ("cnn", "seq")
+PRIMITIVES = {"cnn": CNN_PRIMITIVES, "seq": SEQ_PRIMITIVES}
+
 # Restricted SeqNN search scopes (the paper's scope experiment). skip_connect and none stay in every
 # scope so that DARTS can still choose depth.
 SEQ_SCOPES = {
@@ -42,9 +50,9 @@ SEQ_SCOPES = {
 
 def resolve_ops(spec, kind: str) -> tuple:
     """Turn a config entry (``"all"``, a scope name, or a list of op names) into a tuple of op names."""
-    universe = CNN_PRIMITIVES if kind == "cnn" else SEQ_PRIMITIVES
-    if kind not in ("cnn", "seq"):
+    if kind not in KINDS:
         raise ValueError(f"kind: expected 'cnn' or 'seq', received {kind!r}")
+    universe = PRIMITIVES[kind]
     if isinstance(spec, str):
         if spec == "all":
             return tuple(universe)
@@ -70,7 +78,16 @@ def num_edges(nodes: int) -> int:
 
 
 def reduction_indices(cnn_cells: int) -> tuple:
-    """Positions of the reduction cells among `cnn_cells` CNN cells (at 1/3 and 2/3, as in DARTS)."""
+    """Positions of the reduction cells among `cnn_cells` CNN cells (at 1/3 and 2/3, as in DARTS).
+
+    ``cnn_cells // 3`` and ``2 * cnn_cells // 3``, one position when they coincide: 2 cells are both
+    reduction cells, 3 cells have reductions at 1 and 2, 8 cells at 2 and 5. A single CNN cell is a normal
+    cell, not a reduction cell (which the formula would make it), so that a one-cell network searches and
+    retrains the cell kind that makes up most of every larger network. Its CNN part keeps the stem's
+    resolution and channel count, and nothing reads the ``reduce`` alphas: the ``reduce`` cell of a
+    genotype derived from such a search is not searched
+    (:meth:`~emodarts_tf.search_space.network.SearchBackbone.derive_genotype`).
+    """
     if cnn_cells < 1:
         raise ValueError(f"cnn_cells: expected >= 1, received {cnn_cells}")
     return tuple(sorted({cnn_cells // 3, 2 * cnn_cells // 3})) if cnn_cells >= 2 else ()

@@ -34,6 +34,7 @@ import numpy as np
 
 from emodarts_tf.search_space.genotype import Genotype
 from emodarts_tf.search_space.primitives import resolve_ops
+from emodarts_tf.search_space.validation import check_int
 
 SOURCE = "random"
 EDGES_PER_NODE = 2  # as the derivation keeps (top-2 incoming edges per node)
@@ -48,27 +49,13 @@ def _space_value(space, key: str):
     return getattr(space, key)
 
 
-def _check_nodes(value, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"space.{key}: expected an integer >= 1, received {value!r}")
-    return value
-
-
-def _check_max_skip(max_skip) -> int | None:
-    if max_skip is None:
-        return None
-    if isinstance(max_skip, bool) or not isinstance(max_skip, (int, np.integer)) or max_skip < 0:
-        raise ValueError(f"max_skip: expected None or an integer >= 0, received {max_skip!r}")
-    return int(max_skip)
-
-
 def space_of(space) -> dict:
     """The part of ``space`` (a ``SearchSpaceConfig`` or its dict) that defines the genotypes, resolved:
     ``{"cnn_nodes", "seq_nodes", "cnn_ops", "seq_ops"}`` (op lists in canonical order, ``none`` included
     when the space has it)."""
     return {
-        "cnn_nodes": _check_nodes(_space_value(space, "cnn_nodes"), "cnn_nodes"),
-        "seq_nodes": _check_nodes(_space_value(space, "seq_nodes"), "seq_nodes"),
+        "cnn_nodes": check_int(_space_value(space, "cnn_nodes"), "space.cnn_nodes"),
+        "seq_nodes": check_int(_space_value(space, "seq_nodes"), "space.seq_nodes"),
         "cnn_ops": list(resolve_ops(_space_value(space, "cnn_ops"), "cnn")),
         "seq_ops": list(resolve_ops(_space_value(space, "seq_ops"), "seq")),
     }
@@ -101,8 +88,8 @@ def sample_cell(nodes: int, ops, rng: np.random.Generator, max_skip: int | None 
     ``ops`` are the resolved candidates of the cell kind (``none`` is dropped here); ``max_skip`` caps the
     cell's ``skip_connect`` edges (None: no cap). Raises ValueError when no cell satisfies the cap.
     """
-    nodes = _check_nodes(nodes, f"{kind} nodes")
-    max_skip = _check_max_skip(max_skip)
+    nodes = check_int(nodes, f"{kind} nodes")
+    max_skip = check_int(max_skip, "max_skip", 0, optional=True)
     ops = candidate_ops(ops)
     if not ops:
         raise ValueError(f"{kind}: no candidate op besides 'none'; a derived cell needs at least one other op")
@@ -150,7 +137,7 @@ def sample_genotype(space, rng: np.random.Generator, max_skip: int | None = 2, m
             genotype in ``MAX_ATTEMPTS`` draws.
     """
     resolved = space_of(space)
-    max_skip = _check_max_skip(max_skip)
+    max_skip = check_int(max_skip, "max_skip", 0, optional=True)
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng: expected a numpy.random.Generator, received {type(rng).__name__}")
     last_error = None
@@ -176,22 +163,18 @@ def sample_genotype(space, rng: np.random.Generator, max_skip: int | None = 2, m
 
 def genotype_rng(seed: int, index: int) -> np.random.Generator:
     """The generator of genotype ``index`` (1-based) of ``seed``: independent of how many are drawn."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected an integer >= 0, received {seed!r}")
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 1:
-        raise ValueError(f"index: expected an integer >= 1, received {index!r}")
-    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(int(index),)))
+    seed, index = check_int(seed, "seed", 0), check_int(index, "index")
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
 
 
 def sample_genotypes(space, n: int, seed: int, max_skip: int | None = 2) -> list:
     """``n`` random genotypes of ``space`` for ``seed`` (deterministic), each with ``meta`` =
     ``{"source": "random", "seed", "index" (1..n), "space": the resolved space and max_skip}``."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n: expected an integer >= 1, received {n!r}")
+    n = check_int(n, "n")
     resolved = space_of(space)
-    max_skip = _check_max_skip(max_skip)
+    max_skip = check_int(max_skip, "max_skip", 0, optional=True)
     out = []
-    for index in range(1, int(n) + 1):
+    for index in range(1, n + 1):
         rng = genotype_rng(seed, index)  # checks the seed
         own = {k: list(v) if isinstance(v, list) else v for k, v in resolved.items()}  # no list shared by metas
         meta = {"source": SOURCE, "seed": int(seed), "index": index, "space": {**own, "max_skip": max_skip}}

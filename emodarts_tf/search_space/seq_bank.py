@@ -3,9 +3,9 @@
 A searchable SeqNN cell with all 14 candidates has 32 recurrent layers per edge (lstm_1..4 and
 rnn_1..4 stacked, lstm_att_1/2 and rnn_att_1/2 bidirectional); the paper's 4 cells x 14 edges make
 1792 of them. As separate Keras layers each is its own ``while`` loop, and every loop costs graph
-memory and tracing time in every traced gradient function (the second-order step traces two), which
-made the paper-size search need about 60 GB. :class:`GroupedSeqEdges` computes the same functions with
-one loop over time for every layer that can advance together, for all edges reading the same state:
+memory and tracing time in the traced gradient function of the search step. :class:`GroupedSeqEdges`
+computes the same functions with one loop over time for every layer that can advance together, for all
+edges reading the same state:
 
 - loop 1 runs, at each time step, all unidirectional stacks level by level (layer ``l`` of ``lstm_k``
   reads layer ``l - 1``'s output at the same step) and the first bidirectional layer of the attention
@@ -17,7 +17,7 @@ leading cell axis, so a step is one batched matrix product per group. The inputs
 projected for all time steps before the loop. The math is exactly Keras' ``LSTM`` (gates i, f, c, o;
 sigmoid and tanh; forget-gate bias 1 at start) and ``SimpleRNN`` (tanh), and
 :meth:`GroupedSeqEdges.candidate_weights` gives each candidate's weights in the order of the plain op
-(:func:`~emodarts_tf.search_space.seq_ops.make_seq_op`), so the test suite checks the equivalence with
+(:func:`~emodarts_tf.search_space.op_registry.make_seq_op`), so the test suite checks the equivalence with
 the plain Keras layers. The attention heads after the bidirectional layers (Keras'
 ``MultiHeadAttention`` math) are batched the same way, one einsum per projection for all attention
 candidates of all edges, and the mixing of each edge's candidates is one einsum per group of outputs,
@@ -38,11 +38,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from emodarts_tf.search_space.cnn_cell import _check_edge_weights, _check_int
-from emodarts_tf.search_space.mixed_op import check_bool, check_ops
 from emodarts_tf.search_space.recompute import recompute_grad
-from emodarts_tf.search_space.seq_ops import check_num_heads, direction_units
+from emodarts_tf.search_space.seq_ops import direction_units
 from emodarts_tf.search_space.seq_ops import parse_recurrent as _parse
+from emodarts_tf.search_space.validation import check_bool, check_edge_weights, check_int, check_num_heads, check_ops
 
 _register = keras.saving.register_keras_serializable(package="emodarts_tf")
 
@@ -155,8 +154,8 @@ class GroupedSeqEdges(keras.layers.Layer):
         super().__init__(**kwargs)
         self.recompute = check_bool(recompute, "recompute")
         self.op_names = check_ops(ops, "seq")
-        self.units = _check_int(units, "units")
-        self.num_edges = _check_int(num_edges, "num_edges")
+        self.units = check_int(units, "units")
+        self.num_edges = check_int(num_edges, "num_edges")
         self.num_heads = check_num_heads(num_heads, units)
         self.direction_units = direction_units(units)
         self.groups = self._plan()
@@ -320,7 +319,7 @@ class GroupedSeqEdges(keras.layers.Layer):
         return tf.einsum("tkbf,kfg->tkbg", x, kernel) + bias
 
     def call(self, x, weights, training=None):
-        _check_edge_weights(weights, self)
+        check_edge_weights(weights, self)
         weights = ops.cast(weights, x.dtype)
         params = [ops.cast(getattr(self, name), self.compute_dtype) for name in self.param_names]
         if self._shared_function is not None and not tf.executing_eagerly():
@@ -436,6 +435,10 @@ class GroupedSeqEdges(keras.layers.Layer):
     def compute_output_shape(self, x_shape, weights_shape=None):
         return [tuple(x_shape)] * self.num_edges
 
+    def get_config(self):
+        return {**super().get_config(), "ops": list(self.op_names), "units": self.units,
+                "num_edges": self.num_edges, "num_heads": self.num_heads, "recompute": self.recompute}
+
 
 def share_functions(banks) -> int:
     """Let every bank of ``banks`` with the same :meth:`~GroupedSeqEdges.structure` call one traced function
@@ -469,7 +472,3 @@ class _Shared:
 
     def __init__(self, fn):
         self.fn = fn
-
-    def get_config(self):
-        return {**super().get_config(), "ops": list(self.op_names), "units": self.units,
-                "num_edges": self.num_edges, "num_heads": self.num_heads, "recompute": self.recompute}

@@ -11,17 +11,19 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from emodarts_tf.search_space.cnn_cell import _check_edge_weights, _check_int, _check_pair, check_genotype_cell
-from emodarts_tf.search_space.mixed_op import MixedSeqOp, check_bool, check_ops
+from emodarts_tf.search_space.cnn_cell import check_genotype_cell
+from emodarts_tf.search_space.mixed_op import MixedSeqOp
+from emodarts_tf.search_space.op_registry import make_op
 from emodarts_tf.search_space.primitives import SEQ_PRIMITIVES, num_edges
 from emodarts_tf.search_space.seq_bank import GroupedSeqEdges
-from emodarts_tf.search_space.seq_ops import SeqZero, make_seq_op
+from emodarts_tf.search_space.seq_ops import SeqZero
+from emodarts_tf.search_space.validation import check_bool, check_edge_weights, check_int, check_ops, check_pair
 
 _register = keras.saving.register_keras_serializable(package="emodarts_tf")
 
 
 def _build_seq_preprocess(cell, input_shape):
-    s0_shape, s1_shape = (tuple(s) for s in _check_pair(input_shape, cell.name))
+    s0_shape, s1_shape = (tuple(s) for s in check_pair(input_shape, cell.name))
     if len(s0_shape) != 3 or len(s1_shape) != 3:
         raise ValueError(
             f"{cell.name}: expected two sequences (B, T, features), received shapes {s0_shape}, {s1_shape}"
@@ -75,8 +77,8 @@ class SearchSeqCell(keras.layers.Layer):
     def __init__(self, nodes: int, units: int, ops: tuple = SEQ_PRIMITIVES, grouped: bool = True,
                  recompute: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.nodes = _check_int(nodes, "nodes")
-        self.units = _check_int(units, "units")
+        self.nodes = check_int(nodes, "nodes")
+        self.units = check_int(units, "units")
         self.op_names = check_ops(ops, "seq")
         self.grouped = check_bool(grouped, "grouped")
         if check_bool(recompute, "recompute") and not grouped:
@@ -109,8 +111,8 @@ class SearchSeqCell(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, weights, training=None):
-        s0, s1 = _check_pair(inputs, self.name)
-        _check_edge_weights(weights, self)
+        s0, s1 = check_pair(inputs, self.name)
+        check_edge_weights(weights, self)
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         rows = ops.unstack(weights, num=self.num_edges)  # one op, not a slice per edge
         if self.grouped:
@@ -160,13 +162,12 @@ class FixedSeqCell(keras.layers.Layer):
 
     def __init__(self, genotype_cell, concat, units: int, **kwargs):
         super().__init__(**kwargs)
-        self.units = _check_int(units, "units")
-        self.genotype_cell, self.concat = check_genotype_cell(genotype_cell, concat, SEQ_PRIMITIVES,
-                                                              False, "genotype_cell")
+        self.units = check_int(units, "units")
+        self.genotype_cell, self.concat = check_genotype_cell(genotype_cell, concat, "seq")
         self.nodes = len(self.genotype_cell)
         self.preprocess0 = keras.layers.Dense(units, name="preprocess0")
         self.preprocess1 = keras.layers.Dense(units, name="preprocess1")
-        self.edge_ops = [make_seq_op(op, units, name=f"node{n}_{k}_{op}")
+        self.edge_ops = [make_op("seq", op, units, name=f"node{n}_{k}_{op}")
                          for n, node in enumerate(self.genotype_cell) for k, (op, _) in enumerate(node)]
         self.output_projection = keras.layers.Dense(units, name="output_projection")
 
@@ -178,7 +179,7 @@ class FixedSeqCell(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        s0, s1 = _check_pair(inputs, self.name)
+        s0, s1 = check_pair(inputs, self.name)
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         e = 0
         for node in self.genotype_cell:

@@ -1,4 +1,5 @@
-"""Candidate sequence (SeqNN) operations: ``(B, T, units) -> (B, T, units)`` over the TIME axis.
+"""The layers of the candidate sequence (SeqNN) operations: ``(B, T, units) -> (B, T, units)`` over the
+TIME axis. The op registry (:mod:`~emodarts_tf.search_space.op_registry`) builds them by name:
 
 - ``lstm_k`` / ``rnn_k``: ``k`` stacked unidirectional ``keras.layers.LSTM`` / ``SimpleRNN`` layers of
   ``units`` returning sequences (causal: the output at ``t`` depends on inputs up to ``t`` only).
@@ -19,25 +20,11 @@ import re
 import keras
 from keras import ops
 
-from emodarts_tf.search_space.operations import Identity
-from emodarts_tf.search_space.primitives import SEQ_PRIMITIVES
+from emodarts_tf.search_space.validation import check_int, check_num_heads, check_rank
 
 _register = keras.saving.register_keras_serializable(package="emodarts_tf")
 
 RNN_TYPES = ("lstm", "rnn")
-
-
-def _check_units(units) -> int:
-    if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-        raise ValueError(f"units: expected a positive integer, received {units!r}")
-    return units
-
-
-def _check_rank3(input_shape, layer: str) -> None:
-    if len(input_shape) != 3:
-        raise ValueError(
-            f"{layer}: expected a sequence of rank 3 (B, T, features), received shape {tuple(input_shape)}"
-        )
 
 
 def _recurrent(cell_type: str, units: int, name: str) -> keras.layers.Layer:
@@ -46,23 +33,15 @@ def _recurrent(cell_type: str, units: int, name: str) -> keras.layers.Layer:
     return keras.layers.SimpleRNN(units, return_sequences=True, name=name)
 
 
-def check_num_heads(num_heads, units: int) -> int:
-    """Attention heads must be a positive divisor of ``units``; returns ``num_heads``."""
-    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1 or units % num_heads:
-        raise ValueError(f"num_heads: expected a positive divisor of units={units}, received {num_heads!r}")
-    return num_heads
-
-
 def direction_units(units: int) -> int:
     """Units per direction of the bidirectional layers of an attention op of width ``units``."""
     return max(1, (units + 1) // 2)
 
 
-def _check_rnn_args(cell_type, num_layers) -> None:
+def _check_cell_type(cell_type) -> str:
     if cell_type not in RNN_TYPES:
         raise ValueError(f"cell_type: expected one of {RNN_TYPES}, received {cell_type!r}")
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"num_layers: expected a positive integer, received {num_layers!r}")
+    return cell_type
 
 
 @_register
@@ -102,14 +81,13 @@ class StackedRNN(keras.layers.Layer):
 
     def __init__(self, cell_type: str, num_layers: int, units: int, **kwargs):
         super().__init__(**kwargs)
-        _check_rnn_args(cell_type, num_layers)
-        self.cell_type = cell_type
-        self.num_layers = num_layers
-        self.units = _check_units(units)
+        self.cell_type = _check_cell_type(cell_type)
+        self.num_layers = check_int(num_layers, "num_layers")
+        self.units = check_int(units, "units")
         self.rnns = [_recurrent(cell_type, units, f"{cell_type}_{i}") for i in range(num_layers)]
 
     def build(self, input_shape):
-        _check_rank3(input_shape, self.name)
+        check_rank(input_shape, 3, self.name)
         shape = tuple(input_shape)
         for rnn in self.rnns:
             rnn.build(shape)
@@ -151,10 +129,9 @@ class AttentionRNN(keras.layers.Layer):
 
     def __init__(self, cell_type: str, num_layers: int, units: int, num_heads: int = 1, **kwargs):
         super().__init__(**kwargs)
-        _check_rnn_args(cell_type, num_layers)
-        self.cell_type = cell_type
-        self.num_layers = num_layers
-        self.units = _check_units(units)
+        self.cell_type = _check_cell_type(cell_type)
+        self.num_layers = check_int(num_layers, "num_layers")
+        self.units = check_int(units, "units")
         self.num_heads = check_num_heads(num_heads, units)
         self._direction_units = direction_units(units)
         self.birnns = [
@@ -172,7 +149,7 @@ class AttentionRNN(keras.layers.Layer):
         )
 
     def build(self, input_shape):
-        _check_rank3(input_shape, self.name)
+        check_rank(input_shape, 3, self.name)
         shape = tuple(input_shape)
         for birnn in self.birnns:
             birnn.build(shape)
@@ -209,32 +186,3 @@ def parse_recurrent(op_name: str):
         return None
     cell_type, att, depth = match.groups()
     return cell_type, bool(att), int(depth)
-
-
-def _factory(op_name: str):
-    if op_name == "none":
-        return lambda units, name: SeqZero(name=name)
-    if op_name == "skip_connect":
-        return lambda units, name: Identity(name=name)
-    cell_type, att, depth = parse_recurrent(op_name)
-    if att:
-        return lambda units, name: AttentionRNN(cell_type, depth, units, name=name)
-    return lambda units, name: StackedRNN(cell_type, depth, units, name=name)
-
-
-# name -> factory(units, name)
-SEQ_OPS = {op: _factory(op) for op in SEQ_PRIMITIVES}
-
-
-def make_seq_op(op_name: str, units: int, name: str | None = None) -> keras.layers.Layer:
-    """Build the SeqNN op ``op_name`` (one of ``SEQ_PRIMITIVES``) mapping ``(B, T, units)`` to itself.
-
-    Args:
-        op_name: e.g. ``"lstm_2"`` or ``"rnn_att_1"``.
-        units: features in and out.
-        name: the layer's name.
-    """
-    if op_name not in SEQ_OPS:
-        raise ValueError(f"op_name: expected one of {list(SEQ_PRIMITIVES)}, received {op_name!r}")
-    _check_units(units)
-    return SEQ_OPS[op_name](units, name)

@@ -1,18 +1,82 @@
-"""Atomic file writes: a reader never sees half a file, and a kill never leaves one behind."""
+"""Atomic file writes: a reader never sees half a file, and a kill never leaves one behind; and the
+recognition of writes that failed because the disk (or the user's quota) is full."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+
+# The errnos of a full disk, with the words the commands report them in.
+DISK_FULL_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+# strerror() of those errnos, as TensorFlow's file system writes them after the file name:
+# "<path>; No space left on device" (TensorFlow raises them as ResourceExhaustedError).
+_DISK_FULL_TEXT = re.compile(r"no space left on device|disk quota exceeded", re.IGNORECASE)
+
+
+class DiskFullError(OSError):
+    """A write that failed because the disk or the quota is full; ``filename`` names what was being written."""
+
+
+@dataclass(frozen=True)
+class DiskFull:
+    """What :func:`find_disk_full` found: the errno, its words and the file (None when the error names none)."""
+
+    errno: int
+    reason: str
+    path: str | None
+
+
+def _path_before(text: str, start: int) -> str | None:
+    """The file name in front of the disk-full words at ``start`` of a TensorFlow message (its last
+    whitespace-separated token, e.g. ``/out/1/variables/variables.data-00000-of-00001.tempstate7``), or None."""
+    head = text[:start].rstrip().rstrip(";:,").rstrip()
+    token = head.split()[-1] if head.split() else ""
+    token = token.strip("'\"").rstrip(":;,")
+    return token if "/" in token or "\\" in token else None
+
+
+def find_disk_full(exc: BaseException | None) -> DiskFull | None:
+    """The disk-full failure in ``exc`` or in the exceptions it was raised from or while handling
+    (``__cause__``, ``__context__``); None when there is none.
+
+    Recognised: an OSError whose errno is ENOSPC or EDQUOT (its ``filename`` is the path); an OSError
+    without errno (h5py) or a TensorFlow error (file-system errors with these errnos are
+    ``ResourceExhaustedError``) whose message says "No space left on device" or "Disk quota exceeded"
+    (the path: the file name in front of those words). A ResourceExhaustedError for memory ("OOM when
+    allocating tensor") is not a full disk.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            path = exc.filename if exc.filename is not None else exc.filename2
+            name = None if path is None else os.fsdecode(path) if isinstance(path, bytes) else str(path)
+            return DiskFull(exc.errno, DISK_FULL_ERRNOS[exc.errno], name)
+        tensorflow_error = type(exc).__module__.startswith("tensorflow")
+        if (isinstance(exc, OSError) and exc.errno is None) or tensorflow_error:
+            text = str(getattr(exc, "message", None) or exc)
+            found = _DISK_FULL_TEXT.search(text)
+            if found:
+                code = errno.EDQUOT if found.group(0).lower().startswith("disk") else errno.ENOSPC
+                return DiskFull(code, DISK_FULL_ERRNOS[code], _path_before(text, found.start()))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically, on failure it
-    is removed. For writers that need a file name (``model.save``) rather than bytes."""
+    is removed. For writers that need a file name (``model.save``) rather than bytes.
+
+    Raises:
+        DiskFullError: (an OSError) the disk or quota filled up while writing; ``filename`` is ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
@@ -20,9 +84,14 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        full = find_disk_full(exc) if isinstance(exc, Exception) else None
+        if full is not None:
+            # Named after the file being written, not its temporary name (a write() or fsync() error
+            # names no file at all); ``path`` itself is untouched.
+            raise DiskFullError(full.errno, full.reason, str(path)) from exc
         raise
 
 

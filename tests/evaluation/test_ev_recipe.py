@@ -151,7 +151,7 @@ def test_label_smoothing_loss_equals_hand_computation():
 
 @pytest.mark.parametrize(
     "bad",
-    [{"label_smoothing": 1.0}, {"mixup": -0.1}, {"time_shift": 0.6}, {"ema": 1.0}, {"class_balanced": "yes"}],
+    [{"label_smoothing": 1.0}, {"mixup": -0.1}, {"time_shift": 0.6}, {"ema": 1.0}, {"class_balanced": "yes"}, {"refit": 1}],
 )
 def test_bad_recipe_values_are_named(bad):
     key = next(iter(bad))
@@ -201,3 +201,20 @@ def fold1_raw(fold, part):
     """Un-normalised features of a part (the model directory normalises them itself)."""
     x, _ = fold.arrays(part)
     return (x * fold.std + fold.mean)[..., 0]
+
+
+def test_refit_optimizer_is_a_fresh_copy_of_the_given_one():
+    import keras
+
+    from emodarts_tf.evaluation.fitting import _fresh_optimizer
+    from emodarts_tf.evaluation.optimizers import CoupledSGD
+
+    schedule = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=10, alpha=0.1)
+    for opt in (keras.optimizers.Adam(schedule, beta_1=0.8), CoupledSGD(0.05, momentum=0.9, l2=3e-4)):
+        var = keras.Variable(np.ones(3, np.float32))
+        opt.apply([keras.ops.ones(3)], [var])  # used: one iteration and slots
+        fresh = _fresh_optimizer(opt)
+        assert fresh is not opt and type(fresh) is type(opt) and int(fresh.iterations) == 0
+        assert fresh.get_config() == opt.get_config()
+    factory = lambda steps: keras.optimizers.SGD(0.1)  # noqa: E731
+    assert _fresh_optimizer(factory) is factory

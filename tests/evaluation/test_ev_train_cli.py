@@ -15,14 +15,14 @@ from eval_helpers import TINY_GENOTYPE, tiny_overrides
 
 KILLER = """
 import os, signal, sys
-from emodarts_tf.evaluation import fitting
-original = fitting._FoldCheckpoint.save
+from emodarts_tf.evaluation import fold_checkpoint
+original = fold_checkpoint.FoldCheckpoint.save
 def save(self, state, *args, **kwargs):
     original(self, state, *args, **kwargs)
     if self.dir.parent.name == "fold2" and state["epoch"] == 2:
         # fold 1 is finished and fold 2's checkpoint of epoch 2 is on disk: die without any clean-up
         os.kill(os.getpid(), signal.SIGKILL)
-fitting._FoldCheckpoint.save = save
+fold_checkpoint.FoldCheckpoint.save = save
 from emodarts_tf.commands.train import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -22,6 +22,7 @@ import tensorflow as tf
 from keras import ops
 
 from emodarts_tf.config import load_config
+from emodarts_tf.search_space.genotype import derive_genotype
 
 CNN_OPS = ("none", "avg_pool_3x3", "skip_connect", "sep_conv_3x3")
 SEQ_OPS = ("none", "skip_connect", "lstm_1", "rnn_1")
@@ -110,6 +111,11 @@ class TinyBackbone(keras.layers.Layer):
 
     def alpha_shapes(self):
         return {"normal": (2, len(CNN_OPS)), "reduce": (2, len(CNN_OPS)), "seq": (2, len(SEQ_OPS))}
+
+    def derive_genotype(self, alphas, max_skip=None, meta=None):
+        """One node per cell, as SearchBackbone.derive_genotype derives it."""
+        alphas = {k: keras.ops.convert_to_numpy(v) for k, v in alphas.items()}
+        return derive_genotype(alphas, CNN_OPS, SEQ_OPS, 1, 1, max_skip=max_skip, meta=meta)
 
     def build(self, input_shape):
         flat = (input_shape[0], int(np.prod(input_shape[1:])))

@@ -10,7 +10,7 @@ from search_helpers import SOLVER, TinyBackbone, search_dataset
 
 from emodarts_tf.search.callbacks import AlphaWarmup
 from emodarts_tf.search.checkpoint import SearchState
-from emodarts_tf.search.model import SearchModel, nodes_from_edges
+from emodarts_tf.search.model import EXECUTIONS, SearchModel, resolve_execution
 from emodarts_tf.search_space.genotype import Genotype
 
 
@@ -57,9 +57,10 @@ def test_bad_arguments_are_named():
         model.compile(sgd, sgd)
     with pytest.raises(ValueError, match="grad_clip"):
         model.compile(sgd, keras.optimizers.Adam(), grad_clip=0)
-    with pytest.raises(ValueError, match="num_edges"):
-        nodes_from_edges(7)
-    assert [nodes_from_edges(e) for e in (2, 5, 9, 14)] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="jit_compile: expected a bool, received 'auto'"):
+        model.compile(sgd, keras.optimizers.Adam(), jit_compile="auto")
+    with pytest.raises(ValueError, match="alpha_init_scale: expected a number >= 0, received -1"):
+        SearchModel(TinyBackbone(), alpha_init_scale=-1)
 
 
 def test_train_step_alternates_updates_under_fit():
@@ -206,10 +207,77 @@ def test_eager_updates_step_equals_the_graph_step(order):
     for key in ("loss", "alpha_loss", "accuracy"):
         np.testing.assert_allclose(h_graph[key], h_eager[key], rtol=1e-5)
     # Eagerly, only the gradient function is a graph: one trace for all passes of all steps.
-    assert len(eager._gradient_fns) == 1
-    assert eager._gradient_fns["all"].experimental_get_tracing_count() == 1
+    assert eager._gradient_fn.experimental_get_tracing_count() == 1
     with pytest.raises(ValueError, match="eager_updates"):
         _compiled(eager_updates="yes")
+
+
+def test_execution_mode_resolves_the_compile_switches():
+    """run_eagerly wins, eager_updates needs a single replica, and XLA applies to what the mode traces."""
+    assert EXECUTIONS == ("graph", "eager_updates", "eager")
+    assert resolve_execution(run_eagerly=False, eager_updates=False, replicas=1) == "graph"
+    assert resolve_execution(run_eagerly=False, eager_updates=True, replicas=1) == "eager_updates"
+    assert resolve_execution(run_eagerly=False, eager_updates=True, replicas=2) == "graph"
+    assert resolve_execution(run_eagerly=True, eager_updates=True, replicas=1) == "eager"
+    assert resolve_execution(run_eagerly=True, eager_updates=False, replicas=2) == "eager"
+    # (switches) -> (execution, xla, Keras' jit_compile, Keras' run_eagerly, eager_updates)
+    cases = {
+        (False, False, False): ("graph", False, False, False, False),
+        (True, False, False): ("graph", True, True, False, False),
+        (False, True, False): ("eager_updates", False, False, True, True),
+        (True, True, False): ("eager_updates", True, False, True, True),
+        (True, False, True): ("eager", False, False, True, False),
+        (True, True, True): ("eager", False, False, True, False),
+    }
+    for (jit, eager_updates, run_eagerly), expected in cases.items():
+        model = _compiled(jit_compile=jit, eager_updates=eager_updates, run_eagerly=run_eagerly)
+        got = (model.execution, model.xla, model.jit_compile, model.run_eagerly, model.eager_updates)
+        assert got == expected, (jit, eager_updates, run_eagerly)
+
+
+def test_run_eagerly_step_equals_the_graph_step():
+    """The "eager" execution (nothing traced) computes the same second-order step as the graph."""
+    runs = []
+    for run_eagerly in (False, True):
+        keras.utils.set_random_seed(5)
+        model = _compiled(seed=2, order="second", run_eagerly=run_eagerly, grad_clip=0.5)
+        ds, _ = search_dataset(48, 16)
+        model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
+        runs.append(model)
+    graph, eager = runs
+    assert eager.execution == "eager" and eager._gradient_fn is None
+    for a, b in zip(graph.arch_variables + graph.weight_variables, eager.arch_variables + eager.weight_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_genotype_is_the_backbones_derivation_of_the_alphas():
+    """Against an independent reading of the alphas: with one node of two edges, the genotype keeps both
+    edges, each with its largest non-`none` alpha."""
+    model = _compiled()
+    rng = np.random.default_rng(4)
+    for a in model.arch_variables:
+        a.assign(rng.normal(size=a.shape) * 2.0)
+    genotype = model.genotype(meta={"epoch": 1})
+    assert genotype.meta == {"epoch": 1}
+    backbone = model.backbone
+    for kind, alpha in model.alpha_arrays().items():
+        ops = backbone.seq_ops if kind == "seq" else backbone.cnn_ops
+        expected = []
+        for edge, row in enumerate(alpha):
+            best = max((value, op) for value, op in zip(row, ops) if op != "none")[1]
+            expected.append((best, edge))
+        assert genotype.cell(kind) == [expected], kind
+        assert genotype.concat(kind) == [2]
+    assert genotype == backbone.derive_genotype(model.alpha_arrays(), meta={"epoch": 1})
+
+
+def test_backbone_without_derive_genotype_is_refused():
+    class Bare(keras.layers.Layer):
+        def alpha_shapes(self):
+            return {"normal": (2, 4)}
+
+    with pytest.raises(ValueError, match="backbone: expected a searchable layer with `derive_genotype`"):
+        SearchModel(Bare())
 
 
 def test_genotype_json_round_trip_and_config_round_trip(tmp_path):

@@ -16,8 +16,8 @@ from emodarts_tf.search_space.operations import (
     ReLUConvBN,
     SepConv,
     Zero,
-    make_cnn_op,
 )
+from emodarts_tf.search_space.op_registry import make_cnn_op
 from emodarts_tf.search_space.primitives import CNN_PRIMITIVES
 
 BN_SCALE = 1.0 / math.sqrt(1.0 + BN_EPSILON)  # a fresh BN at inference: (x - 0) / sqrt(1 + eps)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from emodarts_tf.search_space.op_registry import make_seq_op
 from emodarts_tf.search_space.primitives import SEQ_PRIMITIVES, num_edges
 from emodarts_tf.search_space.seq_cell import FixedSeqCell, SearchSeqCell
-from emodarts_tf.search_space.seq_ops import AttentionRNN, SeqZero, StackedRNN, make_seq_op
+from emodarts_tf.search_space.seq_ops import AttentionRNN, SeqZero, StackedRNN
 
 UNIDIRECTIONAL = ("lstm_1", "lstm_2", "lstm_3", "lstm_4", "rnn_1", "rnn_2", "rnn_3", "rnn_4")
 ATTENTION = ("lstm_att_1", "lstm_att_2", "rnn_att_1", "rnn_att_2")

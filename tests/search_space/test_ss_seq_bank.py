@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from emodarts_tf.search_space.op_registry import make_seq_op
 from emodarts_tf.search_space.primitives import SEQ_PRIMITIVES, num_edges
 from emodarts_tf.search_space.seq_bank import GroupedSeqEdges, share_functions
 from emodarts_tf.search_space.seq_cell import SearchSeqCell, edge_index, readers
-from emodarts_tf.search_space.seq_ops import make_seq_op
 
 
 def _x(shape, seed=0):

@@ -1,0 +1,89 @@
+"""Where a run executes: the distribution strategy, the dtype policy shared by the search and the
+retraining, and the machine and memory figures written next to results."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import resource
+import sys
+
+import keras
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "default", "mirrored")
+_STRATEGIES: dict = {}  # one MirroredStrategy per process
+
+
+def resolve_strategy(name: str) -> tf.distribute.Strategy:
+    """``auto``: MirroredStrategy over the visible GPUs when there are several, else the default strategy."""
+    if name not in STRATEGIES:
+        raise ValueError(f"search.strategy: expected one of {STRATEGIES}, received {name!r}")
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        # One MirroredStrategy per process: a second one (the next fold of --fold all) would reuse the
+        # collective-op instance keys of the first and fail with a shape mismatch.
+        if "mirrored" not in _STRATEGIES:
+            _STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy()
+        return _STRATEGIES["mirrored"]
+    return tf.distribute.get_strategy()
+
+
+@contextlib.contextmanager
+def precision_policy(enabled: bool):
+    """Set the Keras dtype policy for a block (mixed_float16 on a GPU), restoring it afterwards; used by the
+    search (``search.mixed_precision``) and the retraining (``train.mixed_precision``).
+
+    Variables stay float32 (the policy's variable dtype); the search's loss is scaled dynamically by the
+    LossScaleOptimizers ``SearchModel.compile`` wraps around both optimisers, the retraining's by Keras'
+    ``compile``. On a CPU mixed precision is slower than float32, so it is refused with a warning.
+    """
+    previous = keras.mixed_precision.global_policy()
+    name = "float32"
+    if enabled:
+        if tf.config.list_physical_devices("GPU"):
+            name = "mixed_float16"
+        else:
+            log.warning("mixed_precision: no GPU visible; running in float32")
+    try:
+        if name != previous.name:
+            keras.mixed_precision.set_global_policy(name)
+        yield name
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def peak_memory() -> dict:
+    """Peak resident memory of this process (MB) and, with a GPU, the peak GPU memory (MB)."""
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"peak_rss_mb": round(rss_kb / 1024.0, 1)}
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        try:
+            out["peak_gpu_mb"] = round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, 1)
+        except (ValueError, RuntimeError):
+            pass
+    return out
+
+
+def device_info() -> dict:
+    gpus = tf.config.list_physical_devices("GPU")
+    info = {
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "gpus": [],
+    }
+    for gpu in gpus:
+        try:
+            details = tf.config.experimental.get_device_details(gpu)
+        except (ValueError, RuntimeError):
+            details = {}
+        info["gpus"].append(details.get("device_name", gpu.name))
+    return info
