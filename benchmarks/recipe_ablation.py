@@ -49,7 +49,7 @@ def main() -> int:
     from emodarts_tf.data.pipeline import make_fold_data
     from emodarts_tf.data.prepare import prepare
     from emodarts_tf.evaluation.trainer import train_genotype_fold
-    from emodarts_tf.search_space.genotype import Genotype
+    from emodarts_tf.search_space.random_genotype import genotypes_from_spec
     from emodarts_tf.utils.io import read_json
     from emodarts_tf.utils.logs import setup_logging
 
@@ -60,12 +60,7 @@ def main() -> int:
                        updates={"data": {"corpus": args.data, "root": args.root}})  # fmt: skip
     prepared = prepare(base, progress=False)
     folds = [f.index for f in prepared.folds] if args.folds == "all" else [int(k) for k in args.folds.split(",")]
-    if args.genotype.startswith("random:"):
-        from emodarts_tf.search_space.random_genotype import sample_genotypes
-
-        genotypes = sample_genotypes(base.space, int(args.genotype.split(":", 1)[1]), args.genotype_seed, base.search.max_skip)
-    else:
-        genotypes = [Genotype.load(args.genotype)]
+    genotypes = genotypes_from_spec(args.genotype, base.space, args.genotype_seed, base.search.max_skip)
     out = Path(args.out)
     rows = []
     for name, overrides in variants:

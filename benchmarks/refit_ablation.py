@@ -77,7 +77,7 @@ def main() -> int:
     from emodarts_tf.data.pipeline import make_fold_data
     from emodarts_tf.data.prepare import prepare
     from emodarts_tf.evaluation.trainer import train_genotype_fold
-    from emodarts_tf.search_space.genotype import Genotype
+    from emodarts_tf.search_space.random_genotype import genotypes_from_spec
     from emodarts_tf.utils.logs import setup_logging
 
     setup_logging(0)
@@ -87,12 +87,7 @@ def main() -> int:
     prepared = prepare(config, progress=False)
     corpus = _InnerCorpus(prepared, inner_folds(prepared, config))
     folds = [f.index for f in prepared.folds] if args.folds == "all" else [int(k) for k in args.folds.split(",")]
-    if args.genotype.startswith("random:"):
-        from emodarts_tf.search_space.random_genotype import sample_genotypes
-
-        genotypes = sample_genotypes(config.space, int(args.genotype.split(":", 1)[1]), args.genotype_seed, config.search.max_skip)
-    else:
-        genotypes = [Genotype.load(args.genotype)]
+    genotypes = genotypes_from_spec(args.genotype, config.space, args.genotype_seed, config.search.max_skip)
     out = Path(args.out)
     scores = {"select": [], "refit": []}
     seconds = {"select": 0.0, "refit": 0.0}

@@ -324,7 +324,7 @@ def fit_fold(
 
     classes = list(fold_data.classes)
     val_labels = np.asarray(fold_data.labels("val"))
-    if fold_data.size("train") == 0:
+    if np.asarray(fold_data.labels("train")).size == 0:
         raise ValueError(f"{label}: the training part is empty")
     if val_labels.size == 0:
         raise ValueError(f"{label}: the validation part is empty; early stopping needs validation speakers")
@@ -350,7 +350,7 @@ def fit_fold(
         )  # fmt: skip
         refit = {
             "epochs": int(state["best_epoch"]),
-            "n_train": int(refit_data.size("train")),
+            "n_train": int(np.asarray(refit_data.labels("train")).size),
             "seconds": round(float(refit_state.get("seconds", 0.0)), 3),
         }
 

@@ -29,17 +29,23 @@ def _npz_bytes(arrays: dict) -> bytes:
     return buf.getvalue()
 
 
-def diff_keys(a, b, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two JSON-like trees."""
-    if isinstance(a, dict) and isinstance(b, dict):
+def diff_keys(old, new, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two JSON-like trees, ``old`` (as saved) and ``new``.
+
+    A key that only ``new`` has and whose value is off (``False``, ``0``, ``None`` or empty) is not a
+    difference: settings are added off by default, and a run saved before one existed ran without it.
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
         out = []
-        for key in sorted(set(a) | set(b), key=str):
-            if key not in a or key not in b:
+        for key in sorted(set(old) | set(new), key=str):
+            if key not in old and key in new and not isinstance(new[key], dict) and not new[key]:
+                continue
+            if key not in old or key not in new:
                 out.append(f"{prefix}{key}")
             else:
-                out.extend(diff_keys(a[key], b[key], f"{prefix}{key}."))
+                out.extend(diff_keys(old[key], new[key], f"{prefix}{key}."))
         return out
-    return [] if a == b else [prefix.rstrip(".") or "(value)"]
+    return [] if old == new else [prefix.rstrip(".") or "(value)"]
 
 
 def normalise_json(obj):

@@ -202,3 +202,14 @@ def parse_random_spec(text) -> int | None:
         )
     return n
 
+
+
+def genotypes_from_spec(spec: str, space, seed: int, max_skip: int | None = 2) -> list:
+    """The genotypes a ``--genotype`` value names: ``random:N`` draws N with :func:`sample_genotypes`,
+    anything else is a genotype JSON file (one genotype)."""
+    from emodarts_tf.search_space.genotype import Genotype
+
+    n = parse_random_spec(spec)
+    if n is not None:
+        return sample_genotypes(space, n, seed, max_skip)
+    return [Genotype.load(spec)]

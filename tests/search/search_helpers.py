@@ -190,3 +190,19 @@ MICRO = [
 def micro_config(cache, *overrides):
     """The demo config with the micro space, its features cached in ``cache``."""
     return load_config("demo", overrides=[*MICRO, f"data.cache_dir={cache}", *overrides])
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAfter(keras.callbacks.Callback):
+    """Simulates a kill after epoch ``n`` (after its checkpoint was written)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.n:
+            raise Killed()

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
-from search_helpers import MICRO, micro_config
+from search_helpers import MICRO, KillAfter, Killed, micro_config
 
 from emodarts_tf.config import load_config
 from emodarts_tf.search_space.genotype import Genotype
@@ -21,22 +20,6 @@ from emodarts_tf.search_space.genotype import Genotype
 
 def _config(cache, *overrides):
     return micro_config(cache, *overrides)
-
-
-class Killed(Exception):
-    pass
-
-
-class KillAfter(keras.callbacks.Callback):
-    """Simulates a kill after epoch ``n`` (after its checkpoint was written)."""
-
-    def __init__(self, n):
-        super().__init__()
-        self.n = n
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.n:
-            raise Killed()
 
 
 def _checkpoint_tensors(fold_dir):

@@ -7,25 +7,8 @@ import json
 import logging
 import re
 
-import keras
 import pytest
-from search_helpers import MICRO
-
-
-class Killed(Exception):
-    pass
-
-
-class KillAfter(keras.callbacks.Callback):
-    """Simulates a kill after epoch ``n`` (after its checkpoint was written)."""
-
-    def __init__(self, n):
-        super().__init__()
-        self.n = n
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.n:
-            raise Killed()
+from search_helpers import MICRO, KillAfter, Killed
 
 
 def _history_seconds(fold_dir) -> list:

@@ -202,3 +202,16 @@ def test_leak_check_accepts_random_genotypes_silently(caplog):
     leaky = Genotype.from_dict({**genotype.to_dict(), "meta": {"source": "random", "fold": 2, "train_speakers": ["c"]}})
     with pytest.raises(GenotypeLeakError, match="refusing to train fold 1"):
         check_genotype_for_fold(leaky, fold, "demo", "loso", "leaky.json")
+
+
+def test_genotypes_from_spec_draws_or_loads(tmp_path):
+    from emodarts_tf.search_space.random_genotype import genotypes_from_spec, sample_genotypes
+
+    space = load_config("cpu").space
+    drawn = genotypes_from_spec("random:3", space, seed=4, max_skip=2)
+    assert [g.to_dict() for g in drawn] == [g.to_dict() for g in sample_genotypes(space, 3, 4, 2)]
+    drawn[1].save(tmp_path / "g.json")
+    loaded = genotypes_from_spec(str(tmp_path / "g.json"), space, seed=0)
+    assert len(loaded) == 1 and loaded[0].normal == drawn[1].normal and loaded[0].seq == drawn[1].seq
+    with pytest.raises(ValueError, match="random:N needs an integer"):
+        genotypes_from_spec("random:x", space, seed=0)

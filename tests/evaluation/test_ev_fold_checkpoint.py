@@ -1,0 +1,13 @@
+"""The fingerprint comparison that decides whether a checkpoint may be resumed."""
+from __future__ import annotations
+
+from emodarts_tf.evaluation.fold_checkpoint import diff_keys
+
+
+def test_settings_added_off_are_not_differences():
+    saved = {"recipe": {"mixup": 0.2}, "seed": 0}
+    assert diff_keys(saved, {"recipe": {"mixup": 0.2, "refit": False, "ema": 0.0}, "seed": 0}) == []
+    assert diff_keys(saved, {"recipe": {"mixup": 0.2, "refit": True}, "seed": 0}) == ["recipe.refit"]
+    assert diff_keys(saved, {"recipe": {"mixup": 0.3}, "seed": 0}) == ["recipe.mixup"]
+    assert diff_keys(saved, {"recipe": {}, "seed": 0}) == ["recipe.mixup"]  # removed: a difference
+    assert diff_keys(saved, {"recipe": {"mixup": 0.2}, "seed": 0, "space": {"width": 4}}) == ["space"]
