@@ -206,6 +206,95 @@ def _has_checkpoint(directory: Path) -> bool:
     return tf.train.latest_checkpoint(str(directory)) is not None
 
 
+def _finished_or_refused(fold_dir: Path, config: ExperimentConfig, resume: bool) -> dict | None:
+    """Refuse to overwrite a checkpointed search without ``resume`` or to resume one with another config;
+    the finished search's result when a resumed search has nothing left to do, else None."""
+    s = config.search
+    ckpt_dir = fold_dir / "checkpoints"
+    config_path = fold_dir / "config.yaml"
+    if _has_checkpoint(ckpt_dir) and not resume:
+        raise ValueError(
+            f"{fold_dir}: already holds a search checkpoint; pass --resume (resume=True) to continue it, "
+            "or choose another --out"
+        )
+    if resume and config_path.is_file():
+        old = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+        diff = config_differences(config_from_dict(old, str(config_path)).to_dict(), config.to_dict())
+        if diff:
+            raise ValueError(
+                f"{fold_dir}: cannot resume: the config differs from the checkpointed run's in {diff} "
+                f"(see {config_path}); only {list(_RESUMABLE_KEYS)} may change"
+            )
+
+    summary_path = fold_dir / "search.json"
+    if resume and summary_path.is_file() and _has_checkpoint(ckpt_dir):
+        done = read_json(summary_path)
+        if isinstance(done, dict) and int(done.get("epochs_done", 0)) >= s.epochs == int(done.get("epochs", -1)):
+            selected_file = fold_dir / done.get("genotype_file", "genotype_best.json")
+            log.info("%s: the search already finished (%d epochs); nothing to resume", fold_dir, s.epochs)
+            return {**done, "genotype": Genotype.load(selected_file)}
+    return None
+
+
+
+def _fit_search(model, state, fold_data, fold_dir: Path, config: ExperimentConfig, meta: dict, recorder,
+                steps: int, initial_epoch: int, verbose: int | None, callbacks: list | None) -> None:
+    """Run the search's epochs from ``initial_epoch`` with its callbacks (warm-up, non-finite guard,
+    validation, alpha history, genotypes, TensorBoard, checkpoint, log lines, then ``callbacks``)."""
+    s = config.search
+    batch = s.batch_size
+    num_classes = len(fold_data.classes)
+    has_val = fold_data.size("val") > 0
+    fold = fold_data.fold
+    weights_ds, alphas_ds = fold_data.search_split(batch)
+    train = tf.data.Dataset.zip((weights_ds, alphas_ds))
+    if initial_epoch:
+        # The same batches an uninterrupted run would see from here on.
+        train = train.skip(initial_epoch * steps)
+    # The guard comes before every callback that writes: a non-finite step or epoch raises before
+    # its genotype, alpha history entry or checkpoint exists.
+    search_callbacks = [AlphaWarmup(s.warmup_epochs), NonFiniteGuard()]
+    if has_val:
+        search_callbacks.append(ValidationMetrics(fold_data.val(batch), num_classes))
+    tensorboard = keras.callbacks.TensorBoard(str(fold_dir / "tensorboard"), write_graph=False,
+                                              update_freq="epoch")  # fmt: skip
+    search_callbacks += [
+        recorder,
+        GenotypeTracker(fold_dir, state, s.max_skip, meta, s.warmup_epochs, s.epochs),
+        tensorboard,
+        SaveState(state),
+        EpochLogger(s.epochs, prefix=f"fold {fold.index} ", recorder=recorder),
+        *(callbacks or []),
+    ]
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 0
+    try:
+        history = model.fit(
+            train, epochs=s.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+            callbacks=search_callbacks, verbose=verbose, shuffle=False,
+        )  # fmt: skip
+    except NonFiniteError as exc:
+        # fit() skips on_train_end after an exception: close the event files here.
+        recorder.close()
+        tensorboard.on_train_end()
+        done = int(state.epoch.numpy())
+        last = (
+            f"the latest checkpoint, {state.last_finite} (epoch {done}), is the last finite state: --resume "
+            "continues from it (with the same settings and data it takes the same steps again)"
+            if state.last_finite else "no epoch finished, so there is no checkpoint to resume"
+        )
+        raise SearchDivergedError(
+            f"{fold_dir}: the search diverged: {exc}. Nothing of that epoch was written; {last}. "
+            "Lower search.w_lr or search.alpha_lr (a new search: another --out), or check the features "
+            "for NaN/inf"
+        ) from exc
+    if model.stop_training and history.epoch and history.epoch[-1] + 1 < s.epochs:
+        raise RuntimeError(
+            f"{fold_dir}: the search stopped early, after epoch {history.epoch[-1] + 1} of {s.epochs} "
+            "(a callback set model.stop_training)"
+        )
+
+
 def run_search(
     config: ExperimentConfig,
     out_dir: str | Path,
@@ -244,28 +333,9 @@ def run_search(
     fold_dir = Path(out_dir) / f"fold{int(fold_index)}"
     ckpt_dir = fold_dir / "checkpoints"
     config_path = fold_dir / "config.yaml"
-    if _has_checkpoint(ckpt_dir) and not resume:
-        raise ValueError(
-            f"{fold_dir}: already holds a search checkpoint; pass --resume (resume=True) to continue it, "
-            "or choose another --out"
-        )
-    if resume and config_path.is_file():
-        old = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
-        diff = config_differences(config_from_dict(old, str(config_path)).to_dict(), config.to_dict())
-        if diff:
-            raise ValueError(
-                f"{fold_dir}: cannot resume: the config differs from the checkpointed run's in {diff} "
-                f"(see {config_path}); only {list(_RESUMABLE_KEYS)} may change"
-            )
-
-    summary_path = fold_dir / "search.json"
-    if resume and summary_path.is_file() and _has_checkpoint(ckpt_dir):
-        done = read_json(summary_path)
-        if isinstance(done, dict) and int(done.get("epochs_done", 0)) >= s.epochs == int(done.get("epochs", -1)):
-            selected_file = fold_dir / done.get("genotype_file", "genotype_best.json")
-            log.info("%s: the search already finished (%d epochs); nothing to resume", fold_dir, s.epochs)
-            return {**done, "genotype": Genotype.load(selected_file)}
-
+    finished = _finished_or_refused(fold_dir, config, resume)
+    if finished is not None:
+        return finished
     started = time.perf_counter()
     seed_everything(config.seed)
     if prepared is None:
@@ -327,53 +397,8 @@ def run_search(
         recorder = EpochRecorder(fold_dir / "alpha_history.json", resume_epoch=initial_epoch,
                                  tensorboard_dir=fold_dir / "tensorboard")  # fmt: skip
         if initial_epoch < s.epochs:
-            weights_ds, alphas_ds = fold_data.search_split(batch)
-            train = tf.data.Dataset.zip((weights_ds, alphas_ds))
-            if initial_epoch:
-                # The same batches an uninterrupted run would see from here on.
-                train = train.skip(initial_epoch * steps)
-            # The guard comes before every callback that writes: a non-finite step or epoch raises before
-            # its genotype, alpha history entry or checkpoint exists.
-            search_callbacks = [AlphaWarmup(s.warmup_epochs), NonFiniteGuard()]
-            if has_val:
-                search_callbacks.append(ValidationMetrics(fold_data.val(batch), num_classes))
-            tensorboard = keras.callbacks.TensorBoard(str(fold_dir / "tensorboard"), write_graph=False,
-                                                      update_freq="epoch")  # fmt: skip
-            search_callbacks += [
-                recorder,
-                GenotypeTracker(fold_dir, state, s.max_skip, meta, s.warmup_epochs, s.epochs),
-                tensorboard,
-                SaveState(state),
-                EpochLogger(s.epochs, prefix=f"fold {fold.index} ", recorder=recorder),
-                *(callbacks or []),
-            ]
-            if verbose is None:
-                verbose = 1 if sys.stdout.isatty() else 0
-            try:
-                history = model.fit(
-                    train, epochs=s.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                    callbacks=search_callbacks, verbose=verbose, shuffle=False,
-                )  # fmt: skip
-            except NonFiniteError as exc:
-                # fit() skips on_train_end after an exception: close the event files here.
-                recorder.close()
-                tensorboard.on_train_end()
-                done = int(state.epoch.numpy())
-                last = (
-                    f"the latest checkpoint, {state.last_finite} (epoch {done}), is the last finite state: --resume "
-                    "continues from it (with the same settings and data it takes the same steps again)"
-                    if state.last_finite else "no epoch finished, so there is no checkpoint to resume"
-                )
-                raise SearchDivergedError(
-                    f"{fold_dir}: the search diverged: {exc}. Nothing of that epoch was written; {last}. "
-                    "Lower search.w_lr or search.alpha_lr (a new search: another --out), or check the features "
-                    "for NaN/inf"
-                ) from exc
-            if model.stop_training and history.epoch and history.epoch[-1] + 1 < s.epochs:
-                raise RuntimeError(
-                    f"{fold_dir}: the search stopped early, after epoch {history.epoch[-1] + 1} of {s.epochs} "
-                    "(a callback set model.stop_training)"
-                )
+            _fit_search(model, state, fold_data, fold_dir, config, meta, recorder, steps, initial_epoch, verbose,
+                        callbacks)  # fmt: skip
         else:
             log.info("%s: the search already finished (%d epochs); rewriting its outputs", fold_dir, initial_epoch)
 
