@@ -58,16 +58,28 @@ def shift_frames(recipe: RecipeConfig, frames: int) -> int:
     return int(round(float(recipe.time_shift) * int(frames)))
 
 
+def _stateless_seed(seed):
+    """A stateless-RNG seed, shape ``(2,)`` int32: from a ``(2,)`` tensor (as the training pipeline passes,
+    one per batch), an int, or None (a fresh draw)."""
+    import tensorflow as tf
+
+    if seed is None:
+        return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+    if isinstance(seed, int):
+        return tf.constant([seed, 0], tf.int32)
+    return tf.cast(tf.reshape(seed, [2]), tf.int32)
+
+
 def time_shift_batch(x, max_shift: int, seed=None):
     """Shift each example of ``x`` ``(B, n_mfcc, frames, 1)`` along time by a uniform integer in
-    ``[-max_shift, max_shift]``; vacated frames are 0."""
+    ``[-max_shift, max_shift]``; vacated frames are 0. ``seed``: see :func:`_stateless_seed`."""
     import tensorflow as tf
 
     if max_shift <= 0:
         return x
     batch = tf.shape(x)[0]
     frames = tf.shape(x)[2]
-    shifts = tf.random.uniform([batch], -max_shift, max_shift + 1, dtype=tf.int32, seed=seed)
+    shifts = tf.random.stateless_uniform([batch], _stateless_seed(seed), -max_shift, max_shift + 1, dtype=tf.int32)
     # Source frame of every output frame; out-of-range sources give 0.
     source = tf.range(frames)[tf.newaxis, :] - shifts[:, tf.newaxis]  # (B, frames)
     valid = tf.logical_and(source >= 0, source < frames)
@@ -77,23 +89,26 @@ def time_shift_batch(x, max_shift: int, seed=None):
 
 
 def sample_beta(shape, concentration: float, seed=None):
-    """``Beta(a, a)`` samples from two Gamma draws."""
+    """``Beta(a, a)`` samples from two Gamma draws. ``seed``: see :func:`_stateless_seed`."""
     import tensorflow as tf
 
-    g1 = tf.random.gamma(shape, concentration, seed=seed)
-    g2 = tf.random.gamma(shape, concentration, seed=None if seed is None else seed + 1)
+    s1, s2 = tf.unstack(tf.random.experimental.stateless_split(_stateless_seed(seed), num=2))
+    g1 = tf.random.stateless_gamma(shape, s1, concentration)
+    g2 = tf.random.stateless_gamma(shape, s2, concentration)
     return g1 / (g1 + g2)
 
 
 def mixup_batch(x, y, concentration: float, seed=None):
-    """Mix every example (and its target row) with a random partner of the batch."""
+    """Mix every example (and its target row) with a random partner of the batch. ``seed``: see
+    :func:`_stateless_seed`."""
     import tensorflow as tf
 
     if concentration <= 0:
         return x, y
     batch = tf.shape(x)[0]
-    lam = sample_beta([batch], float(concentration), seed=seed)
-    partner = tf.random.shuffle(tf.range(batch), seed=seed)
+    s_lam, s_partner = tf.unstack(tf.random.experimental.stateless_split(_stateless_seed(seed), num=2))
+    lam = sample_beta([batch], float(concentration), seed=s_lam)
+    partner = tf.argsort(tf.random.stateless_uniform([batch], s_partner))
     lx = tf.reshape(lam, [-1, 1, 1, 1])
     ly = tf.reshape(lam, [-1, 1])
     x_mixed = lx * x + (1.0 - lx) * tf.gather(x, partner)
@@ -102,7 +117,11 @@ def mixup_batch(x, y, concentration: float, seed=None):
 
 
 def train_dataset(fold_data, batch_size: int, recipe: RecipeConfig, augment: bool = True):
-    """The recipe's training batches ``(x, one-hot y)`` of a fold's training part (one pass per epoch)."""
+    """The recipe's training batches ``(x, one-hot y)`` of a fold's training part (one pass per epoch).
+
+    Each batch's time shift and mixup draw from a stateless RNG seeded by a per-batch seed pair from
+    ``tf.data.Dataset.random`` (seeded by the fold's seed, new pairs every epoch), so the batches are the
+    same from run to run although they are made in parallel."""
     import tensorflow as tf
 
     check_recipe(recipe)
@@ -110,12 +129,16 @@ def train_dataset(fold_data, batch_size: int, recipe: RecipeConfig, augment: boo
     balanced = {"balanced": True} if recipe.class_balanced else {}
     ds = fold_data.train(batch_size, shuffle=True, augment=augment, **balanced)
     max_shift = shift_frames(recipe, fold_data.input_shape[1])
+    seeds = tf.data.Dataset.random(seed=int(getattr(fold_data, "seed", 0)) + 4099, rerandomize_each_iteration=True)
 
-    def transform(x, y):
+    def transform(batch, seed_pair):
+        x, y = batch
+        s_shift, s_mix = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed_pair % (2**31 - 1), tf.int32), num=2))
         target = tf.one_hot(tf.cast(y, tf.int32), num_classes, dtype=tf.float32)
-        x = time_shift_batch(x, max_shift)
-        return mixup_batch(x, target, float(recipe.mixup))
+        x = time_shift_batch(x, max_shift, seed=s_shift)
+        return mixup_batch(x, target, float(recipe.mixup), seed=s_mix)
 
+    ds = tf.data.Dataset.zip((ds, seeds.batch(2)))
     return ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 

@@ -218,3 +218,21 @@ def test_refit_optimizer_is_a_fresh_copy_of_the_given_one():
         assert fresh.get_config() == opt.get_config()
     factory = lambda steps: keras.optimizers.SGD(0.1)  # noqa: E731
     assert _fresh_optimizer(factory) is factory
+
+
+def test_recipe_batches_are_the_same_from_run_to_run(fold1):
+    from emodarts_tf.config import RecipeConfig
+
+    recipe = RecipeConfig(mixup=0.4, time_shift=0.1)
+
+    def one_pass(ds):
+        return [(x.numpy(), y.numpy()) for x, y in ds]
+
+    ds = recipes.train_dataset(fold1, 8, recipe, augment=False)
+    first, second = one_pass(ds), one_pass(ds)  # two iterations of one dataset are two epochs: new draws
+    again = one_pass(recipes.train_dataset(fold1, 8, recipe, augment=False))
+    assert len(first) == len(again) == fold1.steps("train", 8)
+    for (xa, ya), (xb, yb) in zip(first, again):  # a new dataset (a new run) makes the same first epoch
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert any(not np.array_equal(ya, yb) for (_, ya), (_, yb) in zip(first, second))
