@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+import keras
 import numpy as np
 
 from emodarts_tf.evaluation.fold_checkpoint import (  # noqa: F401  (CheckpointMismatchError, diff_keys: public here)
@@ -101,8 +102,6 @@ def fold_finished(fold_dir: str | Path) -> bool:
 def _fresh_optimizer(optimizer):
     """An unused optimizer like ``optimizer``: a factory is returned as it is, an optimizer instance is
     rebuilt from its config (its learning rate or schedule included)."""
-    import keras
-
     if isinstance(optimizer, keras.optimizers.Optimizer):
         return type(optimizer).from_config(optimizer.get_config())
     return optimizer
@@ -133,8 +132,6 @@ def _train_phase(
     validating every epoch, checkpointing into ``checkpoint`` and resuming from it. Returns ``(model,
     state)`` with the kept weights in the model: the best validation epoch's, or with ``keep_last`` the
     last epoch's. ``ramp_epochs``: the epochs over which drop-path rises linearly from 0."""
-    import keras
-
     from emodarts_tf.evaluation import recipe as recipes
 
     classes = list(fold_data.classes)
@@ -290,8 +287,6 @@ def fit_fold(
         ``classes``, ``fold``, ``val`` (metrics of the chosen epoch), ``best_epoch``, ``epochs_run``,
         ``stopped_early``, ``seconds`` (training time over all resumed runs), speakers.
     """
-    import keras
-
     from emodarts_tf.config import RecipeConfig
     from emodarts_tf.evaluation import recipe as recipes
     from emodarts_tf.evaluation.model_dir import save_model_dir
