@@ -18,12 +18,21 @@ Reference (the PyTorch emoDARTS at its defaults, second-order, batch 16, on a 2-
 kind): 85.7 s per step, 23.1 GB peak. Targets: second-order <= 3/4 of its time (64.3 s) and <= 8 GB;
 first-order <= 1/3 of its time (28.6 s).
 
+Figures that compare across machines: each run also measures the machine's fp32 GEMM throughput
+(``tf.linalg.matmul`` of 2048 x 2048 matrices, and numpy's for reference, in a fresh process before and
+after the configurations; ``emodarts_tf.utils.machine.gemm_gflops``) and records the CPU model and its
+dense-math instruction sets. Each configuration's step FLOPs are counted once (forward FLOPs of the
+supernet on the batch, traced, times the passes of a step; ``emodarts_tf.utils.step_flops``), and the
+achieved GFLOP/s of a step (FLOPs / median step seconds) is reported with its fraction of the GEMM
+figure (the mean of the before and after calibrations). See docs/performance.md.
+
 Writes a Markdown table (``--out``, default ``benchmarks/results/search_<mode>.md``) and the raw results
 as JSON beside it.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -52,10 +61,11 @@ QUICK = {
 
 
 def machine_info() -> dict:
-    from emodarts_tf.utils.machine import cpu_model
+    from emodarts_tf.utils.machine import cpu_flags, cpu_model
 
     info = {
         "cpu_model": cpu_model(),
+        "cpu_flags": " ".join(cpu_flags()) or "unknown",
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
@@ -97,6 +107,24 @@ def _peak_rss_gb() -> float:
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+
+
+@contextlib.contextmanager
+def _step_lock(path):
+    """``--step-lock FILE``: hold an exclusive lock on FILE (one machine) during the timed steps, so that
+    configurations run side by side (``benchmarks/gpu_check.sh``) never time their steps at the same time
+    (tracing and compiling, the long part, still overlap). None: no lock."""
+    if not path:
+        yield
+        return
+    import fcntl
+
+    with open(path, "a+") as handle:
+        fcntl.lockf(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(handle, fcntl.LOCK_UN)
 
 
 def worker(spec: dict) -> list:
@@ -154,10 +182,11 @@ def worker(spec: dict) -> list:
         float(train_function(iterator)["loss"])
         first_s = time.perf_counter() - t0
         times = []
-        for _ in range(spec["steps"]):
-            t0 = time.perf_counter()
-            float(train_function(iterator)["loss"])  # waits for the step
-            times.append(time.perf_counter() - t0)
+        with _step_lock(spec.get("step_lock")):
+            for _ in range(spec["steps"]):
+                t0 = time.perf_counter()
+                float(train_function(iterator)["loss"])  # waits for the step
+                times.append(time.perf_counter() - t0)
         result = {
             "order": order,
             "build_s": round(build_s, 2),
@@ -179,9 +208,60 @@ def worker(spec: dict) -> list:
     process_peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     for result in results:
         result["process_peak_rss_gb"] = process_peak
+    if spec.get("count_flops", True):  # counted once, after the timed steps (its tracing would add to their peak)
+        add_flops(model, spec["batch"], results)
     if spec.get("time_phases"):
         results[0]["phases"] = phases(model, batch(), repeats=max(1, spec["steps"]))
     return results
+
+
+def add_flops(model, batch: int, results: list) -> None:
+    """Step FLOPs (counted once for the configuration) and achieved GFLOP/s of each order's result."""
+    from emodarts_tf.utils.step_flops import search_step_flops
+
+    t0 = time.perf_counter()
+    counted = search_step_flops(model, batch, orders=[r["order"] for r in results])
+    for result in results:
+        flops = counted["step_flops"][result["order"]]
+        result.update(
+            forward_flops=counted["forward_flops"],
+            recomputed_flops=counted["recomputed_flops"],
+            step_flops=flops,
+            step_gflop=round(flops / 1e9, 3),
+            achieved_gflops=round(flops / result["step_median_s"] / 1e9, 2) if result["step_median_s"] > 0 else None,
+            flops_count_s=round(time.perf_counter() - t0, 1),
+        )
+        if counted["uncounted"]:
+            result["flops_uncounted_ops"] = counted["uncounted"]
+
+
+def calibrate(n: int = 2048) -> dict:
+    """The GEMM calibration in a fresh process (the driver does not start TensorFlow)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--calibrate", str(n)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": f"exit {proc.returncode}: {(proc.stderr or proc.stdout)[-500:]}"}
+    return json.loads(lines[-1])
+
+
+def gemm_reference(info: dict) -> float | None:
+    """The TF GEMM GFLOP/s the achieved figures are compared with: the mean of the calibrations that ran."""
+    values = [info[k]["tf_gflops"] for k in ("gemm", "gemm_after") if isinstance(info.get(k), dict)
+              and info[k].get("tf_gflops")]  # fmt: skip
+    return round(sum(values) / len(values), 1) if values else None
+
+
+def add_gemm_fractions(results: list, reference: float | None) -> None:
+    for result in results:
+        if reference and result.get("achieved_gflops") is not None:
+            result["gemm_gflops"] = reference
+            result["gemm_fraction"] = round(result["achieved_gflops"] / reference, 4)
 
 
 def phases(model, batch, repeats: int) -> dict:
@@ -272,6 +352,10 @@ def _variations(spec: dict) -> list:
         out.append("no SeqNN recomputation")
     if spec.get("eager_updates") is not None:
         out.append("eager updates" if spec["eager_updates"] else "whole step in one graph")
+    if spec.get("jit"):
+        out.append("XLA")
+    if spec.get("mixed_precision"):
+        out.append("mixed float16")
     return out
 
 
@@ -299,22 +383,65 @@ def _cells(r: dict) -> str:
     return "".join([f"{r['cnn_cells']}+{r['seq_cells']}"] + [f" ({v})" for v in _variations(r)])
 
 
+def gemm_text(gemm) -> str:
+    if not isinstance(gemm, dict):
+        return "not measured"
+    if "error" in gemm:
+        return f"failed ({gemm['error'][:80]})"
+    text = f"TF {gemm['tf_gflops']} GFLOP/s"
+    if gemm.get("numpy_gflops") is not None:
+        text += f", numpy {gemm['numpy_gflops']} GFLOP/s ({gemm.get('numpy_blas', '?')})"
+    return text + f" (fp32, n={gemm['n']})"
+
+
+def machine_lines(info: dict) -> list:
+    """The machine, its instruction sets and its GEMM calibration, for the Markdown header."""
+    skip = ("cpu_flags", "gemm", "gemm_after")
+    lines = ["Machine: " + ", ".join(f"{k} {v}" for k, v in info.items() if k not in skip), ""]
+    lines.append(f"Instruction sets: {info.get('cpu_flags', 'unknown')}")
+    lines.append("")
+    lines.append(f"fp32 GEMM, before the configurations: {gemm_text(info.get('gemm'))}; after: "
+                 f"{gemm_text(info.get('gemm_after'))}; reference for '% of GEMM': {gemm_reference(info)} GFLOP/s")
+    spread = gemm_spread(info)
+    if spread is not None and spread > 0.25:
+        lines += ["", f"**The two GEMM calibrations differ by {100 * spread:.0f} % of their mean: the machine's load "
+                      "changed during the run (other jobs), so the step times and the fractions of GEMM are indicative "
+                      "only.**"]  # fmt: skip
+    return lines + [""]
+
+
+def gemm_spread(info: dict) -> float | None:
+    """|before - after| / mean of the two TF GEMM calibrations (None unless both ran)."""
+    try:
+        a, b = float(info["gemm"]["tf_gflops"]), float(info["gemm_after"]["tf_gflops"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return abs(a - b) / ((a + b) / 2) if a + b > 0 else None
+
+
+def _flops_cells(r: dict) -> str:
+    if r.get("step_gflop") is None:
+        return " | |"
+    fraction = f"{100 * r['gemm_fraction']:.1f} %" if r.get("gemm_fraction") is not None else ""
+    return f" {r['step_gflop']} | {r['achieved_gflops']} ({fraction}) |"
+
+
 def markdown(results: list, info: dict, title: str) -> str:
-    lines = [f"## {title}", "", "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), ""]
+    lines = [f"## {title}", ""] + machine_lines(info)
     lines.append("| order | batch | input | C | cells (CNN+SeqNN) | nodes | SeqNN ops | step s (median) | first step s "
-                 "| peak RSS GB | peak GPU GB | params | vs PyTorch ref |")  # fmt: skip
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                 "| peak RSS GB | peak GPU GB | params | step GFLOP | achieved GFLOP/s (% of GEMM) | vs PyTorch ref |")  # fmt: skip
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "error" in r:
             lines.append(f"| {r['order']} | {r['batch']} | {r['n_mfcc']}x{r['frames']} | {r['init_channels']} | "
                          f"{_cells(r)} | {r['cnn_nodes']}/{r['seq_nodes']} | {r['seq_ops']} | "
-                         f"not measured: {r['error'][:90].splitlines()[0]} | | {r.get('observed_peak_rss_gb', '')} | | | |")  # fmt: skip
+                         f"not measured: {r['error'][:90].splitlines()[0]} | | {r.get('observed_peak_rss_gb', '')} | | | | | |")  # fmt: skip
             continue
         lines.append(
             f"| {r['order']} | {r['batch']} | {r['n_mfcc']}x{r['frames']} | {r['init_channels']} | "
             f"{_cells(r)} | {r['cnn_nodes']}/{r['seq_nodes']} | {r['seq_ops']} | "
             f"{r['step_median_s']} | {r['first_step_s']} | {r['peak_rss_gb']} | {r.get('peak_gpu_gb', '')} | "
-            f"{r['params']:,} | {verdict(r)} |"
+            f"{r['params']:,} |{_flops_cells(r)} {verdict(r)} |"
         )
     phased = [r for r in results if r.get("phases")]
     if phased:
@@ -328,7 +455,11 @@ def markdown(results: list, info: dict, title: str) -> str:
     lines += ["", f"Reference: PyTorch emoDARTS, second-order, batch 16: {REFERENCE['seconds']} s/step, "
               f"{REFERENCE['rss_gb']} GB. Targets (CPU, batch 16, paper sizes): second-order <= "
               f"{TARGETS['second']['seconds']:.1f} s and <= {TARGETS['second']['rss_gb']} GB; first-order <= "
-              f"{TARGETS['first']['seconds']:.1f} s.", ""]  # fmt: skip
+              f"{TARGETS['first']['seconds']:.1f} s.", "",
+              "Step GFLOP: the forward FLOPs of the supernet on the batch (traced, all candidates) x the step's "
+              "passes: first order 2 x (3 forward + recomputed forward), second order 5 x (the same); "
+              "emodarts_tf/utils/step_flops.py, docs/performance.md. Achieved GFLOP/s = step GFLOP / median "
+              "step seconds; % of GEMM: of the fp32 GEMM reference above, measured in the same run.", ""]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -376,17 +507,38 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=2, help="timed steps per configuration (after the first)")
     parser.add_argument("--phases", action="store_true", help="also time forward / backward parts")
     parser.add_argument("--jit", action="store_true", help="XLA-compile the step")
+    parser.add_argument("--step-lock", metavar="FILE",
+                        help="hold an exclusive lock on FILE while timing the steps (runs side by side on one GPU)")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="mixed_float16 dtype policy of the search (GPU only; float32 on a CPU, with a warning)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per configuration")
     parser.add_argument("--max-rss-gb", type=float, default=14.0,
                         help="stop a configuration whose resident memory passes this (protects a shared machine)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="change the base configuration, e.g. --set seq_cells=1 (repeatable)")
     parser.add_argument("--out", help="Markdown output (JSON beside it)")
+    parser.add_argument("--no-flops", action="store_true", help="skip the step FLOP count (it traces a forward)")
+    parser.add_argument("--gemm-n", type=int, default=2048, help="matrix size of the GEMM calibration (0: skip it)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--calibrate", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))), flush=True)
+        spec = json.loads(args.worker)
+        # --mixed-precision: the search's dtype policy (mixed_float16 on a GPU; float32, with a warning, on a CPU).
+        from emodarts_tf.utils.runtime import precision_policy
+
+        with precision_policy(bool(spec.get("mixed_precision"))) as policy:
+            results = worker(spec)
+        for result in results:
+            result.update(precision=policy, jit_compile=bool(spec.get("jit")))
+        print(json.dumps(results), flush=True)
+        return 0
+    if args.calibrate:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from emodarts_tf.utils.machine import gemm_gflops
+
+        print(json.dumps(gemm_gflops(n=args.calibrate)), flush=True)
         return 0
 
     orders = [o for o in args.orders.split(",") if o]
@@ -394,6 +546,9 @@ def main(argv=None) -> int:
     gpu = _gpu_visible()
     info["gpu"] = gpu or "none"
     print("machine:", json.dumps(info), flush=True)
+    if args.gemm_n:
+        info["gemm"] = calibrate(args.gemm_n)
+        print(f"fp32 GEMM (before): {gemm_text(info['gemm'])}", flush=True)
     if args.quick:
         mode, base = "quick", _apply_sets(QUICK, args.sets)
         specs = table_specs(base, orders)
@@ -403,11 +558,12 @@ def main(argv=None) -> int:
     else:
         mode, base = "paper", _apply_sets(PAPER, args.sets)
         specs = [{**base, "orders": orders}]
-    if gpu and not args.quick:
+    if gpu and not args.quick and base["batch"] != 64:  # --set batch=64 runs only the paper's batch
         specs.append({**base, "batch": 64, "orders": orders})
     results = []
     for spec in specs:
-        spec = {**spec, "steps": args.steps, "time_phases": args.phases, "jit": args.jit}
+        spec = {**spec, "steps": args.steps, "time_phases": args.phases, "jit": args.jit,
+                "mixed_precision": args.mixed_precision, "step_lock": args.step_lock, "count_flops": not args.no_flops}
         print(f"-> {describe({**spec, 'order': '+'.join(spec['orders'])})}", flush=True)
         for result in run_config(spec, args.timeout, args.max_rss_gb):
             results.append(result)
@@ -415,10 +571,21 @@ def main(argv=None) -> int:
                 print(f"   {result['order']}: failed: {result['error'][-400:]}", flush=True)
                 continue
             extra = f", peak GPU {result['peak_gpu_gb']} GB" if "peak_gpu_gb" in result else ""
+            if result.get("step_gflop") is not None:
+                extra += f", {result['step_gflop']} GFLOP/step, {result['achieved_gflops']} GFLOP/s achieved"
             extra += f", phases {result['phases']}" if result.get("phases") else ""
             extra += f"  [{verdict(result)}]" if verdict(result) else ""
             print(f"   {result['order']}: step {result['step_median_s']} s (steps {result['step_s']}), first step "
                   f"{result['first_step_s']} s, peak RSS {result['peak_rss_gb']} GB{extra}", flush=True)  # fmt: skip
+    if args.gemm_n:
+        info["gemm_after"] = calibrate(args.gemm_n)
+        print(f"fp32 GEMM (after): {gemm_text(info['gemm_after'])}", flush=True)
+    reference = gemm_reference(info)
+    add_gemm_fractions(results, reference)
+    for r in results:
+        if r.get("gemm_fraction") is not None:
+            print(f"   {describe(r)}: {r['step_gflop']} GFLOP/step in {r['step_median_s']} s = {r['achieved_gflops']} "
+                  f"GFLOP/s, {100 * r['gemm_fraction']:.1f} % of the fp32 GEMM's {reference} GFLOP/s", flush=True)
     suffix = ""
     if args.sets:  # a readable start and a hash of all the changes: distinct runs, distinct files
         import hashlib

@@ -10,12 +10,18 @@ mean UA of the last 5 epochs (how good training ends, without selection).
         --genotype random:2 --variant base= --variant ema=recipe.ema=0.99 --out runs/ablation
 
 A variant is ``name=key=value,key=value`` (``name=`` for the config as it is). Reruns reuse finished folds.
+
+Runs of several invocations (say, one genotype seed each) are compared pairwise with ``--table``: every
+variant against ``base`` on the same (run, genotype, fold) pairs, validation speakers only::
+
+    python benchmarks/recipe_ablation.py --table runs/ablation-s0 runs/ablation-s1
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -32,7 +38,52 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name.strip(), overrides
 
 
+def _fold_figures(fold_dir: Path) -> tuple[float, float] | None:
+    """(validation UA of the selected epoch, mean validation UA of the last 5 epochs) of a finished fold."""
+    import json
+
+    if not (fold_dir / "metrics.json").is_file():
+        return None
+    metrics = json.loads((fold_dir / "metrics.json").read_text(encoding="utf-8"))
+    history = json.loads((fold_dir / "history.json").read_text(encoding="utf-8"))
+    return float(metrics["val"]["ua"]), float(np.mean([row["val_ua"] for row in history[-5:]]))
+
+
+def paired_table(roots: list[Path], base: str = "base") -> list[str]:
+    """Markdown rows: each variant's validation figures over its finished folds of ``roots`` and its paired
+    difference from ``base`` on the (run, genotype, fold) triples both finished (never test figures)."""
+    figures: dict = {}
+    for root in roots:
+        for variant in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "data"):
+            for fold_dir in sorted(variant.glob("g*/fold*")):
+                result = _fold_figures(fold_dir)
+                if result is not None:
+                    key = (str(root), fold_dir.parent.name, fold_dir.name)
+                    figures.setdefault(variant.name, {})[key] = result
+    if base not in figures:
+        raise SystemExit(f"--table: no finished folds of the variant {base!r} under {[str(r) for r in roots]}")
+    lines = ["| variant | folds | val UA, selected epoch | val UA, last 5 epochs | paired difference from "
+             f"{base} (selected / last 5) | better / worse than {base} (selected) |", "|---|---|---|---|---|---|"]
+    for name, rows in figures.items():
+        keys = sorted(rows)
+        selected = np.array([rows[k][0] for k in keys])
+        last5 = np.array([rows[k][1] for k in keys])
+        common = [k for k in keys if k in figures[base]]
+        d_sel = np.array([rows[k][0] - figures[base][k][0] for k in common])
+        d_last = np.array([rows[k][1] - figures[base][k][1] for k in common])
+        lines.append(f"| {name} | {len(keys)} | {selected.mean():.4f} ± {selected.std():.4f} | "
+                     f"{last5.mean():.4f} ± {last5.std():.4f} | {d_sel.mean():+.4f} / {d_last.mean():+.4f} | "
+                     f"{int((d_sel > 1e-9).sum())} / {int((d_sel < -1e-9).sum())} |")
+    return lines
+
+
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--table":
+        roots = [Path(p) for p in sys.argv[2:]]
+        if not roots:
+            raise SystemExit("--table: name one or more ablation output folders")
+        print("\n".join(paired_table(roots)))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="cpu")
     parser.add_argument("--data", default="emodb")

@@ -85,6 +85,9 @@ class SearchSpaceConfig:
     seq_nodes: int = 4
     seq_hidden: Optional[int] = None  # None: the channel count of the CNN output
     seq_ops: Any = "all"  # "all" | "lstm" | "rnn" | "lstm_att" | "rnn_att" | a list of SeqNN op names
+    # Over time, before the classifier: "mean" (the paper's network) or "mean_std" (mean and standard
+    # deviation of each feature, the statistics pooling of x-vectors; twice the classifier's inputs).
+    pooling: str = "mean"
     dropout: float = 0.0  # before the classifier
 
 
@@ -128,7 +131,7 @@ class SearchConfig:
     # supernets of at least 10 M weights (the paper's has 128 M), where graphs dominate the memory and the
     # dispatch is a small share of a step; off for small ones, whose steps it would slow down 2-3x.
     eager_updates: Optional[bool] = None
-    strategy: str = "auto"  # auto | default | mirrored
+    strategy: str = "auto"  # auto | default | mirrored | multi_worker (TF_CONFIG; README, Several machines)
     select: str = "best"  # best | final: the genotype of genotypes.json and cells/ (both are always written)
     checkpoints_to_keep: int = 2  # latest search checkpoints kept per fold
 
@@ -153,8 +156,13 @@ class TrainConfig:
     init_channels: Optional[int] = None  # None: space.init_channels
     cnn_cells: Optional[int] = None  # None: space.cnn_cells
     seq_cells: Optional[int] = None  # None: space.seq_cells
+    dropout: Optional[float] = None  # None: space.dropout (before the classifier of the retrained network)
     jit_compile: bool = False
     mixed_precision: bool = False
+    # default: one process (the default strategy); mirrored: MirroredStrategy over the local devices;
+    # multi_worker: MultiWorkerMirroredStrategy over the hosts of TF_CONFIG (README, Several machines);
+    # auto: MirroredStrategy when several GPUs are visible. Not part of a run's fingerprint.
+    strategy: str = "default"
 
 
 @dataclass

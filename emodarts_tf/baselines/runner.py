@@ -537,8 +537,56 @@ def run_baseline(
     return summary
 
 
+def _finished_on_disk(out_dir: Path, bl: BaselineConfig, prepared=None) -> dict:
+    """``{k: (metrics, best)}`` of the folds of ``out_dir`` retrained and tested (``metrics.json``) with a
+    ``best_hp.json`` of this family and tuner: those another process (another host's ``--folds``) finished
+    count in the summary too."""
+    if prepared is not None:
+        indices = [int(f.index) for f in prepared.folds]
+    else:
+        indices = sorted(int(p.name[4:]) for p in Path(out_dir).glob("fold*") if p.name[4:].isdigit() and p.is_dir())
+    found = {}
+    for k in indices:
+        fold_dir = Path(out_dir) / f"fold{k}"
+        if not ((fold_dir / "metrics.json").is_file() and (fold_dir / BEST_HP_FILE).is_file()):
+            continue
+        try:
+            metrics, best = read_json(fold_dir / "metrics.json"), read_json(fold_dir / BEST_HP_FILE)
+        except ValueError as exc:
+            log.warning("fold %d: %s; left out of the summary", k, exc)
+            continue
+        if best.get("family") == bl.family and best.get("tuner") == bl.tuner:
+            found[k] = (metrics, best)
+    return found
+
+
 def summarise_run(out_dir: Path, config: ExperimentConfig, per_fold: dict, bests: dict, prepared=None) -> dict:
-    """``<out>/summary.json`` and ``summary.md`` from the folds' metrics and best settings."""
+    """``<out>/summary.json`` and ``summary.md`` from the folds' metrics and best settings: those of
+    ``per_fold`` / ``bests`` (this run's) and of every other fold of ``out_dir`` finished on disk (by another
+    process or host), rebuilt under the run folder's index lock and checked again after the write
+    (``utils.index_lock.rebuild_index``)."""
+    from emodarts_tf.utils.index_lock import rebuild_index
+
+    def merged() -> tuple[dict, dict]:
+        all_folds, all_bests = {}, {}
+        for k, (metrics, best) in _finished_on_disk(out_dir, config.baseline, prepared).items():
+            all_folds[k], all_bests[k] = metrics, best
+        all_folds.update({int(k): v for k, v in per_fold.items()})
+        all_bests.update({int(k): v for k, v in bests.items()})
+        return all_folds, all_bests
+
+    def indexed() -> list:
+        try:
+            summary = read_json(Path(out_dir) / "summary.json")
+        except ValueError:
+            return []
+        return sorted(int(k) for k in summary.get("folds", [])) if isinstance(summary, dict) else []
+
+    return rebuild_index(out_dir, lambda: _summarise_folds(out_dir, config, *merged(), prepared=prepared),
+                         lambda: sorted(merged()[0]), indexed, what="summary.json")
+
+
+def _summarise_folds(out_dir: Path, config: ExperimentConfig, per_fold: dict, bests: dict, prepared=None) -> dict:
     bl = config.baseline
     corpus = getattr(prepared, "corpus", None) or config.data.corpus
     protocol = getattr(prepared, "protocol", None) or config.data.protocol

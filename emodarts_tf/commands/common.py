@@ -129,3 +129,35 @@ def exits_on_full_disk(command: str, hint: str = "") -> Callable:
         return run
 
     return decorate
+
+
+# Exit status of a multi-worker command that stopped because another worker was lost.
+LOST_WORKER_STATUS = 3
+
+
+def exits_on_lost_worker(command: str, hint: str) -> Callable:
+    """Decorator of a command's ``main(argv) -> int``: under ``multi_worker`` (MultiWorkerMirroredStrategy),
+    the error a worker's loss raises in the others (a heartbeat timeout of TensorFlow's coordination
+    service, an aborted collective) ends the command with ONE error line naming the lost worker (its task
+    and address) and ending with ``hint``, how to continue (``utils.runtime.lost_worker_message``), and exit
+    status 3 instead of a traceback (logged at DEBUG level: ``-v``). Other exceptions pass through."""
+
+    def decorate(main: Callable) -> Callable:
+        @functools.wraps(main)
+        def run(argv: list[str] | None = None) -> int:
+            try:
+                return main(argv)
+            except Exception as exc:
+                from emodarts_tf.utils.runtime import lost_worker_message
+
+                message = lost_worker_message(exc, command, hint)
+                if message is None:
+                    raise
+                log = logging.getLogger(f"emodarts_tf.{command}")
+                log.error("%s", message)
+                log.debug("the error's traceback:", exc_info=True)
+                return LOST_WORKER_STATUS
+
+        return run
+
+    return decorate

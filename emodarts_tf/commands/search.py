@@ -18,10 +18,12 @@ Output (``--out``, default ``runs/search-<data>``)::
     <out>/fold<k>/              genotype.json (final), genotype_best.json (best validation UA),
                                 genotypes/, alpha_history.json, search.json, config.yaml, cells/*.png,
                                 checkpoints/, tensorboard/
-    <out>/genotypes.json        {"<k>": genotype} for every fold searched into <out>
+    <out>/genotypes.json        {"<k>": genotype} for every finished fold searched into <out>, rebuilt from the
+                                fold folders (several hosts may search different --fold into one shared <out>)
 
 ``cli/train.py --genotype <out>`` then retrains each fold's genotype. Exit status 0 on success, 2 on a bad
-corpus, config or checkpoint, or a full disk (one line naming the file it could not write).
+corpus, config or checkpoint, or a full disk (one line naming the file it could not write), 3 when another
+worker of a ``search.strategy=multi_worker`` run was lost (one line naming it; README, Several machines).
 """
 from __future__ import annotations
 
@@ -29,7 +31,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from emodarts_tf.commands.common import add_common_args, config_from_args, exits_on_full_disk, parse_folds
+from emodarts_tf.commands.common import (
+    add_common_args,
+    config_from_args,
+    exits_on_full_disk,
+    exits_on_lost_worker,
+    parse_folds,
+)
 from emodarts_tf.utils.logs import progress_bars
 
 log = logging.getLogger("emodarts_tf.search")
@@ -53,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 @exits_on_full_disk("search", "free some space, then rerun with --resume: each fold continues from its last "
                     "checkpoint")
+@exits_on_lost_worker("search", "Restart every worker with the same TF_CONFIG and --resume to continue from the "
+                      "last checkpoint")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.order:
@@ -65,11 +75,31 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.WARNING)  # tf.train.CheckpointManager's chatter
     out = Path(args.out or f"runs/search-{config.data.corpus}")
 
-    from emodarts_tf.data.prepare import prepare
-    from emodarts_tf.search.runner import check_search_config, run_search_folds
+    from emodarts_tf.search.runner import check_search_config
+    from emodarts_tf.utils.runtime import start_strategies, sync_workers, worker_output_dir
 
     try:
         check_search_config(config.search)
+        # search.strategy=multi_worker: the strategy must exist before TensorFlow runs anything.
+        start_strategies(config.search.strategy)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    # The chief writes under --out; another worker of a multi-worker cluster into a temporary copy of it.
+    with worker_output_dir(out) as written:
+        status = _search(args, config, out, written)
+        if status == 0:
+            sync_workers()  # no worker leaves while another still writes
+        return status
+
+
+def _search(args, config, out: Path, written: Path) -> int:
+    from emodarts_tf.data.prepare import prepare
+    from emodarts_tf.search.runner import run_search_folds
+
+    shown = out
+    out = written
+    try:
         prepared = prepare(config, out_dir=out / "data", progress=progress_bars())
         folds = parse_folds(args.fold, [f.index for f in prepared.folds], flag="--fold")
         log.info("searching fold(s) %s of %s (%s) into %s", folds, prepared.corpus, prepared.protocol, out)
@@ -85,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         ua = r["best"]["val_ua"]
         log.info(
             "%-6d %-10s %-8s %-8s %-9.0f %s", k, "n/a" if ua is None else f"{ua:.4f}", r["best"]["epoch"],
-            r["epochs_done"], r["seconds"], out / f"fold{k}" / r["genotype_file"],
+            r["epochs_done"], r["seconds"], shown / f"fold{k}" / r["genotype_file"],
         )  # fmt: skip
     if getattr(prepared, "synthetic", False):
         log.info("the demo corpus is SYNTHETIC: these genotypes only show that the machinery works")
-    log.info("next: python cli/train.py --data %s --genotype %s --folds %s --out <dir>", config.data.corpus, out,
+    log.info("next: python cli/train.py --data %s --genotype %s --folds %s --out <dir>", config.data.corpus, shown,
              ",".join(str(k) for k in results))  # fmt: skip
     return 0

@@ -39,8 +39,11 @@ With ``--genotype random:N``, instead of ``fold<k>/`` and ``summary.*``::
                                 the median, min and max over the genotypes of their means, seed, N, config
 
 Rerunning the same command after a kill skips the finished folds and resumes the interrupted one from
-its last finished epoch. Exit status 0 on success, 2 on a bad corpus, config, genotype or checkpoint, or a
-full disk (one line naming the file it could not write).
+its last finished epoch. Several hosts may retrain different ``--folds`` into one shared ``--out``: the summaries are
+rebuilt from every finished fold on disk under a lock that works across hosts (``utils.index_lock``), and a
+final ``--folds all`` skips what is trained and summarises every fold. Exit status 0 on success, 2 on a bad corpus, config, genotype or checkpoint, or a
+full disk (one line naming the file it could not write), 3 when another worker of a
+``train.strategy=multi_worker`` run was lost (one line naming it; README, Several machines).
 """
 from __future__ import annotations
 
@@ -52,7 +55,13 @@ from pathlib import Path
 
 import yaml
 
-from emodarts_tf.commands.common import add_common_args, config_from_args, exits_on_full_disk, parse_folds
+from emodarts_tf.commands.common import (
+    add_common_args,
+    config_from_args,
+    exits_on_full_disk,
+    exits_on_lost_worker,
+    parse_folds,
+)
 from emodarts_tf.utils.logs import progress_bars
 
 log = logging.getLogger("emodarts_tf.train")
@@ -92,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _comparable(config_dict: dict) -> dict:
     out = {k: v for k, v in config_dict.items() if k not in _IRRELEVANT_SECTIONS}
+    if isinstance(out.get("train"), dict):  # where a run executes, not what it computes
+        out["train"] = {k: v for k, v in out["train"].items() if k != "strategy"}
     out["data"] = {k: v for k, v in out.get("data", {}).items() if ("data", k) not in _VOLATILE}
     return out
 
@@ -115,12 +126,64 @@ def _check_run_config(out: Path, config) -> None:
         save_config(config, path)
 
 
+def _search_seconds_of_source(source) -> tuple[float | None, str | None]:
+    """The search seconds of the genotype a fold was trained with, from its ``model_info.json``'s
+    ``genotype_source`` (a genotype file; ``genotypes.json[k]`` records none, as when it was chosen)."""
+    from emodarts_tf.evaluation.genotype_source import _search_seconds as search_seconds
+
+    if not isinstance(source, str) or not source.endswith(".json"):
+        return None, None
+    return search_seconds(Path(source))
+
+
 def _summarise(out: Path, prepared, choices: dict, config, show: bool = False, kind: str = "emodarts",
                label: str = "emoDARTS", extra: dict | None = None) -> dict | None:
-    from emodarts_tf.evaluation.summary import markdown_table, summarise, write_summary
+    """Rebuild ``<out>/summary.json`` and ``summary.md`` from every finished fold of ``out`` (its
+    ``metrics.json``), not only the folds of this process: several hosts may train other folds into one
+    shared ``--out`` (``cli/train.py --folds k`` each). The rebuild holds the run folder's index lock, writes
+    atomically and checks again after the write (``utils.index_lock.rebuild_index``). A fold trained by
+    another process (not in ``choices``) gets its genotype note and search seconds from its
+    ``model_info.json``. Returns the summary, or None when no fold has finished."""
+    from emodarts_tf.evaluation.summary import markdown_table, write_summary
+    from emodarts_tf.utils.index_lock import rebuild_index
+    from emodarts_tf.utils.io import read_json
+
+    def finished() -> list:
+        return sorted(f.index for f in prepared.folds if (out / f"fold{f.index}" / "metrics.json").is_file())
+
+    def indexed() -> list:
+        if not finished():  # nothing to write (a summary of folds removed since is left as it is)
+            return []
+        try:
+            summary = read_json(out / "summary.json")
+        except ValueError:
+            return []
+        return sorted(int(k) for k in summary.get("folds", [])) if isinstance(summary, dict) else []
+
+    def write() -> tuple | None:
+        summary = _build_summary(out, prepared, choices, config, kind=kind, extra=extra)
+        if summary is None:
+            return None
+        tag = " (SYNTHETIC demo corpus)" if prepared.synthetic else ""
+        title = f"{label} on {prepared.corpus}{tag}, protocol {prepared.protocol}: {len(summary['folds'])} fold(s)"
+        write_summary(out, summary, title=title)
+        return summary, title
+
+    written = rebuild_index(out, write, finished, indexed, what="summary.json")
+    if written is None:
+        return None
+    summary, title = written
+    if show:
+        log.info("summary (%s):\n%s", out / "summary.json", markdown_table(summary, title))
+    return summary
+
+
+def _build_summary(out: Path, prepared, choices: dict, config, kind: str, extra: dict | None) -> dict | None:
+    from emodarts_tf.evaluation.summary import summarise
     from emodarts_tf.utils.io import read_json
 
     per_fold, complexity, extra_folds = {}, {}, {}
+    search_seconds, seen = 0.0, set()
     for fold in prepared.folds:
         fold_dir = out / f"fold{fold.index}"
         if not (fold_dir / "metrics.json").is_file():
@@ -130,6 +193,15 @@ def _summarise(out: Path, prepared, choices: dict, config, show: bool = False, k
         info = read_json(fold_dir / "model_info.json") if (fold_dir / "model_info.json").is_file() else {}
         if info.get("complexity"):
             complexity[fold.index] = info["complexity"]
+        choice = choices.get(fold.index)
+        note = choice.note if choice is not None else info.get("genotype_note")
+        if choice is not None:
+            seconds, key = choice.search_seconds, choice.search_key
+        else:  # trained by another process (another host's --folds)
+            seconds, key = _search_seconds_of_source(info.get("genotype_source"))
+        if seconds is not None and key not in seen:
+            seen.add(key)
+            search_seconds += seconds
         extra_folds[str(fold.index)] = {
             "n": metrics.get("n"),
             "best_epoch": metrics.get("best_epoch"),
@@ -139,7 +211,7 @@ def _summarise(out: Path, prepared, choices: dict, config, show: bool = False, k
             "val_speakers": metrics.get("val_speakers"),
             "seconds": metrics.get("seconds"),
             "genotype_source": info.get("genotype_source"),
-            **({"note": choices[fold.index].note} if fold.index in choices and choices[fold.index].note else {}),
+            **({"note": note} if note else {}),
             # Set by --allow-unfinished: the genotype's search stopped before its last epoch.
             **{key: info[key] for key in UNFINISHED_KEYS if key in info},
         }
@@ -152,13 +224,8 @@ def _summarise(out: Path, prepared, choices: dict, config, show: bool = False, k
         flops_list = [c.get("flops") for c in complexity.values() if c.get("flops") is not None]
         params = round(sum(params_list) / len(params_list)) if params_list else None
         flops = round(sum(flops_list) / len(flops_list)) if flops_list else None
-    search_seconds, seen = 0.0, set()
-    for choice in choices.values():
-        if choice.search_seconds is not None and choice.search_key not in seen:
-            seen.add(choice.search_key)
-            search_seconds += choice.search_seconds
     train_seconds = sum(float(m.get("seconds") or 0.0) for m in per_fold.values())
-    summary = summarise(
+    return summarise(
         per_fold,
         kind=kind,
         classes=list(prepared.classes),
@@ -179,12 +246,6 @@ def _summarise(out: Path, prepared, choices: dict, config, show: bool = False, k
             **dict(extra or {}),
         },
     )
-    tag = " (SYNTHETIC demo corpus)" if prepared.synthetic else ""
-    title = f"{label} on {prepared.corpus}{tag}, protocol {prepared.protocol}: {len(per_fold)} fold(s)"
-    write_summary(out, summary, title=title)
-    if show:
-        log.info("summary (%s):\n%s", out / "summary.json", markdown_table(summary, title))
-    return summary
 
 
 def _restart(out: Path) -> None:
@@ -264,7 +325,8 @@ def _train_run(out: Path, config, prepared, folds: list, genotype_spec, *, allow
             corpus=prepared.corpus,
             protocol=prepared.protocol,
             genotype_source=choice_k.source,
-            extra_info=choice_k.unfinished,  # None for a finished search
+            # unfinished: None for a finished search; the note, for a summary rebuilt by another process
+            extra_info={**(choice_k.unfinished or {}), **({"genotype_note": choice_k.note} if choice_k.note else {})},
         )
         _summarise(out, prepared, choices, config, kind=kind, label=label, extra=extra)
     return _summarise(out, prepared, choices, config, show=show, kind=kind, label=label, extra=extra)
@@ -305,18 +367,42 @@ def _train_random(out: Path, config, prepared, folds: list, n: int) -> dict | No
         "config": config.to_dict(),
     }
 
-    def summarise_all() -> dict | None:
-        entries = []
+    def entries() -> list:
+        found = []
         for genotype in genotypes:
             run_dir = out / random_dir_name(genotype.meta["index"])
             if (run_dir / "summary.json").is_file():
-                entries.append({"index": genotype.meta["index"], "dir": run_dir.name, "genotype": genotype.to_dict(),
-                                "summary": read_json(run_dir / "summary.json")})  # fmt: skip
-        if not entries:
+                found.append({"index": genotype.meta["index"], "dir": run_dir.name, "genotype": genotype.to_dict(),
+                              "summary": read_json(run_dir / "summary.json")})  # fmt: skip
+        return found
+
+    def write() -> dict | None:
+        found = entries()
+        if not found:
             return None
-        summary = summarise_random(entries, n, seed, folds, extra)
+        summary = summarise_random(found, n, seed, folds, extra)
         write_random_summary(out, summary, title)
         return summary
+
+    def finished() -> list:  # per genotype, the folds its own summary holds
+        return sorted((int(e["index"]), sorted(e["summary"].get("folds", []))) for e in entries())
+
+    def indexed() -> list:
+        if not finished():
+            return []
+        try:
+            summary = read_json(out / "random_summary.json")
+        except ValueError:
+            return []
+        rows = summary.get("genotypes", []) if isinstance(summary, dict) else []
+        return sorted((int(row["index"]), sorted(row.get("folds", []))) for row in rows)
+
+    def summarise_all() -> dict | None:
+        # Rebuilt from every random<i>/summary.json under the folder's index lock and checked after the
+        # write, as summary.json is (hosts may retrain other folds of the same random:N into one --out).
+        from emodarts_tf.utils.index_lock import rebuild_index
+
+        return rebuild_index(out, write, finished, indexed, what="random_summary.json")
 
     for genotype in genotypes:
         index = genotype.meta["index"]
@@ -341,15 +427,35 @@ def _train_random(out: Path, config, prepared, folds: list, n: int) -> dict | No
 
 @exits_on_full_disk("train", "free some space, then rerun the same command: finished folds are kept and the "
                     "interrupted one resumes from its last checkpoint")
+@exits_on_lost_worker("train", "Restart every worker with the same TF_CONFIG and the same command: finished "
+                      "folds are kept and the interrupted one resumes from its last checkpoint")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args, epochs_key="train.epochs")
+        from emodarts_tf.utils.runtime import STRATEGIES, start_strategies, sync_workers, worker_output_dir
+
+        if config.train.strategy not in STRATEGIES:
+            raise ValueError(f"train.strategy: expected one of {STRATEGIES}, received {config.train.strategy!r}")
+        # train.strategy=multi_worker: the strategy must exist before TensorFlow runs anything.
+        start_strategies(config.train.strategy)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    # The chief writes under --out; another worker of a multi-worker cluster into a temporary copy of it.
+    with worker_output_dir(Path(args.out)) as written:
+        status = _train(args, config, written)
+        if status == 0:
+            sync_workers()  # no worker leaves while another still writes
+        return status
+
+
+def _train(args, config, out: Path) -> int:
+    try:
         from emodarts_tf.data.prepare import prepare
         from emodarts_tf.search_space.random_genotype import parse_random_spec
 
         random_n = parse_random_spec(args.genotype)
-        out = Path(args.out)
         if args.restart and out.exists():
             _restart(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from its seed), but it continues the same optimisation: same weights, momentum a
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -127,6 +128,7 @@ def _train_phase(
     callbacks: Iterable,
     fingerprint: dict,
     label: str,
+    strategy=None,
 ):
     """Build, compile and train one model on ``fold_data``'s train part for up to ``epochs`` epochs,
     validating every epoch, checkpointing into ``checkpoint`` and resuming from it. Returns ``(model,
@@ -138,28 +140,30 @@ def _train_phase(
     train_labels = np.asarray(fold_data.labels("train"))
     steps_per_epoch = int(math.ceil(train_labels.size / batch_size))
 
-    model = build_model()
-    keys = _output_keys(model)
-    n_out = int(logits_of(model.output).shape[-1]) if keys is not None else int(model.outputs[0].shape[-1])
-    if n_out != len(classes):
-        raise ValueError(f"{label}: the model outputs {n_out} logits, the corpus has {len(classes)} classes {classes}")
+    # Under a tf.distribute strategy (train.strategy) the model and its optimizer are made in its scope.
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = build_model()
+        keys = _output_keys(model)
+        n_out = int(logits_of(model.output).shape[-1]) if keys is not None else int(model.outputs[0].shape[-1])
+        if n_out != len(classes):
+            raise ValueError(f"{label}: the model outputs {n_out} logits, the corpus has {len(classes)} classes {classes}")
 
-    is_optimizer = isinstance(optimizer, keras.optimizers.Optimizer)
-    opt = optimizer if is_optimizer else optimizer(steps_per_epoch)
-    if not isinstance(opt, keras.optimizers.Optimizer):
-        raise ValueError(f"optimizer: expected a keras Optimizer or a factory returning one, received {type(opt).__name__}")
-    recipes.enable_ema(opt, recipe)
+        is_optimizer = isinstance(optimizer, keras.optimizers.Optimizer)
+        opt = optimizer if is_optimizer else optimizer(steps_per_epoch)
+        if not isinstance(opt, keras.optimizers.Optimizer):
+            raise ValueError(f"optimizer: expected a keras Optimizer or a factory returning one, received {type(opt).__name__}")
+        recipes.enable_ema(opt, recipe)
 
-    if keys is None:
-        model.compile(optimizer=opt, loss=recipes.training_loss(recipe), metrics=[recipes.training_accuracy()],
-                      jit_compile=jit_compile)  # fmt: skip
-    else:
-        losses = {k: recipes.training_loss(recipe) for k in keys}
-        weights = {k: (1.0 if k == "logits" else float(aux_weight)) for k in keys}
-        model.compile(optimizer=opt, loss=losses, loss_weights=weights, metrics={"logits": [recipes.training_accuracy()]},
-                      jit_compile=jit_compile)  # fmt: skip
+        if keys is None:
+            model.compile(optimizer=opt, loss=recipes.training_loss(recipe), metrics=[recipes.training_accuracy()],
+                          jit_compile=jit_compile)  # fmt: skip
+        else:
+            losses = {k: recipes.training_loss(recipe) for k in keys}
+            weights = {k: (1.0 if k == "logits" else float(aux_weight)) for k in keys}
+            model.compile(optimizer=opt, loss=losses, loss_weights=weights, metrics={"logits": [recipes.training_accuracy()]},
+                          jit_compile=jit_compile)  # fmt: skip
 
-    opt = model.optimizer  # compile may wrap it (loss scaling under mixed precision)
+        opt = model.optimizer  # compile may wrap it (loss scaling under mixed precision)
     state = {
         "epoch": 0,
         "epochs": epochs,
@@ -197,6 +201,12 @@ def _train_phase(
         import tensorflow as tf
 
         train_ds = train_ds.map(lambda x, y: (x, {k: y for k in keys}), num_parallel_calls=tf.data.AUTOTUNE)
+    if strategy is not None:
+        from emodarts_tf.utils.runtime import check_global_batch, shard_by_data
+
+        check_global_batch(batch_size, strategy, "train.batch_size")
+        # Several workers: each builds the same global batches and keeps its slice of each.
+        train_ds = shard_by_data(train_ds, strategy)
     val_ds = fold_data.val(batch_size)
 
     run_start = time.perf_counter()
@@ -251,6 +261,7 @@ def fit_fold(
     extra_info: dict | None = None,
     fingerprint: dict | None = None,
     label: str | None = None,
+    strategy=None,
 ) -> dict:
     """Train, select on validation UA, test once, and write the fold directory. Returns the metrics dict.
 
@@ -281,6 +292,10 @@ def fit_fold(
         fingerprint: JSON-able description of what defines the model and its training (configs,
             genotype); a checkpoint written with another fingerprint is refused with the differing keys.
         label: prefix of the progress lines (default ``fold <k>``).
+        strategy: a ``tf.distribute`` strategy to build and train the model(s) under (``train.strategy``);
+            None: the default one. Under MultiWorkerMirroredStrategy the training batches are sharded by
+            data (each worker trains on its slice of every global batch) and every worker validates and
+            tests on the whole split itself.
 
     Returns:
         The metrics written to ``metrics.json``: ``ua``, ``wa``, ``f1``, ``n``, ``confusion_matrix``,
@@ -326,7 +341,7 @@ def fit_fold(
     recipe = recipe if recipe is not None else RecipeConfig()
     recipes.check_recipe(recipe)
     common = dict(batch_size=batch_size, aux_weight=aux_weight, drop_path=drop_path, augment=augment, recipe=recipe,
-                  jit_compile=jit_compile, callbacks=callbacks)  # fmt: skip
+                  jit_compile=jit_compile, callbacks=callbacks, strategy=strategy)  # fmt: skip
     model, state = _train_phase(build_model, fold_data, fold_dir, checkpoint, epochs=epochs, ramp_epochs=epochs,
                                 keep_last=False, optimizer=optimizer, patience=patience, fingerprint=fingerprint,
                                 label=label, **common)  # fmt: skip

@@ -29,16 +29,23 @@ def _npz_bytes(arrays: dict) -> bytes:
     return buf.getvalue()
 
 
+# Settings added after runs were saved whose default is not "off" but reproduces those runs
+# (dotted keys as in a config dict or a training fingerprint).
+ADDED_DEFAULTS = {"space.pooling": "mean"}
+
+
 def diff_keys(old, new, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two JSON-like trees, ``old`` (as saved) and ``new``.
 
-    A key that only ``new`` has and whose value is off (``False``, ``0``, ``None`` or empty) is not a
-    difference: settings are added off by default, and a run saved before one existed ran without it.
+    A key that only ``new`` has is not a difference when its value is off (``False``, ``0``, ``None`` or
+    empty) or the default listed in ``ADDED_DEFAULTS``: settings are added at a value that reproduces
+    earlier runs, and a run saved before one existed ran as that value does.
     """
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for key in sorted(set(old) | set(new), key=str):
-            if key not in old and key in new and not isinstance(new[key], dict) and not new[key]:
+            if key not in old and key in new and not isinstance(new[key], dict) and (
+                    not new[key] or ADDED_DEFAULTS.get(f"{prefix}{key}", object()) == new[key]):
                 continue
             if key not in old or key not in new:
                 out.append(f"{prefix}{key}")

@@ -2,7 +2,9 @@
 
 The discrete network of the genotype (``search_space.network.build_fixed_network``) is built from the
 search space of the config with the ``train`` section's overrides (``init_channels``, ``cnn_cells``,
-``seq_cells``: the retrained network may be larger than the searched one) and trained from scratch:
+``seq_cells``: the retrained network may be larger than the searched one; ``dropout``: the classifier's
+dropout, a regulariser of retraining, like drop-path, that the supernet need not share) and trained from
+scratch:
 
 - SGD, momentum ``train.momentum`` (0.9), learning rate cosine-annealed per step from ``train.lr`` to
   ``train.lr_min`` over ``train.epochs`` epochs, weight decay ``train.weight_decay``: coupled (added to the
@@ -72,7 +74,8 @@ def training_fingerprint(genotype, config: ExperimentConfig, classes: list) -> d
     return {
         "genotype": genotype_cells,
         "space": asdict(retrain_space(config)),
-        "train": asdict(config.train),
+        # train.strategy changes where the run executes, not what it computes: a run may resume under another.
+        "train": {k: v for k, v in asdict(config.train).items() if k != "strategy"},
         "recipe": asdict(config.recipe),
         "features": asdict(config.features),
         "classes": list(classes),
@@ -132,10 +135,11 @@ def train_genotype_fold(
     """
     from emodarts_tf.evaluation.fitting import fit_fold
     from emodarts_tf.search_space.network import build_fixed_network
-    from emodarts_tf.utils.runtime import precision_policy
+    from emodarts_tf.utils.runtime import precision_policy, resolve_strategy
     from emodarts_tf.utils.seed import seed_everything
 
     train = config.train
+    strategy = resolve_strategy(train.strategy, "train.strategy")
     space = retrain_space(config)
     classes = list(fold_data.classes)
     input_shape = tuple(fold_data.input_shape)
@@ -194,4 +198,5 @@ def train_genotype_fold(
             extra_info=extra,
             fingerprint=training_fingerprint(genotype, config, classes),
             label=f"fold {fold_index}",
+            strategy=strategy,
         )

@@ -17,8 +17,10 @@ epoch; the test speakers are never read) and writes::
         checkpoints/           tf.train.Checkpoint of model, alphas, both optimisers, epoch, best UA
         tensorboard/           TensorBoard logs (train/, validation/, and alphas/: alpha entropy and movement)
 
-and updates ``<out_dir>/genotypes.json`` = ``{"<k>": genotype}`` (the selected genotype of every fold
-searched into ``out_dir``). ``resume=True`` restores the latest checkpoint and continues; the data order
+and updates ``<out_dir>/genotypes.json`` = ``{"<k>": genotype}`` (the selected genotype of every finished
+fold searched into ``out_dir``, rebuilt from the fold folders under a lock that works across hosts:
+``search.genotype_index``, so that several hosts may search different folds into one shared ``out_dir``).
+``resume=True`` restores the latest checkpoint and continues; the data order
 is a pure function of the seed and the step, so the result equals an uninterrupted run.
 """
 from __future__ import annotations
@@ -46,18 +48,26 @@ from emodarts_tf.search.callbacks import (
 )
 from emodarts_tf.search.checkpoint import SearchState
 from emodarts_tf.search.diagnostics import NonFiniteError
+from emodarts_tf.search.genotype_index import INDEX_FILE, rebuild_genotype_index
 from emodarts_tf.search.model import ORDERS, SearchModel
 from emodarts_tf.search.plots import plot_genotype
 from emodarts_tf.search_space.genotype import Genotype
 from emodarts_tf.utils.io import read_json, write_json
-from emodarts_tf.utils.runtime import STRATEGIES, device_info, peak_memory, precision_policy, resolve_strategy
+from emodarts_tf.utils.runtime import (
+    STRATEGIES,
+    check_global_batch,
+    device_info,
+    peak_memory,
+    precision_policy,
+    resolve_strategy,
+    shard_by_data,
+)
 from emodarts_tf.utils.seed import seed_everything
 
 log = logging.getLogger(__name__)
 
 SELECTIONS = ("best", "final")
 SEARCH_FORMAT = "emodarts-tf/search/v1"
-INDEX_FILE = "genotypes.json"
 
 # Config keys that may change between a run and its --resume (everything else must match).
 # The recompute and eager_updates options: same values and variables, memory and time only.
@@ -189,17 +199,20 @@ def config_differences(old: dict, new: dict) -> list:
     ]  # fmt: skip
 
 
-def update_genotype_index(out_dir: str | Path, fold_index: int, genotype: Genotype) -> Path:
-    """Add (or replace) fold ``fold_index`` in ``<out_dir>/genotypes.json`` (atomic write)."""
-    path = Path(out_dir) / INDEX_FILE
-    index = {}
-    if path.is_file():
-        existing = read_json(path)
-        if isinstance(existing, dict):
-            index = existing
-    index[str(int(fold_index))] = genotype.to_dict()
-    index = dict(sorted(index.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 1 << 30))
-    return write_json(path, index)
+def update_genotype_index(out_dir: str | Path, fold_index: int | None = None, genotype: Genotype | None = None) -> Path:
+    """Rebuild ``<out_dir>/genotypes.json`` from the finished fold folders of ``out_dir``
+    (``search.genotype_index``: under a lock file that works across hosts, written atomically, checked
+    again after the write), so that searches of other folds finishing at the same time on other hosts keep
+    their entries. ``fold_index`` and ``genotype`` (the fold this process just finished) are only checked
+    against the result: the fold's ``search.json`` and genotype file are what the index is built from."""
+    index = rebuild_genotype_index(out_dir)
+    if fold_index is not None and str(int(fold_index)) not in index:
+        log.warning("%s: fold %d is not finished on disk (no complete search.json), so it is not in %s",
+                    out_dir, int(fold_index), INDEX_FILE)
+    elif genotype is not None and fold_index is not None and index[str(int(fold_index))] != genotype.to_dict():
+        log.warning("%s: the genotype of fold %d on disk differs from this search's (another search of the fold "
+                    "finished meanwhile?); %s holds the one on disk", out_dir, int(fold_index), INDEX_FILE)
+    return Path(out_dir) / INDEX_FILE
 
 
 def _has_checkpoint(directory: Path) -> bool:
@@ -251,6 +264,8 @@ def _fit_search(model, state, fold_data, fold_dir: Path, config: ExperimentConfi
     if initial_epoch:
         # The same batches an uninterrupted run would see from here on.
         train = train.skip(initial_epoch * steps)
+    # Several workers: each builds the same global batches and keeps its slice of each.
+    train = shard_by_data(train, model.distribute_strategy)
     # The guard comes before every callback that writes: a non-finite step or epoch raises before
     # its genotype, alpha history entry or checkpoint exists.
     search_callbacks = [AlphaWarmup(s.warmup_epochs), NonFiniteGuard()]
@@ -362,6 +377,7 @@ def run_search(
         log.warning("fold %d: no validation speakers; genotype_best.json is the last epoch's", fold.index)
 
     strategy = resolve_strategy(s.strategy)
+    check_global_batch(batch, strategy, "search.batch_size")
     with precision_policy(s.mixed_precision) as policy:
         with strategy.scope():
             model = build_search_model(config, fold_data.input_shape, num_classes, steps)

@@ -7,7 +7,8 @@ Both follow the same plan, NHWC with H = MFCC coefficients and W = frames:
        a single CNN cell is a normal cell)
     -> mean over frequency, keeping time: a real sequence (B, T = W', F)
     -> Dense to ``seq_hidden`` (None: F) -> seq_cells SeqNN cells over T
-    -> mean over time -> dropout -> Dense classifier (float32 logits, also under mixed precision).
+    -> TimePooling over time (mean, or mean and standard deviation: ``space.pooling``) -> dropout
+    -> Dense classifier (float32 logits, also under mixed precision).
 """
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ def as_space(space) -> SearchSpaceConfig:
 
 
 def apply_train_overrides(space: SearchSpaceConfig, train) -> SearchSpaceConfig:
-    """The space of the retrained network: ``train.init_channels / cnn_cells / seq_cells`` where set."""
-    updates = {key: getattr(train, key) for key in ("init_channels", "cnn_cells", "seq_cells")
+    """The space of the retrained network: ``train.init_channels / cnn_cells / seq_cells / dropout`` where set."""
+    updates = {key: getattr(train, key) for key in ("init_channels", "cnn_cells", "seq_cells", "dropout")
                if getattr(train, key, None) is not None}
     return dataclasses.replace(as_space(space), **updates)
 
@@ -54,6 +55,8 @@ def _check_space(space: SearchSpaceConfig) -> None:
         check_int(getattr(space, key), f"space.{key}", minimum)
     check_int(space.seq_hidden, "space.seq_hidden", optional=True)
     check_rate(space.dropout, "space.dropout")
+    if space.pooling not in TimePooling.MODES:
+        raise ValueError(f"space.pooling: expected one of {TimePooling.MODES}, received {space.pooling!r}")
 
 
 def _check_input_shape(input_shape) -> tuple:
@@ -76,6 +79,56 @@ def cnn_plan(space: SearchSpaceConfig):
         plan.append((channels, reduction, reduction_prev))
         reduction_prev = reduction
     return plan
+
+
+@_register
+class TimePooling(keras.layers.Layer):
+    """Pools a sequence over time into one vector per example: ``(B, T, F) -> (B, F)`` or ``(B, 2F)``.
+
+    ``"mean"``: the mean over time. ``"mean_std"``: the mean and the standard deviation of each feature,
+    concatenated (statistics pooling, Snyder et al., "X-vectors", ICASSP 2018), so that the classifier
+    also sees how much a feature varies over the utterance. The variance is computed in float32 (also
+    under mixed precision) with ``epsilon`` added before the square root, which keeps the gradient finite
+    for a constant feature.
+
+    Args:
+        mode: ``"mean"`` or ``"mean_std"``.
+        epsilon: added to the variance.
+
+    Call arguments:
+        x: a 3-D tensor ``(B, T, F)``.
+    """
+
+    MODES = ("mean", "mean_std")
+
+    def __init__(self, mode: str = "mean", epsilon: float = 1e-5, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"TimePooling: mode expected one of {self.MODES}, received {mode!r}")
+        if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or epsilon <= 0:
+            raise ValueError(f"TimePooling: epsilon expected a positive number, received {epsilon!r}")
+        self.mode = mode
+        self.epsilon = float(epsilon)
+
+    def call(self, x, training=None):
+        if self.mode == "mean":
+            return ops.mean(x, axis=1)
+        x32 = ops.cast(x, "float32")
+        mean = ops.mean(x32, axis=1)
+        var = ops.mean(ops.square(x32 - ops.expand_dims(mean, 1)), axis=1)
+        stats = ops.concatenate([mean, ops.sqrt(var + self.epsilon)], axis=-1)
+        return ops.cast(stats, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"TimePooling: expected a 3-D input (batch, time, features), received {input_shape}")
+        features = input_shape[2]
+        if self.mode == "mean_std" and features is not None:
+            features *= 2
+        return (input_shape[0], features)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode, "epsilon": self.epsilon}
 
 
 @_register
@@ -224,6 +277,7 @@ class SearchBackbone(keras.layers.Layer):
                           for i in range(space.seq_cells)]
         # Banks of the same structure in different cells call one traced function (far less step graph).
         share_functions([bank for cell in self.seq_cells for bank in cell.banks])
+        self.time_pool = TimePooling(space.pooling, name="time_pool")
         self.dropout = keras.layers.Dropout(space.dropout, name="dropout")
         self.classifier = keras.layers.Dense(self.num_classes, dtype="float32", name="classifier")
 
@@ -279,7 +333,7 @@ class SearchBackbone(keras.layers.Layer):
         seq = (seq[0], seq[1], self.seq_units)
         for cell in self.seq_cells:
             cell.build([seq, seq])
-        self.classifier.build((shape[0], self.seq_units))
+        self.classifier.build(self.time_pool.compute_output_shape(seq))
         self.built = True
 
     def call(self, x, weights, training=None):
@@ -298,7 +352,7 @@ class SearchBackbone(keras.layers.Layer):
         s0 = s1 = seq
         for cell in self.seq_cells:
             s0, s1 = s1, cell([s0, s1], weights["seq"], training=training)
-        pooled = ops.mean(s1, axis=1)
+        pooled = self.time_pool(s1)
         return self.classifier(self.dropout(pooled, training=training))
 
     def compute_output_shape(self, x_shape, weights_shape=None):
@@ -381,7 +435,7 @@ def build_fixed_network(
         except ValueError as exc:
             raise ValueError(f"genotype.seq: {exc}") from exc
         s0, s1 = s1, cell([s0, s1])
-    pooled = keras.layers.GlobalAveragePooling1D(name="time_pool")(s1)
+    pooled = TimePooling(space.pooling, name="time_pool")(s1)
     pooled = keras.layers.Dropout(space.dropout, name="dropout")(pooled)
     logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(pooled)
     outputs = {"logits": logits, "aux_logits": aux_logits} if aux else logits

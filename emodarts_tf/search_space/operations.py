@@ -43,6 +43,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
       :func:`~emodarts_tf.search_space.recompute.is_recomputing`) normalises with the same batch
       statistics but does not update them a second time.
 
+    - Under MultiWorkerMirroredStrategy (``search.strategy`` / ``train.strategy: multi_worker``) the
+      training forward normalises with the statistics of the global batch, all-reduced over the workers
+      (:func:`sync_batch_statistics`), so that several workers compute what one process does.
+
     Other inputs (rank other than 4, float64, a mask, renorm) take Keras' own path. Same arguments,
     config and variables as the base class, so checkpoints of either load into the other.
 
@@ -62,6 +66,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         training = bool(training) and self.trainable
         if self._fusable(inputs, mask):
+            if training and sync_batch_statistics():
+                return self._synced(inputs)
             return self._fused(inputs, training)
         if not (training and is_recomputing()):
             return super().call(inputs, training=training, mask=mask)
@@ -79,6 +85,36 @@ class BatchNormalization(keras.layers.BatchNormalization):
             scale=ops.cast(self.gamma, inputs.dtype) if self.scale else None,
             epsilon=self.epsilon,
         )
+        return ops.cast(outputs, self.compute_dtype)
+
+    def _moments(self, inputs, mask):
+        # Keras' own path (ranks other than 4): global-batch moments under several workers (see _synced).
+        if mask is not None or self.synchronized or not sync_batch_statistics():
+            return super()._moments(inputs, mask)
+        import tensorflow as tf
+
+        return _global_moments(tf.cast(inputs, tf.float32), list(self._reduction_axes))
+
+    def _synced(self, inputs):
+        """The fused kernel's training forward with the statistics of the GLOBAL batch, all-reduced over the
+        replicas of a multi-worker strategy (``sync_batch_statistics``), so that several workers normalise,
+        and update the moving statistics, exactly as one process does with the whole batch: the mean, the
+        biased variance for normalising and the unbiased one for the moving average (as the fused kernel)."""
+        import tensorflow as tf
+
+        x = tf.cast(inputs, tf.float32)
+        channels = x.shape[-1]
+        mean, variance, n = _global_moments(x, [0, 1, 2], with_count=True)
+        scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones((channels,), tf.float32)
+        offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros((channels,), tf.float32)
+        outputs = tf.nn.batch_normalization(x, mean, variance, offset, scale, max(self.epsilon, 1.001e-5))
+        if not is_recomputing():
+            unbiased = variance * n / tf.maximum(n - 1.0, 1.0)
+            m = self.momentum
+            self.moving_mean.assign(tf.cast(m * tf.cast(self.moving_mean, tf.float32) + (1.0 - m) * mean,
+                                            self.moving_mean.dtype))  # fmt: skip
+            self.moving_variance.assign(tf.cast(m * tf.cast(self.moving_variance, tf.float32) + (1.0 - m) * unbiased,
+                                                self.moving_variance.dtype))  # fmt: skip
         return ops.cast(outputs, self.compute_dtype)
 
     def _fused(self, inputs, training: bool):
@@ -99,6 +135,54 @@ class BatchNormalization(keras.layers.BatchNormalization):
             self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))
             self.moving_variance.assign(tf.cast(variance, self.moving_variance.dtype))
         return ops.cast(outputs, self.compute_dtype)
+
+
+def sync_batch_statistics() -> bool:
+    """True (at trace time) inside a replica of a MultiWorkerMirroredStrategy with several replicas: batch
+    normalisation then uses the statistics of the global batch (all-reduced), as one process with the whole
+    batch would. Other strategies (MirroredStrategy) keep per-replica statistics."""
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync < 2:
+        return False
+    return isinstance(ctx.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def _replica_sum(values: list) -> list:
+    """Sum each tensor of ``values`` over the replicas of the multi-worker strategy in scope, without
+    ``merge_call`` (so that it works inside the nested, non-inlined functions of the search step, where
+    ``ReplicaContext.all_reduce`` refuses to run); differentiable: the gradient of a sum over replicas is
+    the sum over replicas of the gradients. Uses TensorFlow's ``_replica_ctx_all_reduce``, the collective
+    all-reduce its replica context itself calls when merge_call is off."""
+    import tensorflow as tf
+
+    extended = tf.distribute.get_replica_context().strategy.extended
+
+    def reduce(xs):
+        if tf.executing_eagerly():
+            return list(tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, list(xs)))
+        return list(extended._replica_ctx_all_reduce(tf.distribute.ReduceOp.SUM, list(xs)))
+
+    @tf.custom_gradient
+    def summed(*xs):
+        return reduce(xs), lambda *dys: reduce(dys)
+
+    return list(summed(*values))
+
+
+def _global_moments(x, axes: list, with_count: bool = False):
+    """Mean and biased variance of ``x`` (float32) over ``axes`` and over every replica's batch (two passes:
+    the mean, then the squared deviations from it); with ``with_count`` also the global count."""
+    import tensorflow as tf
+
+    local_n = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), tf.float32)
+    total, n = _replica_sum([tf.reduce_sum(x, axis=axes, keepdims=True), local_n])
+    n = tf.maximum(n, 1.0)
+    mean = total / n
+    (squares,) = _replica_sum([tf.reduce_sum(tf.square(x - mean), axis=axes, keepdims=True)])
+    mean, variance = tf.squeeze(mean, axes), tf.squeeze(squares / n, axes)
+    return (mean, variance, n) if with_count else (mean, variance)
 
 
 def batch_norm(affine: bool, name: str | None = None) -> BatchNormalization:

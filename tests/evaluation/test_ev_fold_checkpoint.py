@@ -11,3 +11,10 @@ def test_settings_added_off_are_not_differences():
     assert diff_keys(saved, {"recipe": {"mixup": 0.3}, "seed": 0}) == ["recipe.mixup"]
     assert diff_keys(saved, {"recipe": {}, "seed": 0}) == ["recipe.mixup"]  # removed: a difference
     assert diff_keys(saved, {"recipe": {"mixup": 0.2}, "seed": 0, "space": {"width": 4}}) == ["space"]
+
+
+def test_settings_added_at_a_default_that_reproduces_old_runs_are_not_differences():
+    saved = {"space": {"dropout": 0.0}, "seed": 0}
+    assert diff_keys(saved, {"space": {"dropout": 0.0, "pooling": "mean"}, "seed": 0}) == []
+    assert diff_keys(saved, {"space": {"dropout": 0.0, "pooling": "mean_std"}, "seed": 0}) == ["space.pooling"]
+    assert diff_keys({"pooling": "x"}, {"pooling": "mean"}) == ["pooling"]

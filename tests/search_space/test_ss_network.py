@@ -235,7 +235,10 @@ def test_fixed_network_rejects_bad_genotypes_and_overrides_apply():
     with pytest.raises(ValueError, match="drop_path"):
         build_fixed_network(GENOTYPES["derived"], TINY, SHAPE, 4, drop_path=1.5)
     space = apply_train_overrides(TINY, TrainConfig(init_channels=5, seq_cells=3))
-    assert (space.init_channels, space.cnn_cells, space.seq_cells) == (5, 3, 3)
+    assert (space.init_channels, space.cnn_cells, space.seq_cells, space.dropout) == (5, 3, 3, TINY.dropout)
+    assert apply_train_overrides(TINY, TrainConfig(dropout=0.3)).dropout == 0.3
+    model = build_fixed_network(GENOTYPES["derived"], apply_train_overrides(TINY, TrainConfig(dropout=0.3)), SHAPE, 4)
+    assert model.get_layer("dropout").rate == 0.3
     assert num_edges(space.cnn_nodes) == 5
 
 
@@ -248,3 +251,43 @@ def test_backbone_and_cells_infer_shapes_in_a_symbolic_keras_call():
     logits = net(x, weights)
     assert tuple(logits.shape) == (None, 3)
     assert net.compute_output_shape(x_shape=(5, *SHAPE)) == (5, 3)
+
+
+def test_time_pooling_equals_numpy_statistics_and_round_trips():
+    from emodarts_tf.search_space.network import TimePooling
+
+    x = np.random.default_rng(3).normal(loc=1.5, scale=2.0, size=(3, 7, 5)).astype("float32")
+    mean = TimePooling("mean")(x)
+    np.testing.assert_allclose(mean, x.mean(axis=1), rtol=1e-6, atol=1e-6)
+    stats = TimePooling("mean_std", epsilon=1e-5)(x)
+    expected = np.concatenate([x.mean(axis=1), np.sqrt(x.var(axis=1) + 1e-5)], axis=-1)
+    np.testing.assert_allclose(stats, expected, rtol=1e-5, atol=1e-5)
+    assert TimePooling("mean_std").compute_output_shape((None, None, 5)) == (None, 10)
+    # a constant feature has a finite gradient through the square root
+    const = tf.ones((2, 4, 3))
+    with tf.GradientTape() as tape:
+        tape.watch(const)
+        y = tf.reduce_sum(TimePooling("mean_std")(const))
+    assert np.all(np.isfinite(tape.gradient(y, const).numpy()))
+    clone = TimePooling.from_config(TimePooling("mean_std", epsilon=1e-3).get_config())
+    assert (clone.mode, clone.epsilon) == ("mean_std", 1e-3)
+    with pytest.raises(ValueError, match="'max'"):
+        TimePooling("max")
+    with pytest.raises(ValueError, match="space.pooling"):
+        SearchBackbone(dataclasses.replace(SMALL, pooling="median"), SHAPE, num_classes=4)
+
+
+def test_statistics_pooling_head_in_supernet_and_fixed_network():
+    space = dataclasses.replace(SMALL, pooling="mean_std")
+    net = SearchBackbone(space, SHAPE, num_classes=3)
+    logits = net(_x(), _weights(net))
+    assert tuple(logits.shape) == (2, 3)
+    assert tuple(net.classifier.kernel.shape) == (2 * space.seq_hidden, 3)
+    genotype = GENOTYPES["hand_written"]
+    model = build_fixed_network(genotype, space, SHAPE, num_classes=3)
+    assert tuple(model.get_layer("logits").kernel.shape) == (2 * space.seq_hidden, 3)
+    # the head is the statistics of the last SeqNN cell's output over time
+    seq_out = keras.Model(model.input, model.get_layer("time_pool").input)(_x())
+    expected = np.concatenate([seq_out.numpy().mean(1), np.sqrt(seq_out.numpy().var(1) + 1e-5)], -1)
+    head = model.get_layer("logits")
+    np.testing.assert_allclose(model(_x()), expected @ head.kernel.numpy() + head.bias.numpy(), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,48 @@
+"""benchmarks/bench_search.py's machine-relative figures, on hand-made results (no benchmark is run)."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def bench(project_root):
+    path = project_root / "benchmarks" / "bench_search.py"
+    spec = importlib.util.spec_from_file_location("bench_search_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _result(bench, **extra):
+    return {**bench.QUICK, "order": "first", "step_median_s": 0.5, "first_step_s": 10.0, "peak_rss_gb": 1.0,
+            "params": 1000, "device": "CPU", **extra}  # fmt: skip
+
+
+def test_gemm_reference_fraction_and_markdown(bench):
+    info = {"cpu_model": "Test CPU", "cpu_flags": "avx2 fma avx512f",
+            "gemm": {"n": 2048, "tf_gflops": 100.0, "numpy_gflops": 90.0, "numpy_blas": "openblas"},
+            "gemm_after": {"n": 2048, "tf_gflops": 80.0}}  # fmt: skip
+    assert bench.gemm_reference(info) == 90.0
+    assert bench.gemm_spread(info) == pytest.approx(20 / 90)
+    results = [_result(bench, step_gflop=9.0, achieved_gflops=18.0), _result(bench, order="second")]
+    bench.add_gemm_fractions(results, bench.gemm_reference(info))
+    assert results[0]["gemm_fraction"] == 0.2 and results[0]["gemm_gflops"] == 90.0
+    assert "gemm_fraction" not in results[1]  # not counted: no fraction
+    text = bench.markdown(results, info, "test")
+    assert "Instruction sets: avx2 fma avx512f" in text
+    assert "TF 100.0 GFLOP/s, numpy 90.0 GFLOP/s (openblas)" in text and "reference for '% of GEMM': 90.0" in text
+    assert "| 9.0 | 18.0 (20.0 %) |" in text
+    assert "differ by" not in text  # 22 %: under the warning's 25 %
+    header, rule = [line for line in text.splitlines() if line.startswith("| order") or line.startswith("|---")]
+    assert header.count("|") == rule.count("|")
+    for line in text.splitlines():
+        if line.startswith("| first") or line.startswith("| second"):
+            assert line.count("|") == header.count("|")
+
+
+def test_drifting_calibrations_are_flagged(bench):
+    info = {"gemm": {"n": 8, "tf_gflops": 100.0}, "gemm_after": {"n": 8, "tf_gflops": 20.0}}
+    assert "differ by 133 %" in bench.markdown([], info, "test")
+    assert bench.gemm_reference({"gemm": {"error": "timed out"}}) is None

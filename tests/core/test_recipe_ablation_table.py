@@ -1,0 +1,39 @@
+"""benchmarks/recipe_ablation.py --table: paired differences on hand-made fold results (nothing is trained)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def ablation(project_root):
+    path = project_root / "benchmarks" / "recipe_ablation.py"
+    spec = importlib.util.spec_from_file_location("recipe_ablation_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fold(root, variant, fold, selected, history):
+    d = root / variant / "g1" / f"fold{fold}"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({"ua": 0.99, "val": {"ua": selected}}))  # "ua": test, never read
+    (d / "history.json").write_text(json.dumps([{"val_ua": v} for v in history]))
+
+
+def test_paired_table_compares_on_common_folds_only(ablation, tmp_path):
+    a, b = tmp_path / "s0", tmp_path / "s1"
+    _fold(a, "base", 1, 0.70, [0.5] * 5 + [0.6] * 5)
+    _fold(a, "x", 1, 0.80, [0.7] * 5)
+    _fold(b, "base", 1, 0.60, [0.6] * 5)
+    _fold(b, "x", 1, 0.50, [0.4] * 5)
+    _fold(b, "x", 2, 0.90, [0.9] * 5)  # no base run of this fold: counted in x's mean, not in the difference
+    (b / "x" / "g1" / "fold3").mkdir()  # unfinished: ignored
+    rows = {line.split(" | ")[0].strip("| "): line for line in ablation.paired_table([a, b])[2:]}
+    assert rows["base"].startswith("| base | 2 | 0.6500 ± 0.0500 | 0.6000 ± 0.0000 | +0.0000 / +0.0000 | 0 / 0 |")
+    # x: selected (0.8, 0.5, 0.9) mean 0.7333; paired with base: +0.10 and -0.10 -> 0; last 5: +0.1, -0.2 -> -0.05
+    assert "| x | 3 | 0.7333 ±" in rows["x"] and "| +0.0000 / -0.0500 | 1 / 1 |" in rows["x"]
+    with pytest.raises(SystemExit, match="no finished folds of the variant 'base'"):
+        ablation.paired_table([tmp_path / "s0" / "x"])
