@@ -110,7 +110,7 @@ def _peak_rss_gb() -> float:
 
 
 @contextlib.contextmanager
-def _step_lock(path):
+def step_lock(path):
     """``--step-lock FILE``: hold an exclusive lock on FILE (one machine) during the timed steps, so that
     configurations run side by side (``benchmarks/gpu_check.sh``) never time their steps at the same time
     (tracing and compiling, the long part, still overlap). None: no lock."""
@@ -182,7 +182,7 @@ def worker(spec: dict) -> list:
         float(train_function(iterator)["loss"])
         first_s = time.perf_counter() - t0
         times = []
-        with _step_lock(spec.get("step_lock")):
+        with step_lock(spec.get("step_lock")):
             for _ in range(spec["steps"]):
                 t0 = time.perf_counter()
                 float(train_function(iterator)["loss"])  # waits for the step

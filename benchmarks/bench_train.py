@@ -19,7 +19,6 @@ writes it to ``--out``): utterances/s, step seconds, first-epoch seconds, parame
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -27,23 +26,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@contextlib.contextmanager
-def _step_lock(path):
-    """``--step-lock FILE``: an exclusive lock on FILE during the timed epoch (as ``bench_search.py``'s), so
-    that runs side by side on one GPU (``benchmarks/gpu_check.sh``) do not time their steps together."""
-    if not path:
-        yield
-        return
-    import fcntl
-
-    with open(path, "a+") as handle:
-        fcntl.lockf(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(handle, fcntl.LOCK_UN)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_search import step_lock  # noqa: E402  (the same lock as bench_search's timed steps)
 
 
 def measure(args) -> dict:
@@ -87,7 +71,7 @@ def measure(args) -> dict:
 
             def on_epoch_begin(self, epoch, logs=None):
                 if epoch == 1:
-                    self.lock = _step_lock(args.step_lock)
+                    self.lock = step_lock(args.step_lock)
                     self.lock.__enter__()
                 self.t0 = time.perf_counter()
 

@@ -33,3 +33,18 @@ def emodb_root() -> Path:
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return PROJECT_ROOT
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """``load_benchmark(name)``: ``benchmarks/<name>.py`` imported as a module (the scripts are no package)."""
+    import importlib.util
+
+    def load(name: str):
+        path = PROJECT_ROOT / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"{name}_under_test", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -104,13 +104,10 @@ def disk_full_message(command: str, exc: BaseException, hint: str = "") -> str |
     return f"{command}: {full.reason} {where}" + (f"; {hint}" if hint else "")
 
 
-def exits_on_full_disk(command: str, hint: str = "") -> Callable:
-    """Decorator of a command's ``main(argv) -> int``: a write that fails because the disk or the quota is
-    full (an OSError with errno ENOSPC or EDQUOT, TensorFlow's ``ResourceExhaustedError`` "No space left on
-    device", or an error raised from one) ends the command with ONE error line from
-    :func:`disk_full_message`, naming the file that could not be written, and exit status 2 instead of a
-    traceback (logged at DEBUG level: ``-v``). ``hint`` says what to do next. Other exceptions pass through.
-    """
+def _exits_in_one_line(command: str, message_of: Callable, status: int, what: str) -> Callable:
+    """Decorator of a command's ``main(argv) -> int``: an exception for which ``message_of(exc)`` gives a
+    message ends the command with that ONE error line and exit ``status`` instead of a traceback (logged
+    at DEBUG level, ``-v``, as ``what``). Other exceptions pass through."""
 
     def decorate(main: Callable) -> Callable:
         @functools.wraps(main)
@@ -118,17 +115,28 @@ def exits_on_full_disk(command: str, hint: str = "") -> Callable:
             try:
                 return main(argv)
             except Exception as exc:
-                message = disk_full_message(command, exc, hint)
+                message = message_of(exc)
                 if message is None:
                     raise
                 log = logging.getLogger(f"emodarts_tf.{command}")
                 log.error("%s", message)
-                log.debug("the failed write's traceback:", exc_info=True)
-                return DISK_FULL_STATUS
+                log.debug("%s:", what, exc_info=True)
+                return status
 
         return run
 
     return decorate
+
+
+def exits_on_full_disk(command: str, hint: str = "") -> Callable:
+    """Decorator of a command's ``main(argv) -> int``: a write that fails because the disk or the quota is
+    full (an OSError with errno ENOSPC or EDQUOT, TensorFlow's ``ResourceExhaustedError`` "No space left on
+    device", or an error raised from one) ends the command with ONE error line from
+    :func:`disk_full_message`, naming the file that could not be written, and exit status 2 instead of a
+    traceback (logged at DEBUG level: ``-v``). ``hint`` says what to do next. Other exceptions pass through.
+    """
+    return _exits_in_one_line(command, lambda exc: disk_full_message(command, exc, hint), DISK_FULL_STATUS,
+                              "the failed write's traceback")
 
 
 # Exit status of a multi-worker command that stopped because another worker was lost.
@@ -142,22 +150,9 @@ def exits_on_lost_worker(command: str, hint: str) -> Callable:
     and address) and ending with ``hint``, how to continue (``utils.runtime.lost_worker_message``), and exit
     status 3 instead of a traceback (logged at DEBUG level: ``-v``). Other exceptions pass through."""
 
-    def decorate(main: Callable) -> Callable:
-        @functools.wraps(main)
-        def run(argv: list[str] | None = None) -> int:
-            try:
-                return main(argv)
-            except Exception as exc:
-                from emodarts_tf.utils.runtime import lost_worker_message
+    def message_of(exc):
+        from emodarts_tf.utils.runtime import lost_worker_message
 
-                message = lost_worker_message(exc, command, hint)
-                if message is None:
-                    raise
-                log = logging.getLogger(f"emodarts_tf.{command}")
-                log.error("%s", message)
-                log.debug("the error's traceback:", exc_info=True)
-                return LOST_WORKER_STATUS
+        return lost_worker_message(exc, command, hint)
 
-        return run
-
-    return decorate
+    return _exits_in_one_line(command, message_of, LOST_WORKER_STATUS, "the error's traceback")

@@ -36,6 +36,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from emodarts_tf.search.genotype_index import optional_int
 from emodarts_tf.search_space.genotype import Genotype
 from emodarts_tf.search_space.random_genotype import SOURCE as RANDOM_SOURCE
 from emodarts_tf.utils.io import read_json
@@ -140,20 +141,11 @@ def is_random_genotype(genotype: Genotype) -> bool:
     return meta.get("source") == RANDOM_SOURCE and not has_search_meta(genotype)
 
 
-def _as_int(value) -> int | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _epoch_files_done(search_dir: Path) -> int:
     """The last epoch whose genotype the search wrote (``genotypes/epoch_<e>.json``), 0 if none."""
     done = 0
     for path in search_dir.glob("genotypes/epoch_*.json"):
-        epoch = _as_int(path.stem[len("epoch_"):])
+        epoch = optional_int(path.stem[len("epoch_"):])
         if epoch is not None:
             done = max(done, epoch)
     return done
@@ -179,16 +171,16 @@ def unfinished_search(genotype: Genotype, search_dir: Path | None) -> dict | Non
     Genotypes whose meta has no ``epochs`` (typed in, random, older searches) are never called unfinished.
     """
     meta = genotype.meta or {}
-    planned = _as_int(meta.get("epochs"))
-    epoch = _as_int(meta.get("epoch"))
+    planned = optional_int(meta.get("epochs"))
+    epoch = optional_int(meta.get("epoch"))
     if search_dir is not None and (search_dir / "search.json").is_file():
         try:
             info = read_json(search_dir / "search.json")
         except ValueError:
             info = None
-        if isinstance(info, dict) and _as_int(info.get("epochs_done")) is not None:
-            done = _as_int(info.get("epochs_done"))
-            total = max(x for x in (_as_int(info.get("epochs")), planned, 0) if x is not None)
+        if isinstance(info, dict) and optional_int(info.get("epochs_done")) is not None:
+            done = optional_int(info.get("epochs_done"))
+            total = max(x for x in (optional_int(info.get("epochs")), planned, 0) if x is not None)
             if done < total:
                 return {"search_dir": str(search_dir), "epochs_done": done, "epochs": total,
                         "why": "search.json records fewer epochs done than planned"}  # fmt: skip

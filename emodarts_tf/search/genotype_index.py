@@ -31,7 +31,8 @@ _GENOTYPE_FILES = ("genotype_best.json", "genotype.json")
 _FOLD_DIR = re.compile(r"fold(\d+)$")
 
 
-def _as_int(value) -> int | None:
+def optional_int(value) -> int | None:
+    """``value`` as an int (a JSON number or numeric string), None when it is none (or a bool)."""
     if isinstance(value, bool):
         return None
     try:
@@ -50,7 +51,7 @@ def finished_genotype(fold_dir: str | Path) -> dict | None:
         return None
     if not isinstance(info, dict):
         return None
-    done, epochs = _as_int(info.get("epochs_done")), _as_int(info.get("epochs"))
+    done, epochs = optional_int(info.get("epochs_done")), optional_int(info.get("epochs"))
     name = info.get("genotype_file", "genotype_best.json")
     if done is None or epochs is None or done < epochs or name not in _GENOTYPE_FILES:
         return None
@@ -60,7 +61,7 @@ def finished_genotype(fold_dir: str | Path) -> dict | None:
         log.warning("%s: a finished search whose selected genotype cannot be read (%s); left out of %s",
                     fold_dir, exc, INDEX_FILE)
         return None
-    planned = _as_int((genotype.meta or {}).get("epochs"))
+    planned = optional_int((genotype.meta or {}).get("epochs"))
     if planned is not None and planned != epochs:
         return None  # resumed with another number of epochs, and still running
     return genotype.to_dict()

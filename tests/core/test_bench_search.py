@@ -1,18 +1,12 @@
 """benchmarks/bench_search.py's machine-relative figures, on hand-made results (no benchmark is run)."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 
 @pytest.fixture(scope="module")
-def bench(project_root):
-    path = project_root / "benchmarks" / "bench_search.py"
-    spec = importlib.util.spec_from_file_location("bench_search_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("bench_search")
 
 
 def _result(bench, **extra):

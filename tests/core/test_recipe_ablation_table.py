@@ -1,19 +1,14 @@
 """benchmarks/recipe_ablation.py --table: paired differences on hand-made fold results (nothing is trained)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
 
 @pytest.fixture(scope="module")
-def ablation(project_root):
-    path = project_root / "benchmarks" / "recipe_ablation.py"
-    spec = importlib.util.spec_from_file_location("recipe_ablation_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def ablation(load_benchmark):
+    return load_benchmark("recipe_ablation")
 
 
 def _fold(root, variant, fold, selected, history):

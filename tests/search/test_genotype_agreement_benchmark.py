@@ -2,7 +2,6 @@
 counts, and the random chance level equals the expected agreement of uniform draws, computed by hand."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -16,12 +15,8 @@ SPACE = ["space.cnn_nodes=2", "space.seq_nodes=1", "space.cnn_ops=[none,skip_con
 
 
 @pytest.fixture(scope="module")
-def bench(project_root):
-    path = project_root / "benchmarks" / "genotype_agreement.py"
-    spec = importlib.util.spec_from_file_location("genotype_agreement_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("genotype_agreement")
 
 
 def _genotype(normal, reduce, seq):

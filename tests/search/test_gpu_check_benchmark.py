@@ -4,7 +4,6 @@ specs its workers would get are checked: paper configuration, batch 64, both ord
 on and off); with a GPU, a small retraining throughput run uses it (skipped without one)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shlex
@@ -16,13 +15,6 @@ import time
 import pytest
 
 needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-
-
-def _module(project_root, name):
-    spec = importlib.util.spec_from_file_location(f"{name}_under_test", project_root / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _gpu_visible() -> bool:
@@ -45,7 +37,7 @@ def test_without_a_gpu_the_script_says_so_and_exits_0(project_root, tmp_path):
 
 
 @needs_bash
-def test_every_command_of_the_script_parses(project_root, tmp_path, monkeypatch):
+def test_every_command_of_the_script_parses(project_root, tmp_path, monkeypatch, load_benchmark):
     env = {**os.environ, "GPU_CHECK_DRY_RUN": "1", "GPU_CHECK_OUT": str(tmp_path / "gc")}
     proc = subprocess.run(["bash", str(project_root / "benchmarks" / "gpu_check.sh")], capture_output=True,
                           text=True, env=env, timeout=120, cwd=tmp_path)  # fmt: skip
@@ -55,7 +47,7 @@ def test_every_command_of_the_script_parses(project_root, tmp_path, monkeypatch)
     train = [shlex.split(line) for line in lines if "bench_train.py" in line]
     assert len(search) == 4 and len(train) == 2
 
-    bench = _module(project_root, "bench_search")
+    bench = load_benchmark("bench_search")
     specs = []
 
     def fake_run_config(spec, timeout, max_rss_gb):
@@ -81,7 +73,7 @@ def test_every_command_of_the_script_parses(project_root, tmp_path, monkeypatch)
     written = json.loads((tmp_path / "search_b64_mixed_xla.json").read_text())
     assert len(written["results"]) == 2 and "XLA" in (tmp_path / "search_b64_mixed_xla.md").read_text()
 
-    trainer = _module(project_root, "bench_train")
+    trainer = load_benchmark("bench_train")
     parsed = [trainer.build_parser().parse_args(argv[argv.index(next(a for a in argv if a.endswith("bench_train.py"))) + 1:])
               for argv in train]  # fmt: skip
     assert [(a.batch, a.mixed_precision, a.jit, a.config) for a in parsed] == [(64, False, False, "paper"),
