@@ -147,11 +147,11 @@ def exits_on_lost_worker(command: str, hint: str) -> Callable:
     """Decorator of a command's ``main(argv) -> int``: under ``multi_worker`` (MultiWorkerMirroredStrategy),
     the error a worker's loss raises in the others (a heartbeat timeout of TensorFlow's coordination
     service, an aborted collective) ends the command with ONE error line naming the lost worker (its task
-    and address) and ending with ``hint``, how to continue (``utils.runtime.lost_worker_message``), and exit
+    and address) and ending with ``hint``, how to continue (``utils.cluster.lost_worker_message``), and exit
     status 3 instead of a traceback (logged at DEBUG level: ``-v``). Other exceptions pass through."""
 
     def message_of(exc):
-        from emodarts_tf.utils.runtime import lost_worker_message
+        from emodarts_tf.utils.cluster import lost_worker_message
 
         return lost_worker_message(exc, command, hint)
 

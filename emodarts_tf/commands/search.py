@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or f"runs/search-{config.data.corpus}")
 
     from emodarts_tf.search.runner import check_search_config
-    from emodarts_tf.utils.runtime import start_strategies, sync_workers, worker_output_dir
+    from emodarts_tf.utils.cluster import start_strategies, sync_workers, worker_output_dir
 
     try:
         check_search_config(config.search)

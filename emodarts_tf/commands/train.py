@@ -433,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args, epochs_key="train.epochs")
-        from emodarts_tf.utils.runtime import STRATEGIES, start_strategies, sync_workers, worker_output_dir
+        from emodarts_tf.utils.cluster import start_strategies, sync_workers, worker_output_dir
+        from emodarts_tf.utils.runtime import STRATEGIES
 
         if config.train.strategy not in STRATEGIES:
             raise ValueError(f"train.strategy: expected one of {STRATEGIES}, received {config.train.strategy!r}")

@@ -202,7 +202,7 @@ def _train_phase(
 
         train_ds = train_ds.map(lambda x, y: (x, {k: y for k in keys}), num_parallel_calls=tf.data.AUTOTUNE)
     if strategy is not None:
-        from emodarts_tf.utils.runtime import check_global_batch, shard_by_data
+        from emodarts_tf.utils.cluster import check_global_batch, shard_by_data
 
         check_global_batch(batch_size, strategy, "train.batch_size")
         # Several workers: each builds the same global batches and keeps its slice of each.

@@ -53,15 +53,8 @@ from emodarts_tf.search.model import ORDERS, SearchModel
 from emodarts_tf.search.plots import plot_genotype
 from emodarts_tf.search_space.genotype import Genotype
 from emodarts_tf.utils.io import read_json, write_json
-from emodarts_tf.utils.runtime import (
-    STRATEGIES,
-    check_global_batch,
-    device_info,
-    peak_memory,
-    precision_policy,
-    resolve_strategy,
-    shard_by_data,
-)
+from emodarts_tf.utils.cluster import check_global_batch, shard_by_data
+from emodarts_tf.utils.runtime import STRATEGIES, device_info, peak_memory, precision_policy, resolve_strategy
 from emodarts_tf.utils.seed import seed_everything
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import json
 import pytest
 import tensorflow as tf
 
-from emodarts_tf.utils import runtime
+from emodarts_tf.utils import cluster, runtime
 
 CLUSTER = {"worker": ["10.0.0.1:12345", "10.0.0.2:12345"]}
 
@@ -15,16 +15,16 @@ CLUSTER = {"worker": ["10.0.0.1:12345", "10.0.0.2:12345"]}
 def test_tf_config_is_read_and_checked(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="TF_CONFIG environment variable is not set"):
-        runtime.tf_config()
+        cluster.tf_config()
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ValueError, match="not JSON"):
-        runtime.tf_config()
+        cluster.tf_config()
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": CLUSTER, "task": {"type": "worker", "index": 2}}))
     with pytest.raises(ValueError, match="is not in its cluster"):
-        runtime.tf_config()
+        cluster.tf_config()
     config = {"cluster": CLUSTER, "task": {"type": "worker", "index": 1}}
     monkeypatch.setenv("TF_CONFIG", json.dumps(config))
-    assert runtime.tf_config() == config
+    assert cluster.tf_config() == config
 
 
 def test_a_lost_worker_is_named_in_one_line(monkeypatch):
@@ -34,16 +34,16 @@ def test_a_lost_worker_is_named_in_one_line(monkeypatch):
         "/job:worker/replica:0/task:1 heartbeat timeout. This indicates that the remote task has failed",
     )  # fmt: skip
     # Without a multi-worker strategy in the process nothing is a lost worker.
-    assert runtime.lost_worker_message(lost, "search", "rerun") is None
-    monkeypatch.setitem(runtime._STRATEGIES, "multi_worker", object())
+    assert cluster.lost_worker_message(lost, "search", "rerun") is None
+    monkeypatch.setitem(cluster._STRATEGY, "multi_worker", object())
     try:
         raise RuntimeError("fit failed") from lost
     except RuntimeError as exc:
-        message = runtime.lost_worker_message(exc, "search", "Restart with --resume")
+        message = cluster.lost_worker_message(exc, "search", "Restart with --resume")
     assert message == ("search: lost worker 1 (10.0.0.2:12345): heartbeat timeout; the run stopped. "
                        "Restart with --resume")  # fmt: skip
     assert "\n" not in message
-    assert runtime.lost_worker_message(ValueError("a bad config"), "search", "rerun") is None
+    assert cluster.lost_worker_message(ValueError("a bad config"), "search", "rerun") is None
 
 
 def test_strategy_names_and_the_global_batch():
@@ -51,6 +51,6 @@ def test_strategy_names_and_the_global_batch():
     with pytest.raises(ValueError, match="train.strategy: expected one of"):
         runtime.resolve_strategy("several", "train.strategy")
     # One process: any batch; the check concerns MultiWorkerMirroredStrategy only.
-    runtime.check_global_batch(7, tf.distribute.get_strategy(), "search.batch_size")
-    assert runtime.is_chief()
-    assert runtime.shard_by_data(tf.data.Dataset.range(3), tf.distribute.get_strategy()) is not None
+    cluster.check_global_batch(7, tf.distribute.get_strategy(), "search.batch_size")
+    assert cluster.is_chief()
+    assert cluster.shard_by_data(tf.data.Dataset.range(3), tf.distribute.get_strategy()) is not None
