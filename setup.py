@@ -16,6 +16,13 @@ INSTALL_REQUIRES = [
     "pyyaml>=6.0,<7",
     "tqdm>=4.66,<5",
     "matplotlib>=3.8,<4",
+    # openSMILE low-level descriptors, the default frame-level features of EmotionNAS's second stream
+    # (emodarts_tf/data/frame_features.py). opensmile pulls in pandas and pyarrow (through audinterface and
+    # audformat); these bounds keep them on the releases that install and run with numpy 1.26 above
+    # (installed and tested: pandas 2.2.3, pyarrow 19.0.1).
+    "opensmile==2.5.1",
+    "pandas>=2.1,<3",
+    "pyarrow>=16,<20",
 ]
 
 setup(

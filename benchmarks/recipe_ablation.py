@@ -30,11 +30,23 @@ import numpy as np
 from emodarts_tf.utils.machine import cpu_model
 
 
+# Keys that decide which utterances and features exist: the corpus is prepared once, with the base config,
+# so a variant cannot change them (run another invocation with --set, then compare with --table).
+PREPARE_KEYS = ("features.", "data.corpus", "data.root", "data.classes", "data.protocol", "data.selection",
+                "data.merge_exc", "data.msp_improv_labels", "data.cache_dir", "data.min_speakers_per_class",
+                "data.encoding")
+
+
 def parse_variant(text: str) -> tuple[str, list[str]]:
     if "=" not in text:
         raise SystemExit(f"--variant {text!r}: expected NAME=key=value[,key=value...] (or NAME= for none)")
     name, rest = text.split("=", 1)
     overrides = [item for item in rest.split(",") if item.strip()] if rest else []
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key.startswith(PREPARE_KEYS):
+            raise SystemExit(f"--variant {text!r}: {key} changes the prepared corpus, which every variant shares; "
+                             "give it with --set in a separate --out and compare the runs with --table")
     return name.strip(), overrides
 
 

@@ -20,7 +20,12 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 @dataclass
 class FeatureConfig:
-    """MFCC extraction. The defaults are the paper's preset: 32750 Hz, 8 s, 128 MFCCs, max-pool 4 in time."""
+    """The 2-D feature map of an utterance (EmotionNAS: stream A): MFCCs or a log-magnitude spectrogram.
+
+    The defaults are the emoDARTS paper's MFCC preset: 32750 Hz, 8 s, 128 MFCCs, max-pool 4 in time. Only the
+    fields of the chosen ``kind`` enter the cache key (``features.feature_config_hash``), so MFCC caches made
+    before ``kind`` existed stay valid.
+    """
 
     sample_rate: int = 32750
     duration_s: float = 8.0
@@ -30,7 +35,33 @@ class FeatureConfig:
     n_mels: int = 128
     fmin: float = 0.0
     fmax: Optional[float] = None
-    time_pool: int = 4
+    time_pool: int = 4  # max-pooling over time, both kinds
+    kind: str = "mfcc"  # mfcc | spectrogram (emodarts_tf/data/spectrogram.py)
+    # kind spectrogram: Hamming window and hop in milliseconds, and the frequency bands the STFT bins are
+    # averaged into (the map's height).
+    window_ms: float = 25.0
+    hop_ms: float = 11.0
+    freq_bins: int = 128
+
+
+@dataclass
+class FramesConfig:
+    """A frame-level sequence ``(frames, dim)`` per utterance (EmotionNAS: stream B), see
+    ``emodarts_tf/data/frame_features.py``."""
+
+    source: str = "opensmile"  # opensmile | model | npy
+    opensmile_set: str = "eGeMAPSv02"  # eGeMAPSv02 (25 LLDs) | ComParE_2016 (65 LLDs)
+    model_path: Optional[str] = None  # source model: a TF SavedModel folder or a .keras file (waveform -> frames)
+    model_output: Optional[str] = None  # source model: the output to use when it has several
+    # source npy: None reads the CSV manifest's `features` column; a folder holds <npy_dir>/<audio path relative
+    # to data.root (a CSV manifest's folder), suffix .npy>, e.g. wav/03a01Fa.wav -> <npy_dir>/wav/03a01Fa.npy.
+    npy_dir: Optional[str] = None
+    sample_rate: int = 16000  # opensmile and model: audio is resampled to this rate
+    duration_s: float = 8.0  # opensmile and model: longer audio is cut (its start kept) before extraction
+    frames: int = 200  # fixed length after pooling: longer sequences cut (start kept), shorter zero-padded
+    time_pool: int = 4  # frames pooled into one (1: none); the last window may be partial
+    pool: str = "mean"  # max | mean
+    dim: Optional[int] = None  # values per frame; None: from the source (the set, the model, the arrays)
 
 
 @dataclass
@@ -81,6 +112,9 @@ class SearchSpaceConfig:
     cnn_nodes: int = 4
     stem_multiplier: int = 3
     cnn_ops: Any = "all"  # "all" or a list of CNN op names
+    # Reduction cells halve frequency and time (the paper's); false: frequency only, so the SeqNN cells read
+    # every frame of the MFCC image (at the cost of larger maps in the cells after a reduction).
+    reduce_time: bool = True
     seq_cells: int = 4
     seq_nodes: int = 4
     seq_hidden: Optional[int] = None  # None: the channel count of the CNN output
@@ -89,12 +123,19 @@ class SearchSpaceConfig:
     # deviation of each feature, the statistics pooling of x-vectors; twice the classifier's inputs).
     pooling: str = "mean"
     dropout: float = 0.0  # before the classifier
+    # EmotionNAS (--method emotionnas) only: how the two streams meet before the classifier.
+    # supplement: each stream adds what it reads from the other (gated cross-attention over time);
+    # concat: pooled streams concatenated; spectrogram / frames: that stream alone (ablations).
+    fusion: str = "supplement"
 
 
 @dataclass
 class SearchConfig:
     """The bilevel DARTS search (the paper's settings)."""
 
+    # emodarts: MFCC image -> CNN cells -> SeqNN cells (the paper); emotionnas: two streams, the image through
+    # CNN cells and a frame-level sequence (``frames``) through SeqNN cells, fused (``space.fusion``).
+    method: str = "emodarts"
     epochs: int = 50
     batch_size: int = 64
     w_lr: float = 0.025
@@ -156,6 +197,10 @@ class TrainConfig:
     init_channels: Optional[int] = None  # None: space.init_channels
     cnn_cells: Optional[int] = None  # None: space.cnn_cells
     seq_cells: Optional[int] = None  # None: space.seq_cells
+    seq_hidden: Optional[int] = None  # None: space.seq_hidden (width of the retrained SeqNN cells)
+    # EmotionNAS: None retrains a two-stream genotype with its own fusion; supplement | concat | spectrogram |
+    # frames retrains its cells with that fusion (the ablations: plain concatenation, each stream alone).
+    fusion: Optional[str] = None
     dropout: Optional[float] = None  # None: space.dropout (before the classifier of the retrained network)
     jit_compile: bool = False
     mixed_precision: bool = False
@@ -203,6 +248,7 @@ class ExperimentConfig:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
+    frames: FramesConfig = field(default_factory=FramesConfig)
     space: SearchSpaceConfig = field(default_factory=SearchSpaceConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         trained = load_model_dir(args.model)
         # Features exactly as the model was trained on them.
         config = dataclasses.replace(config, features=trained.feature_config)
+        if trained.two_stream:  # and the frame-level stream (EmotionNAS) as it was trained on
+            config = dataclasses.replace(config, frames=trained.frames_config)
         from emodarts_tf.data.corpora import resolve_protocol
         from emodarts_tf.evaluation.scoring import load_split, score, trained_speakers, write_report
 
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             fold = model_fold
         # Labels first: an unknown class is refused before any feature is extracted.
         check_labels(config, split, fold, trained.classes, ignore_unknown=args.ignore_unknown)
-        data = load_split(config, split, fold, progress=progress_bars())
+        data = load_split(config, split, fold, progress=progress_bars(), two_stream=trained.two_stream)
         scored = score(trained, data, ignore_unknown=args.ignore_unknown, batch_size=args.batch_size)
         notes = []
         seen = trained_speakers(trained)

@@ -9,6 +9,11 @@ writes ``serving/emodarts/1/`` (``saved_model.pb``, ``variables/``, ``assets.ext
 (input ``mfcc``: raw MFCCs) and ``serving_waveform`` (inputs ``waveform``: 16 kHz mono float32 and
 ``sample_rate``), both answering ``probabilities`` and ``class_id``; see ``emodarts_tf.export.saved_model``.
 
+A two-stream (EmotionNAS) model directory gets one signature, ``serving_default``, on both raw streams by name
+(the image ``mfcc`` or ``spectrogram`` and ``frames``; speaker-normalised: also ``speaker_mean``/``speaker_std``
+and ``frames_speaker_mean``/``frames_speaker_std``), and no waveform signature: ``export_info.json`` says why
+(``no_waveform_signature``).
+
 A model trained with ``data.normalize: speaker`` gets two more inputs on both signatures, ``speaker_mean``
 and ``speaker_std`` ``(batch, n_mfcc)`` (the statistics of each utterance's speaker), and a third signature,
 ``speaker_statistics`` (waveforms of one speaker -> ``speaker_mean``, ``speaker_std``). The command logs
@@ -66,6 +71,8 @@ def verify_export(model_dir, version_dir, n: int = 4, seed: int = 0) -> float:
     shape = trained.input_shape
     z = rng.standard_normal((n, *shape)).astype(np.float32)
     loaded = tf.saved_model.load(str(version_dir))
+    if trained.two_stream:
+        return _verify_two_stream(trained, loaded, z, rng)
     if is_speaker_normalised(trained):
         speaker_mean = rng.normal(-20.0, 60.0, (n, shape[0])).astype(np.float32)
         speaker_std = rng.uniform(2.0, 40.0, (n, shape[0])).astype(np.float32)
@@ -82,21 +89,61 @@ def verify_export(model_dir, version_dir, n: int = 4, seed: int = 0) -> float:
     return float(np.max(np.abs(got - expected)))
 
 
+def _verify_two_stream(trained, loaded, z, rng) -> float:
+    """:func:`verify_export` of a two-stream export: images and frame sequences drawn around the model's
+    statistics (for a speaker-normalised model: of made-up speakers, given with their statistics, against the
+    Keras model on both streams z-scored with them in numpy), both inputs by name."""
+    import tensorflow as tf
+
+    from emodarts_tf.export.saved_model import (
+        FRAMES_INPUT,
+        SIGNATURE_MFCC,
+        frames_shape,
+        image_input_name,
+        is_speaker_normalised,
+    )
+
+    n, shape, f_shape = len(z), trained.input_shape, frames_shape(trained)
+    zf = rng.standard_normal((n, *f_shape)).astype(np.float32)
+    image = image_input_name(trained)
+    if is_speaker_normalised(trained):
+        stats = {key: (rng.normal(-20.0, 60.0, (n, width)).astype(np.float32),
+                       rng.uniform(2.0, 40.0, (n, width)).astype(np.float32))
+                 for key, width in (("image", shape[0]), ("frames", f_shape[1]))}  # fmt: skip
+        (m, s), (fm, fs) = stats["image"], stats["frames"]
+        x = (z * s[:, :, None, None] + m[:, :, None, None]).astype(np.float32)
+        f = (zf * fs[:, None, :] + fm[:, None, :]).astype(np.float32)
+        expected = trained.probabilities(((x - m[:, :, None, None]) / s[:, :, None, None]).astype(np.float32),
+                                         frames=((f - fm[:, None, :]) / fs[:, None, :]).astype(np.float32))
+        extra = {"speaker_mean": m, "speaker_std": s, "frames_speaker_mean": fm, "frames_speaker_std": fs}
+    else:
+        x = (z * trained.std + trained.mean).astype(np.float32)
+        f = (zf * trained.frames_std + trained.frames_mean).astype(np.float32)
+        expected = trained.probabilities(x, frames=f)
+        extra = {}
+    inputs = {image: x, FRAMES_INPUT: f, **extra}
+    got = loaded.signatures[SIGNATURE_MFCC](**{k: tf.constant(v) for k, v in inputs.items()})["probabilities"].numpy()
+    return float(np.max(np.abs(got - expected)))
+
+
 def verify_speaker_statistics(model_dir, version_dir, n: int = 3, seed: int = 0) -> float | None:
     """For a speaker-normalised export: max |a - b| / (1 + |b|) between its ``speaker_statistics`` signature
     and ``data.pipeline.speaker_statistics`` of the same waveforms' MFCCs (``WaveformMFCC``, the layer the
     graph uses), on ``n`` noise "utterances" of different loudness and lengths; None for other exports."""
-    from dataclasses import asdict
-
     import tensorflow as tf
 
     from emodarts_tf.data.pipeline import speaker_statistics
     from emodarts_tf.evaluation.model_dir import load_model_dir
-    from emodarts_tf.export.saved_model import SIGNATURE_SPEAKER, is_speaker_normalised, read_export_info
+    from emodarts_tf.export.saved_model import (
+        SIGNATURE_SPEAKER,
+        is_speaker_normalised,
+        mfcc_layer_arguments,
+        read_export_info,
+    )
     from emodarts_tf.export.waveform_mfcc import WaveformMFCC
 
     trained = load_model_dir(model_dir)
-    if not is_speaker_normalised(trained):
+    if not is_speaker_normalised(trained) or trained.two_stream:  # a two-stream export has no such signature
         return None
     rate = int(read_export_info(version_dir)["input_rate"])
     cfg = trained.feature_config
@@ -107,7 +154,7 @@ def verify_speaker_statistics(model_dir, version_dir, n: int = 3, seed: int = 0)
         used = length - i * length // (2 * n)  # shorter ones are zero-padded, as a client pads a batch
         envelope = np.abs(np.sin(np.linspace(0, (i + 2) * np.pi, used)))
         waves[i, :used] = rng.uniform(-0.5, 0.5, used) * envelope * 0.3 * (i + 1) / n
-    mfcc = np.asarray(WaveformMFCC(**asdict(cfg), input_rate=rate)(waves))[..., 0]
+    mfcc = np.asarray(WaveformMFCC(**mfcc_layer_arguments(cfg), input_rate=rate)(waves))[..., 0]
     ref_mean, ref_std = speaker_statistics(mfcc)
     loaded = tf.saved_model.load(str(version_dir))
     out = loaded.signatures[SIGNATURE_SPEAKER](waveform=tf.constant(waves), sample_rate=tf.constant(rate, tf.int32))

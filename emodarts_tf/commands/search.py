@@ -7,6 +7,7 @@ Usage::
     python cli/search.py --data emodb --root ../shared/data/emodb --fold all --epochs 20 --out runs/search-emodb
     python cli/search.py --data demo --resume                             # continue a killed run
     python cli/search.py --data demo --order second --set search.warmup_epochs=2
+    python cli/search.py --method emotionnas --data emodb --root ../shared/data/emodb --protocol emodb5
 
 The search of fold ``k`` sees only fold ``k``'s training speakers (weights part, alphas part and the
 validation speakers that pick the best epoch); its outputs record which speakers it saw, so that
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, help="search epochs (default: search.epochs of the config)")
     parser.add_argument("--out", help="output directory (default: runs/search-<data>)")
     parser.add_argument("--resume", action="store_true", help="continue each fold from its latest checkpoint")
+    parser.add_argument("--method", choices=("emodarts", "emotionnas"),
+                        help="emodarts (default: MFCC image -> CNN cells -> SeqNN cells) or emotionnas (two streams: "
+                        "the image through CNN cells, frame-level features through SeqNN cells, fused; default "
+                        "config emotionnas.yaml, demo.yaml for --data demo)")
     parser.add_argument("--order", choices=("first", "second"),
                         help="first-order or second-order (unrolled) alpha gradient (default: search.order)")
     return parser
@@ -67,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.order:
         args.overrides = [f"search.order={args.order}", *args.overrides]
+    if args.method:
+        args.overrides = [f"search.method={args.method}", *args.overrides]
+        if args.method == "emotionnas" and not args.config and args.data != "demo":
+            args.config = "emotionnas.yaml"
     try:
         config = config_from_args(args, epochs_key="search.epochs")
     except ValueError as exc:
@@ -100,7 +109,8 @@ def _search(args, config, out: Path, written: Path) -> int:
     shown = out
     out = written
     try:
-        prepared = prepare(config, out_dir=out / "data", progress=progress_bars())
+        prepared = prepare(config, out_dir=out / "data", progress=progress_bars(),
+                           two_stream=config.search.method == "emotionnas")
         folds = parse_folds(args.fold, [f.index for f in prepared.folds], flag="--fold")
         log.info("searching fold(s) %s of %s (%s) into %s", folds, prepared.corpus, prepared.protocol, out)
         results = run_search_folds(config, out, folds, resume=args.resume, prepared=prepared)

@@ -454,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args, config, out: Path) -> int:
     try:
         from emodarts_tf.data.prepare import prepare
+        from emodarts_tf.evaluation.genotype_source import spec_is_two_stream
         from emodarts_tf.search_space.random_genotype import parse_random_spec
 
         random_n = parse_random_spec(args.genotype)
@@ -462,14 +463,17 @@ def _train(args, config, out: Path) -> int:
         out.mkdir(parents=True, exist_ok=True)
         _check_mode(out, random_n is not None)
         _check_run_config(out, config)
-        prepared = prepare(config, out_dir=out / "data", progress=progress_bars())
+        two_stream = random_n is None and spec_is_two_stream(args.genotype)
+        prepared = prepare(config, out_dir=out / "data", progress=progress_bars(), two_stream=two_stream)
         folds = parse_folds(args.folds, [f.index for f in prepared.folds])
         if random_n is not None:
             summary = _train_random(out, config, prepared, folds, random_n)
             written = (out / "random_summary.json", out / "random_summary.md")
         else:
+            method = {"kind": "emotionnas", "label": "EmotionNAS"} if two_stream else {}
             summary = _train_run(out, config, prepared, folds, args.genotype, allow_leak=args.allow_leak,
-                                 choice=args.genotype_choice, allow_unfinished=args.allow_unfinished)  # fmt: skip
+                                 choice=args.genotype_choice, allow_unfinished=args.allow_unfinished,
+                                 **method)  # fmt: skip
             written = (out / "summary.json", out / "summary.md")
     except ValueError as exc:
         log.error("%s", exc)

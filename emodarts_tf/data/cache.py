@@ -1,17 +1,25 @@
-"""The MFCC feature cache: shards of extracted features plus a JSON manifest, keyed by the feature config.
+"""The feature cache: shards of extracted features plus a JSON manifest, keyed by what was extracted.
 
-Layout (``<cache_dir>/mfcc-<hash>/``)::
+What a cache folder holds is described by an :class:`Extractor`: a kind (the folder's prefix), a hash of
+everything that determines the features (the key), the shape of one utterance's array, and the function
+that computes it from a file. :func:`feature_extractor` describes the 2-D maps of a :class:`FeatureConfig`
+(``mfcc-<hash>``, ``spectrogram-<hash>``); :mod:`emodarts_tf.data.frame_features` describes the frame-level
+sequences (``frames-<source>-<hash>``).
 
-    manifest.json        feature config, its hash, shape, and for each audio file (absolute path) its size,
-                         mtime and either the shard/row of its features or the error it raised
-    shard-00000.npy      float32 (rows, n_mfcc, frames)
+Layout (``<cache_dir>/<kind>-<hash>/``, e.g. ``mfcc-<hash>``)::
+
+    manifest.json        extractor config, its hash, shape, and for each audio file (absolute path) its size,
+                         mtime and either the shard/row of its features or the error it raised (and, when
+                         the features are read from another file, that file: ``source``)
+    shard-00000.npy      float32 (rows, *shape), e.g. (rows, n_mfcc, frames)
     shard-00001.npy      ...
 
-- The same feature config finds the same folder and reuses it; another config hashes to another folder.
+- The same extractor finds the same folder and reuses it; another config hashes to another folder.
 - Extraction runs in parallel (``concurrent.futures.ProcessPoolExecutor``), one chunk of files per task;
   each finished chunk becomes a shard written atomically, then the manifest is rewritten atomically. An
   interrupted extraction keeps its finished shards, and the next run extracts only what is missing.
-- A file whose size or mtime changed is extracted again.
+- A file whose size or mtime changed is extracted again (for features read from another file, e.g. a
+  precomputed ``.npy``: when that file changed, or another one is named).
 - A file that failed (unreadable, empty, silent, truncated, not audio) is recorded with its error, so it
   is reported again next time without being read again.
 - Concurrent extractions into the same folder are serialised by a lock file (``.lock``, a POSIX record
@@ -39,10 +47,11 @@ import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 
@@ -60,7 +69,9 @@ _LOCK_LOG_EVERY_S = 60.0  # how often it says again that it is still waiting
 _SHARD_RE = re.compile(r"^shard-(\d{5,})\.npy$")
 
 
-def _signature(path: str) -> Optional[tuple]:
+def _signature(path: Optional[str]) -> Optional[tuple]:
+    if path is None:
+        return None
     try:
         st = os.stat(path)
     except OSError:
@@ -68,19 +79,75 @@ def _signature(path: str) -> Optional[tuple]:
     return st.st_size, st.st_mtime_ns
 
 
-def _extract_chunk(paths: list, cfg: FeatureConfig) -> tuple:
+@dataclass(frozen=True)
+class Extractor:
+    """What one cache folder holds and how to compute it.
+
+    Args:
+        kind: the folder's prefix and the name in logs: ``mfcc``, ``spectrogram``, ``frames-opensmile``, ...
+        key: a short hash of everything that determines the features; the folder is ``<kind>-<key>``.
+        shape: the shape of one utterance's float32 array.
+        config: JSON-able description written to the manifest (``feature_config``).
+        extract: ``extract(path) -> array`` of ``shape``. A file that cannot be used raises an exception
+            with a ``problem`` attribute (e.g. :class:`~emodarts_tf.data.features.AudioError`), whose text is
+            recorded; any other exception is recorded with its type. It is sent to worker processes, so it
+            must pickle (a module-level function, or a ``functools.partial`` of one), unless ``in_process``.
+        version: the computation's version, written to the manifest.
+        in_process: extract in the calling process only (e.g. a TensorFlow model: one copy, not one per
+            worker).
+        source: ``source(path) -> file`` whose size and mtime date a cached entry (features read from
+            another file than ``path``, e.g. a precomputed ``.npy``); None: ``path`` itself. Called in this
+            process only.
+        label: what the logs call the features (``MFCCs``); empty: ``<kind> features``.
+    """
+
+    kind: str
+    key: str
+    shape: tuple
+    config: dict
+    extract: Callable[[str], np.ndarray]
+    version: int = 1
+    in_process: bool = False
+    source: Optional[Callable[[str], Optional[str]]] = None
+    label: str = ""
+
+    @property
+    def folder(self) -> str:
+        return f"{self.kind}-{self.key}"
+
+    @property
+    def name(self) -> str:
+        return self.label or f"{self.kind} features"
+
+
+def feature_extractor(cfg: FeatureConfig) -> Extractor:
+    """The :class:`Extractor` of the 2-D feature maps of ``cfg`` (``features.kind``: mfcc or spectrogram)."""
+    return Extractor(
+        kind=cfg.kind,
+        key=F.feature_config_hash(cfg),
+        shape=tuple(F.feature_shape(cfg)),
+        config=asdict(cfg),
+        extract=partial(F.extract_features, cfg=cfg),
+        version=F.FEATURE_VERSION,
+        label={"mfcc": "MFCCs", "spectrogram": "spectrograms"}.get(cfg.kind, ""),
+    )
+
+
+def _extract_chunk(paths: list, extract: Callable[[str], np.ndarray], shape: tuple) -> tuple:
     """Worker task: features of the files that succeed, and an error message for each that fails."""
     rows, ok, errors = [], [], {}
     for path in paths:
         try:
-            rows.append(F.extract_mfcc(path, cfg))
+            row = extract(path)
+            if tuple(row.shape) != tuple(shape):
+                raise ValueError(f"features of shape {tuple(row.shape)}, expected {tuple(shape)}")
+            rows.append(row)
             ok.append(path)
-        except F.AudioError as exc:
-            errors[path] = exc.problem
         except Exception as exc:  # noqa: BLE001 - one bad file must never stop the extraction
-            errors[path] = f"feature extraction failed ({type(exc).__name__}: {exc})"
-    n_mfcc, frames = F.feature_shape(cfg)
-    array = np.stack(rows).astype(np.float32) if rows else np.zeros((0, n_mfcc, frames), np.float32)
+            problem = getattr(exc, "problem", None)
+            errors[path] = problem if isinstance(problem, str) else (
+                f"feature extraction failed ({type(exc).__name__}: {exc})")
+    array = np.stack(rows).astype(np.float32) if rows else np.zeros((0, *shape), np.float32)
     return ok, array, errors
 
 
@@ -268,11 +335,12 @@ def _worker_init(parent_pid: int, lock_fd: Optional[int]) -> None:
 
 
 class FeatureCache:
-    """Cached MFCCs for one :class:`FeatureConfig` under ``cache_dir``.
+    """Cached features of one :class:`FeatureConfig` (or any :class:`Extractor`) under ``cache_dir``.
 
     Args:
-        cache_dir: the cache root (``data.cache_dir``); this config's folder is ``mfcc-<hash>`` inside it.
-        cfg: the feature config.
+        cache_dir: the cache root (``data.cache_dir``); this config's folder is ``<kind>-<hash>`` inside it
+            (``mfcc-<hash>`` for MFCCs).
+        cfg: the feature config, or an extractor (e.g. from :mod:`emodarts_tf.data.frame_features`).
 
     Example:
         >>> cache = FeatureCache("cache", FeatureConfig())          # doctest: +SKIP
@@ -280,11 +348,12 @@ class FeatureCache:
         >>> x = cache.load([p for p in paths if p not in errors])    # doctest: +SKIP
     """
 
-    def __init__(self, cache_dir: str | os.PathLike, cfg: FeatureConfig):
+    def __init__(self, cache_dir: str | os.PathLike, cfg: Union[FeatureConfig, Extractor]):
         self.cfg = cfg
-        self.shape = F.feature_shape(cfg)
-        self.key = F.feature_config_hash(cfg)
-        self.dir = Path(cache_dir).expanduser() / f"mfcc-{self.key}"
+        self.extractor = cfg if isinstance(cfg, Extractor) else feature_extractor(cfg)
+        self.shape = tuple(self.extractor.shape)
+        self.key = self.extractor.key
+        self.dir = Path(cache_dir).expanduser() / self.extractor.folder
         self.manifest_path = self.dir / "manifest.json"
         self._files: dict = {}
         self._shards: dict = {}  # shard name -> rows
@@ -300,6 +369,8 @@ class FeatureCache:
             data = read_json(self.manifest_path)
             if data.get("feature_hash") != self.key or data.get("format") != MANIFEST_FORMAT:
                 raise ValueError("feature hash or format differs from this folder's")
+            if "shape" in data and list(data["shape"]) != list(self.shape):
+                raise ValueError(f"its shape {data['shape']} differs from this extractor's {list(self.shape)}")
             shards, files = dict(data["shards"]), dict(data["files"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("%s: unusable cache manifest (%s); extracting again", self.manifest_path, exc)
@@ -317,8 +388,9 @@ class FeatureCache:
             {
                 "format": MANIFEST_FORMAT,
                 "feature_hash": self.key,
-                "feature_config": asdict(self.cfg),
-                "feature_version": F.FEATURE_VERSION,
+                "kind": self.extractor.kind,
+                "feature_config": self.extractor.config,
+                "feature_version": self.extractor.version,
                 "shape": list(self.shape),
                 "dtype": "float32",
                 "shards": {name: {"rows": rows} for name, rows in sorted(self._shards.items())},
@@ -327,12 +399,19 @@ class FeatureCache:
         )
 
     # -------------------------------------------------------------------------------------- state
+    def _source(self, path: str) -> Optional[str]:
+        """The file the features of ``path`` are computed from (``path`` itself unless the extractor says)."""
+        return path if self.extractor.source is None else self.extractor.source(path)
+
     def _fresh(self, path: str) -> Optional[dict]:
         """The manifest entry of ``path`` if it still describes the file on disk."""
         entry = self._files.get(path)
         if entry is None:
             return None
-        sig = _signature(path)
+        source = self._source(path)
+        if entry.get("source", path) != source:
+            return None
+        sig = _signature(source)
         stored = (entry.get("size"), entry.get("mtime_ns"))
         if sig is None:
             return entry if stored == (None, None) else None
@@ -371,12 +450,19 @@ class FeatureCache:
             self._shards[name] = len(ok)
             self._arrays.pop(name, None)
             for row, path in enumerate(ok):
-                size, mtime_ns = _signature(path) or (None, None)
-                self._files[path] = {"size": size, "mtime_ns": mtime_ns, "shard": name, "row": row}
+                self._files[path] = {**self._dated(path), "shard": name, "row": row}
         for path, problem in errors.items():
-            size, mtime_ns = _signature(path) or (None, None)
-            self._files[path] = {"size": size, "mtime_ns": mtime_ns, "error": problem}
+            self._files[path] = {**self._dated(path), "error": problem}
         self._write_manifest()
+
+    def _dated(self, path: str) -> dict:
+        """Size and mtime of the file behind ``path`` (and that file, when it is another one)."""
+        source = self._source(path)
+        size, mtime_ns = _signature(source) or (None, None)
+        entry = {"size": size, "mtime_ns": mtime_ns}
+        if source != path:
+            entry["source"] = source
+        return entry
 
     def extract(self, paths, workers: int = 0, progress: bool = True, shard_size: int = SHARD_SIZE,
                 lock_timeout_s: Optional[float] = LOCK_TIMEOUT_S) -> dict:
@@ -384,7 +470,8 @@ class FeatureCache:
 
         Args:
             paths: absolute audio paths.
-            workers: processes; 0 = ``os.cpu_count()``; 1 = in this process.
+            workers: processes; 0 = ``os.cpu_count()``; 1 = in this process (always, for an extractor that
+                runs ``in_process``).
             progress: show a tqdm progress bar.
             shard_size: utterances per shard at most.
             lock_timeout_s: longest wait for another process's extraction into this folder
@@ -410,16 +497,18 @@ class FeatureCache:
                 # Enough chunks to keep every worker busy to the end, none larger than a shard.
                 chunk = max(1, min(shard_size, math.ceil(len(todo) / (4 * workers))))
                 chunks = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
+                extractor = self.extractor
+                serial = workers == 1 or len(chunks) == 1 or extractor.in_process
                 log.info(
-                    "extracting MFCCs of %d file(s) into %s (%d worker(s), %d chunk(s))",
-                    len(todo), self.dir, min(workers, len(chunks)), len(chunks),
+                    "extracting %s of %d file(s) into %s (%d worker(s), %d chunk(s))",
+                    extractor.name, len(todo), self.dir, 1 if serial else min(workers, len(chunks)), len(chunks),
                 )
-                bar = tqdm(total=len(todo), unit="file", desc="MFCC", disable=not progress, leave=False)
+                bar = tqdm(total=len(todo), unit="file", desc=extractor.name, disable=not progress, leave=False)
                 next_index = self._next_shard_index()
                 try:
-                    if workers == 1 or len(chunks) == 1:
+                    if serial:
                         for part in chunks:
-                            ok, array, errors = _extract_chunk(part, self.cfg)
+                            ok, array, errors = _extract_chunk(part, extractor.extract, self.shape)
                             self._store(ok, array, errors, next_index)
                             next_index += 1
                             bar.update(len(part))
@@ -431,7 +520,8 @@ class FeatureCache:
                         pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=context,
                                                    initializer=_worker_init, initargs=(os.getpid(), inherited))
                         try:
-                            pending = {pool.submit(_extract_chunk, part, self.cfg): part for part in chunks}
+                            pending = {pool.submit(_extract_chunk, part, extractor.extract, self.shape): part
+                                       for part in chunks}
                             while pending:
                                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                                 for future in done:
@@ -463,7 +553,8 @@ class FeatureCache:
         return self._arrays[name]
 
     def load(self, paths) -> np.ndarray:
-        """``(n, n_mfcc, frames)`` float32 features of ``paths`` (all must be cached and fresh)."""
+        """``(n, *shape)`` float32 features of ``paths``, e.g. ``(n, n_mfcc, frames)`` (all must be cached and
+        fresh)."""
         paths = [str(p) for p in paths]
         out = np.empty((len(paths), *self.shape), dtype=np.float32)
         by_shard: dict = {}

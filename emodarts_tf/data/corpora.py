@@ -19,7 +19,9 @@ Corpora (layouts in ``../shared/docs/background.md``):
 - ``msp-podcast``: ``Audios/*.wav`` and ``Labels/labels_consensus.csv`` (``labels_concensus.csv`` in older
   releases) with the official ``Split_Set``.
 - ``emodb``: file-name codes (``03a01Fa.wav``: speaker ``03``, emotion letter ``F``).
-- ``csv``: a manifest with columns ``path,label,speaker`` and optional ``session``, ``split``, ``gender``.
+- ``csv``: a manifest with columns ``path,label,speaker`` and optional ``session``, ``split``, ``gender`` and
+  ``features`` (a precomputed ``(frames, dim)`` ``.npy`` per utterance for the frame-level stream,
+  :mod:`emodarts_tf.data.frame_features`; relative paths from the manifest's folder, like ``path``).
   Its labels are class names as written, normalised (stripped, lower-cased): ``Ang`` and ``ang`` are one
   class ``ang`` (the merge is logged with the count of each spelling); ``data.classes`` is normalised too.
 - ``demo``: the built-in synthetic corpus (:mod:`emodarts_tf.data.demo`).
@@ -72,6 +74,7 @@ class Utterance:
     split: str = ""
     gender: str = ""
     kind: str = ""  # IEMOCAP: improvised | scripted
+    features: str = ""  # csv: the manifest's optional `features` column (absolute path of a .npy), or ""
 
 
 @dataclass
@@ -309,7 +312,8 @@ def read_emodb(root: Optional[Path], data: DataConfig) -> tuple:
 
 # ------------------------------------------------------------------------------------------------ CSV
 def read_manifest(manifest: Path, encoding: str = "utf-8-sig") -> tuple:
-    """Rows of a ``path,label,speaker[,session,split,gender]`` CSV; relative paths from its folder.
+    """Rows of a ``path,label,speaker[,session,split,gender,features]`` CSV; relative paths (of ``path`` and
+    ``features``) from its folder.
 
     Raises:
         ValueError: no such file, an unknown ``encoding``, or bytes that are not text in it (naming the file,
@@ -343,6 +347,10 @@ def read_manifest(manifest: Path, encoding: str = "utf-8-sig") -> tuple:
             path = Path(row["path"]).expanduser()
             if not path.is_absolute():
                 path = manifest.parent / path
+            features = row.get("features", "")
+            if features:  # optional: a precomputed .npy of the utterance
+                npy = Path(features).expanduser()
+                features = os.path.abspath(npy if npy.is_absolute() else manifest.parent / npy)
             utterances.append(
                 Utterance(
                     path=os.path.abspath(path),
@@ -351,6 +359,7 @@ def read_manifest(manifest: Path, encoding: str = "utf-8-sig") -> tuple:
                     session=row.get("session", ""),
                     split=row.get("split", ""),
                     gender=row.get("gender", "").upper()[:1],
+                    features=features,
                 )
             )
     return utterances, problems
@@ -552,7 +561,7 @@ def load_corpus(data: DataConfig) -> CorpusData:
             problems.append(Problem(utt.path, "listed more than once; the first entry is kept"))
             continue
         seen.add(utt.path)
-        records.append(Record(utt.path, label, utt.speaker, utt.session, utt.split, utt.gender))
+        records.append(Record(utt.path, label, utt.speaker, utt.session, utt.split, utt.gender, utt.features))
     records.sort(key=lambda r: r.path)
     for problem in problems:
         log.warning("%s: skipped: %s", spec.name, problem)

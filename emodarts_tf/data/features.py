@@ -1,4 +1,9 @@
-"""Audio loading and MFCC features (librosa), as in the emoDARTS paper.
+"""Audio loading and MFCC features (librosa), as in the emoDARTS paper; the entry points of both 2-D maps.
+
+``features.kind`` chooses the map: ``mfcc`` (here) or ``spectrogram`` (:mod:`emodarts_tf.data.spectrogram`);
+:func:`validate_feature_config`, :func:`feature_shape`, :func:`feature_config_hash` and
+:func:`extract_features` serve both. The cache key of an MFCC config hashes exactly the fields MFCCs had
+before ``kind`` existed, so existing MFCC caches stay valid.
 
 The paper's preset (the defaults of :class:`~emodarts_tf.config.FeatureConfig`): load at 32750 Hz, pad or
 cut to 8 s, ``librosa.feature.mfcc(n_mfcc=128)`` with n_fft 2048 and hop 512 (512 frames), then max-pool
@@ -32,6 +37,12 @@ from emodarts_tf.config import FeatureConfig
 # cache key, so that an old cache is never mistaken for a new one.
 FEATURE_VERSION = 1
 
+FEATURE_KINDS = ("mfcc", "spectrogram")
+# Fields of FeatureConfig that only the spectrogram reads; with `kind`, they are left out of an MFCC cache key.
+SPECTROGRAM_ONLY_FIELDS = ("kind", "window_ms", "hop_ms", "freq_bins")
+# Fields that only MFCCs read; left out of a spectrogram's cache key.
+MFCC_ONLY_FIELDS = ("n_mfcc", "n_fft", "hop_length", "n_mels", "fmin", "fmax")
+
 # Peak amplitude (full scale 1.0) below which a file counts as silent: about -80 dBFS, i.e. under 4 LSB
 # of 16-bit PCM.
 SILENCE_PEAK = 1e-4
@@ -55,10 +66,17 @@ class AudioError(ValueError):
 
 def validate_feature_config(cfg: FeatureConfig) -> None:
     """Raise ``ValueError`` naming the field when ``cfg`` cannot produce features."""
+    if cfg.kind not in FEATURE_KINDS:
+        raise ValueError(f"features.kind: expected one of {list(FEATURE_KINDS)}, received {cfg.kind!r}")
     if cfg.sample_rate <= 0:
         raise ValueError(f"features.sample_rate: expected a positive rate in Hz, received {cfg.sample_rate!r}")
     if cfg.duration_s <= 0:
         raise ValueError(f"features.duration_s: expected a positive duration, received {cfg.duration_s!r}")
+    if cfg.kind == "spectrogram":
+        from emodarts_tf.data.spectrogram import validate_spectrogram_config
+
+        validate_spectrogram_config(cfg)
+        return
     for name in ("n_mfcc", "n_fft", "hop_length", "n_mels", "time_pool"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:
@@ -92,10 +110,24 @@ def num_samples(cfg: FeatureConfig) -> int:
 
 
 def feature_shape(cfg: FeatureConfig) -> tuple[int, int]:
-    """``(n_mfcc, frames)`` after time pooling; the paper preset gives ``(128, 128)``."""
+    """``(n_mfcc, frames)`` after time pooling (the paper preset gives ``(128, 128)``); for a spectrogram
+    ``(freq_bins, frames)``."""
     validate_feature_config(cfg)
+    if cfg.kind == "spectrogram":
+        from emodarts_tf.data.spectrogram import spectrogram_shape
+
+        return spectrogram_shape(cfg)
     frames = 1 + num_samples(cfg) // cfg.hop_length  # librosa's centred framing
     return cfg.n_mfcc, frames // cfg.time_pool
+
+
+def hashed_feature_fields(cfg: FeatureConfig) -> dict:
+    """The fields of ``cfg`` that determine its kind of map: for MFCCs every field but the spectrogram's (and
+    ``kind``), i.e. exactly the FeatureConfig of before ``kind`` existed; for a spectrogram every field but
+    the MFCC's."""
+    values = asdict(cfg)
+    dropped = SPECTROGRAM_ONLY_FIELDS if cfg.kind == "mfcc" else MFCC_ONLY_FIELDS
+    return {k: v for k, v in values.items() if k not in dropped}
 
 
 def feature_config_hash(cfg: FeatureConfig) -> str:
@@ -103,7 +135,7 @@ def feature_config_hash(cfg: FeatureConfig) -> str:
     import librosa
 
     payload = {
-        "features": asdict(cfg),
+        "features": hashed_feature_fields(cfg),
         "feature_version": FEATURE_VERSION,
         "librosa": librosa.__version__,
     }
@@ -150,6 +182,19 @@ def load_audio(path: str | os.PathLike, cfg: FeatureConfig) -> np.ndarray:
         AudioError: the file is missing, empty, not audio, truncated, silent or holds non-finite samples.
     """
     import librosa
+
+    y = read_audio(path, cfg.sample_rate)
+    y = librosa.util.fix_length(y, size=num_samples(cfg))
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def read_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
+    """Mono float32 samples of the whole file at ``sample_rate`` (:func:`load_audio` before padding or cutting).
+
+    Raises:
+        AudioError: the file is missing, empty, not audio, truncated, silent or holds non-finite samples.
+    """
+    import librosa
     import soundfile as sf
 
     path = Path(path)
@@ -174,9 +219,8 @@ def load_audio(path: str | os.PathLike, cfg: FeatureConfig) -> np.ndarray:
     peak = float(np.max(np.abs(y)))
     if peak < SILENCE_PEAK:
         raise AudioError(path, f"silent audio (peak amplitude {peak:.2e} < {SILENCE_PEAK:.0e})")
-    if native_sr != cfg.sample_rate:
-        y = librosa.resample(y, orig_sr=native_sr, target_sr=cfg.sample_rate)
-    y = librosa.util.fix_length(y, size=num_samples(cfg))
+    if native_sr != sample_rate:
+        y = librosa.resample(y, orig_sr=native_sr, target_sr=sample_rate)
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
@@ -258,3 +302,15 @@ def mfcc_from_waveform(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
 def extract_mfcc(path: str | os.PathLike, cfg: FeatureConfig) -> np.ndarray:
     """:func:`load_audio` then :func:`mfcc_from_waveform`; shape :func:`feature_shape` ``(cfg)``."""
     return mfcc_from_waveform(load_audio(path, cfg), cfg)
+
+
+def extract_features(path: str | os.PathLike, cfg: FeatureConfig) -> np.ndarray:
+    """The map of ``cfg.kind`` for one file: :func:`extract_mfcc` or
+    :func:`~emodarts_tf.data.spectrogram.extract_spectrogram`; shape :func:`feature_shape` ``(cfg)``."""
+    if cfg.kind == "spectrogram":
+        from emodarts_tf.data.spectrogram import extract_spectrogram
+
+        return extract_spectrogram(path, cfg)
+    if cfg.kind != "mfcc":
+        raise ValueError(f"features.kind: expected one of {list(FEATURE_KINDS)}, received {cfg.kind!r}")
+    return extract_mfcc(path, cfg)

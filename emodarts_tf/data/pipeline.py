@@ -10,6 +10,11 @@ Batches are gathered from the in-memory arrays by shuffled indices: ``Dataset.ra
 only) -> ``prefetch(AUTOTUNE)``. Each batch is ``(x, y)``: float32 ``[B, n_mfcc, frames, 1]`` and int32
 ``[B]``.
 
+Two-stream folds (EmotionNAS) also hold a frame-level sequence per utterance (``frames``: float32
+``[B, frames, dim]``, e.g. openSMILE low-level descriptors), normalised the same way per dimension; their
+batches are ``({image_name: image, "frames": sequence}, y)`` with ``image_name`` ``"mfcc"`` or
+``"spectrogram"``, and SpecAugment masks the image only.
+
 SpecAugment (``data.spec_augment``) uses ``tensorflow_io.audio.time_mask`` / ``freq_mask``, which expect a
 ``[time, freq]`` spectrogram; each example ``[n_mfcc, frames, 1]`` is transposed to ``[frames, n_mfcc]``,
 masked ``num_masks`` times (widths drawn from 0 to ``time_mask`` frames / ``freq_mask`` coefficients), and
@@ -101,6 +106,12 @@ class FoldData:
     _x: dict = field(default_factory=dict, repr=False)  # part -> float32 (n, n_mfcc, frames, 1), normalised
     _y: dict = field(default_factory=dict, repr=False)  # part -> int32 (n,)
     _tensors: dict = field(default_factory=dict, repr=False)
+    # Two-stream folds: the frame-level stream, part -> float32 (n, frames, dim), normalised; None: one stream.
+    _f: dict | None = field(default=None, repr=False)
+    frames_shape: tuple | None = None  # (frames, dim) of the frame-level stream
+    frames_mean: np.ndarray | None = None  # its normalisation statistics, broadcastable to frames_shape
+    frames_std: np.ndarray | None = None
+    image_name: str = "mfcc"  # the input name of the image stream in two-stream batches
 
     def __post_init__(self):
         weights, alphas = stratified_split(self._y["train"], self.weights_fraction, self.seed + 7919 * self.fold.index)
@@ -137,11 +148,30 @@ class FoldData:
             return "train", self.alphas_index
         return part, None
 
+    @property
+    def two_stream(self) -> bool:
+        return self._f is not None
+
+    @property
+    def model_input_shape(self):
+        """The shape of one model input: ``input_shape``, or ``{image_name: input_shape, "frames":
+        frames_shape}`` for a two-stream fold."""
+        if not self.two_stream:
+            return tuple(self.input_shape)
+        return {self.image_name: tuple(self.input_shape), "frames": tuple(self.frames_shape)}
+
+    def _inputs(self, source: str):
+        if not self.two_stream:
+            return self._x[source]
+        return {self.image_name: self._x[source], "frames": self._f[source]}
+
     def arrays(self, part: str) -> tuple:
-        """``(x, y)`` numpy arrays of a part (normalised x)."""
+        """``(x, y)`` numpy arrays of a part (normalised x; a dict of them for a two-stream fold)."""
         source, index = self._source(part)
-        x, y = self._x[source], self._y[source]
-        return (x, y) if index is None else (x[index], y[index])
+        x, y = self._inputs(source), self._y[source]
+        if index is None:
+            return x, y
+        return tf.nest.map_structure(lambda a: a[index], x), y[index]
 
     def labels(self, part: str) -> np.ndarray:
         """int32 class ids of ``train``, ``val``, ``test``, ``weights`` or ``alphas``."""
@@ -162,18 +192,20 @@ class FoldData:
         trained on) and so do the normalisation statistics (the train part's)."""
         if not self.val_paths:
             raise ValueError(f"fold {self.fold.index} ({self.fold.name}): no validation part to add to training")
+        frames = None if self._f is None else {**self._f, "train": np.concatenate([self._f["train"], self._f["val"]])}
         return replace(
             self,
             train_paths=self.train_paths + self.val_paths,
             _x={**self._x, "train": np.concatenate([self._x["train"], self._x["val"]])},
             _y={**self._y, "train": np.concatenate([self._y["train"], self._y["val"]])},
+            _f=frames,
             _tensors={},
         )
 
     # ---------------------------------------------------------------------------------- datasets
     def _tensor(self, part: str) -> tuple:
         if part not in self._tensors:
-            self._tensors[part] = (tf.constant(self._x[part]), tf.constant(self._y[part]))
+            self._tensors[part] = (tf.nest.map_structure(tf.constant, self._inputs(part)), tf.constant(self._y[part]))
         return self._tensors[part]
 
     def _augment_batch(self, x, y):
@@ -190,7 +222,12 @@ class FoldData:
                     spec = tfio.audio.freq_mask(spec, param=sa.freq_mask + 1)
             return tf.transpose(spec)[:, :, tf.newaxis]
 
-        return tf.map_fn(one, x, fn_output_signature=tf.TensorSpec(self.input_shape, tf.float32)), y
+        def images(batch):
+            return tf.map_fn(one, batch, fn_output_signature=tf.TensorSpec(self.input_shape, tf.float32))
+
+        if isinstance(x, dict):
+            return {**x, self.image_name: images(x[self.image_name])}, y
+        return images(x), y
 
     def _balanced_indices(self, part: str, seed: int) -> tf.data.Dataset:
         """``size(part)`` indices per pass, each drawn by a uniform class, then an example of it (each
@@ -242,7 +279,7 @@ class FoldData:
         ds = ds.batch(batch_size, drop_remainder=repeat)
 
         def gather(idx):
-            return tf.gather(x_all, idx), tf.gather(y_all, idx)
+            return tf.nest.map_structure(lambda t: tf.gather(t, idx), x_all), tf.gather(y_all, idx)
 
         ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if augment and self.spec_augment.enabled:
@@ -359,6 +396,8 @@ def make_fold_data(prepared, fold_index: int, config: ExperimentConfig) -> FoldD
     del x_train
     for part, paths in (("val", val_paths), ("test", test_paths)):
         x_parts[part] = norm(features(paths)) if paths else np.zeros((0, *prepared.input_shape), np.float32)
+    frames = _frames_stream(prepared, data.normalize, train_paths, val_paths, test_paths,
+                            [speaker[p] for p in fold.train + test_paths], speaker)
     y_parts = {
         "train": prepared.labels(train_paths),
         "val": prepared.labels(val_paths),
@@ -385,4 +424,39 @@ def make_fold_data(prepared, fold_index: int, config: ExperimentConfig) -> FoldD
         synthetic=bool(getattr(prepared, "synthetic", False)),
         _x=x_parts,
         _y=y_parts,
+        **frames,
     )
+
+
+def _frames_stream(prepared, mode: str, train_paths: list, val_paths: list, test_paths: list, fold_speakers: list,
+                   speaker: dict) -> dict:
+    """The frame-level stream of a two-stream corpus as FoldData fields (``{}`` for one stream): each part
+    ``(n, frames, dim)``, normalised per dimension as the image is per coefficient (``data.normalize``; per
+    speaker from every utterance of the speaker, unlabelled). ``prepared`` has ``frames_features(paths)``
+    ``(n, frames, dim)``, ``frames_shape`` and ``image_name`` when it holds two streams."""
+    shape = getattr(prepared, "frames_shape", None)
+    if not shape:
+        return {}
+
+    def as_image_layout(paths):  # (n, dim, frames): the layout of the image functions above
+        return np.transpose(prepared.frames_features(paths), (0, 2, 1))
+
+    statistics = None
+    if mode == "speaker":
+        statistics = per_speaker_statistics(prepared.records, as_image_layout, fold_speakers)
+
+    def load(paths):
+        raw = as_image_layout(paths)
+        return raw if statistics is None else normalise_per_speaker(raw, [speaker[p] for p in paths], statistics)
+
+    f_train = load(train_paths)
+    mean, std = (a[..., 0] for a in normalization_stats(f_train, mode))  # (dim, 1) or (1, 1)
+
+    def norm(f):
+        return np.transpose((f - mean) / std, (0, 2, 1)).astype(np.float32)
+
+    parts = {"train": norm(f_train)}
+    for part, paths in (("val", val_paths), ("test", test_paths)):
+        parts[part] = norm(load(paths)) if paths else np.zeros((0, *shape), np.float32)
+    return {"_f": parts, "frames_shape": tuple(shape), "frames_mean": mean.T.astype(np.float32),
+            "frames_std": std.T.astype(np.float32), "image_name": getattr(prepared, "image_name", "mfcc")}

@@ -25,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-from emodarts_tf.config import ExperimentConfig, FeatureConfig
+from emodarts_tf.config import ExperimentConfig, FeatureConfig, FramesConfig
 from emodarts_tf.data.cache import FeatureCache
 from emodarts_tf.data.corpora import CorpusData, Problem, drop_rare_classes, load_corpus
 from emodarts_tf.data.features import feature_shape
@@ -53,6 +53,9 @@ class PreparedCorpus:
     cache_dir: Optional[Path] = None  # the feature cache folder of this feature config
     dropped: dict = field(default_factory=dict)  # utterances not selected, by reason
     _cache: Optional[FeatureCache] = field(default=None, repr=False)
+    # Two-stream corpora (EmotionNAS): the frame-level stream's config and cache (None: one stream).
+    frames_config: Optional[FramesConfig] = None
+    _frames_cache: Optional[FeatureCache] = field(default=None, repr=False)
 
     def __post_init__(self):
         self._by_path = {r.path: r for r in self.records}
@@ -73,6 +76,22 @@ class PreparedCorpus:
     def features(self, paths) -> np.ndarray:
         """``(n, n_mfcc, frames)`` float32 features of ``paths``, read from the cache."""
         return self.cache.load(list(paths))
+
+    @property
+    def image_name(self) -> str:
+        """The model input name of the image stream: ``"mfcc"`` or ``"spectrogram"``."""
+        return "spectrogram" if getattr(self.feature_config, "kind", "mfcc") == "spectrogram" else "mfcc"
+
+    @property
+    def frames_shape(self) -> Optional[tuple]:
+        """``(frames, dim)`` of the frame-level stream; None for a one-stream corpus."""
+        return None if self._frames_cache is None else tuple(self._frames_cache.shape)
+
+    def frames_features(self, paths) -> np.ndarray:
+        """``(n, frames, dim)`` float32 frame-level sequences of ``paths`` (two-stream corpora)."""
+        if self._frames_cache is None:
+            raise ValueError("frames: this prepared corpus has one stream; prepare it with two_stream=True")
+        return self._frames_cache.load(list(paths))
 
     def labels(self, paths) -> np.ndarray:
         """int32 class ids (indices into :attr:`classes`) of ``paths``."""
@@ -121,6 +140,16 @@ class PreparedCorpus:
             cache_dir=Path(meta["cache_dir"]),
             dropped=dict(meta.get("summary", {}).get("dropped", {})),
         )
+        if meta.get("frames_config"):
+            from emodarts_tf.data.frame_features import frame_cache
+
+            frames_cfg = FramesConfig(**meta["frames_config"])
+            root = meta.get("root")
+            audio_root = Path(root).parent if root and Path(root).is_file() else root
+            prepared.frames_config = frames_cfg
+            prepared._frames_cache = frame_cache(Path(meta["frames_cache_dir"]).parent, frames_cfg,
+                                                 [r.path for r in prepared.records],
+                                                 {r.path: r.features for r in prepared.records}, audio_root)
         _, errors, todo = prepared.cache.status([r.path for r in prepared.records])
         if todo or errors:
             raise ValueError(
@@ -134,9 +163,11 @@ def _log_summary(prepared: PreparedCorpus) -> None:
     s = prepared.summary()
     tag = " (SYNTHETIC)" if prepared.synthetic else ""
     log.info(
-        "%s%s: %d utterances, %d speakers, classes %s, protocol %s with %d fold(s), features %s",
+        "%s%s: %d utterances, %d speakers, classes %s, protocol %s with %d fold(s), features %s%s",
         prepared.corpus, tag, s["utterances"], s["speakers"], prepared.classes, prepared.protocol,
         len(prepared.folds), prepared.input_shape,
+        "" if prepared.frames_shape is None else f" ({prepared.image_name}) and frames {prepared.frames_shape} "
+        f"({prepared.frames_config.source}{'' if prepared.frames_config.source != 'opensmile' else ' ' + prepared.frames_config.opensmile_set})",
     )  # fmt: skip
     log.info("per class: %s", s["per_class"])
     log.info("per speaker: %s", s["per_speaker"])
@@ -173,13 +204,16 @@ def _warn_missing_training_classes(folds: list, records: list, classes: list) ->
             )  # fmt: skip
 
 
-def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progress: bool = True) -> PreparedCorpus:
+def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progress: bool = True,
+            two_stream: bool = False) -> PreparedCorpus:
     """Load the corpus, extract or reuse the cached MFCCs, build the folds, and write the tables.
 
     Args:
         config: the experiment config (``config.data`` and ``config.features`` are used).
         out_dir: where ``records.csv``, ``folds.json`` and ``prepared.json`` go; None writes only the cache.
         progress: show a progress bar during extraction.
+        two_stream: also extract the frame-level stream (``config.frames``, EmotionNAS); an utterance is
+            kept only when both streams could be computed.
 
     Raises:
         ValueError: wrong corpus root, missing label files, unknown protocol or classes, or no usable
@@ -191,6 +225,17 @@ def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progres
     cache = FeatureCache(data.cache_dir, fcfg)
     errors = cache.extract([r.path for r in corpus.records], workers=data.workers, progress=progress,
                            lock_timeout_s=data.lock_timeout_s)
+    frames_cache = None
+    if two_stream:
+        from emodarts_tf.data.frame_features import corpus_root, frame_cache
+
+        paths = [r.path for r in corpus.records]
+        frames_cache = frame_cache(data.cache_dir, config.frames, paths,
+                                   {r.path: getattr(r, "features", "") for r in corpus.records}, corpus_root(data))
+        frame_errors = frames_cache.extract(paths, workers=data.workers, progress=progress,
+                                            lock_timeout_s=data.lock_timeout_s)  # fmt: skip
+        for path, problem in frame_errors.items():
+            errors[path] = f"{errors[path]}; frames: {problem}" if path in errors else f"frames: {problem}"
     problems = list(corpus.problems)
     for path, problem in sorted(errors.items()):
         log.warning("%s: skipped: %s", path, problem)
@@ -218,6 +263,8 @@ def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progres
         cache_dir=cache.dir.resolve(),
         dropped=dropped,
         _cache=cache,
+        frames_config=config.frames if two_stream else None,
+        _frames_cache=frames_cache,
     )
     if out_dir is not None:
         out = Path(out_dir)
@@ -236,6 +283,8 @@ def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progres
                 "feature_config": asdict(fcfg),
                 "feature_hash": cache.key,
                 "cache_dir": str(prepared.cache_dir),
+                **({"frames_config": asdict(config.frames), "frames_shape": list(prepared.frames_shape),
+                    "frames_cache_dir": str(frames_cache.dir.resolve())} if two_stream else {}),
                 "summary": prepared.summary(),
                 "problem_list": [p.to_dict() for p in problems],
             },

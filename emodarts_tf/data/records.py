@@ -11,6 +11,9 @@ from emodarts_tf.utils.io import atomic_write_text, read_json, write_json
 # `gender` (M, F or empty when unknown) follows the five columns of the issue; readers that only know those
 # five ignore it, and it lets validation speakers be chosen gender-balanced from a records file alone.
 RECORD_COLUMNS = ("path", "label", "speaker", "session", "split", "gender")
+# `features` (a precomputed (frames, dim) .npy of the utterance, from a CSV manifest's optional column) is
+# written only when some record has one, so records.csv of every other corpus stays as it was.
+FEATURES_COLUMN = "features"
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,7 @@ class Record:
     session: str = ""
     split: str = ""
     gender: str = ""  # "M", "F" or "" (unknown)
+    features: str = ""  # absolute path of a precomputed (frames, dim) .npy, or "" (none)
 
 
 @dataclass
@@ -60,11 +64,14 @@ class Fold:
 
 
 def write_records(path: str | Path, records: list[Record]) -> Path:
+    """Write ``records.csv``: the columns :data:`RECORD_COLUMNS`, plus ``features`` when a record has one."""
+    with_features = any(rec.features for rec in records)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(RECORD_COLUMNS)
+    writer.writerow(RECORD_COLUMNS + ((FEATURES_COLUMN,) if with_features else ()))
     for rec in records:
-        writer.writerow([rec.path, rec.label, rec.speaker, rec.session, rec.split, rec.gender])
+        row = [rec.path, rec.label, rec.speaker, rec.session, rec.split, rec.gender]
+        writer.writerow(row + ([rec.features] if with_features else []))
     return atomic_write_text(path, buf.getvalue())
 
 
@@ -85,6 +92,7 @@ def read_records(path: str | Path) -> list[Record]:
                 session=row.get("session") or "",
                 split=row.get("split") or "",
                 gender=row.get("gender") or "",
+                features=row.get(FEATURES_COLUMN) or "",
             )
             for row in reader
         ]

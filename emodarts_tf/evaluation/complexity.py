@@ -128,22 +128,31 @@ def _unrolled(layer) -> bool:
     return bool(getattr(layer, "unroll", False))
 
 
-def _input_shape_of(model, input_shape) -> tuple:
+def _one_shape(shape, what: str) -> tuple:
+    shape = tuple(int(s) for s in shape)
+    if not shape or any(s <= 0 for s in shape):
+        raise ValueError(f"{what}: expected positive sizes without the batch axis, received {shape!r}")
+    return shape
+
+
+def _input_shape_of(model, input_shape):
+    """One example's input shape: a tuple, or ``{input name: tuple}`` for a model of named inputs (EmotionNAS)."""
     if input_shape is not None:
-        shape = tuple(int(s) for s in input_shape)
-        if not shape or any(s <= 0 for s in shape):
-            raise ValueError(f"input_shape: expected positive sizes without the batch axis, received {input_shape!r}")
-        return shape
+        if isinstance(input_shape, dict):
+            return {name: _one_shape(shape, f"input_shape[{name!r}]") for name, shape in input_shape.items()}
+        return _one_shape(input_shape, "input_shape")
     inputs = getattr(model, "inputs", None)
-    if not inputs or len(inputs) != 1:
+    if not inputs:
         raise ValueError(
             f"model {model.name!r}: pass input_shape (without the batch axis); it cannot be read from a model "
-            "that is not a single-input functional model"
+            "that is not a functional model"
         )
-    shape = tuple(inputs[0].shape[1:])
-    if any(s is None for s in shape):
-        raise ValueError(f"model {model.name!r}: input shape {shape} has unknown sizes; pass input_shape")
-    return tuple(int(s) for s in shape)
+    shapes = {t.name.split(":")[0]: tuple(t.shape[1:]) for t in inputs}
+    if any(s is None for shape in shapes.values() for s in shape):
+        raise ValueError(f"model {model.name!r}: input shape(s) {shapes} have unknown sizes; pass input_shape")
+    if len(inputs) == 1:
+        return tuple(int(s) for s in next(iter(shapes.values())))
+    return {name: tuple(int(s) for s in shape) for name, shape in shapes.items()}
 
 
 def model_flops(model, input_shape: Sequence[int] | None = None) -> int:
@@ -151,9 +160,12 @@ def model_flops(model, input_shape: Sequence[int] | None = None) -> int:
     import tensorflow as tf
 
     shape = _input_shape_of(model, input_shape)
-    spec = tf.TensorSpec([1, *shape], tf.float32)
+    if isinstance(shape, dict):
+        spec = {name: tf.TensorSpec([1, *s], tf.float32) for name, s in shape.items()}
+    else:
+        spec = tf.TensorSpec([1, *shape], tf.float32)
     if not model.built:
-        model(tf.zeros(spec.shape), training=False)
+        model(tf.nest.map_structure(lambda t: tf.zeros(t.shape), spec), training=False)
 
     recurrent = _recurrent_layers(model)
     seen_shapes: dict[int, tuple] = {}

@@ -415,7 +415,11 @@ def fit_fold(
     }
     if "features" not in info:
         raise ValueError("extra_info: needs 'features' (the FeatureConfig as a dict) for the model directory")
-    save_model_dir(fold_dir, model, info, fold_data.mean, fold_data.std)
+    if getattr(fold_data, "two_stream", False):
+        info["input_shapes"] = {name: [int(s) for s in shape] for name, shape in fold_data.model_input_shape.items()}
+        info["image_name"] = fold_data.image_name
+    save_model_dir(fold_dir, model, info, fold_data.mean, fold_data.std, getattr(fold_data, "frames_mean", None),
+                   getattr(fold_data, "frames_std", None))
     title = f"{label}: UA {metrics['ua']:.3f}, WA {metrics['wa']:.3f} (test speakers {', '.join(map(str, test_speakers))})"
     plot_confusion_matrix(metrics["confusion_matrix"], classes, fold_dir / "confusion_matrix.png", title=title)
     plot_learning_curves(state["history"], fold_dir / "learning_curves.png", title=label, best_epoch=state["best_epoch"])

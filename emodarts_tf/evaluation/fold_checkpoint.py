@@ -31,7 +31,13 @@ def _npz_bytes(arrays: dict) -> bytes:
 
 # Settings added after runs were saved whose default is not "off" but reproduces those runs
 # (dotted keys as in a config dict or a training fingerprint).
-ADDED_DEFAULTS = {"space.pooling": "mean"}
+ADDED_DEFAULTS = {
+    "space.pooling": "mean", "space.fusion": "supplement", "space.reduce_time": True, "search.method": "emodarts",
+    "features.kind": "mfcc", "features.window_ms": 25.0, "features.hop_ms": 11.0, "features.freq_bins": 128,
+}
+# Sections added after runs were saved that such runs did not use (the frame-level stream of EmotionNAS:
+# a one-stream run has no frames).
+ADDED_SECTIONS = ("frames",)
 
 
 def diff_keys(old, new, prefix: str = "") -> list[str]:
@@ -39,13 +45,16 @@ def diff_keys(old, new, prefix: str = "") -> list[str]:
 
     A key that only ``new`` has is not a difference when its value is off (``False``, ``0``, ``None`` or
     empty) or the default listed in ``ADDED_DEFAULTS``: settings are added at a value that reproduces
-    earlier runs, and a run saved before one existed ran as that value does.
+    earlier runs, and a run saved before one existed ran as that value does. A section of
+    ``ADDED_SECTIONS`` that only ``new`` has is not a difference either.
     """
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for key in sorted(set(old) | set(new), key=str):
             if key not in old and key in new and not isinstance(new[key], dict) and (
                     not new[key] or ADDED_DEFAULTS.get(f"{prefix}{key}", object()) == new[key]):
+                continue
+            if key not in old and f"{prefix}{key}" in ADDED_SECTIONS:
                 continue
             if key not in old or key not in new:
                 out.append(f"{prefix}{key}")

@@ -383,3 +383,29 @@ def genotypes_for_folds(
             unfinished=unfinished,
         )
     return chosen
+
+
+def spec_is_two_stream(spec: str | Path) -> bool:
+    """Whether the genotypes of ``spec`` (a genotype file, a ``genotypes.json`` index or a search folder) are
+    two-stream (EmotionNAS, genotype v2 with ``streams``): the train command prepares the frame-level stream
+    for them. A spec that cannot be read answers False and is reported by :func:`genotypes_for_folds`."""
+    from emodarts_tf.search_space.genotype import is_two_stream
+
+    path = Path(spec)
+    candidates = []
+    if path.is_dir():
+        candidates = [path / ALL_FILE] + [_fold_file(path, k, "best") for k in _available_folds(path)]
+    elif path.is_file():
+        candidates = [path]
+    for candidate in candidates:
+        if candidate is None or not candidate.is_file():
+            continue
+        try:
+            data = read_json(candidate)
+        except ValueError:
+            continue
+        entries = [data] if isinstance(data, dict) and "format" in data else (
+            list(data.values()) if isinstance(data, dict) else [])
+        if any(isinstance(entry, dict) and is_two_stream(entry) for entry in entries):
+            return True
+    return False

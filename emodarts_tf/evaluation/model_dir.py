@@ -73,19 +73,35 @@ def save_keras_atomic(model, path: str | Path) -> Path:
     return Path(path)
 
 
-def save_normalization(path: str | Path, mean, std) -> Path:
+def save_normalization(path: str | Path, mean, std, **more) -> Path:
+    """``normalization.npz``: ``mean`` and ``std`` of the image input, and any ``more`` arrays (a two-stream
+    model's ``frames_mean`` and ``frames_std``)."""
     import io
 
     buf = io.BytesIO()
-    np.savez(buf, mean=np.asarray(mean, dtype=np.float32), std=np.asarray(std, dtype=np.float32))
+    arrays = {"mean": mean, "std": std, **{k: v for k, v in more.items() if v is not None}}
+    np.savez(buf, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def save_model_dir(model_dir: str | Path, model, info: dict, mean, std) -> Path:
+def _check_statistics(mean, std, shape, label: str = "") -> None:
+    for name, arr in (("mean", mean), ("std", std)):
+        try:
+            np.broadcast_shapes(arr.shape, shape)
+        except ValueError:
+            raise ValueError(f"normalisation {label}{name}: shape {arr.shape} does not broadcast to the input shape "
+                             f"{shape}") from None
+    if np.any(std <= 0) or not np.all(np.isfinite(std)):
+        raise ValueError(f"normalisation {label}std: expected finite values > 0")
+
+
+def save_model_dir(model_dir: str | Path, model, info: dict, mean, std, frames_mean=None, frames_std=None) -> Path:
     """Write ``model.keras`` (inference model), ``normalization.npz`` and ``model_info.json``.
 
-    ``info`` must hold ``classes``, ``features`` (a FeatureConfig dict) and ``input_shape``; anything
-    else (genotype, configs, fold, speakers) is kept as given.
+    ``info`` must hold ``classes``, ``features`` (a FeatureConfig dict) and ``input_shape`` (the image's);
+    anything else (genotype, configs, fold, speakers) is kept as given. A two-stream model (EmotionNAS) also
+    has ``info["input_shapes"]`` (``{input name: shape}``, the frame stream under ``"frames"``) and the frame
+    stream's statistics ``frames_mean`` / ``frames_std``.
     """
     model_dir = Path(model_dir)
     for key in ("classes", "features", "input_shape"):
@@ -94,22 +110,24 @@ def save_model_dir(model_dir: str | Path, model, info: dict, mean, std) -> Path:
     mean = np.asarray(mean, dtype=np.float32)
     std = np.asarray(std, dtype=np.float32)
     shape = tuple(int(s) for s in info["input_shape"])
-    for name, arr in (("mean", mean), ("std", std)):
-        try:
-            np.broadcast_shapes(arr.shape, shape)
-        except ValueError:
-            raise ValueError(f"normalisation {name}: shape {arr.shape} does not broadcast to the input shape {shape}") from None
-    if np.any(std <= 0) or not np.all(np.isfinite(std)):
-        raise ValueError("normalisation std: expected finite values > 0")
+    _check_statistics(mean, std, shape)
+    normalization = {"file": NORM_FILE, "mean_shape": list(mean.shape), "formula": "(mfcc - mean) / std"}
+    if frames_mean is not None or "input_shapes" in info:
+        if frames_mean is None or frames_std is None or "frames" not in info.get("input_shapes", {}):
+            raise ValueError("a two-stream model needs info['input_shapes'] with 'frames', frames_mean and frames_std")
+        frames_mean = np.asarray(frames_mean, dtype=np.float32)
+        frames_std = np.asarray(frames_std, dtype=np.float32)
+        _check_statistics(frames_mean, frames_std, tuple(int(s) for s in info["input_shapes"]["frames"]), "frames_")
+        normalization["frames_formula"] = "(frames - frames_mean) / frames_std"
     infer = inference_model(model)
     save_keras_atomic(infer, model_dir / MODEL_FILE)
-    save_normalization(model_dir / NORM_FILE, mean, std)
+    save_normalization(model_dir / NORM_FILE, mean, std, frames_mean=frames_mean, frames_std=frames_std)
     full = {
         "format": MODEL_FORMAT,
         **info,
         "classes": list(info["classes"]),
         "input_shape": list(shape),
-        "normalization": {"file": NORM_FILE, "mean_shape": list(mean.shape), "formula": "(mfcc - mean) / std"},
+        "normalization": normalization,
         "modules": custom_layer_modules(infer),
         "model_file": MODEL_FILE,
     }
@@ -127,6 +145,12 @@ class TrainedModel:
     mean: np.ndarray
     std: np.ndarray
     classes: list = field(default_factory=list)
+    frames_mean: np.ndarray | None = None  # two-stream models: the frame stream's statistics
+    frames_std: np.ndarray | None = None
+
+    @property
+    def two_stream(self) -> bool:
+        return "input_shapes" in self.info
 
     @property
     def input_shape(self) -> tuple:
@@ -151,13 +175,41 @@ class TrainedModel:
             raise ValueError(f"mfcc: expected shape (batch, {', '.join(map(str, shape))}), received {x.shape}")
         return x
 
-    def logits(self, mfcc, batch_size: int = 64) -> np.ndarray:
-        """Logits for raw (un-normalised) MFCCs."""
+    @property
+    def frames_config(self):
+        """The frame-level stream's ``FramesConfig`` of a two-stream model (None for one stream)."""
+        from emodarts_tf.config import FramesConfig
+
+        return FramesConfig(**self.info["frames"]) if self.two_stream and "frames" in self.info else None
+
+    def check_frames(self, frames) -> np.ndarray:
+        """Raw frame-level sequences as a batch ``(batch, frames, dim)`` (a single sequence is accepted)."""
+        f = np.asarray(frames, dtype=np.float32)
+        shape = tuple(int(s) for s in self.info["input_shapes"]["frames"])
+        if f.shape == shape:
+            f = f[np.newaxis]
+        if f.shape[1:] != shape:
+            raise ValueError(f"frames: expected shape (batch, {', '.join(map(str, shape))}), received {f.shape}")
+        return f
+
+    def normalise_frames(self, frames) -> np.ndarray:
+        return ((np.asarray(frames, dtype=np.float32) - self.frames_mean) / self.frames_std).astype(np.float32)
+
+    def logits(self, mfcc, batch_size: int = 64, frames=None) -> np.ndarray:
+        """Logits for raw (un-normalised) MFCCs (the image: a spectrogram for a model trained on one) and, for a
+        two-stream model, raw frame-level sequences ``frames``."""
         x = self.normalise(self.check_input(mfcc))
+        if self.two_stream:
+            if frames is None:
+                raise ValueError(f"{self.path}: a two-stream model needs the frame-level sequences (frames) too")
+            f = self.normalise_frames(self.check_frames(frames))
+            if len(f) != len(x):
+                raise ValueError(f"frames: {len(f)} sequences for {len(x)} images")
+            x = {self.info.get("image_name", "mfcc"): x, "frames": f}
         return np.asarray(self.model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
 
-    def probabilities(self, mfcc, batch_size: int = 64) -> np.ndarray:
-        return softmax(self.logits(mfcc, batch_size)).astype(np.float32)
+    def probabilities(self, mfcc, batch_size: int = 64, frames=None) -> np.ndarray:
+        return softmax(self.logits(mfcc, batch_size, frames=frames)).astype(np.float32)
 
 
 def feature_config_from_dict(values: dict, source: str = "features") -> FeatureConfig:
@@ -213,6 +265,7 @@ def load_model_dir(path: str | Path) -> TrainedModel:
     with np.load(norm_path) as npz:
         mean = np.asarray(npz["mean"], dtype=np.float32)
         std = np.asarray(npz["std"], dtype=np.float32)
+        frames_stats = {k: np.asarray(npz[k], dtype=np.float32) for k in ("frames_mean", "frames_std") if k in npz}
     model_path = model_dir / info.get("model_file", MODEL_FILE)
     if not model_path.is_file():
         raise ValueError(f"{model_dir}: missing {model_path.name}")
@@ -220,11 +273,22 @@ def load_model_dir(path: str | Path) -> TrainedModel:
         model = keras.saving.load_model(model_path, compile=False)
     except Exception as exc:  # keras raises TypeError/ValueError for unknown classes or broken files
         raise ValueError(f"{model_path}: cannot load the Keras model ({type(exc).__name__}: {exc})") from exc
-    expected = tuple(int(s) for s in info["input_shape"])
-    got = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
-    if got is not None and tuple(got) != expected:
-        raise ValueError(f"{model_dir}: model input shape {got} differs from model_info input_shape {expected}")
+    if "input_shapes" in info:  # two streams: each model input by its name
+        if set(frames_stats) != {"frames_mean", "frames_std"}:
+            raise ValueError(f"{norm_path}: a two-stream model needs frames_mean and frames_std")
+        expected_by_name = {name: tuple(int(s) for s in shape) for name, shape in info["input_shapes"].items()}
+        got_by_name = {t.name.split(":")[0]: tuple(t.shape[1:]) for t in getattr(model, "inputs", None) or []}
+        for name, expected in expected_by_name.items():
+            if name in got_by_name and got_by_name[name] != expected:
+                raise ValueError(f"{model_dir}: model input {name!r} has shape {got_by_name[name]}, model_info "
+                                 f"input_shapes says {expected}")  # fmt: skip
+    else:
+        expected = tuple(int(s) for s in info["input_shape"])
+        got = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
+        if got is not None and tuple(got) != expected:
+            raise ValueError(f"{model_dir}: model input shape {got} differs from model_info input_shape {expected}")
     n_out = int(model.outputs[0].shape[-1]) if getattr(model, "outputs", None) else None
     if n_out is not None and n_out != len(info["classes"]):
         raise ValueError(f"{model_dir}: the model has {n_out} outputs but model_info lists {len(info['classes'])} classes")
-    return TrainedModel(path=model_dir, model=model, info=info, mean=mean, std=std, classes=list(info["classes"]))
+    return TrainedModel(path=model_dir, model=model, info=info, mean=mean, std=std, classes=list(info["classes"]),
+                        **frames_stats)

@@ -70,22 +70,42 @@ def _stateless_seed(seed):
     return tf.cast(tf.reshape(seed, [2]), tf.int32)
 
 
-def time_shift_batch(x, max_shift: int, seed=None):
+def _shift_along(x, shifts, axis: int):
+    """``x`` with example ``i`` shifted by ``shifts[i]`` positions along ``axis``; vacated positions are 0."""
+    import tensorflow as tf
+
+    size = tf.shape(x)[axis]
+    source = tf.range(size)[tf.newaxis, :] - shifts[:, tf.newaxis]  # (B, size): source of every output position
+    valid = tf.logical_and(source >= 0, source < size)
+    gathered = tf.gather(x, tf.clip_by_value(source, 0, size - 1), axis=axis, batch_dims=1)
+    mask = tf.cast(valid, x.dtype)
+    for _ in range(axis + 1, len(x.shape)):
+        mask = mask[..., tf.newaxis]
+    for _ in range(1, axis):
+        mask = tf.expand_dims(mask, 1)
+    return gathered * mask
+
+
+def time_shift_batch(x, max_shift: int, seed=None, image_name: str = "mfcc"):
     """Shift each example of ``x`` ``(B, n_mfcc, frames, 1)`` along time by a uniform integer in
-    ``[-max_shift, max_shift]``; vacated frames are 0. ``seed``: see :func:`_stateless_seed`."""
+    ``[-max_shift, max_shift]``; vacated frames are 0. ``seed``: see :func:`_stateless_seed`.
+
+    A two-stream batch ``{image_name: image, "frames": (B, T, dim)}`` shifts both streams by the same
+    share of their length (the frame stream's shift rounded to its own frames)."""
     import tensorflow as tf
 
     if max_shift <= 0:
         return x
-    batch = tf.shape(x)[0]
-    frames = tf.shape(x)[2]
+    image = x[image_name] if isinstance(x, dict) else x
+    batch = tf.shape(image)[0]
     shifts = tf.random.stateless_uniform([batch], _stateless_seed(seed), -max_shift, max_shift + 1, dtype=tf.int32)
-    # Source frame of every output frame; out-of-range sources give 0.
-    source = tf.range(frames)[tf.newaxis, :] - shifts[:, tf.newaxis]  # (B, frames)
-    valid = tf.logical_and(source >= 0, source < frames)
-    gathered = tf.gather(x, tf.clip_by_value(source, 0, frames - 1), axis=2, batch_dims=1)
-    mask = tf.cast(valid, x.dtype)[:, tf.newaxis, :, tf.newaxis]
-    return gathered * mask
+    shifted = _shift_along(image, shifts, axis=2)
+    if not isinstance(x, dict):
+        return shifted
+    frames = x["frames"]
+    ratio = tf.cast(tf.shape(frames)[1], tf.float32) / tf.cast(tf.shape(image)[2], tf.float32)
+    frame_shifts = tf.cast(tf.round(tf.cast(shifts, tf.float32) * ratio), tf.int32)
+    return {**x, image_name: shifted, "frames": _shift_along(frames, frame_shifts, axis=1)}
 
 
 def sample_beta(shape, concentration: float, seed=None):
@@ -105,15 +125,16 @@ def mixup_batch(x, y, concentration: float, seed=None):
 
     if concentration <= 0:
         return x, y
-    batch = tf.shape(x)[0]
+    batch = tf.shape(tf.nest.flatten(x)[0])[0]
     s_lam, s_partner = tf.unstack(tf.random.experimental.stateless_split(_stateless_seed(seed), num=2))
     lam = sample_beta([batch], float(concentration), seed=s_lam)
     partner = tf.argsort(tf.random.stateless_uniform([batch], s_partner))
-    lx = tf.reshape(lam, [-1, 1, 1, 1])
-    ly = tf.reshape(lam, [-1, 1])
-    x_mixed = lx * x + (1.0 - lx) * tf.gather(x, partner)
-    y_mixed = ly * y + (1.0 - ly) * tf.gather(y, partner)
-    return x_mixed, y_mixed
+
+    def mix(t):  # the same partner and weight for every input of a (two-stream) batch
+        lt = tf.reshape(tf.cast(lam, t.dtype), [-1] + [1] * (len(t.shape) - 1))
+        return lt * t + (1.0 - lt) * tf.gather(t, partner)
+
+    return tf.nest.map_structure(mix, x), mix(y)
 
 
 def train_dataset(fold_data, batch_size: int, recipe: RecipeConfig, augment: bool = True):
@@ -135,7 +156,7 @@ def train_dataset(fold_data, batch_size: int, recipe: RecipeConfig, augment: boo
         x, y = batch
         s_shift, s_mix = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed_pair % (2**31 - 1), tf.int32), num=2))
         target = tf.one_hot(tf.cast(y, tf.int32), num_classes, dtype=tf.float32)
-        x = time_shift_batch(x, max_shift, seed=s_shift)
+        x = time_shift_batch(x, max_shift, seed=s_shift, image_name=getattr(fold_data, "image_name", "mfcc"))
         return mixup_batch(x, target, float(recipe.mixup), seed=s_mix)
 
     ds = tf.data.Dataset.zip((ds, seeds.batch(2)))

@@ -39,10 +39,13 @@ class CorpusSplit:
     protocol: str
     synthetic: bool = False
     problems: list = field(default_factory=list)
+    frames: object = None  # two-stream models: (paths) -> (n, frames, dim) float32 raw frame-level sequences
 
 
-def load_split(config, split: str, fold_index: int | None, progress: bool = True) -> CorpusSplit:
-    """The utterances of ``split`` with features extracted (or reused) under ``config.features``.
+def load_split(config, split: str, fold_index: int | None, progress: bool = True,
+               two_stream: bool = False) -> CorpusSplit:
+    """The utterances of ``split`` with features extracted (or reused) under ``config.features`` (and, with
+    ``two_stream``, the frame-level sequences under ``config.frames``).
 
     ``all`` needs no fold protocol (a corpus of one speaker works); ``test`` and ``train`` are the parts
     of fold ``fold_index`` of the corpus's protocol.
@@ -54,10 +57,11 @@ def load_split(config, split: str, fold_index: int | None, progress: bool = True
     if split != "all":
         from emodarts_tf.data.prepare import prepare
 
-        prepared = prepare(config, progress=progress)
+        prepared = prepare(config, progress=progress, two_stream=two_stream)
         return CorpusSplit(
             records=select_records(prepared, split, fold_index),
             features=prepared.features,
+            frames=prepared.frames_features if two_stream else None,
             input_shape=tuple(prepared.input_shape),
             corpus=prepared.corpus,
             protocol=prepared.protocol,
@@ -70,16 +74,26 @@ def load_split(config, split: str, fold_index: int | None, progress: bool = True
     corpus = load_corpus(config.data)
     cache = FeatureCache(config.data.cache_dir, config.features)
     errors = cache.extract([r.path for r in corpus.records], workers=config.data.workers, progress=progress)
+    frames = None
+    if two_stream:
+        from emodarts_tf.data.frame_features import corpus_root, frame_cache
+
+        paths = [r.path for r in corpus.records]
+        frames = frame_cache(config.data.cache_dir, config.frames, paths,
+                             {r.path: getattr(r, "features", "") for r in corpus.records}, corpus_root(config.data))
+        for path, problem in frames.extract(paths, workers=config.data.workers, progress=progress).items():
+            errors[path] = f"{errors[path]}; frames: {problem}" if path in errors else f"frames: {problem}"
     for path, problem in sorted(errors.items()):
         log.warning("%s: skipped: %s", path, problem)
     records = [r for r in corpus.records if r.path not in errors]
     if not records:
         raise ValueError(f"corpus {corpus.name!r}: every selected file failed feature extraction ({len(errors)})")
-    n_mfcc, frames = feature_shape(config.features)
+    n_mfcc, n_frames = feature_shape(config.features)
     return CorpusSplit(
         records=records,
         features=cache.load,
-        input_shape=(n_mfcc, frames, 1),
+        frames=None if frames is None else frames.load,
+        input_shape=(n_mfcc, n_frames, 1),
         corpus=corpus.name,
         protocol=corpus.protocol,
         synthetic=bool(corpus.synthetic),
@@ -160,10 +174,21 @@ def score(trained, data: CorpusSplit, ignore_unknown: bool = False, batch_size: 
     if not kept:
         raise ValueError(f"the split holds no utterance of a class the model knows ({trained.classes})")
     x = data.features([r.path for r in kept])
-    if trained.info.get("normalize") == "speaker":
+    speaker_norm = trained.info.get("normalize") == "speaker"
+    if speaker_norm:
         x = speaker_normalise(x, [r.speaker for r in kept], data, records)
     x = x[..., np.newaxis]
-    probabilities = trained.probabilities(x, batch_size=batch_size)
+    frames = None
+    if trained.two_stream:
+        if data.frames is None:
+            raise ValueError("a two-stream model: read the corpus with its frame-level stream (two_stream=True)")
+        frames = data.frames([r.path for r in kept])
+        if speaker_norm:  # per speaker and dimension, in the (n, dim, frames) layout of the image functions
+            image_layout = CorpusSplit(records=records, features=lambda p: np.transpose(data.frames(p), (0, 2, 1)),
+                                       input_shape=(), corpus=data.corpus, protocol=data.protocol)
+            frames = np.transpose(speaker_normalise(np.transpose(frames, (0, 2, 1)), [r.speaker for r in kept],
+                                                    image_layout, records), (0, 2, 1))
+    probabilities = trained.probabilities(x, batch_size=batch_size, frames=frames)
     predicted = probabilities.argmax(axis=1)
     y = ids[keep]
     metrics = classification_metrics(y, predicted, len(trained.classes))

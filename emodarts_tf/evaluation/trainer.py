@@ -19,6 +19,7 @@ scratch:
 from __future__ import annotations
 
 import logging
+import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -60,6 +61,31 @@ def sgd_factory(train: TrainConfig) -> Callable[[int], object]:
     return factory
 
 
+def build_genotype_network(genotype, space, input_shape, num_classes: int, drop_path: float = 0.0, aux: bool = False,
+                           name: str = "emodarts"):
+    """The fixed network of ``genotype``: ``build_fixed_network`` for an emoDARTS genotype (one MFCC input),
+    ``build_fixed_two_stream`` for a two-stream EmotionNAS genotype (``input_shape`` a dict of the inputs;
+    the fusion is the genotype's, whatever ``space.fusion`` says)."""
+    from emodarts_tf.search_space.network import build_fixed_network
+    from emodarts_tf.search_space.two_stream import build_fixed_two_stream
+
+    if genotype.streams is None:
+        if isinstance(input_shape, dict):
+            raise ValueError("genotype: an emoDARTS (one-stream) genotype cannot read two input streams")
+        return build_fixed_network(genotype, space, tuple(input_shape), num_classes, drop_path=drop_path, aux=aux,
+                                   name=name)  # fmt: skip
+    if not isinstance(input_shape, dict):
+        raise ValueError(f"genotype: a two-stream genotype ({sorted(genotype.stream_cells)}) needs the frame-level "
+                         "stream as well; train it with the config of its search (e.g. --config emotionnas)")
+    missing = sorted(set(genotype.stream_cells) - set(input_shape))
+    if missing:
+        raise ValueError(f"genotype: its streams {sorted(genotype.stream_cells)} need the input(s) {missing}, but the "
+                         f"data provide {sorted(input_shape)}; train it with the features config of its search "
+                         "(features.kind)")
+    return build_fixed_two_stream(genotype, dataclasses.replace(space, fusion=genotype.fusion), input_shape,
+                                  num_classes, drop_path=drop_path, aux=aux, name=name)
+
+
 def retrain_space(config: ExperimentConfig):
     """The search space of the retrained network (``space`` with the ``train`` overrides applied)."""
     from emodarts_tf.search_space.network import apply_train_overrides
@@ -78,6 +104,7 @@ def training_fingerprint(genotype, config: ExperimentConfig, classes: list) -> d
         "train": {k: v for k, v in asdict(config.train).items() if k != "strategy"},
         "recipe": asdict(config.recipe),
         "features": asdict(config.features),
+        **({"frames": asdict(config.frames)} if genotype.streams is not None else {}),
         "classes": list(classes),
         "data": {
             "corpus": data.corpus,
@@ -92,13 +119,11 @@ def training_fingerprint(genotype, config: ExperimentConfig, classes: list) -> d
 
 def network_complexity(genotype, config: ExperimentConfig, input_shape, num_classes: int) -> dict:
     """Parameters and FLOPs of the inference network (no aux head, no drop-path); ``{}`` if not countable."""
-    from emodarts_tf.search_space.network import build_fixed_network
-
     try:
         from emodarts_tf.evaluation.complexity import model_complexity
     except ImportError:  # pragma: no cover - the module ships with the package
         return {}
-    model = build_fixed_network(genotype, retrain_space(config), tuple(input_shape), num_classes, name="emodarts_count")
+    model = build_genotype_network(genotype, retrain_space(config), input_shape, num_classes, name="emodarts_count")
     try:
         return model_complexity(model)
     except Exception as exc:  # the profiler is best effort; a report must not fail on it
@@ -134,7 +159,6 @@ def train_genotype_fold(
             --allow-unfinished``); they do not change the training.
     """
     from emodarts_tf.evaluation.fitting import fit_fold
-    from emodarts_tf.search_space.network import build_fixed_network
     from emodarts_tf.utils.runtime import precision_policy, resolve_strategy
     from emodarts_tf.utils.seed import seed_everything
 
@@ -142,36 +166,33 @@ def train_genotype_fold(
     strategy = resolve_strategy(train.strategy, "train.strategy")
     space = retrain_space(config)
     classes = list(fold_data.classes)
-    input_shape = tuple(fold_data.input_shape)
+    input_shape = getattr(fold_data, "model_input_shape", tuple(fold_data.input_shape))
     fold_index = int(fold_data.fold.index)
     fold_dir = Path(fold_dir)
     genotype.validate(genotype_source or "genotype")
+    if train.fusion is not None and train.fusion != genotype.fusion:
+        genotype = genotype.with_fusion(train.fusion)
 
     with precision_policy(bool(train.mixed_precision)):
         seed_everything(int(config.seed) * 1000 + fold_index)
 
         def build():
-            return build_fixed_network(
-                genotype,
-                space,
-                input_shape,
-                len(classes),
-                drop_path=float(train.drop_path),
-                aux=train.aux_weight > 0,
-                name="emodarts",
-            )
+            return build_genotype_network(genotype, space, input_shape, len(classes), drop_path=float(train.drop_path),
+                                          aux=train.aux_weight > 0, name="emodarts" if genotype.streams is None
+                                          else "emotionnas")  # fmt: skip
 
         complexity = {}
         if not (fold_dir / "metrics.json").is_file() or not resume:
             complexity = network_complexity(genotype, config, input_shape, len(classes))
         extra = {
-            "kind": "emodarts",
+            "kind": "emodarts" if genotype.streams is None else "emotionnas",
             "genotype": genotype.to_dict(),
             "genotype_source": genotype_source,
             "space": asdict(space),
             "train": asdict(train),
             "recipe": asdict(config.recipe),
             "features": asdict(config.features),
+            **({"frames": asdict(config.frames)} if genotype.streams is not None else {}),
             "corpus": corpus,
             "corpus_root": str(Path(config.data.root).expanduser().resolve()) if config.data.root else None,
             "protocol": protocol,

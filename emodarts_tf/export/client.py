@@ -37,6 +37,11 @@ ValueError says so when they are missing) and get them from a few unlabelled utt
     stats = served.speaker_statistics([read_wav(p) for p in the_speakers_files])   # the export's signature
     served.predict_waveform(read_wav("speech.wav"), speaker_mean=stats.mean, speaker_std=stats.std)
     stats = speaker_statistics_from_mfcc(raw_mfccs_of_the_speaker)                  # numpy, from MFCCs
+
+Two-stream (EmotionNAS) exports (an image and frame-level sequences, ``"two_stream": true`` in
+``export_info.json``) are not supported by these helpers: ``predict_mfcc``, ``predict_waveform`` and
+``speaker_statistics`` refuse them with a ValueError saying so; call their ``serving_default`` signature with
+every input by name (``ServedModel(...).signature("serving_default")(mfcc=..., frames=...)``).
 """
 from __future__ import annotations
 
@@ -235,6 +240,17 @@ def _samples_used(info: dict) -> int | None:
     return int(value) if value else None
 
 
+def _two_stream_message(where: str, method: str, inputs) -> str:
+    names = ", ".join(inputs) if inputs else "see assets.extra/export_info.json"
+    return (
+        f"{where} is a two-stream (EmotionNAS) export: its only signature, {SIGNATURE_MFCC}, takes the raw image AND "
+        f"the raw frame-level sequences by name ({names}), "
+        f"and it has no waveform or speaker_statistics signature; {method} cannot call it. Call the signature "
+        f"directly (ServedModel(...).signature({SIGNATURE_MFCC!r})(**inputs), or a REST body with every input per "
+        "instance)"
+    )
+
+
 def _rows(outputs: dict, classes: list | None) -> list[dict]:
     probs = np.asarray(outputs["probabilities"], dtype=np.float32)
     ids = np.asarray(outputs["class_id"]).reshape(-1)
@@ -269,6 +285,8 @@ class ServedModel:
         _, inputs = self.signature(SIGNATURE_MFCC).structured_input_signature
         self.speaker_normalised = all(k in inputs for k in SPEAKER_INPUTS)
         self.n_mfcc = int(inputs["mfcc"].shape[1]) if "mfcc" in inputs else None
+        self.two_stream = "frames" in inputs or bool(self.info.get("two_stream"))
+        self._inputs = sorted(inputs)
         self.samples_used = _samples_used(self.info)  # input samples the waveform signature reads
 
     def signature(self, name: str):
@@ -276,6 +294,10 @@ class ServedModel:
             return self._loaded.signatures[name]
         except KeyError:
             raise ValueError(f"{self.path}: no signature {name!r}; it has {sorted(self._loaded.signatures)}") from None
+
+    def _refuse_two_stream(self, method: str) -> None:
+        if self.two_stream:
+            raise ValueError(_two_stream_message(str(self.path), method, self._inputs))
 
     def _speaker(self, speaker_mean, speaker_std, batch: int) -> dict:
         extra = speaker_inputs(speaker_mean, speaker_std, batch, self.speaker_normalised, self.n_mfcc, str(self.path))
@@ -287,6 +309,7 @@ class ServedModel:
         A speaker-normalised export also needs ``speaker_mean`` and ``speaker_std``: one speaker's ``(n_mfcc,)``
         for the whole batch, or ``(batch, n_mfcc)``, one row per utterance.
         """
+        self._refuse_two_stream("predict_mfcc")
         x = np.asarray(mfcc, dtype=np.float32)
         if self.speaker_normalised and x.ndim != 4:
             raise ValueError(f"mfcc: expected (batch, n_mfcc, frames, 1), received shape {x.shape}")
@@ -297,6 +320,7 @@ class ServedModel:
     def predict_waveform(self, waveforms, sample_rate: int = INPUT_RATE, speaker_mean=None, speaker_std=None) -> list[dict]:
         """16 kHz mono waveform(s) -> one dict per utterance (speaker statistics as for ``predict_mfcc``),
         with ``"silent"`` (see the module's description)."""
+        self._refuse_two_stream("predict_waveform")
         arrays = _checked_waveforms(waveforms, sample_rate)
         batch = _pad(arrays)
         extra = self._speaker(speaker_mean, speaker_std, len(batch))
@@ -311,6 +335,7 @@ class ServedModel:
         """One speaker's statistics from its 16 kHz mono waveforms (unlabelled utterances; all of them in one
         call: the statistics are over every frame of every utterance), with the export's ``speaker_statistics``
         signature (in-graph MFCCs, no librosa)."""
+        self._refuse_two_stream("speaker_statistics")
         if not self.speaker_normalised:
             raise ValueError(
                 f"{self.path}: not a speaker-normalised export (normalisation: {self.info.get('normalize')}); "
@@ -393,7 +418,10 @@ class RestClient:
         kwargs.setdefault("classes", info.get("classes"))
         kwargs.setdefault("speaker_normalised", info.get("normalize") == "speaker")
         kwargs.setdefault("samples_used", _samples_used(info))
-        return cls(url, model_name, **kwargs)
+        client = cls(url, model_name, **kwargs)
+        if info.get("two_stream"):
+            client.two_stream_inputs = sorted(info.get("signatures", {}).get(SIGNATURE_MFCC, {}).get("inputs", {}))
+        return client
 
     @property
     def model_url(self) -> str:
@@ -443,6 +471,14 @@ class RestClient:
             self._speaker_normalised = all(k in inputs for k in SPEAKER_INPUTS)
         return self._speaker_normalised
 
+    # The inputs of a two-stream export (set by from_export); its MFCC-only and waveform methods refuse it. A
+    # client made without from_export learns it from TF Serving's answer (a missing input "frames").
+    two_stream_inputs: list | None = None
+
+    def _refuse_two_stream(self, method: str) -> None:
+        if self.two_stream_inputs is not None:
+            raise ValueError(_two_stream_message(f"model {self.model_name!r}", method, self.two_stream_inputs))
+
     def _check_speaker(self, speaker_mean, speaker_std, batch: int) -> None:
         speaker_inputs(speaker_mean, speaker_std, batch, self.speaker_normalised, where=f"model {self.model_name!r}")
 
@@ -464,6 +500,7 @@ class RestClient:
         """16 kHz mono waveform(s) -> one dict per utterance, with ``"silent"`` (see the module's description);
         a speaker-normalised model also needs ``speaker_mean`` / ``speaker_std`` (``(n_mfcc,)`` for the whole
         batch or ``(batch, n_mfcc)``)."""
+        self._refuse_two_stream("predict_waveform")
         arrays = _checked_waveforms(waveforms, sample_rate)
         batch = _pad(arrays)
         self._check_speaker(speaker_mean, speaker_std, len(batch))
@@ -473,6 +510,7 @@ class RestClient:
     def predict_mfcc(self, mfcc, speaker_mean=None, speaker_std=None) -> list[dict]:
         """Raw MFCCs ``(batch, n_mfcc, frames, 1)`` -> one dict per utterance (speaker statistics as for
         ``predict_waveform``)."""
+        self._refuse_two_stream("predict_mfcc")
         x = np.asarray(mfcc, dtype=np.float32)
         if x.ndim != 4:
             raise ValueError(f"mfcc: expected (batch, n_mfcc, frames, 1), received shape {x.shape}")
@@ -481,6 +519,7 @@ class RestClient:
 
     def speaker_statistics(self, waveforms, sample_rate: int = INPUT_RATE) -> SpeakerStatistics:
         """One speaker's statistics from its waveforms, by the served ``speaker_statistics`` signature."""
+        self._refuse_two_stream("speaker_statistics")
         answer = self._answer(self.post(rest_request_speaker_statistics(waveforms, sample_rate)))
         if "outputs" in answer:  # columnar answer (what the columnar request gets)
             outputs = answer["outputs"]

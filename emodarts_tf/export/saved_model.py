@@ -35,6 +35,23 @@ before the model's own (identity) normalisation, and has a third signature:
 Models trained with the other modes keep exactly the two signatures above, without speaker inputs.
 ``export_info.json`` records the mode (``normalize``) and the speaker inputs.
 
+Two-stream (EmotionNAS) models (``"input_shapes"`` in ``model_info.json``: an image ``mfcc`` or ``spectrogram``
+and a frame-level sequence ``frames``) have ONE signature:
+
+- ``serving_default``: the image input, named as the model's (``mfcc`` or ``spectrogram``), float32
+  ``(batch, H, W, 1)`` and ``frames`` float32 ``(batch, T, D)``, both RAW as the feature cache stores them
+  (each normalised in the graph with ``normalization.npz``: ``mean``/``std`` and ``frames_mean``/``frames_std``)
+  -> ``probabilities`` and ``class_id`` as above. Both shapes and an equal batch size are checked in the
+  graph; an empty batch answers empty outputs. Speaker-normalised ones also take ``speaker_mean`` /
+  ``speaker_std`` ``(batch, H)`` (the image, per row) and ``frames_speaker_mean`` / ``frames_speaker_std``
+  ``(batch, D)`` (the frames, per dimension), applied before the model's own normalisation.
+
+There is no ``serving_waveform`` and no ``speaker_statistics``: the frames stream cannot be computed in the
+graph (openSMILE cannot be embedded; a source model or .npy arrays are not part of the export), nor a
+spectrogram image. ``export_info.json`` says so (``"serving_waveform": null`` and ``"no_waveform_signature"``
+with the reason), documents how to compute the speaker statistics offline, and records both streams' configs
+(``assets.extra/frames_config.json`` too).
+
 Bad input fails inside the graph (so also under TF Serving) with an ``InvalidArgumentError`` whose
 message says what is wrong: a rate other than 16000, a waveform that is not ``(batch, samples)``
 (stereo, a single unbatched waveform), an empty waveform, NaN or infinite samples, integer-scaled PCM
@@ -77,12 +94,25 @@ SIGNATURE_MFCC = "serving_default"
 SIGNATURE_WAVEFORM = "serving_waveform"
 SIGNATURE_SPEAKER = "speaker_statistics"
 SPEAKER_INPUTS = ("speaker_mean", "speaker_std")
+FRAMES_INPUT = "frames"  # the frame-level stream of a two-stream (EmotionNAS) model
+FRAMES_SPEAKER_INPUTS = ("frames_speaker_mean", "frames_speaker_std")
 STD_FLOOR = 1e-6  # as data.pipeline.speaker_statistics: a constant coefficient gets std 1
 
 
 def is_speaker_normalised(trained) -> bool:
     """Whether a loaded model directory was trained with ``data.normalize: speaker``."""
     return trained.info.get("normalize") == "speaker"
+
+
+# The FeatureConfig fields WaveformMFCC takes (the config also holds its ``kind`` and the spectrogram's fields).
+MFCC_LAYER_FIELDS = ("sample_rate", "duration_s", "n_mfcc", "n_fft", "hop_length", "n_mels", "fmin", "fmax",
+                     "time_pool")
+
+
+def mfcc_layer_arguments(cfg) -> dict:
+    """The keyword arguments of :class:`~emodarts_tf.export.waveform_mfcc.WaveformMFCC` for a FeatureConfig."""
+    values = asdict(cfg)
+    return {key: values[key] for key in MFCC_LAYER_FIELDS}
 
 
 def _build_archive(trained, input_rate: int):
@@ -96,7 +126,13 @@ def _build_archive(trained, input_rate: int):
     shape = trained.input_shape
     mean = tf.constant(np.broadcast_to(trained.mean, shape).astype(np.float32))
     std = tf.constant(np.broadcast_to(trained.std, shape).astype(np.float32))
-    features = WaveformMFCC(**asdict(cfg), input_rate=input_rate, name="waveform_mfcc")
+    if getattr(cfg, "kind", "mfcc") != "mfcc":
+        raise ValueError(
+            f"{trained.path}: a model trained on features.kind {cfg.kind!r} cannot be exported as a one-stream model: "
+            "the waveform signature computes MFCCs in the graph and the spectrogram front end has no in-graph "
+            "implementation"
+        )
+    features = WaveformMFCC(**mfcc_layer_arguments(cfg), input_rate=input_rate, name="waveform_mfcc")
     if (features.n_mfcc, features.frames, 1) != tuple(shape):
         raise ValueError(
             f"{trained.path}: the feature config gives MFCC maps {(features.n_mfcc, features.frames, 1)} but the "
@@ -284,6 +320,188 @@ def _build_archive(trained, input_rate: int):
     return archive, features
 
 
+def image_input_name(trained) -> str:
+    """The image input of a two-stream model (``mfcc`` or ``spectrogram``)."""
+    return str(trained.info.get("image_name") or ("spectrogram" if trained.feature_config.kind == "spectrogram"
+                                                    else "mfcc"))
+
+
+def frames_shape(trained) -> tuple:
+    """``(frames, dim)`` of one raw frame-level sequence of a two-stream model."""
+    return tuple(int(s) for s in trained.info["input_shapes"][FRAMES_INPUT])
+
+
+def _image_meaning(trained) -> str:
+    if trained.feature_config.kind == "spectrogram":
+        return ("raw (un-normalised) log-magnitude spectrogram bands as data.spectrogram.extract_spectrogram "
+                "computes them (the feature cache's maps)")
+    return "raw (un-normalised) librosa MFCCs as data.features.extract_mfcc computes them (the feature cache's maps)"
+
+
+def _frames_meaning(trained) -> str:
+    cfg = trained.info.get("frames") or {}
+    source = cfg.get("source", "opensmile")
+    what = {
+        "opensmile": f"openSMILE {cfg.get('opensmile_set', 'eGeMAPSv02')} low-level descriptors",
+        "model": f"the outputs of the source model {cfg.get('model_path')}",
+        "npy": "the precomputed .npy arrays",
+    }.get(source, f"frames.source {source!r}")
+    return (f"raw (un-normalised) frame-level sequences: {what}, cut, pooled and zero-padded to a fixed length as "
+            "data.frame_features.fixed_length does (the feature cache's sequences)")
+
+
+def no_waveform_reason(trained) -> str:
+    """Why a two-stream export has no ``serving_waveform`` (nor ``speaker_statistics``) signature."""
+    cfg = trained.info.get("frames") or {}
+    source = cfg.get("source", "opensmile")
+    frames = {
+        "opensmile": (f"the frames stream (openSMILE {cfg.get('opensmile_set', 'eGeMAPSv02')}) is computed outside "
+                      "TensorFlow: openSMILE is a C++ library that cannot be embedded in a SavedModel"),
+        "model": (f"the frames stream comes from a separate source model ({cfg.get('model_path')}), which this "
+                  "export does not embed"),
+        "npy": "the frames stream is read from precomputed .npy arrays, made outside this project",
+    }.get(source, f"the frames stream (frames.source {source!r}) has no in-graph implementation")
+    reason = frames
+    if trained.feature_config.kind == "spectrogram":
+        reason += "; and the spectrogram front end (data.spectrogram) has no in-graph implementation"
+    return (reason + f"; compute both inputs offline (data.features / data.spectrogram and data.frame_features, with "
+            f"the configs in this file) and call {SIGNATURE_MFCC}")
+
+
+def _build_two_stream_archive(trained):
+    """The archive of a two-stream (EmotionNAS) model: ``serving_default`` only, on both raw streams by name."""
+    import keras
+    import tensorflow as tf
+
+    model = trained.model
+    image_name = image_input_name(trained)
+    image_shape = tuple(trained.input_shape)
+    f_shape = frames_shape(trained)
+    shapes = {image_name: image_shape, FRAMES_INPUT: f_shape}
+    declared = {str(k): tuple(int(s) for s in v) for k, v in trained.info["input_shapes"].items()}
+    if declared.get(image_name) != image_shape:
+        raise ValueError(f"{trained.path}: model_info input_shapes[{image_name!r}] is {declared.get(image_name)}, "
+                         f"but input_shape is {image_shape}")
+    if trained.frames_mean is None or trained.frames_std is None:
+        raise ValueError(f"{trained.path}: a two-stream model needs frames_mean and frames_std in normalization.npz")
+    def constant(value, shape):
+        return tf.constant(np.broadcast_to(value, shape).astype(np.float32))
+
+    means = {image_name: constant(trained.mean, image_shape), FRAMES_INPUT: constant(trained.frames_mean, f_shape)}
+    stds = {image_name: constant(trained.std, image_shape), FRAMES_INPUT: constant(trained.frames_std, f_shape)}
+    # The inputs the Keras model reads (a one-stream fusion leaves the other out of the model).
+    read = [getattr(t, "name", "").split(":")[0] for t in getattr(model, "inputs", None) or []]
+    read = [n for n in shapes if n in read] or list(shapes)
+    n_classes = len(trained.classes)
+    speaker = is_speaker_normalised(trained)
+    rows = {image_name: int(image_shape[0]), FRAMES_INPUT: int(f_shape[1])}  # speaker statistics per row / dim
+    speaker_keys = {image_name: SPEAKER_INPUTS, FRAMES_INPUT: FRAMES_SPEAKER_INPUTS}
+    what = {image_name: "raw maps", FRAMES_INPUT: "raw frame-level sequences"}
+    name = SIGNATURE_MFCC
+
+    def run_model(inputs):
+        x = {k: (inputs[k] - means[k]) / stds[k] for k in read}
+        logits = model(x, training=False)
+        if isinstance(logits, dict):
+            logits = logits["logits"]
+        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        return probabilities, tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+
+    def no_rows():
+        return tf.zeros([0, n_classes], tf.float32), tf.zeros([0], tf.int64)
+
+    def check_shape(key, value):
+        shape = shapes[key]
+        expected = tf.constant([*shape, 0], tf.int32)  # the 0: nothing after the last axis
+        actual = tf.raw_ops.Shape(input=value, out_type=tf.int32)  # raw ops: no Python-side shape folding
+        padded = tf.pad(actual, [[0, len(shape) + 2]])  # never fails, whatever the rank
+        ok = tf.reduce_all(tf.equal(padded[1 : len(shape) + 2], expected))
+        text = f"(batch, {', '.join(map(str, shape))})"
+        check = tf.debugging.Assert(
+            ok, [f"{name}: expected {key} of shape {text} ({what[key]}), received shape", actual], summarize=8,
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(value)
+
+    def check_batch(inputs):
+        batches = [tf.raw_ops.Shape(input=inputs[k], out_type=tf.int32)[0] for k in shapes]
+        check = tf.debugging.Assert(
+            tf.equal(batches[0], batches[1]),
+            [f"{name}: expected {image_name} and {FRAMES_INPUT} with the same batch size (one {FRAMES_INPUT} "
+             f"sequence per {image_name} map, the same utterances in the same order); {image_name} and "
+             f"{FRAMES_INPUT} batch sizes:", batches[0], batches[1]],
+            summarize=4,
+        )  # fmt: skip
+        with tf.control_dependencies([check]):
+            return {k: tf.identity(v) for k, v in inputs.items()}, tf.identity(batches[0])
+
+    def speaker_normalise(key, value, batch, speaker_mean, speaker_std):
+        """``value`` z-scored per row (image: per coefficient / band, axis 1) or per dimension (frames: the last
+        axis) with one row of statistics per instance, after checking them."""
+        width = rows[key]
+        mean_key, std_key = speaker_keys[key]
+        checks = []
+        for k, v in ((mean_key, speaker_mean), (std_key, speaker_std)):
+            actual = tf.raw_ops.Shape(input=v, out_type=tf.int32)
+            padded = tf.pad(actual, [[0, 3]], constant_values=-1)  # -1: no such axis
+            ok = tf.reduce_all(tf.equal(padded[:3], tf.stack([batch, tf.constant(width), tf.constant(-1)])))
+            checks.append(tf.debugging.Assert(
+                ok,
+                [f"{name}: expected {k} of shape (batch, {width}), one row per instance (the statistics of its "
+                 f"speaker for {key}; see assets.extra/export_info.json); instances and received shape:", batch,
+                 actual],
+                summarize=8,
+            ))  # fmt: skip
+        with tf.control_dependencies(checks):
+            speaker_mean = tf.ensure_shape(tf.identity(speaker_mean), [None, width])
+            speaker_std = tf.ensure_shape(tf.identity(speaker_std), [None, width])
+        checks = [
+            tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(speaker_mean)),
+                                [f"{name}: {mean_key} holds NaN or infinity"]),
+            tf.debugging.Assert(
+                tf.reduce_all(tf.logical_and(tf.math.is_finite(speaker_std), speaker_std > 0.0)),
+                [f"{name}: expected {std_key} finite and > 0 (the speaker's standard deviation, set to 1 where it "
+                 f"is below {STD_FLOOR:g}); received minimum", tf.reduce_min(speaker_std)],
+            ),
+        ]  # fmt: skip
+        with tf.control_dependencies(checks):
+            value = tf.identity(value)
+        if key == FRAMES_INPUT:  # (batch, frames, dim): statistics per dimension
+            return (value - speaker_mean[:, tf.newaxis, :]) / speaker_std[:, tf.newaxis, :]
+        return (value - speaker_mean[:, :, tf.newaxis, tf.newaxis]) / speaker_std[:, :, tf.newaxis, tf.newaxis]
+
+    def classify(inputs, batch):
+        # An empty batch answers empty outputs without running the model.
+        probabilities, class_id = tf.cond(batch > 0, lambda: run_model(inputs), no_rows)
+        return {
+            "probabilities": tf.identity(tf.ensure_shape(probabilities, [None, n_classes]), name="probabilities"),
+            "class_id": tf.identity(tf.ensure_shape(class_id, [None]), name="class_id"),
+        }
+
+    def checked(image, frames):
+        inputs = {image_name: check_shape(image_name, image), FRAMES_INPUT: check_shape(FRAMES_INPUT, frames)}
+        return check_batch(inputs)
+
+    def serve(image, frames):
+        return classify(*checked(image, frames))
+
+    def serve_speaker(image, frames, speaker_mean, speaker_std, frames_speaker_mean, frames_speaker_std):
+        inputs, batch = checked(image, frames)
+        stats = {image_name: (speaker_mean, speaker_std), FRAMES_INPUT: (frames_speaker_mean, frames_speaker_std)}
+        inputs = {k: speaker_normalise(k, v, batch, *stats[k]) for k, v in inputs.items()}
+        return classify(inputs, batch)
+
+    signature = [tf.TensorSpec((None, *image_shape), tf.float32, name=image_name),
+                 tf.TensorSpec((None, *f_shape), tf.float32, name=FRAMES_INPUT)]  # fmt: skip
+    if speaker:
+        signature += [tf.TensorSpec((None, rows[k]), tf.float32, name=key)
+                      for k in (image_name, FRAMES_INPUT) for key in speaker_keys[k]]  # fmt: skip
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name=SIGNATURE_MFCC, fn=serve_speaker if speaker else serve, input_signature=signature)
+    return archive
+
+
 def export_model(
     model_dir: str | Path,
     serving_dir: str | Path,
@@ -319,7 +537,10 @@ def export_model(
             f"{target} exists (versions present: {existing}); pick --version {max(existing) + 1} or pass --overwrite"
         )
     trained = load_model_dir(model_dir)
-    archive, features = _build_archive(trained, input_rate)
+    if trained.two_stream:
+        archive, features = _build_two_stream_archive(trained), None
+    else:
+        archive, features = _build_archive(trained, input_rate)
 
     serving_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".export-{version}-", dir=serving_dir))
@@ -331,7 +552,11 @@ def export_model(
         write_json(extra / "classes.json", classes)
         atomic_write_text(extra / "labels.txt", "\n".join(classes) + "\n")
         write_json(extra / "feature_config.json", asdict(trained.feature_config))
-        info = export_info(trained, features, version, input_rate)
+        if trained.two_stream:
+            write_json(extra / "frames_config.json", dict(trained.info.get("frames") or {}))
+            info = two_stream_export_info(trained, version)
+        else:
+            info = export_info(trained, features, version, input_rate)
         write_json(extra / "export_info.json", info)
         if target.exists():
             shutil.rmtree(target)
@@ -343,6 +568,14 @@ def export_model(
             raise DiskFullError(full.errno, full.reason, str(target)) from exc
         raise
     speaker = is_speaker_normalised(trained)
+    if trained.two_stream:
+        log.info(
+            "exported two-stream %s -> %s (signature %s: %s %s and %s %s, raw; no %s: %s); classes %s; "
+            "normalisation: %s", trained.path, target, SIGNATURE_MFCC, image_input_name(trained),
+            tuple(trained.input_shape), FRAMES_INPUT, frames_shape(trained), SIGNATURE_WAVEFORM,
+            info["no_waveform_signature"], classes, describe_normalisation(info),
+        )  # fmt: skip
+        return target
     log.info(
         "exported %s -> %s (signatures %s: mfcc %s; %s: waveform at %d Hz%s); classes %s; normalisation: %s",
         trained.path,
@@ -430,9 +663,107 @@ def export_info(trained, features, version: int, input_rate: int) -> dict:
     }
 
 
+def two_stream_export_info(trained, version: int) -> dict:
+    """``export_info.json`` of a two-stream export: its one signature, both streams' configs, the normalisation
+    formulas, and why there is no waveform (nor speaker statistics) signature."""
+    import keras
+    import tensorflow as tf
+
+    classes = list(trained.classes)
+    image_name = image_input_name(trained)
+    image_shape = list(trained.input_shape)
+    f_shape = list(frames_shape(trained))
+    speaker = is_speaker_normalised(trained)
+    mode = trained.info.get("normalize")
+    reason = no_waveform_reason(trained)
+    outputs = {"probabilities": {"dtype": "float32", "shape": [None, len(classes)]},
+               "class_id": {"dtype": "int64", "shape": [None]}}  # fmt: skip
+    inputs = {
+        image_name: {"dtype": "float32", "shape": [None, *image_shape], "meaning": _image_meaning(trained)},
+        FRAMES_INPUT: {"dtype": "float32", "shape": [None, *f_shape], "meaning": _frames_meaning(trained)},
+    }
+    if speaker:
+        unit = "band" if trained.feature_config.kind == "spectrogram" else "coefficient"
+        inputs.update({
+            "speaker_mean": {"dtype": "float32", "shape": [None, image_shape[0]],
+                             "meaning": f"per-{unit} mean of the instance's speaker's raw {image_name} maps"},
+            "speaker_std": {"dtype": "float32", "shape": [None, image_shape[0]],
+                            "meaning": "per-" + unit + " standard deviation of the same (> 0)"},
+            "frames_speaker_mean": {"dtype": "float32", "shape": [None, f_shape[1]],
+                                    "meaning": "per-dimension mean of the instance's speaker's raw frames"},
+            "frames_speaker_std": {"dtype": "float32", "shape": [None, f_shape[1]],
+                                   "meaning": "per-dimension standard deviation of the same (> 0)"},
+        })  # fmt: skip
+    signatures = {SIGNATURE_MFCC: {
+        "inputs": inputs,
+        "outputs": outputs,
+        "checks": (f"each input's shape (after its batch axis) and the same batch size for {image_name} and "
+                   f"{FRAMES_INPUT}; an empty batch answers probabilities (0, {len(classes)}) and class_id (0,)"),
+    }}  # fmt: skip
+    normalization = {
+        "mode": mode,
+        "model": (f"({image_name} - mean) / std and (frames - frames_mean) / frames_std with normalization.npz of "
+                  "the model directory (mean, std broadcast to the image's shape; frames_mean, frames_std to "
+                  "(frames, dim)), applied in the graph"),
+    }
+    if speaker:
+        normalization.update({
+            "speaker_inputs": ["speaker_mean", "speaker_std", *FRAMES_SPEAKER_INPUTS],
+            "signatures_with_speaker_inputs": [SIGNATURE_MFCC],
+            "formula": (f"({image_name} - speaker_mean[:, :, None, None]) / speaker_std[:, :, None, None] and "
+                        "(frames - frames_speaker_mean[:, None, :]) / frames_speaker_std[:, None, :], then the "
+                        "model's"),
+            "statistics": (
+                "computed offline, per speaker, from every utterance of the speaker (unlabelled audio), as "
+                "data.pipeline.speaker_statistics: speaker_mean / speaker_std: the mean and standard deviation of "
+                f"each row (axis 1) of the raw {image_name} maps (n, {image_shape[0]}, {image_shape[1]}) over every "
+                "time frame of every utterance; frames_speaker_mean / frames_speaker_std: the mean and standard "
+                f"deviation of each dimension of the raw frame sequences (n, {f_shape[0]}, {f_shape[1]}) over every "
+                "frame of every utterance (the zero-padded frames included, as in training), i.e. "
+                "speaker_statistics(np.transpose(frames, (0, 2, 1))); float64 sums, std set to 1 below "
+                f"{STD_FLOOR:g}. export.client.speaker_statistics_from_mfcc computes the first pair"
+            ),
+            "speaker_statistics_signature": None,
+            "no_speaker_statistics_signature": "the statistics need both streams from the waveform: " + reason,
+        })  # fmt: skip
+    else:
+        normalization["speaker_inputs"] = []
+    return {
+        "format": "emodarts-tf/serving/v1",
+        "version": version,
+        "classes": classes,
+        "two_stream": True,
+        "streams": {
+            image_name: {"input": image_name, "shape": image_shape, "features": asdict(trained.feature_config)},
+            FRAMES_INPUT: {"input": FRAMES_INPUT, "shape": f_shape, "frames": dict(trained.info.get("frames") or {})},
+        },
+        "signatures": signatures,
+        SIGNATURE_WAVEFORM: None,
+        "no_waveform_signature": reason,
+        "normalize": mode,
+        "normalization": normalization,
+        "input_rate": None,
+        "feature_config": asdict(trained.feature_config),
+        "frames_config": dict(trained.info.get("frames") or {}),
+        "source_model": str(Path(trained.path).resolve()),
+        "kind": trained.info.get("kind"),
+        "fold": trained.info.get("fold"),
+        "corpus": trained.info.get("corpus"),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
+
+
 def describe_normalisation(info: dict) -> str:
     """One line on the normalisation an export applies, from its ``export_info.json`` content."""
     mode = info.get("normalize")
+    if info.get("two_stream"):
+        inputs = list(info.get("signatures", {}).get(SIGNATURE_MFCC, {}).get("inputs", {}))
+        if mode == "speaker":
+            return (f"speaker (per-speaker z-scores of both streams: {SIGNATURE_MFCC} also takes "
+                    f"{', '.join(inputs[2:])}, computed offline; no {SIGNATURE_SPEAKER} signature)")
+        return (f"{mode or 'not recorded'} (normalization.npz of the model directory for both streams, applied in "
+                "the graph)")
     if mode == "speaker":
         return (
             f"speaker (per-speaker z-scores: {SIGNATURE_MFCC} and {SIGNATURE_WAVEFORM} also take speaker_mean and "

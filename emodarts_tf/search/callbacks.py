@@ -276,8 +276,9 @@ class GenotypeTracker(keras.callbacks.Callback):
 
 
 def format_genotype(genotype) -> str:
+    """One log line of a genotype's cells (those it has: a single-stream two-stream genotype lacks some)."""
     parts = []
-    for kind in ("normal", "reduce", "seq"):
+    for kind in genotype.cell_kinds:
         nodes = ["+".join(f"{op}<{i}" for op, i in node) for node in genotype.cell(kind)]
         parts.append(f"{kind}[{' | '.join(nodes)}]")
     return " ".join(parts)

@@ -21,7 +21,8 @@ inference-mode passes read the moving statistics (the search's validation metric
 
 The backbone is any layer with ``call(x, weights, training=None)`` taking a dict of softmaxed
 ``(num_edges, num_ops)`` matrices, ``alpha_shapes()`` and ``derive_genotype(alphas, max_skip, meta)``
-(``SearchBackbone``'s).
+(``SearchBackbone``'s). Its input ``x`` is one tensor, or a dict of named tensors for a backbone of several
+inputs (``TwoStreamSearchBackbone``: ``{"spectrogram", "frames"}``); the model passes it through as it is.
 """
 from __future__ import annotations
 
@@ -57,6 +58,32 @@ def resolve_execution(run_eagerly: bool, eager_updates: bool, replicas: int) -> 
     return "graph"
 
 
+def example_shape(shape):
+    """The shape of one example as ``SearchModel`` keeps it: a tuple, or ``{input name: tuple}`` for a backbone
+    of several inputs; None stays None."""
+    if shape is None:
+        return None
+    if isinstance(shape, dict):
+        return {name: tuple(s) for name, s in shape.items()}
+    return tuple(shape)
+
+
+def _with_batch(shape, batch=None):
+    """``(batch,) + shape``, for a tuple or each tuple of a dict."""
+    if isinstance(shape, dict):
+        return {name: (batch,) + tuple(s) for name, s in shape.items()}
+    return (batch,) + tuple(shape)
+
+
+def _shape_config(shape):
+    """``example_shape`` as JSON data (lists)."""
+    if shape is None:
+        return None
+    if isinstance(shape, dict):
+        return {name: list(s) for name, s in shape.items()}
+    return list(shape)
+
+
 def initial_alphas(shapes: dict, scale: float, seed: int) -> dict:
     """The alphas a search starts from: ``{kind: scale * N(0, 1)}`` (float64), drawn in the order of
     ``shapes`` from one generator seeded with ``seed`` (``SearchModel``'s initialisation)."""
@@ -87,13 +114,14 @@ class SearchModel(keras.Model):
 
     Args:
         backbone: the searchable network (a Keras layer, see the module docstring).
-        input_shape: shape of one example, e.g. ``(n_mfcc, frames, 1)``; when given, the model (and the
-            backbone's variables) is built at once, which ``fit()`` needs.
+        input_shape: shape of one example, e.g. ``(n_mfcc, frames, 1)``, or ``{input name: shape}`` for a
+            backbone of several inputs (e.g. ``{"spectrogram": (128, 128, 1), "frames": (200, 40)}``); when
+            given, the model (and the backbone's variables) is built at once, which ``fit()`` needs.
         alpha_init_scale: alphas start as ``alpha_init_scale * N(0, 1)`` (DARTS: 1e-3).
         seed: seed of the alpha initialisation.
 
     Call arguments:
-        x: a batch of inputs, ``(batch,) + input_shape``.
+        x: a batch of inputs, ``(batch,) + input_shape`` (a dict of such batches for a dict ``input_shape``).
         training: passed to the backbone.
 
     Example:
@@ -116,7 +144,7 @@ class SearchModel(keras.Model):
         self.backbone = backbone
         self.alpha_init_scale = check_number(alpha_init_scale, "alpha_init_scale")
         self.seed = int(seed)
-        self._example_shape = tuple(input_shape) if input_shape is not None else None
+        self._example_shape = example_shape(input_shape)
 
         shapes = dict(backbone.alpha_shapes())
         unknown = [k for k in shapes if k not in CELL_KINDS]
@@ -152,21 +180,28 @@ class SearchModel(keras.Model):
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.alpha_loss_tracker = keras.metrics.Mean(name="alpha_loss")
         if self._example_shape is not None:
-            self.build((None,) + self._example_shape)
+            self.build(_with_batch(self._example_shape))
 
     # ------------------------------------------------------------------ building and calling
     def build(self, input_shape):
-        input_shape = tuple(input_shape)
+        """Build the backbone for inputs of ``input_shape`` (with the batch axis; a dict of them for a backbone
+        of several inputs)."""
+        input_shape = example_shape(input_shape)
         if not self.backbone.built:
             self.backbone.build(input_shape)
         # Keras 3 has no public iterator over a layer's nested sub-layers (`Model.layers` is one level).
         if not all(layer.built for layer in self.backbone._flatten_layers()):
             # Some sub-layer creates its state on first call: one eager pass on a zero example builds it
             # (fit() must find every layer built, or it would try to build from the zipped data).
-            example = tuple(1 if d is None else int(d) for d in input_shape)
-            self.backbone(ops.zeros(example, dtype=self.input_dtype), self.mixing_weights(), training=False)
+            def zeros(shape):
+                return ops.zeros(tuple(1 if d is None else int(d) for d in shape), dtype=self.input_dtype)
+
+            example = ({name: zeros(s) for name, s in input_shape.items()} if isinstance(input_shape, dict)
+                       else zeros(input_shape))
+            self.backbone(example, self.mixing_weights(), training=False)
         if self._example_shape is None:
-            self._example_shape = tuple(input_shape[1:])
+            self._example_shape = ({name: s[1:] for name, s in input_shape.items()} if isinstance(input_shape, dict)
+                                   else input_shape[1:])
         self.built = True
 
     def mixing_weights(self) -> dict:
@@ -505,7 +540,7 @@ class SearchModel(keras.Model):
         config.update(
             {
                 "backbone": keras.saving.serialize_keras_object(self.backbone),
-                "input_shape": list(self._example_shape) if self._example_shape is not None else None,
+                "input_shape": _shape_config(self._example_shape),
                 "alpha_init_scale": self.alpha_init_scale,
                 "seed": self.seed,
             }

@@ -99,11 +99,21 @@ def plot_cell(cell: list, concat: list, kind: str, path: str | Path, title: str 
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def genotype_diagrams(genotype, title_prefix: str = "") -> dict:
+    """``{kind: (file name, title)}`` of a genotype's cell diagrams: ``normal.png``, ``reduce.png``, ``seq.png``
+    (title ``"<prefix><kind> cell"``; None without a prefix: :func:`plot_cell`'s default), or for a two-stream
+    genotype the cells of its streams, named after their stream: ``spectrogram_normal.png``, titled
+    ``"<prefix>spectrogram normal cell"``, ..., ``frames_seq.png``."""
+    streams = getattr(genotype, "stream_cells", None)
+    if not streams:
+        return {kind: (f"{kind}.png", f"{title_prefix}{kind} cell" if title_prefix else None)
+                for kind in ("normal", "reduce", "seq")}
+    return {kind: (f"{stream}_{kind}.png", f"{title_prefix}{stream} {kind} cell")
+            for stream, kinds in streams.items() for kind in kinds}
+
+
 def plot_genotype(genotype, out_dir: str | Path, title_prefix: str = "") -> dict:
-    """``<out_dir>/normal.png``, ``reduce.png`` and ``seq.png``; returns ``{kind: path}``."""
+    """The cell diagrams of :func:`genotype_diagrams` in ``out_dir``; returns ``{kind: path}``."""
     out_dir = Path(out_dir)
-    paths = {}
-    for kind in ("normal", "reduce", "seq"):
-        title = f"{title_prefix}{kind} cell" if title_prefix else None
-        paths[kind] = plot_cell(genotype.cell(kind), genotype.concat(kind), kind, out_dir / f"{kind}.png", title)
-    return paths
+    return {kind: plot_cell(genotype.cell(kind), genotype.concat(kind), kind, out_dir / file, title)
+            for kind, (file, title) in genotype_diagrams(genotype, title_prefix).items()}

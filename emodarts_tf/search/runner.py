@@ -29,6 +29,7 @@ import logging
 import math
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import keras
@@ -60,6 +61,7 @@ from emodarts_tf.utils.seed import seed_everything
 log = logging.getLogger(__name__)
 
 SELECTIONS = ("best", "final")
+METHODS = ("emodarts", "emotionnas")
 SEARCH_FORMAT = "emodarts-tf/search/v1"
 
 # Config keys that may change between a run and its --resume (everything else must match).
@@ -82,6 +84,8 @@ def check_search_config(s: SearchConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"search.{name}: expected an integer >= {minimum}, received {value!r}")
 
+    if s.method not in METHODS:
+        raise ValueError(f"search.method: expected one of {METHODS}, received {s.method!r}")
     positive_int("epochs", s.epochs)
     positive_int("batch_size", s.batch_size)
     positive_int("warmup_epochs", s.warmup_epochs, 0)
@@ -112,6 +116,15 @@ def check_search_config(s: SearchConfig) -> None:
         raise ValueError(f"search.w_momentum: expected a number in [0, 1), received {s.w_momentum!r}")
 
 
+def two_stream(config: ExperimentConfig) -> bool:
+    """Whether ``config`` searches two streams (``search.method: emotionnas``)."""
+    return config.search.method == "emotionnas"
+
+
+def _json_shape(shape):
+    return {name: list(s) for name, s in shape.items()} if isinstance(shape, dict) else list(shape)
+
+
 def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, steps_per_epoch: int) -> SearchModel:
     """The search backbone of ``config.space`` wrapped in a compiled SearchModel (paper optimisers).
 
@@ -120,11 +133,18 @@ def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, 
     :func:`alpha_learning_rate`.
     """
     from emodarts_tf.search_space.network import SearchBackbone
+    from emodarts_tf.search_space.two_stream import TwoStreamSearchBackbone
 
     s = config.search
-    backbone = SearchBackbone(config.space, tuple(input_shape), int(num_classes), recompute=s.recompute_cnn,
-                              seq_grouped=s.seq_grouped, recompute_seq=s.recompute_seq, name="backbone")
-    model = SearchModel(backbone, input_shape=tuple(input_shape), alpha_init_scale=s.alpha_init_scale, seed=config.seed)
+    if isinstance(input_shape, dict):  # EmotionNAS: {image name: (H, W, 1), "frames": (T, D)}
+        input_shape = {name: tuple(shape) for name, shape in input_shape.items()}
+        backbone = TwoStreamSearchBackbone(config.space, input_shape, int(num_classes), recompute=s.recompute_cnn,
+                                           seq_grouped=s.seq_grouped, recompute_seq=s.recompute_seq, name="backbone")
+    else:
+        input_shape = tuple(input_shape)
+        backbone = SearchBackbone(config.space, input_shape, int(num_classes), recompute=s.recompute_cnn,
+                                  seq_grouped=s.seq_grouped, recompute_seq=s.recompute_seq, name="backbone")
+    model = SearchModel(backbone, input_shape=input_shape, alpha_init_scale=s.alpha_init_scale, seed=config.seed)
     total_steps = max(1, s.epochs * steps_per_epoch)
     if s.w_lr_min < s.w_lr:
         lr = keras.optimizers.schedules.CosineDecay(s.w_lr, decay_steps=total_steps, alpha=s.w_lr_min / s.w_lr)
@@ -347,7 +367,10 @@ def run_search(
     started = time.perf_counter()
     seed_everything(config.seed)
     if prepared is None:
-        prepared = prepare(config)
+        prepared = prepare(config, two_stream=two_stream(config))
+    if two_stream(config) and not getattr(prepared, "frames_shape", None):
+        raise ValueError("search.method emotionnas: the prepared corpus has no frame-level stream; prepare it with "
+                         "two_stream=True")
     fold_data = make_fold_data(prepared, int(fold_index), config)
     fold = fold_data.fold
     train_speakers = sorted(str(x) for x in fold.train_speakers)
@@ -373,7 +396,7 @@ def run_search(
     check_global_batch(batch, strategy, "search.batch_size")
     with precision_policy(s.mixed_precision) as policy:
         with strategy.scope():
-            model = build_search_model(config, fold_data.input_shape, num_classes, steps)
+            model = build_search_model(config, fold_data.model_input_shape, num_classes, steps)
             state = SearchState(model, ckpt_dir, max_to_keep=s.checkpoints_to_keep)
         initial_epoch = state.restore() if resume else 0
         if resume and initial_epoch == 0:
@@ -398,7 +421,10 @@ def run_search(
             "val_speakers": val_speakers,
             "test_speakers": test_speakers,
             "classes": list(fold_data.classes),
-            "input_shape": list(fold_data.input_shape),
+            "input_shape": _json_shape(fold_data.model_input_shape),
+            "method": s.method,
+            **({"streams": {fold_data.image_name: asdict(config.features), "frames": asdict(config.frames)}}
+               if fold_data.two_stream else {}),
             "order": s.order,
             "epochs": s.epochs,
         }
@@ -468,7 +494,7 @@ def run_search_folds(
     from emodarts_tf.data.prepare import prepare
 
     if prepared is None:
-        prepared = prepare(config)
+        prepared = prepare(config, two_stream=two_stream(config))
     results = {}
     for k in folds:
         results[int(k)] = run_search(config, out_dir, int(k), resume=resume, prepared=prepared, verbose=verbose)

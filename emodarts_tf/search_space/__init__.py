@@ -4,7 +4,8 @@ and SeqNN cells, genotypes. Argument validators live in ``validation``, the geno
 
 The Keras layers are exported lazily (``from emodarts_tf.search_space import SearchBackbone``) so that
 reading genotypes does not import TensorFlow. Importing :mod:`emodarts_tf.search_space.network`
-registers every layer of the package with Keras; do it before ``keras.saving.load_model``.
+registers every layer of the single-stream networks with Keras, :mod:`emodarts_tf.search_space.two_stream`
+also those of the two-stream (EmotionNAS) networks; do it before ``keras.saving.load_model``.
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ _LAZY = {
     "build_fixed_network": "network",
     "set_drop_path_rate": "network",
     "apply_train_overrides": "network",
+    "TwoStreamSearchBackbone": "two_stream",
+    "build_fixed_two_stream": "two_stream",
+    "InformationSupplement": "two_stream",
     "SearchCNNCell": "cnn_cell",
     "FixedCNNCell": "cnn_cell",
     "SearchSeqCell": "seq_cell",
@@ -29,6 +33,7 @@ _LAZY = {
     "Genotype": "genotype",
     "check_cell": "genotype",
     "derive_genotype": "genotype",
+    "is_two_stream": "genotype",
 }
 
 __all__ = sorted(_LAZY)

@@ -4,7 +4,8 @@ A cell reads the outputs of the two previous cells ``[s0, s1]``. Both are prepro
 channels at the resolution of ``s1`` (``s0`` with a FactorizedReduce when the previous cell was a
 reduction cell, so it is twice the size of ``s1``; otherwise ReLU-Conv1x1-BN; ``s1`` with
 ReLU-Conv1x1-BN). Node ``i`` sums one op over each of its inputs (the 2 preprocessed inputs, then the
-earlier nodes); in a reduction cell the ops on the 2 cell inputs have stride 2. The output
+earlier nodes); in a reduction cell the ops on the 2 cell inputs have stride 2 (or ``(2, 1)``: frequency
+only, when the space keeps the time resolution). The output
 concatenates the nodes along channels.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from keras import ops
 from emodarts_tf.search_space.genotype import check_cell
 from emodarts_tf.search_space.mixed_op import MixedOp
 from emodarts_tf.search_space.op_registry import make_op
-from emodarts_tf.search_space.operations import FactorizedReduce, Identity, ReLUConvBN, Zero, reduced_dim
+from emodarts_tf.search_space.operations import FactorizedReduce, Identity, ReLUConvBN, Zero, reduced_shape
 from emodarts_tf.search_space.primitives import CNN_PRIMITIVES, num_edges
 from emodarts_tf.search_space.validation import (
     check_bool,
@@ -24,13 +25,14 @@ from emodarts_tf.search_space.validation import (
     check_ops,
     check_pair,
     check_rate,
+    check_stride,
 )
 
 _register = keras.saving.register_keras_serializable(package="emodarts_tf")
 
 
-def _preprocess(channels: int, reduction_prev: bool, affine: bool):
-    pre0 = (FactorizedReduce(channels, affine=affine, name="preprocess0") if reduction_prev
+def _preprocess(channels: int, reduction_prev: bool, affine: bool, stride=2):
+    pre0 = (FactorizedReduce(channels, affine=affine, stride=stride, name="preprocess0") if reduction_prev
             else ReLUConvBN(channels, 1, 1, affine=affine, name="preprocess0"))
     pre1 = ReLUConvBN(channels, 1, 1, affine=affine, name="preprocess1")
     return pre0, pre1
@@ -56,9 +58,7 @@ def _build_preprocess(cell, input_shape):
 
 def _output_shape(cell, input_shape, n_concat: int):
     _, s1_shape = input_shape
-    stride = 2 if cell.reduction else 1
-    b, h, w, _ = s1_shape
-    return (b, reduced_dim(h, stride), reduced_dim(w, stride), cell.channels * n_concat)
+    return reduced_shape(tuple(s1_shape), cell.reduction_stride if cell.reduction else 1, cell.channels * n_concat)
 
 
 @_register
@@ -69,8 +69,10 @@ class SearchCNNCell(keras.layers.Layer):
         nodes: intermediate nodes ``N``; the cell has ``num_edges(N) = 2 + 3 + ... + (N + 1)`` edges,
             node 0's 2 edges first, then node 1's 3, and so on.
         channels: channels of every node; the output has ``channels * nodes``.
-        reduction: a reduction cell (stride 2 on the edges from the cell inputs).
+        reduction: a reduction cell (stride ``reduction_stride`` on the edges from the cell inputs).
         reduction_prev: the previous cell was a reduction cell (``s0`` is twice as large as ``s1``).
+        reduction_stride: the stride of the network's reduction cells: 2 (frequency and time) or ``(2, 1)``
+            (frequency only, keeping every frame); also ``preprocess0``'s after a reduction cell.
         ops: candidate op names (the columns of the weight matrix).
         recompute: gradient checkpointing of every edge (``MixedOp(recompute=True)``): in training only
             the edges' inputs and outputs are kept for the backward pass, which recomputes each edge.
@@ -82,19 +84,21 @@ class SearchCNNCell(keras.layers.Layer):
     """
 
     def __init__(self, nodes: int, channels: int, reduction: bool, reduction_prev: bool,
-                 ops: tuple = CNN_PRIMITIVES, recompute: bool = False, **kwargs):
+                 ops: tuple = CNN_PRIMITIVES, recompute: bool = False, reduction_stride=2, **kwargs):
         super().__init__(**kwargs)
         self.recompute = check_bool(recompute, "recompute")
         self.nodes = check_int(nodes, "nodes")
         self.channels = check_int(channels, "channels")
         self.reduction = bool(reduction)
         self.reduction_prev = bool(reduction_prev)
+        self.reduction_stride = check_stride(reduction_stride)
         self.op_names = check_ops(ops, "cnn")
-        self.preprocess0, self.preprocess1 = _preprocess(channels, self.reduction_prev, affine=False)
+        self.preprocess0, self.preprocess1 = _preprocess(channels, self.reduction_prev, affine=False,
+                                                         stride=self.reduction_stride)
         self.edges = []
         for node in range(nodes):
             for j in range(node + 2):
-                stride = 2 if self.reduction and j < 2 else 1
+                stride = self.reduction_stride if self.reduction and j < 2 else 1
                 self.edges.append(MixedOp(self.op_names, channels, stride, kind="cnn", recompute=recompute,
                                           name=f"edge_{node}_{j}"))
 
@@ -104,7 +108,7 @@ class SearchCNNCell(keras.layers.Layer):
 
     def build(self, input_shape):
         pre = _build_preprocess(self, input_shape)
-        reduced = (pre[0], reduced_dim(pre[1], 2), reduced_dim(pre[2], 2), self.channels)
+        reduced = reduced_shape(pre, self.reduction_stride, self.channels)
         e = 0
         for node in range(self.nodes):
             for j in range(node + 2):
@@ -133,7 +137,7 @@ class SearchCNNCell(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "nodes": self.nodes, "channels": self.channels,
                 "reduction": self.reduction, "reduction_prev": self.reduction_prev, "ops": list(self.op_names),
-                "recompute": self.recompute}
+                "recompute": self.recompute, "reduction_stride": self.reduction_stride}
 
 
 def check_genotype_cell(genotype_cell, concat, kind: str) -> tuple:
@@ -162,8 +166,9 @@ class FixedCNNCell(keras.layers.Layer):
             are the cell inputs, 2.. the earlier nodes). The node count is the genotype's.
         concat: the states concatenated into the output (default: every node).
         channels: channels of every node; the output has ``channels * len(concat)``.
-        reduction: a reduction cell (stride 2 on edges from the cell inputs).
+        reduction: a reduction cell (stride ``reduction_stride`` on edges from the cell inputs).
         reduction_prev: the previous cell was a reduction cell.
+        reduction_stride: 2 (frequency and time) or ``(2, 1)`` (frequency only), as in :class:`SearchCNNCell`.
         drop_path_rate: during training, each non-identity edge output is zeroed per example with this
             probability (and rescaled), as in DARTS. The rate lives in a non-trainable variable so that
             a schedule can change it between epochs (:func:`set_drop_path_rate`); 0 disables drop-path
@@ -175,28 +180,30 @@ class FixedCNNCell(keras.layers.Layer):
     """
 
     def __init__(self, genotype_cell, concat, channels: int, reduction: bool, reduction_prev: bool,
-                 drop_path_rate: float = 0.0, **kwargs):
+                 drop_path_rate: float = 0.0, reduction_stride=2, **kwargs):
         super().__init__(**kwargs)
         self.channels = check_int(channels, "channels")
         self.reduction = bool(reduction)
         self.reduction_prev = bool(reduction_prev)
+        self.reduction_stride = check_stride(reduction_stride)
         self.genotype_cell, self.concat = check_genotype_cell(
             genotype_cell, concat, "reduce" if self.reduction else "normal"
         )
         self.drop_path_rate = check_rate(drop_path_rate, "drop_path_rate")
         self.nodes = len(self.genotype_cell)
-        self.preprocess0, self.preprocess1 = _preprocess(channels, self.reduction_prev, affine=True)
+        self.preprocess0, self.preprocess1 = _preprocess(channels, self.reduction_prev, affine=True,
+                                                         stride=self.reduction_stride)
         self.edge_ops = []
         for n, node in enumerate(self.genotype_cell):
             for k, (op, idx) in enumerate(node):
-                stride = 2 if self.reduction and idx < 2 else 1
+                stride = self.reduction_stride if self.reduction and idx < 2 else 1
                 self.edge_ops.append(make_op("cnn", op, channels, stride, affine=True, name=f"node{n}_{k}_{op}"))
         self.seed_generator = keras.random.SeedGenerator() if self.drop_path_rate > 0 else None
         self.drop_path_variable = None
 
     def build(self, input_shape):
         pre = _build_preprocess(self, input_shape)
-        reduced = (pre[0], reduced_dim(pre[1], 2), reduced_dim(pre[2], 2), self.channels)
+        reduced = reduced_shape(pre, self.reduction_stride, self.channels)
         e = 0
         for node in self.genotype_cell:
             for _, idx in node:
@@ -238,4 +245,4 @@ class FixedCNNCell(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "genotype_cell": self.genotype_cell, "concat": self.concat,
                 "channels": self.channels, "reduction": self.reduction, "reduction_prev": self.reduction_prev,
-                "drop_path_rate": self.drop_path_rate}
+                "drop_path_rate": self.drop_path_rate, "reduction_stride": self.reduction_stride}

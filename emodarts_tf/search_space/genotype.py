@@ -12,6 +12,17 @@ JSON layout::
      "reduce": [...], "reduce_concat": [...],
      "seq": [[["lstm_2", 0], ["skip_connect", 1]], ...], "seq_concat": [...],
      "meta": {...}}   # where it came from: corpus, fold, speakers seen, epoch, validation UA, ...
+
+A genotype of several input streams (EmotionNAS, ``search_space/two_stream.py``) says which cells each stream
+uses and how the streams meet; it is written as format v2, with the cells its streams use only::
+
+    {"format": "emodarts-tf/genotype/v2",
+     "normal": ..., "normal_concat": ..., "reduce": ..., "reduce_concat": ..., "seq": ..., "seq_concat": ...,
+     "streams": {"method": "emotionnas", "fusion": "supplement",
+                 "streams": {"spectrogram": ["normal", "reduce"], "frames": ["seq"]}},
+     "meta": {...}}
+
+A genotype without streams is written as v1, exactly as before; v1 files load as before.
 """
 from __future__ import annotations
 
@@ -26,7 +37,20 @@ from emodarts_tf.utils.io import read_json, write_json
 from emodarts_tf.utils.numeric import softmax
 
 FORMAT = "emodarts-tf/genotype/v1"
+FORMAT_V2 = "emodarts-tf/genotype/v2"  # with a streams description (two-stream genotypes)
+FORMATS = (FORMAT, FORMAT_V2)
 CELL_KINDS = ("normal", "reduce", "seq")
+
+# Streams of a two-stream genotype (v2). The image stream is named after its input ("spectrogram" or
+# "mfcc") and holds the CNN cells; the "frames" stream (a frame-level embedding sequence) the SeqNN cells.
+STREAM_METHODS = ("emotionnas",)
+STREAM_KINDS = {"spectrogram": ("normal", "reduce"), "mfcc": ("normal", "reduce"), "frames": ("seq",)}
+CNN_STREAMS = ("spectrogram", "mfcc")
+FRAMES_STREAM = "frames"
+# How the streams meet (``SearchSpaceConfig.fusion``): both streams with the information supplement module or
+# concatenated, or one stream alone ("spectrogram": the image stream, whatever its input is named).
+FUSIONS = ("supplement", "concat", "spectrogram", "frames")
+_STREAM_KEYS = ("method", "fusion", "streams")
 
 
 # The candidate ops of each cell kind.
@@ -137,53 +161,194 @@ def _check_reads_input(nodes: list, concat: list, kind: str, source: str) -> Non
     )
 
 
+def fusion_roles(fusion: str) -> tuple:
+    """The streams a fusion needs: ``("cnn", "frames")`` for ``"supplement"`` and ``"concat"``, ``("cnn",)``
+    for ``"spectrogram"`` (the image stream alone, its input named ``"spectrogram"`` or ``"mfcc"``),
+    ``("frames",)`` for ``"frames"``."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion: expected one of {FUSIONS}, received {fusion!r}")
+    return {"spectrogram": ("cnn",), "frames": ("frames",)}.get(fusion, ("cnn", "frames"))
+
+
+def check_streams(streams, kinds: tuple | None, source: str = "genotype") -> dict:
+    """The validator of a genotype's streams description (format v2, see the module docstring).
+
+    Args:
+        streams: ``{"method": "emotionnas", "fusion": one of FUSIONS, "streams": {name: [cell kinds]}}``;
+            names from ``STREAM_KINDS`` (``"spectrogram"`` or ``"mfcc"`` holding CNN cells, ``"frames"`` the
+            SeqNN cell), the ones the fusion needs (:func:`fusion_roles`).
+        kinds: the cell kinds the genotype has; None: the description alone is checked (before deriving).
+        source: what the messages name first.
+
+    Returns:
+        A normalised copy (lists of kinds, the streams in the order given).
+
+    Raises:
+        ValueError naming ``source`` and the key at fault: an unknown method, fusion or stream name, a cell
+        kind a stream cannot hold or that the genotype lacks, a genotype cell no stream uses, streams that
+        do not match the fusion.
+    """
+    where = f"{source}: streams"
+    if not isinstance(streams, dict):
+        raise ValueError(f"{where}: expected a JSON object with keys {list(_STREAM_KEYS)}, "
+                         f"received {type(streams).__name__}")
+    unknown = sorted(set(streams) - set(_STREAM_KEYS))
+    missing = [k for k in _STREAM_KEYS if k not in streams]
+    if unknown or missing:
+        raise ValueError(f"{where}: expected keys {list(_STREAM_KEYS)}, received {sorted(streams)}")
+    if streams["method"] not in STREAM_METHODS:
+        raise ValueError(f"{where}.method: expected one of {STREAM_METHODS}, received {streams['method']!r}")
+    fusion = streams["fusion"]
+    if fusion not in FUSIONS:
+        raise ValueError(f"{where}.fusion: expected one of {FUSIONS}, received {fusion!r}")
+    inputs = streams["streams"]
+    if not isinstance(inputs, dict) or not inputs:
+        raise ValueError(f"{where}.streams: expected a non-empty object {{stream name: [cell kinds]}}, "
+                         f"received {inputs!r}")
+    normalised, listed = {}, []
+    for name, stream_kinds in inputs.items():
+        if name not in STREAM_KINDS:
+            raise ValueError(f"{where}.streams: unknown stream name {name!r}; expected names from "
+                             f"{list(STREAM_KINDS)}")
+        allowed = STREAM_KINDS[name]
+        if (not isinstance(stream_kinds, (list, tuple)) or not stream_kinds
+                or any(not isinstance(k, str) for k in stream_kinds)):
+            raise ValueError(f"{where}.streams.{name}: expected a non-empty list of cell kinds from {list(allowed)}, "
+                             f"received {stream_kinds!r}")
+        for kind in stream_kinds:
+            if kind not in allowed:
+                raise ValueError(f"{where}.streams.{name}: stream {name!r} can hold cells {list(allowed)}, "
+                                 f"received {kind!r}")
+            if kind in listed:
+                raise ValueError(f"{where}.streams.{name}: cell {kind!r} is listed twice")
+            if kinds is not None and kind not in kinds:
+                raise ValueError(f"{where}.streams.{name}: lists cell {kind!r}, which the genotype lacks "
+                                 f"(it has {list(kinds)})")
+            listed.append(kind)
+        normalised[name] = list(stream_kinds)
+    cnn = [name for name in normalised if name in CNN_STREAMS]
+    if len(cnn) > 1:
+        raise ValueError(f"{where}.streams: expected one image stream ('spectrogram' or 'mfcc'), received {cnn}")
+    roles = (("cnn",) if cnn else ()) + (("frames",) if FRAMES_STREAM in normalised else ())
+    if roles != fusion_roles(fusion):
+        expected = ["'spectrogram' or 'mfcc'" if role == "cnn" else repr(FRAMES_STREAM)
+                    for role in fusion_roles(fusion)]
+        raise ValueError(f"{where}: fusion {fusion!r} expected the streams {' and '.join(expected)}, "
+                         f"received {list(normalised)}")
+    unused = [kind for kind in kinds or () if kind not in listed]
+    if unused:
+        raise ValueError(f"{where}: the genotype has cell(s) {unused} that no stream lists")
+    return {"method": streams["method"], "fusion": fusion, "streams": normalised}
+
+
 @dataclass
 class Genotype:
-    normal: list
-    normal_concat: list
-    reduce: list
-    reduce_concat: list
-    seq: list
-    seq_concat: list
-    meta: dict = field(default_factory=dict)
+    """A discrete architecture: the normal, reduction and SeqNN cells, where it came from (``meta``) and, for a
+    two-stream genotype, its ``streams`` description (:func:`check_streams`; then the cells no stream uses
+    are None). See the module docstring for the JSON layout."""
 
-    def cell(self, kind: str) -> list:
+    normal: list | None
+    normal_concat: list | None
+    reduce: list | None
+    reduce_concat: list | None
+    seq: list | None
+    seq_concat: list | None
+    meta: dict = field(default_factory=dict)
+    streams: dict | None = None
+
+    def cell(self, kind: str) -> list | None:
         if kind not in CELL_KINDS:
             raise ValueError(f"cell kind: expected one of {CELL_KINDS}, received {kind!r}")
         return getattr(self, kind)
 
-    def concat(self, kind: str) -> list:
+    def concat(self, kind: str) -> list | None:
         return getattr(self, f"{kind}_concat")
 
-    def to_dict(self) -> dict:
-        d = {"format": FORMAT}
+    @property
+    def cell_kinds(self) -> tuple:
+        """The cell kinds this genotype has, in ``CELL_KINDS`` order (all three for a v1 genotype)."""
+        return tuple(kind for kind in CELL_KINDS if self.cell(kind) is not None)
+
+    @property
+    def fusion(self) -> str | None:
+        """The fusion of a two-stream genotype (one of ``FUSIONS``), None for a single-stream one."""
+        return None if self.streams is None else self.streams["fusion"]
+
+    @property
+    def stream_cells(self) -> dict | None:
+        """``{stream name: [cell kinds]}`` of a two-stream genotype, None for a single-stream one."""
+        return None if self.streams is None else {k: list(v) for k, v in self.streams["streams"].items()}
+
+    def with_fusion(self, fusion: str) -> "Genotype":
+        """This two-stream genotype's cells under another fusion (the fusion and stream ablations): ``concat``
+        and ``supplement`` keep both streams; ``spectrogram`` keeps the image stream's cells only, ``frames`` the
+        frame stream's. Raises ValueError for a single-stream genotype or a fusion it lacks the cells of."""
+        if self.streams is None:
+            raise ValueError("genotype: a single-stream (emoDARTS) genotype has no fusion to change")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion: expected one of {FUSIONS}, received {fusion!r}")
+        roles = fusion_roles(fusion)
+        keep = {name: kinds for name, kinds in self.stream_cells.items()
+                if ("frames" if name == FRAMES_STREAM else "cnn") in roles}
+        kinds = [kind for kinds in keep.values() for kind in kinds]
+        values = {}
         for kind in CELL_KINDS:
+            values[kind] = self.cell(kind) if kind in kinds else None
+            values[f"{kind}_concat"] = self.concat(kind) if kind in kinds else None
+        streams = check_streams({"method": self.streams["method"], "fusion": fusion, "streams": keep},
+                                tuple(kinds), "genotype")
+        return Genotype(**values, meta={**self.meta, "fusion_of_search": self.fusion}, streams=streams)
+
+    def to_dict(self) -> dict:
+        """The JSON dict: format v1 without streams (all three cells), v2 with them (the cells present)."""
+        d = {"format": FORMAT if self.streams is None else FORMAT_V2}
+        for kind in CELL_KINDS if self.streams is None else self.cell_kinds:
             d[kind] = [[[op, int(idx)] for op, idx in node] for node in self.cell(kind)]
             d[f"{kind}_concat"] = [int(i) for i in self.concat(kind)]
+        if self.streams is not None:
+            d["streams"] = {"method": self.streams["method"], "fusion": self.streams["fusion"],
+                            "streams": {k: list(v) for k, v in self.streams["streams"].items()}}
         d["meta"] = self.meta
         return d
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "genotype") -> "Genotype":
-        """The genotype of its JSON dict (see the module docstring), validated by :func:`check_cell`; a
-        missing ``*_concat`` means every node."""
+        """The genotype of its JSON dict (see the module docstring), validated by :func:`check_cell` (and
+        :func:`check_streams` for v2); a missing ``*_concat`` means every node, a missing format v1. A v1
+        genotype has all three cells; a v2 one the cells its streams list."""
         if not isinstance(d, dict):
             raise ValueError(f"{source}: expected a JSON object, received {type(d).__name__}")
         fmt = d.get("format", FORMAT)
-        if fmt != FORMAT:
-            raise ValueError(f"{source}: unknown genotype format {fmt!r}; expected {FORMAT!r}")
+        if fmt not in FORMATS:
+            raise ValueError(f"{source}: unknown genotype format {fmt!r}; expected one of {list(FORMATS)}")
+        if fmt == FORMAT and "streams" in d:
+            raise ValueError(f"{source}: streams: a genotype with streams has format {FORMAT_V2!r}, received {fmt!r}")
+        if fmt == FORMAT_V2 and "streams" not in d:
+            raise ValueError(f"{source}: missing 'streams' (format {FORMAT_V2!r} describes its input streams)")
         values = {}
         for kind in CELL_KINDS:
             if kind not in d:
-                raise ValueError(f"{source}: missing cell {kind!r}")
+                if fmt == FORMAT:
+                    raise ValueError(f"{source}: missing cell {kind!r}")
+                values[kind] = values[f"{kind}_concat"] = None
+                continue
             values[kind], values[f"{kind}_concat"] = check_cell(d[kind], d.get(f"{kind}_concat"), kind, source)
-        return cls(**values, meta=dict(d.get("meta") or {}))
+        streams = None
+        if fmt == FORMAT_V2:
+            streams = check_streams(d["streams"], tuple(k for k in CELL_KINDS if values[k] is not None), source)
+        return cls(**values, meta=dict(d.get("meta") or {}), streams=streams)
 
     def validate(self, source: str = "genotype") -> None:
         """Raise ValueError naming the cell, node and edge of any unknown op or impossible input index, and
-        naming the cell and its nodes when the cell's output cannot depend on its inputs (:func:`check_cell`)."""
-        for kind in CELL_KINDS:
+        naming the cell and its nodes when the cell's output cannot depend on its inputs (:func:`check_cell`);
+        for a two-stream genotype also any fault of its streams (:func:`check_streams`)."""
+        kinds = CELL_KINDS if self.streams is None else self.cell_kinds
+        for kind in kinds:
+            if self.cell(kind) is None:
+                raise ValueError(f"{source}: missing cell {kind!r}")
             check_cell(self.cell(kind), self.concat(kind), kind, source)
+        if self.streams is not None:
+            check_streams(self.streams, kinds, source)
 
     def save(self, path: str | Path) -> Path:
         return write_json(path, self.to_dict())
@@ -191,6 +356,16 @@ class Genotype:
     @classmethod
     def load(cls, path: str | Path) -> "Genotype":
         return cls.from_dict(read_json(path), source=str(path))
+
+
+def is_two_stream(genotype) -> bool:
+    """Whether ``genotype`` (a :class:`Genotype` or its JSON dict) is a two-stream genotype: one with a streams
+    description (format v2), to be built with ``two_stream.build_fixed_two_stream``."""
+    if isinstance(genotype, Genotype):
+        return genotype.streams is not None
+    if isinstance(genotype, dict):
+        return genotype.get("format") == FORMAT_V2 or "streams" in genotype
+    raise ValueError(f"genotype: expected a Genotype or its JSON dict, received {type(genotype).__name__}")
 
 
 def derive_cell(
@@ -262,22 +437,30 @@ def derive_genotype(
     seq_nodes: int,
     max_skip: int | None = None,
     meta: dict | None = None,
+    streams: dict | None = None,
 ) -> Genotype:
     """Genotype from the alpha arrays ``{"normal": ..., "reduce": ..., "seq": ...}``.
 
     The skip cap applies to the normal and SeqNN cells; in reduction cells ``skip_connect`` is a
-    factorised reduce, not an identity, and is left uncapped. Every cell kind is derived, also one the
-    searched network has no cell of (``SearchBackbone.derive_genotype`` says what that cell is).
+    factorised reduce, not an identity, and is left uncapped. Without ``streams`` every cell kind is derived,
+    also one the searched network has no cell of (``SearchBackbone.derive_genotype`` says what that cell is).
+    With a ``streams`` description (:func:`check_streams`) the genotype is a two-stream one (format v2) with
+    the cells its streams list, from the alphas of those kinds only.
     """
-    missing = [k for k in CELL_KINDS if k not in alphas]
+    if streams is None:
+        kinds = CELL_KINDS
+    else:
+        streams = check_streams(streams, None, "derive_genotype")
+        kinds = tuple(k for k in CELL_KINDS if any(k in listed for listed in streams["streams"].values()))
+    missing = [k for k in kinds if k not in alphas]
     if missing:
         raise ValueError(f"alphas: missing cell kind(s) {missing}")
-    return Genotype(
-        normal=derive_cell(alphas["normal"], cnn_ops, cnn_nodes, max_skip),
-        normal_concat=list(range(2, 2 + cnn_nodes)),
-        reduce=derive_cell(alphas["reduce"], cnn_ops, cnn_nodes, None),
-        reduce_concat=list(range(2, 2 + cnn_nodes)),
-        seq=derive_cell(alphas["seq"], seq_ops, seq_nodes, max_skip),
-        seq_concat=list(range(2, 2 + seq_nodes)),
-        meta=dict(meta or {}),
-    )
+    ops = {"normal": cnn_ops, "reduce": cnn_ops, "seq": seq_ops}
+    nodes = {"normal": cnn_nodes, "reduce": cnn_nodes, "seq": seq_nodes}
+    caps = {"normal": max_skip, "reduce": None, "seq": max_skip}
+    values = {}
+    for kind in CELL_KINDS:
+        derived = kind in kinds
+        values[kind] = derive_cell(alphas[kind], ops[kind], nodes[kind], caps[kind]) if derived else None
+        values[f"{kind}_concat"] = list(range(2, 2 + nodes[kind])) if derived else None
+    return Genotype(**values, meta=dict(meta or {}), streams=streams)

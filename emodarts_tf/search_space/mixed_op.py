@@ -4,9 +4,9 @@ from __future__ import annotations
 import keras
 
 from emodarts_tf.search_space.op_registry import make_op
-from emodarts_tf.search_space.operations import reduced_dim
+from emodarts_tf.search_space.operations import reduced_shape
 from emodarts_tf.search_space.recompute import recompute_grad
-from emodarts_tf.search_space.validation import check_bool, check_kind, check_ops
+from emodarts_tf.search_space.validation import check_bool, check_kind, check_ops, check_stride
 
 _register = keras.saving.register_keras_serializable(package="emodarts_tf")
 
@@ -23,7 +23,7 @@ class MixedOp(keras.layers.Layer):
     Args:
         ops: candidate op names, in the order of the weight vector's entries.
         channels: channels of the CNN ops, or units of the SeqNN ops.
-        stride: 1 or 2 (CNN only).
+        stride: 1, 2 or ``(stride_h, stride_w)`` (CNN only).
         kind: ``"cnn"`` (candidates from ``CNN_PRIMITIVES``) or ``"seq"`` (``SEQ_PRIMITIVES``).
         recompute: gradient checkpointing (CNN only): in training, the weighted sum is computed without
             keeping the candidates' activations, and recomputed in the backward pass
@@ -45,7 +45,7 @@ class MixedOp(keras.layers.Layer):
         self.recompute = recompute
         self.op_names = check_ops(ops, kind)
         self.channels = channels
-        self.stride = stride
+        self.stride = check_stride(stride) if kind == "cnn" else stride
         self.kind = kind
         # Only the ops that compute something; `none` is left out of the sum.
         self.active_indices = tuple(i for i, op in enumerate(self.op_names) if op != "none")
@@ -89,8 +89,7 @@ class MixedOp(keras.layers.Layer):
     def compute_output_shape(self, x_shape, weights_shape=None):
         if self.kind == "seq":
             return tuple(x_shape)
-        b, h, w, _ = x_shape
-        return (b, reduced_dim(h, self.stride), reduced_dim(w, self.stride), self.channels)
+        return reduced_shape(tuple(x_shape), self.stride, self.channels)
 
     def get_config(self):
         return {**super().get_config(), "ops": list(self.op_names), "channels": self.channels,

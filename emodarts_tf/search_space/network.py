@@ -4,7 +4,8 @@ Both follow the same plan, NHWC with H = MFCC coefficients and W = frames:
 
     MFCC (B, n_mfcc, frames, 1) -> stem Conv3x3 + BN (stem_multiplier * C channels)
     -> cnn_cells DARTS cells (reduction cells at ``reduction_indices(cnn_cells)``, channels doubling;
-       a single CNN cell is a normal cell)
+       a single CNN cell is a normal cell; a reduction halves frequency and time, or frequency only
+       when ``space.reduce_time`` is False)
     -> mean over frequency, keeping time: a real sequence (B, T = W', F)
     -> Dense to ``seq_hidden`` (None: F) -> seq_cells SeqNN cells over T
     -> TimePooling over time (mean, or mean and standard deviation: ``space.pooling``) -> dropout
@@ -43,29 +44,42 @@ def as_space(space) -> SearchSpaceConfig:
 
 
 def apply_train_overrides(space: SearchSpaceConfig, train) -> SearchSpaceConfig:
-    """The space of the retrained network: ``train.init_channels / cnn_cells / seq_cells / dropout`` where set."""
-    updates = {key: getattr(train, key) for key in ("init_channels", "cnn_cells", "seq_cells", "dropout")
+    """The space of the retrained network: ``train.init_channels / cnn_cells / seq_cells / seq_hidden / dropout``
+    where set."""
+    updates = {key: getattr(train, key) for key in ("init_channels", "cnn_cells", "seq_cells", "seq_hidden", "dropout")
                if getattr(train, key, None) is not None}
     return dataclasses.replace(as_space(space), **updates)
 
 
-def _check_space(space: SearchSpaceConfig) -> None:
+def check_space(space: SearchSpaceConfig) -> None:
+    """Raise ValueError naming the ``space.*`` size, rate or pooling mode that is out of range."""
     for key, minimum in (("init_channels", 1), ("cnn_cells", 1), ("cnn_nodes", 1), ("stem_multiplier", 1),
                          ("seq_cells", 0), ("seq_nodes", 1)):
         check_int(getattr(space, key), f"space.{key}", minimum)
     check_int(space.seq_hidden, "space.seq_hidden", optional=True)
     check_rate(space.dropout, "space.dropout")
+    reduction_stride(space)
     if space.pooling not in TimePooling.MODES:
         raise ValueError(f"space.pooling: expected one of {TimePooling.MODES}, received {space.pooling!r}")
 
 
-def _check_input_shape(input_shape) -> tuple:
+def check_image_shape(input_shape, argument: str = "input_shape") -> tuple:
+    """``(n_mfcc, frames, channels)`` of one example (sizes positive ints or None, channels an int) as a
+    tuple; raises ValueError naming ``argument``."""
     shape = tuple(input_shape) if isinstance(input_shape, (list, tuple)) else None
     if shape is None or len(shape) != 3 or any(
         d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1) for d in shape
     ) or shape[2] is None:
-        raise ValueError(f"input_shape: expected (n_mfcc, frames, channels), received {input_shape!r}")
+        raise ValueError(f"{argument}: expected (n_mfcc, frames, channels), received {input_shape!r}")
     return shape
+
+
+def reduction_stride(space: SearchSpaceConfig):
+    """The reduction cells' stride: 2 (halve frequency and time, the paper's) or ``(2, 1)`` when
+    ``space.reduce_time`` is False (halve frequency only, so the SeqNN cells read every frame)."""
+    if not isinstance(space.reduce_time, bool):
+        raise ValueError(f"space.reduce_time: expected true or false, received {space.reduce_time!r}")
+    return 2 if space.reduce_time else (2, 1)
 
 
 def cnn_plan(space: SearchSpaceConfig):
@@ -79,6 +93,157 @@ def cnn_plan(space: SearchSpaceConfig):
         plan.append((channels, reduction, reduction_prev))
         reduction_prev = reduction
     return plan
+
+
+# ---------------------------------------------------------------------------------------------------- streams
+# The parts of the networks that the single-stream network (SearchBackbone, build_fixed_network) and the
+# two-stream one (two_stream.py) share: the CNN stream (stem and DARTS cells) and the SeqNN cells, searchable
+# and fixed. The layers keep the names they always had, so saved models and configs load as before.
+
+
+def cnn_out_channels(space: SearchSpaceConfig) -> int:
+    """Channels of the last searchable CNN cell's output (its channels times ``cnn_nodes``)."""
+    return cnn_plan(space)[-1][0] * space.cnn_nodes
+
+
+def make_stem(space: SearchSpaceConfig) -> tuple:
+    """``(stem_conv, stem_bn)``: Conv3x3 to ``stem_multiplier * init_channels`` channels, then affine BN."""
+    conv = keras.layers.Conv2D(space.stem_multiplier * space.init_channels, 3, padding="same", use_bias=False,
+                               name="stem_conv")
+    return conv, batch_norm(True, name="stem_bn")
+
+
+def make_search_cnn_cells(space: SearchSpaceConfig, cnn_ops: tuple, recompute: bool) -> list:
+    """The searchable CNN cells ``cnn_cell_<i>`` of ``cnn_plan(space)``."""
+    return [SearchCNNCell(space.cnn_nodes, channels, reduction, reduction_prev, cnn_ops, recompute=recompute,
+                          reduction_stride=reduction_stride(space), name=f"cnn_cell_{i}")
+            for i, (channels, reduction, reduction_prev) in enumerate(cnn_plan(space))]
+
+
+def make_search_seq_cells(space: SearchSpaceConfig, units: int, seq_ops: tuple, grouped: bool,
+                          recompute: bool) -> list:
+    """The ``space.seq_cells`` searchable SeqNN cells ``seq_cell_<i>`` of width ``units``; grouped banks of equal
+    structure in different cells call one traced function (far less step graph)."""
+    cells = [SearchSeqCell(space.seq_nodes, units, seq_ops, grouped=grouped, recompute=recompute,
+                           name=f"seq_cell_{i}")
+             for i in range(space.seq_cells)]
+    share_functions([bank for cell in cells for bank in cell.banks])
+    return cells
+
+
+def search_cell_kinds(cnn_cells: list, seq_cells: list) -> tuple:
+    """The cell kinds that searchable cells have, in ``CELL_KINDS`` order (the mixing weights they read)."""
+    present = {"reduce" if cell.reduction else "normal" for cell in cnn_cells}
+    if seq_cells:
+        present.add("seq")
+    return tuple(kind for kind in CELL_KINDS if kind in present)
+
+
+def check_mixing_weights(weights, kinds: tuple) -> None:
+    """Raise ValueError unless ``weights`` is a dict with (at least) the keys ``kinds``."""
+    if not isinstance(weights, dict):
+        raise ValueError(f"weights: expected a dict with keys {CELL_KINDS}, received {type(weights).__name__}")
+    missing = sorted(set(kinds) - set(weights))
+    if missing:
+        raise ValueError(f"weights: expected keys {sorted(kinds)}, received {sorted(weights)} (missing {missing})")
+
+
+def build_search_cnn_stream(stem_conv, stem_bn, cells: list, shape: tuple) -> tuple:
+    """Build the stem and the CNN cells for images of ``shape`` (with the batch axis); returns the shape of the
+    last cell's output."""
+    stem_conv.build(shape)
+    stem = stem_conv.compute_output_shape(shape)
+    stem_bn.build(stem)
+    s0 = s1 = stem
+    for cell in cells:
+        cell.build([s0, s1])
+        s0, s1 = s1, cell.compute_output_shape([s0, s1])
+    return s1
+
+
+def call_search_cnn_stream(stem_conv, stem_bn, cells: list, x, weights: dict, training=None):
+    """The stem and the searchable CNN cells on images ``x`` (each cell reads its kind's mixing weights)."""
+    s = stem_bn(stem_conv(x), training=training)
+    s0 = s1 = s
+    for cell in cells:
+        s0, s1 = s1, cell([s0, s1], weights["reduce" if cell.reduction else "normal"], training=training)
+    return s1
+
+
+def build_seq_cells(cells: list, shape: tuple) -> None:
+    """Build SeqNN cells (searchable or fixed) on sequences of ``shape`` ``(B, T, units)``."""
+    for cell in cells:
+        cell.build([shape, shape])
+
+
+def call_search_seq_cells(cells: list, seq, weights, training=None):
+    """The searchable SeqNN cells over ``seq``: the first reads it twice, each later one the two before it."""
+    s0 = s1 = seq
+    for cell in cells:
+        s0, s1 = s1, cell([s0, s1], weights, training=training)
+    return s1
+
+
+def fixed_cell_kinds(space: SearchSpaceConfig, cnn: bool, seq: bool) -> tuple:
+    """The genotype cells a fixed network of ``space`` builds: those of its CNN cells (``cnn``) and ``seq`` when
+    it has SeqNN cells (``seq``), in ``CELL_KINDS`` order."""
+    kinds = set()
+    if cnn:
+        kinds |= {"reduce" if reduction else "normal" for _, reduction, _ in cnn_plan(space)}
+    if seq and space.seq_cells:
+        kinds.add("seq")
+    return tuple(kind for kind in CELL_KINDS if kind in kinds)
+
+
+def require_cells(genotype: Genotype, kinds: tuple) -> None:
+    """Raise ValueError naming the cells of ``kinds`` that ``genotype`` lacks (a two-stream genotype holds only
+    the cells its streams use)."""
+    lacking = [kind for kind in kinds if genotype.cell(kind) is None]
+    if lacking:
+        streams = "" if genotype.streams is None else f" (its streams: {genotype.stream_cells})"
+        raise ValueError(f"genotype: expected the cell(s) {list(kinds)} this network builds, received a genotype "
+                         f"without {lacking}{streams}")
+
+
+def fixed_cnn_stream(genotype: Genotype, space: SearchSpaceConfig, inputs, num_classes: int,
+                     drop_path: float = 0.0, aux: bool = False) -> tuple:
+    """The stem and the fixed CNN cells of ``genotype`` on the functional input ``inputs``.
+
+    Returns ``(s1, channels_out, aux_logits)``: the last cell's output, its channels, and the auxiliary head's
+    logits (after the last reduction cell, or the last cell without one) when ``aux``, else None.
+    """
+    stem_conv, stem_bn = make_stem(space)
+    x = stem_bn(stem_conv(inputs))
+    reductions = reduction_indices(space.cnn_cells)
+    aux_index = reductions[-1] if reductions else space.cnn_cells - 1
+    aux_logits = None
+    s0 = s1 = x
+    channels_out = None
+    for i, (channels, reduction, reduction_prev) in enumerate(cnn_plan(space)):
+        kind = "reduce" if reduction else "normal"
+        try:
+            cell = FixedCNNCell(genotype.cell(kind), genotype.concat(kind), channels, reduction, reduction_prev,
+                                drop_path_rate=float(drop_path), reduction_stride=reduction_stride(space),
+                                name=f"cnn_cell_{i}")
+        except ValueError as exc:
+            raise ValueError(f"genotype.{kind}: {exc}") from exc
+        s0, s1 = s1, cell([s0, s1])
+        channels_out = channels * len(cell.concat)
+        if aux and i == aux_index:
+            aux_logits = AuxiliaryHead(num_classes, name="aux_head")(s1)
+    return s1, channels_out, aux_logits
+
+
+def fixed_seq_cells(genotype: Genotype, space: SearchSpaceConfig, seq, units: int):
+    """The ``space.seq_cells`` fixed SeqNN cells ``seq_cell_<i>`` of ``genotype`` over the functional ``seq``."""
+    s0 = s1 = seq
+    for i in range(space.seq_cells):
+        try:
+            cell = FixedSeqCell(genotype.seq, genotype.seq_concat, units, name=f"seq_cell_{i}")
+        except ValueError as exc:
+            raise ValueError(f"genotype.seq: {exc}") from exc
+        s0, s1 = s1, cell([s0, s1])
+    return s1
 
 
 @_register
@@ -254,29 +419,19 @@ class SearchBackbone(keras.layers.Layer):
         self.seq_grouped = check_bool(seq_grouped, "seq_grouped")
         self.recompute_seq = check_bool(recompute_seq, "recompute_seq") and seq_grouped
         self.space = as_space(space)
-        _check_space(self.space)
-        self.mfcc_shape = _check_input_shape(input_shape)
+        check_space(self.space)
+        self.mfcc_shape = check_image_shape(input_shape)
         self.num_classes = check_int(num_classes, "num_classes")
         self.cnn_ops = resolve_ops(self.space.cnn_ops, "cnn")
         self.seq_ops = resolve_ops(self.space.seq_ops, "seq")
         space = self.space
-        self.stem_conv = keras.layers.Conv2D(space.stem_multiplier * space.init_channels, 3, padding="same",
-                                             use_bias=False, name="stem_conv")
-        self.stem_bn = batch_norm(True, name="stem_bn")
-        self.cnn_cells = [
-            SearchCNNCell(space.cnn_nodes, channels, reduction, reduction_prev, self.cnn_ops, recompute=recompute,
-                          name=f"cnn_cell_{i}")
-            for i, (channels, reduction, reduction_prev) in enumerate(cnn_plan(space))
-        ]
-        self.cnn_channels = cnn_plan(space)[-1][0] * space.cnn_nodes
+        self.stem_conv, self.stem_bn = make_stem(space)
+        self.cnn_cells = make_search_cnn_cells(space, self.cnn_ops, recompute)
+        self.cnn_channels = cnn_out_channels(space)
         self.seq_units = space.seq_hidden or self.cnn_channels
         self.frequency_pool = FrequencyPooling(name="frequency_pool")
         self.seq_projection = keras.layers.Dense(self.seq_units, name="seq_projection")
-        self.seq_cells = [SearchSeqCell(space.seq_nodes, self.seq_units, self.seq_ops, grouped=seq_grouped,
-                                        recompute=self.recompute_seq, name=f"seq_cell_{i}")
-                          for i in range(space.seq_cells)]
-        # Banks of the same structure in different cells call one traced function (far less step graph).
-        share_functions([bank for cell in self.seq_cells for bank in cell.banks])
+        self.seq_cells = make_search_seq_cells(space, self.seq_units, self.seq_ops, seq_grouped, self.recompute_seq)
         self.time_pool = TimePooling(space.pooling, name="time_pool")
         self.dropout = keras.layers.Dropout(space.dropout, name="dropout")
         self.classifier = keras.layers.Dense(self.num_classes, dtype="float32", name="classifier")
@@ -298,10 +453,7 @@ class SearchBackbone(keras.layers.Layer):
         (:func:`~emodarts_tf.search_space.primitives.reduction_indices`), 2 CNN cells no ``normal`` (both
         are reduction cells), ``seq_cells = 0`` no ``seq``.
         """
-        present = {"reduce" if cell.reduction else "normal" for cell in self.cnn_cells}
-        if self.seq_cells:
-            present.add("seq")
-        return tuple(kind for kind in CELL_KINDS if kind in present)
+        return search_cell_kinds(self.cnn_cells, self.seq_cells)
 
     def derive_genotype(self, alphas: dict, max_skip: int | None = None, meta: dict | None = None) -> Genotype:
         """The genotype of raw (un-softmaxed) alpha arrays, with this backbone's ops and node counts
@@ -321,37 +473,19 @@ class SearchBackbone(keras.layers.Layer):
         shape = tuple(input_shape)
         if len(shape) != 4:
             raise ValueError(f"{self.name}: expected inputs (B, n_mfcc, frames, channels), received shape {shape}")
-        self.stem_conv.build(shape)
-        stem = self.stem_conv.compute_output_shape(shape)
-        self.stem_bn.build(stem)
-        s0 = s1 = stem
-        for cell in self.cnn_cells:
-            cell.build([s0, s1])
-            s0, s1 = s1, cell.compute_output_shape([s0, s1])
+        s1 = build_search_cnn_stream(self.stem_conv, self.stem_bn, self.cnn_cells, shape)
         seq = self.frequency_pool.compute_output_shape(s1)
         self.seq_projection.build(seq)
         seq = (seq[0], seq[1], self.seq_units)
-        for cell in self.seq_cells:
-            cell.build([seq, seq])
+        build_seq_cells(self.seq_cells, seq)
         self.classifier.build(self.time_pool.compute_output_shape(seq))
         self.built = True
 
     def call(self, x, weights, training=None):
-        if not isinstance(weights, dict):
-            raise ValueError(f"weights: expected a dict with keys {CELL_KINDS}, received {type(weights).__name__}")
-        needed = set(self.cell_kinds)
-        missing = sorted(needed - set(weights))
-        if missing:
-            raise ValueError(f"weights: expected keys {sorted(needed)}, received {sorted(weights)} (missing {missing})")
-        s = self.stem_bn(self.stem_conv(x), training=training)
-        s0 = s1 = s
-        for cell in self.cnn_cells:
-            w = weights["reduce" if cell.reduction else "normal"]
-            s0, s1 = s1, cell([s0, s1], w, training=training)
+        check_mixing_weights(weights, self.cell_kinds)
+        s1 = call_search_cnn_stream(self.stem_conv, self.stem_bn, self.cnn_cells, x, weights, training=training)
         seq = self.seq_projection(self.frequency_pool(s1))
-        s0 = s1 = seq
-        for cell in self.seq_cells:
-            s0, s1 = s1, cell([s0, s1], weights["seq"], training=training)
+        s1 = call_search_seq_cells(self.seq_cells, seq, weights.get("seq"), training=training)
         pooled = self.time_pool(s1)
         return self.classifier(self.dropout(pooled, training=training))
 
@@ -397,44 +531,21 @@ def build_fixed_network(
         raise ValueError(f"genotype: expected a Genotype, received {type(genotype).__name__}")
     genotype.validate("genotype")
     space = as_space(space)
-    _check_space(space)
-    input_shape = _check_input_shape(input_shape)
+    check_space(space)
+    input_shape = check_image_shape(input_shape)
     num_classes = check_int(num_classes, "num_classes")
     drop_path = check_rate(drop_path, "drop_path")
     if input_shape[0] is None:
         raise ValueError(f"input_shape: expected a fixed n_mfcc (frequency) size, received {input_shape!r}")
 
+    require_cells(genotype, fixed_cell_kinds(space, cnn=True, seq=True))
+
     inputs = keras.Input(shape=input_shape, name="mfcc")
-    x = keras.layers.Conv2D(space.stem_multiplier * space.init_channels, 3, padding="same", use_bias=False,
-                            name="stem_conv")(inputs)
-    x = batch_norm(True, name="stem_bn")(x)
-    plan = cnn_plan(space)
-    reductions = reduction_indices(space.cnn_cells)
-    aux_index = reductions[-1] if reductions else space.cnn_cells - 1
-    aux_logits = None
-    s0 = s1 = x
-    channels_out = None
-    for i, (channels, reduction, reduction_prev) in enumerate(plan):
-        kind = "reduce" if reduction else "normal"
-        try:
-            cell = FixedCNNCell(genotype.cell(kind), genotype.concat(kind), channels, reduction, reduction_prev,
-                                drop_path_rate=float(drop_path), name=f"cnn_cell_{i}")
-        except ValueError as exc:
-            raise ValueError(f"genotype.{kind}: {exc}") from exc
-        s0, s1 = s1, cell([s0, s1])
-        channels_out = channels * len(cell.concat)
-        if aux and i == aux_index:
-            aux_logits = AuxiliaryHead(num_classes, name="aux_head")(s1)
+    s1, channels_out, aux_logits = fixed_cnn_stream(genotype, space, inputs, num_classes, drop_path, aux)
     units = space.seq_hidden or channels_out
     seq = FrequencyPooling(name="frequency_pool")(s1)
     seq = keras.layers.Dense(units, name="seq_projection")(seq)
-    s0 = s1 = seq
-    for i in range(space.seq_cells):
-        try:
-            cell = FixedSeqCell(genotype.seq, genotype.seq_concat, units, name=f"seq_cell_{i}")
-        except ValueError as exc:
-            raise ValueError(f"genotype.seq: {exc}") from exc
-        s0, s1 = s1, cell([s0, s1])
+    s1 = fixed_seq_cells(genotype, space, seq, units)
     pooled = TimePooling(space.pooling, name="time_pool")(s1)
     pooled = keras.layers.Dropout(space.dropout, name="dropout")(pooled)
     logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(pooled)

@@ -25,7 +25,7 @@ from emodarts_tf.search_space.validation import check_int, check_kind, check_str
 
 
 def _cnn_skip(c, s, affine, pool_bn, name):
-    return Identity(name=name) if s == 1 else FactorizedReduce(c, affine=affine, name=name)
+    return Identity(name=name) if s == 1 else FactorizedReduce(c, affine=affine, stride=s, name=name)
 
 
 def _seq_factory(op_name: str):
@@ -66,7 +66,8 @@ def make_op(kind: str, op_name: str, width: int, stride: int = 1, affine: bool =
         kind: ``"cnn"`` or ``"seq"``.
         op_name: one of ``primitives.PRIMITIVES[kind]``, e.g. ``"sep_conv_3x3"`` or ``"lstm_2"``.
         width: channels of a CNN op (input and output), units of a SeqNN op (features in and out).
-        stride: 1, or 2 for CNN ops on the edges from the cell inputs of a reduction cell; SeqNN ops: 1.
+        stride: 1, or for CNN ops on the edges from the cell inputs of a reduction cell 2 (both axes) or
+            ``(2, 1)`` (frequency only); SeqNN ops: 1.
         affine: BN with beta and gamma (CNN ops; False in the search, True when retraining).
         pool_bn: a non-affine BN after the pooling ops (CNN ops; the search's mixed ops, as in DARTS).
         name: the layer's name.

@@ -18,7 +18,7 @@ import keras
 from keras import ops
 
 from emodarts_tf.search_space.recompute import is_recomputing
-from emodarts_tf.search_space.validation import check_int, check_rank, check_stride
+from emodarts_tf.search_space.validation import check_int, check_rank, check_stride, stride_pair
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -195,12 +195,25 @@ def reduced_dim(size, stride: int):
     return None if size is None else int(math.ceil(size / stride))
 
 
+def reduced_shape(shape, stride, channels=None) -> tuple:
+    """``(B, H, W, C)`` after a "same"-padded op at ``stride`` (an int or ``(stride_h, stride_w)``);
+    ``channels`` replaces C where given."""
+    b, h, w, c = shape
+    sh, sw = stride_pair(stride)
+    return (b, reduced_dim(h, sh), reduced_dim(w, sw), c if channels is None else channels)
+
+
+def _subsample(x, stride):
+    sh, sw = stride_pair(stride)
+    return x if sh == sw == 1 else x[:, ::sh, ::sw, :]
+
+
 @_register
 class Zero(keras.layers.Layer):
     """The ``none`` op: zeros of the shape the op at ``stride`` would output.
 
     Args:
-        stride: 1 or 2; at 2 the output is ``ceil(H/2) x ceil(W/2)``.
+        stride: 1, 2 or ``(stride_h, stride_w)``; at 2 the output is ``ceil(H/2) x ceil(W/2)``.
         channels: output channels; None keeps the input's.
 
     Call arguments:
@@ -218,16 +231,14 @@ class Zero(keras.layers.Layer):
         self.built = True
 
     def call(self, x, training=None):
-        if self.stride > 1:
-            x = x[:, :: self.stride, :: self.stride, :]
+        x = _subsample(x, self.stride)
         if self.channels is not None:
             x = x[..., :1]
             return ops.zeros_like(x) * ops.zeros((self.channels,), dtype=x.dtype)
         return ops.zeros_like(x)
 
     def compute_output_shape(self, input_shape):
-        b, h, w, c = input_shape
-        return (b, reduced_dim(h, self.stride), reduced_dim(w, self.stride), self.channels or c)
+        return reduced_shape(input_shape, self.stride, self.channels or input_shape[3])
 
     def get_config(self):
         return {**super().get_config(), "stride": self.stride, "channels": self.channels}
@@ -259,7 +270,7 @@ class PoolBN(keras.layers.Layer):
 
     Args:
         pool_type: ``"max"`` or ``"avg"``.
-        stride: 1 or 2.
+        stride: 1, 2 or ``(stride_h, stride_w)``.
         pool_size: window size (3 in DARTS).
         bn: add a BatchNormalization after the pool.
         affine: whether that BN has beta and gamma.
@@ -297,8 +308,7 @@ class PoolBN(keras.layers.Layer):
         return y
 
     def compute_output_shape(self, input_shape):
-        b, h, w, c = input_shape
-        return (b, reduced_dim(h, self.stride), reduced_dim(w, self.stride), c)
+        return reduced_shape(input_shape, self.stride)
 
     def get_config(self):
         return {**super().get_config(), "pool_type": self.pool_type, "stride": self.stride,
@@ -312,7 +322,7 @@ class ReLUConvBN(keras.layers.Layer):
     Args:
         channels: output channels.
         kernel_size: convolution size (1 for the preprocessing).
-        stride: 1 or 2.
+        stride: 1, 2 or ``(stride_h, stride_w)``.
         affine: BN with beta and gamma.
 
     Call arguments:
@@ -340,8 +350,7 @@ class ReLUConvBN(keras.layers.Layer):
         return self.norm(self.conv(ops.relu(x)), training=training)
 
     def compute_output_shape(self, input_shape):
-        b, h, w, _ = input_shape
-        return (b, reduced_dim(h, self.stride), reduced_dim(w, self.stride), self.channels)
+        return reduced_shape(input_shape, self.stride, self.channels)
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels, "kernel_size": self.kernel_size,
@@ -359,7 +368,7 @@ class DilConv(keras.layers.Layer):
     Args:
         channels: output channels.
         kernel_size: depthwise kernel size (odd).
-        stride: 1 or 2.
+        stride: 1, 2 or ``(stride_h, stride_w)``.
         dilation: depthwise dilation rate.
         affine: BN with beta and gamma.
 
@@ -378,7 +387,7 @@ class DilConv(keras.layers.Layer):
         self.stride = check_stride(stride)
         self.dilation = check_int(dilation, "dilation")
         self.affine = bool(affine)
-        self._subsample = stride > 1 and dilation > 1
+        self._subsample = max(stride_pair(self.stride)) > 1 and dilation > 1
         self.depthwise = keras.layers.DepthwiseConv2D(
             kernel_size, strides=1 if self._subsample else stride, dilation_rate=dilation,
             padding="same", use_bias=False, name="depthwise",
@@ -398,12 +407,11 @@ class DilConv(keras.layers.Layer):
     def call(self, x, training=None):
         y = self.depthwise(ops.relu(x))
         if self._subsample:
-            y = y[:, :: self.stride, :: self.stride, :]
+            y = _subsample(y, self.stride)
         return self.norm(self.pointwise(y), training=training)
 
     def compute_output_shape(self, input_shape):
-        b, h, w, _ = input_shape
-        return (b, reduced_dim(h, self.stride), reduced_dim(w, self.stride), self.channels)
+        return reduced_shape(input_shape, self.stride, self.channels)
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels, "kernel_size": self.kernel_size,
@@ -418,7 +426,7 @@ class SepConv(keras.layers.Layer):
     Args:
         channels: output channels (also the channels between the two blocks).
         kernel_size: depthwise kernel size (odd).
-        stride: 1 or 2.
+        stride: 1, 2 or ``(stride_h, stride_w)``.
         affine: BN with beta and gamma.
 
     Call arguments:
@@ -445,8 +453,7 @@ class SepConv(keras.layers.Layer):
         return self.block2(self.block1(x, training=training), training=training)
 
     def compute_output_shape(self, input_shape):
-        b, h, w, _ = input_shape
-        return (b, reduced_dim(h, self.stride), reduced_dim(w, self.stride), self.channels)
+        return reduced_shape(input_shape, self.stride, self.channels)
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels, "kernel_size": self.kernel_size,
@@ -460,22 +467,27 @@ class FactorizedReduce(keras.layers.Layer):
 
     Works for odd sizes: the input is padded by one row and column at the end before the odd
     positions are taken, so both branches output ``ceil(H/2) x ceil(W/2)`` (for even sizes this is
-    exactly DARTS' ``x[:, :, 1:, 1:]`` branch).
+    exactly DARTS' ``x[:, :, 1:, 1:]`` branch). At ``stride=(2, 1)`` only H is halved: the branches
+    read the even and the odd rows, every column.
 
     Args:
         channels: output channels (``channels // 2`` from the first branch, the rest from the second).
         affine: BN with beta and gamma.
+        stride: 2 (both axes) or ``(2, 1)`` / ``(1, 2)``.
 
     Call arguments:
         x: a 4-D tensor ``(B, H, W, C_in)``.
         training: BN mode.
     """
 
-    def __init__(self, channels: int, affine: bool = True, **kwargs):
+    def __init__(self, channels: int, affine: bool = True, stride=2, **kwargs):
         super().__init__(**kwargs)
         self.channels = check_int(channels, "channels")
         if channels < 2:
             raise ValueError(f"channels: expected at least 2 for a factorized reduce, received {channels}")
+        self.stride = check_stride(stride)
+        if stride_pair(self.stride) == (1, 1):
+            raise ValueError(f"stride: a factorized reduce halves at least one axis, received {stride!r}")
         self.affine = bool(affine)
         self.conv_even = keras.layers.Conv2D(channels // 2, 1, use_bias=False, name="conv_even")
         self.conv_odd = keras.layers.Conv2D(channels - channels // 2, 1, use_bias=False, name="conv_odd")
@@ -483,8 +495,7 @@ class FactorizedReduce(keras.layers.Layer):
 
     def build(self, input_shape):
         check_rank(input_shape, 4, self.name)
-        b, h, w, c = input_shape
-        half = (b, reduced_dim(h, 2), reduced_dim(w, 2), c)
+        half = reduced_shape(input_shape, self.stride)
         self.conv_even.build(half)
         self.conv_odd.build(half)
         self.norm.build(self.compute_output_shape(input_shape))
@@ -492,15 +503,15 @@ class FactorizedReduce(keras.layers.Layer):
 
     def call(self, x, training=None):
         x = ops.relu(x)
-        even = x[:, ::2, ::2, :]
-        padded = ops.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]])
-        odd = padded[:, 1::2, 1::2, :]
+        sh, sw = stride_pair(self.stride)
+        even = _subsample(x, self.stride)
+        padded = ops.pad(x, [[0, 0], [0, sh - 1], [0, sw - 1], [0, 0]])
+        odd = padded[:, sh - 1 :: sh, sw - 1 :: sw, :]
         y = ops.concatenate([self.conv_even(even), self.conv_odd(odd)], axis=-1)
         return self.norm(y, training=training)
 
     def compute_output_shape(self, input_shape):
-        b, h, w, _ = input_shape
-        return (b, reduced_dim(h, 2), reduced_dim(w, 2), self.channels)
+        return reduced_shape(input_shape, self.stride, self.channels)
 
     def get_config(self):
-        return {**super().get_config(), "channels": self.channels, "affine": self.affine}
+        return {**super().get_config(), "channels": self.channels, "affine": self.affine, "stride": self.stride}

@@ -50,11 +50,23 @@ def check_rate(value, argument: str) -> float:
     return float(value)
 
 
-def check_stride(stride) -> int:
-    """The stride of a CNN op: 1 or 2."""
+def check_stride(stride) -> int | tuple:
+    """The stride of a CNN op: 1 or 2 on both axes, or ``(stride_h, stride_w)`` with each 1 or 2 (``(2, 1)``
+    halves frequency only). Returns an int when both axes agree, else a tuple of two ints."""
+    if isinstance(stride, (list, tuple)):
+        if len(stride) != 2 or any(isinstance(s, bool) or s not in (1, 2) for s in stride):
+            raise ValueError(f"stride: expected 1, 2 or a pair of them (H, W), received {stride!r}")
+        sh, sw = (int(s) for s in stride)
+        return sh if sh == sw else (sh, sw)
     if isinstance(stride, bool) or stride not in (1, 2):
-        raise ValueError(f"stride: expected 1 or 2, received {stride!r}")
+        raise ValueError(f"stride: expected 1, 2 or a pair of them (H, W), received {stride!r}")
     return int(stride)
+
+
+def stride_pair(stride) -> tuple:
+    """``(stride_h, stride_w)`` of a CNN op's stride (see :func:`check_stride`)."""
+    s = check_stride(stride)
+    return (s, s) if isinstance(s, int) else s
 
 
 def check_kind(kind) -> str:

@@ -32,3 +32,13 @@ def test_paired_table_compares_on_common_folds_only(ablation, tmp_path):
     assert "| x | 3 | 0.7333 ±" in rows["x"] and "| +0.0000 / -0.0500 | 1 / 1 |" in rows["x"]
     with pytest.raises(SystemExit, match="no finished folds of the variant 'base'"):
         ablation.paired_table([tmp_path / "s0" / "x"])
+
+
+def test_variants_cannot_change_the_shared_prepared_corpus(ablation):
+    assert ablation.parse_variant("wide=train.init_channels=16,train.seq_hidden=64") == \
+        ("wide", ["train.init_channels=16", "train.seq_hidden=64"])
+    assert ablation.parse_variant("base=") == ("base", [])
+    assert ablation.parse_variant("spk=data.normalize=speaker") == ("spk", ["data.normalize=speaker"])
+    for bad in ("tp2=features.time_pool=2", "all=train.epochs=3,data.classes=[all]"):
+        with pytest.raises(SystemExit, match="changes the prepared corpus"):
+            ablation.parse_variant(bad)

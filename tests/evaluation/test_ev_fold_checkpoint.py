@@ -18,3 +18,9 @@ def test_settings_added_at_a_default_that_reproduces_old_runs_are_not_difference
     assert diff_keys(saved, {"space": {"dropout": 0.0, "pooling": "mean"}, "seed": 0}) == []
     assert diff_keys(saved, {"space": {"dropout": 0.0, "pooling": "mean_std"}, "seed": 0}) == ["space.pooling"]
     assert diff_keys({"pooling": "x"}, {"pooling": "mean"}) == ["pooling"]
+    old = {"features": {"n_mfcc": 40}, "seed": 0}
+    new = {"features": {"n_mfcc": 40, "kind": "mfcc", "window_ms": 25.0, "hop_ms": 11.0, "freq_bins": 128},
+           "frames": {"source": "opensmile", "frames": 200}, "seed": 0}
+    assert diff_keys(old, new) == []  # saved before the spectrogram kind and the frame stream existed
+    assert diff_keys(old, {**new, "features": {**new["features"], "kind": "spectrogram"}}) == ["features.kind"]
+    assert diff_keys({**new, "frames": {"frames": 100}}, new) == ["frames.frames", "frames.source"]

@@ -11,13 +11,13 @@ Bounds (12 EmoDB files, measured on TF 2.16 / librosa 0.11 when written):
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 
 import numpy as np
 import pytest
 
 from emodarts_tf.config import FeatureConfig
 from emodarts_tf.data.features import extract_mfcc, feature_shape, num_samples
+from emodarts_tf.export.saved_model import mfcc_layer_arguments
 from emodarts_tf.export.waveform_mfcc import WaveformMFCC, target_samples
 from export_helpers import waveforms_16k
 
@@ -39,7 +39,7 @@ def files(emodb_root):
     ids=["16k", "paper-rate", "paper", "8k"],
 )  # fmt: skip
 def test_shapes_match_the_feature_config(cfg):
-    layer = WaveformMFCC(**asdict(cfg))
+    layer = WaveformMFCC(**mfcc_layer_arguments(cfg))
     assert (layer.n_mfcc, layer.frames) == feature_shape(cfg)
     assert target_samples(cfg.sample_rate, cfg.duration_s) == num_samples(cfg)
     if cfg.sample_rate == 8000:  # downsampling and odd sizes run too
@@ -48,7 +48,7 @@ def test_shapes_match_the_feature_config(cfg):
 
 
 def test_same_as_librosa_at_16k(files):
-    layer = WaveformMFCC(**asdict(CFG_16K))
+    layer = WaveformMFCC(**mfcc_layer_arguments(CFG_16K))
     got = np.asarray(layer(waveforms_16k(files)))[..., 0]
     ref = np.stack([extract_mfcc(p, CFG_16K) for p in files])
     diff = np.abs(got - ref)
@@ -57,7 +57,7 @@ def test_same_as_librosa_at_16k(files):
 
 
 def test_bounded_difference_with_in_graph_resampling(files):
-    layer = WaveformMFCC(**asdict(CFG_PAPER_RATE))
+    layer = WaveformMFCC(**mfcc_layer_arguments(CFG_PAPER_RATE))
     got = np.asarray(layer(waveforms_16k(files)))[..., 0]
     ref = np.stack([extract_mfcc(p, CFG_PAPER_RATE) for p in files])
     scaled = np.abs(got - ref) / ref.std(axis=(0, 2), keepdims=True)
@@ -86,7 +86,7 @@ def test_classes_agree_with_in_graph_resampling(files, emodb_root, tmp_path):
     model.fit((x - mean) / std, y, epochs=15, batch_size=16, verbose=0)
     model = inference_model(model)
 
-    layer = WaveformMFCC(**asdict(CFG_PAPER_RATE))
+    layer = WaveformMFCC(**mfcc_layer_arguments(CFG_PAPER_RATE))
     from_librosa = np.asarray(model.predict((x - mean) / std, verbose=0)).argmax(axis=1)
     in_graph = np.concatenate([np.asarray(layer(waveforms_16k(wavs[i : i + 16]))) for i in range(0, len(wavs), 16)])
     from_graph = np.asarray(model.predict((in_graph - mean) / std, verbose=0)).argmax(axis=1)
@@ -97,14 +97,14 @@ def test_classes_agree_with_in_graph_resampling(files, emodb_root, tmp_path):
 
 
 def test_config_round_trip_and_bad_arguments():
-    layer = WaveformMFCC(**asdict(CFG_16K), input_rate=16000, name="mfcc_layer")
+    layer = WaveformMFCC(**mfcc_layer_arguments(CFG_16K), input_rate=16000, name="mfcc_layer")
     clone = WaveformMFCC.from_config(layer.get_config())
-    assert clone.feature_config == layer.feature_config == asdict(CFG_16K)
+    assert clone.feature_config == layer.feature_config == mfcc_layer_arguments(CFG_16K)
     x = np.random.default_rng(1).uniform(-0.3, 0.3, (1, 9000)).astype("float32")
     np.testing.assert_array_equal(np.asarray(clone(x)), np.asarray(layer(x)))
     with pytest.raises(ValueError, match="n_fft expected a positive integer, received 0"):
-        WaveformMFCC(**{**asdict(CFG_16K), "n_fft": 0})
+        WaveformMFCC(**{**mfcc_layer_arguments(CFG_16K), "n_fft": 0})
     with pytest.raises(ValueError, match=r"n_mfcc \(40\) cannot exceed n_mels \(32\)"):
-        WaveformMFCC(**{**asdict(CFG_16K), "n_mfcc": 40})
+        WaveformMFCC(**{**mfcc_layer_arguments(CFG_16K), "n_mfcc": 40})
     with pytest.raises(ValueError, match="duration_s expected > 0"):
-        WaveformMFCC(**{**asdict(CFG_16K), "duration_s": 0})
+        WaveformMFCC(**{**mfcc_layer_arguments(CFG_16K), "duration_s": 0})

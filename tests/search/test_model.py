@@ -324,3 +324,60 @@ def test_checkpoint_save_and_restore_keep_alphas_weights_and_optimizers(tmp_path
     wrong.compile(keras.optimizers.SGD(0.1, momentum=0.9), keras.optimizers.Adam())
     with pytest.raises(ValueError):
         SearchState(wrong, tmp_path / "checkpoints").restore()
+
+
+# ------------------------------------------------------------------ a backbone of two named inputs
+TWO_STREAM_SHAPES = {"spectrogram": (4, 6, 1), "frames": (5, 3)}
+
+
+def _two_stream_backbone(fusion="supplement"):
+    from emodarts_tf.config import SearchSpaceConfig
+    from emodarts_tf.search_space.two_stream import TwoStreamSearchBackbone
+
+    space = SearchSpaceConfig(init_channels=2, cnn_cells=3, cnn_nodes=1, stem_multiplier=1, seq_cells=1, seq_nodes=1,
+                              seq_hidden=4, cnn_ops=["none", "skip_connect", "sep_conv_3x3"],
+                              seq_ops=["none", "skip_connect", "rnn_1"], fusion=fusion)
+    return TwoStreamSearchBackbone(space, TWO_STREAM_SHAPES, num_classes=2)
+
+
+def _two_stream_data(n, seed):
+    rng = np.random.default_rng(seed)
+    x = {name: rng.normal(size=(n, *shape)).astype("float32") for name, shape in TWO_STREAM_SHAPES.items()}
+    y = (x["spectrogram"][:, 0, 0, 0] * x["frames"][:, 0, 0] > 0).astype("int32")
+    return x, y
+
+
+def test_dict_inputs_of_a_two_stream_backbone_under_fit_evaluate_and_config():
+    model = SearchModel(_two_stream_backbone(), input_shape=TWO_STREAM_SHAPES, seed=0)
+    assert model.alpha_kinds == ("normal", "reduce", "seq")
+    # the run_eagerly execution computes the graph step (test_run_eagerly_step_equals_the_graph_step), untraced
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.optimizers.Adam(0.03, beta_1=0.5), run_eagerly=True)
+    parts = [tf.data.Dataset.from_tensor_slices(_two_stream_data(16, seed)).batch(8) for seed in (1, 2)]
+    alphas0 = [a.numpy().copy() for a in model.arch_variables]
+    weights0 = [w.numpy().copy() for w in model.weight_variables]
+    model.fit(tf.data.Dataset.zip(tuple(parts)).repeat(), steps_per_epoch=2, epochs=1, verbose=0)
+    assert model.a_optimizer.iterations.numpy() == 2 and model.w_optimizer.iterations.numpy() == 2
+    assert all(not np.array_equal(a.numpy(), b) for a, b in zip(model.arch_variables, alphas0))
+    changed = [not np.array_equal(w.numpy(), b) for w, b in zip(model.weight_variables, weights0)]
+    assert all(changed), [w.path for w, c in zip(model.weight_variables, changed) if not c]
+    x, y = _two_stream_data(8, 3)
+    assert set(model.evaluate(x, y, verbose=0, return_dict=True)) == {"loss", "accuracy"}
+    genotype = model.genotype(max_skip=1)
+    assert genotype.stream_cells == {"spectrogram": ["normal", "reduce"], "frames": ["seq"]}
+    assert genotype == model.backbone.derive_genotype(model.alpha_arrays(), max_skip=1)
+    # the config keeps the named shapes; a clone has the same (seeded) initial alphas
+    config = model.get_config()
+    assert config["input_shape"] == {"spectrogram": [4, 6, 1], "frames": [5, 3]}
+    clone = SearchModel.from_config(config)
+    assert clone.built and clone._example_shape == TWO_STREAM_SHAPES
+    np.testing.assert_array_equal(clone.alpha_arrays()["seq"], SearchModel(_two_stream_backbone()).alpha_arrays()["seq"])
+    # built on the first call when no input_shape is given
+    lazy = SearchModel(_two_stream_backbone("frames"))
+    assert lazy.alpha_kinds == ("seq",)
+    assert tuple(lazy({"frames": x["frames"]}).shape) == (8, 2) and lazy._example_shape == {"frames": (5, 3)}
+    # fit() needs every layer built (or it builds from the zipped data), a single-stream fusion's too
+    assert all(layer.built for layer in lazy.backbone._flatten_layers())
+    # the per-epoch log line of its genotype (which has the seq cell only)
+    from emodarts_tf.search.callbacks import format_genotype
+
+    assert format_genotype(lazy.genotype()).startswith("seq[")

@@ -239,6 +239,9 @@ def test_fixed_network_rejects_bad_genotypes_and_overrides_apply():
     assert apply_train_overrides(TINY, TrainConfig(dropout=0.3)).dropout == 0.3
     model = build_fixed_network(GENOTYPES["derived"], apply_train_overrides(TINY, TrainConfig(dropout=0.3)), SHAPE, 4)
     assert model.get_layer("dropout").rate == 0.3
+    wide = apply_train_overrides(TINY, TrainConfig(seq_hidden=24))
+    assert (wide.seq_hidden, wide.init_channels) == (24, TINY.init_channels)
+    assert build_fixed_network(GENOTYPES["derived"], wide, SHAPE, 4).get_layer("seq_projection").units == 24
     assert num_edges(space.cnn_nodes) == 5
 
 
@@ -291,3 +294,20 @@ def test_statistics_pooling_head_in_supernet_and_fixed_network():
     expected = np.concatenate([seq_out.numpy().mean(1), np.sqrt(seq_out.numpy().var(1) + 1e-5)], -1)
     head = model.get_layer("logits")
     np.testing.assert_allclose(model(_x()), expected @ head.kernel.numpy() + head.bias.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_frequency_only_reductions_keep_every_frame_for_the_seqnn():
+    """``space.reduce_time: false``: the reduction cells halve frequency only, so the SeqNN cells read all
+    17 frames (2 reductions at stride 2 leave ceil(ceil(17 / 2) / 2) = 5), in both networks."""
+    keep = dataclasses.replace(SMALL, reduce_time=False)
+    for space, frames in ((SMALL, 5), (keep, 17)):
+        model = build_fixed_network(GENOTYPES["derived"], space, SHAPE, 4)
+        assert tuple(model.get_layer("frequency_pool").output.shape) == (None, frames, 8 * space.cnn_nodes)
+        assert tuple(model.get_layer("cnn_cell_2").output.shape)[1] == 5  # 20 -> 10 -> 5 in frequency
+    net = SearchBackbone(keep, SHAPE, num_classes=3)
+    assert tuple(net(_x(), _weights(net), training=True).shape) == (2, 3)
+    reduce_edges = [edge for cell in net.cnn_cells if cell.reduction for edge in cell.edges]
+    assert {edge.stride for edge in reduce_edges} == {1, (2, 1)}
+    assert SearchBackbone.from_config(net.get_config()).cnn_cells[1].reduction_stride == (2, 1)
+    with pytest.raises(ValueError, match="space.reduce_time"):
+        SearchBackbone(dataclasses.replace(SMALL, reduce_time="no"), SHAPE, num_classes=3)

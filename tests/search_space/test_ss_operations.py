@@ -27,14 +27,15 @@ def _x(h, w, c=4, b=2, seed=0):
     return np.random.default_rng(seed).normal(size=(b, h, w, c)).astype("float32")
 
 
-@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("stride", [1, 2, (2, 1)])
 def test_every_op_outputs_ceil_size(stride):
+    sh, sw = stride if isinstance(stride, tuple) else (stride, stride)
     for op in CNN_PRIMITIVES:
         for h, w in ((8, 8), (7, 9), (1, 5)):
             layer = make_cnn_op(op, 4, stride, affine=False, pool_bn=True)
             y = layer(_x(h, w), training=True)
             case = f"{op} stride {stride} input {h}x{w}"
-            assert tuple(y.shape) == (2, math.ceil(h / stride), math.ceil(w / stride), 4), case
+            assert tuple(y.shape) == (2, math.ceil(h / sh), math.ceil(w / sw), 4), case
             assert tuple(layer.compute_output_shape((2, h, w, 4))) == tuple(y.shape), case
 
 
@@ -176,3 +177,47 @@ def test_make_cnn_op_rejects_bad_arguments():
         PoolBN("min")
     with pytest.raises(ValueError, match="kernel_size"):
         DilConv(4, 4)
+
+
+def test_frequency_only_stride_against_numpy():
+    """Stride (2, 1) halves H (frequency) and keeps every W (time) position."""
+    x = _x(7, 6, c=3)
+    layer = DilConv(5, 3, (2, 1), dilation=2, affine=True)
+    y = keras.ops.convert_to_numpy(layer(x, training=False))
+    dw = keras.ops.convert_to_numpy(layer.depthwise.kernel)
+    pw = keras.ops.convert_to_numpy(layer.pointwise.kernel)[0, 0]
+    np.testing.assert_allclose(y, _np_depthwise(np.maximum(x, 0), dw, 2)[:, ::2, :, :] @ pw * BN_SCALE,
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(Zero(stride=(2, 1))(x), np.zeros((2, 4, 6, 3)))
+    for h, w in ((8, 5), (7, 3)):
+        x = _x(h, w, c=3)
+        layer = FactorizedReduce(4, stride=(2, 1))
+        y = keras.ops.convert_to_numpy(layer(x, training=False))
+        r = np.maximum(x, 0)
+        even = r[:, ::2]
+        odd = np.zeros_like(even)  # odd rows, zero past the end; every column
+        odd[:, : r[:, 1::2].shape[1]] = r[:, 1::2]
+        ka = keras.ops.convert_to_numpy(layer.conv_even.kernel)[0, 0]
+        kb = keras.ops.convert_to_numpy(layer.conv_odd.kernel)[0, 0]
+        np.testing.assert_allclose(y, np.concatenate([even @ ka, odd @ kb], axis=-1) * BN_SCALE,
+                                   rtol=1e-4, atol=1e-5, err_msg=f"{h}x{w}")
+    with pytest.raises(ValueError, match="halves at least one axis"):
+        FactorizedReduce(4, stride=1)
+    with pytest.raises(ValueError, match="stride: expected 1, 2 or a pair"):
+        make_cnn_op("sep_conv_3x3", 4, (2, 3))
+
+
+@pytest.mark.parametrize("op", ["sep_conv_3x3", "dil_conv_5x5", "max_pool_3x3", "skip_connect"])
+def test_frequency_only_stride_is_time_equivariant(op):
+    """Delaying the input by 2 frames delays the output by 2 frames (away from the borders): time is not
+    subsampled, unlike at stride 2."""
+    x = _x(8, 16, c=4, seed=3)
+    x[:, :, -2:] = 0.0
+    delayed = np.roll(x, 2, axis=2)
+    layer = make_cnn_op(op, 4, (2, 1), affine=True)
+    y = keras.ops.convert_to_numpy(layer(x, training=False))
+    y_delayed = keras.ops.convert_to_numpy(layer(delayed, training=False))
+    assert y.shape == (2, 4, 16, 4)
+    np.testing.assert_allclose(y_delayed[:, :, 6:12], y[:, :, 4:10], rtol=1e-4, atol=1e-5)
+    y2 = keras.ops.convert_to_numpy(make_cnn_op(op, 4, 2, affine=True)(x, training=False))
+    assert y2.shape == (2, 4, 8, 4)

@@ -70,7 +70,7 @@ def test_make_op_rejects_bad_arguments_naming_them():
         (("seq", "sep_conv_3x3", 4), {}, "op_name: expected one of .*'lstm_1'.*received 'sep_conv_3x3'"),
         (("cnn", "lstm_1", 4), {}, "op_name: expected one of .*'sep_conv_3x3'.*received 'lstm_1'"),
         (("seq", "lstm_1", 4), {"stride": 2}, "stride: expected 1 for SeqNN ops, received 2"),
-        (("cnn", "none", 4), {"stride": 3}, "stride: expected 1 or 2, received 3"),
+        (("cnn", "none", 4), {"stride": 3}, r"stride: expected 1, 2 or a pair of them \(H, W\), received 3"),
         (("seq", "lstm_1", 0), {}, "units: expected an integer >= 1, received 0"),
         (("cnn", "sep_conv_3x3", 2.5), {}, "channels: expected an integer >= 1, received 2.5"),
     ):
@@ -97,7 +97,7 @@ def test_validators_name_the_argument_and_normalise():
         with pytest.raises(ValueError, match=r"rate: expected a number in \[0, 1\)"):
             check_rate(value, "rate")
     assert check_stride(2) == 2
-    with pytest.raises(ValueError, match="stride: expected 1 or 2, received True"):
+    with pytest.raises(ValueError, match=r"stride: expected 1, 2 or a pair of them \(H, W\), received True"):
         check_stride(True)
     with pytest.raises(ValueError, match="recompute: expected a bool, received 1"):
         check_bool(1, "recompute")

@@ -1,0 +1,61 @@
+"""EmotionNAS end to end from the commands: `search --method emotionnas` on the demo corpus (openSMILE frames
+beside the MFCC image), then `train` recognises the two-stream genotype by itself, and the model directory
+reloads with both inputs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from search_helpers import MICRO
+
+
+def _micro(*extra):
+    args = []
+    for item in [*MICRO, "search.epochs=2", "search.warmup_epochs=1", "train.epochs=2", "train.patience=2",
+                 "frames.frames=8", "frames.time_pool=16", "data.normalize=speaker", *extra]:
+        args += ["--set", item]
+    return args
+
+
+def test_search_then_train_a_two_stream_genotype(tmp_path, demo_cache):
+    from emodarts_tf.commands.search import main as search
+    from emodarts_tf.commands.train import main as train
+    from emodarts_tf.evaluation.model_dir import load_model_dir
+    from emodarts_tf.search_space.genotype import Genotype, is_two_stream
+
+    out = tmp_path / "search"
+    assert search(["--method", "emotionnas", "--data", "demo", "--cache", str(demo_cache), "--out", str(out),
+                   "--fold", "1", *_micro()]) == 0
+    summary = json.loads((out / "fold1" / "search.json").read_text())
+    assert summary["method"] == "emotionnas" and set(summary["streams"]) == {"mfcc", "frames"}
+    assert summary["input_shape"] == {"mfcc": [32, 32, 1], "frames": [8, 25]}  # eGeMAPSv02: 25 descriptors
+    assert summary["streams"]["frames"]["opensmile_set"] == "eGeMAPSv02"
+    genotype = Genotype.load(out / "fold1" / "genotype.json")
+    assert is_two_stream(genotype) and genotype.fusion == "supplement"
+    assert genotype.stream_cells == {"mfcc": ["normal", "reduce"], "frames": ["seq"]}
+    assert json.loads((out / "fold1" / "genotype.json").read_text())["format"] == "emodarts-tf/genotype/v2"
+
+    trained = tmp_path / "train"
+    assert train(["--data", "demo", "--cache", str(demo_cache), "--genotype", str(out), "--folds", "1",
+                  "--out", str(trained), *_micro()]) == 0
+    run = json.loads((trained / "summary.json").read_text())
+    assert run["kind"] == "emotionnas" and run["folds"] == [1]
+    model = load_model_dir(trained / "fold1")
+    assert model.two_stream and model.info["input_shapes"] == {"mfcc": [32, 32, 1], "frames": [8, 25]}
+    # per-speaker z-scores already: nothing on top of them (as the image)
+    assert model.frames_mean.tolist() == [[0.0]] and model.frames_std.tolist() == [[1.0]]
+    assert model.info["complexity"]["params"] > 0
+    rng = np.random.default_rng(0)
+    x = {"mfcc": rng.normal(size=(3, 32, 32, 1)).astype("float32"), "frames": rng.normal(size=(3, 8, 25)).astype("float32")}
+    assert np.asarray(model.model(x, training=False)).shape == (3, 4)
+    preds = (trained / "fold1" / "predictions.csv").read_text().splitlines()
+    assert len(preds) == 1 + 44
+    # evaluate reads both streams as the model was trained (per-speaker statistics included) and scores the
+    # test fold as training did
+    from emodarts_tf.commands.evaluate import main as evaluate
+
+    assert evaluate(["--data", "demo", "--cache", str(demo_cache), "--model", str(trained / "fold1"),
+                     "--out", str(tmp_path / "eval")]) == 0
+    again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    first = json.loads((trained / "fold1" / "metrics.json").read_text())
+    assert again["confusion_matrix"] == first["confusion_matrix"] and abs(again["ua"] - first["ua"]) < 1e-9
