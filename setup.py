@@ -21,7 +21,7 @@ INSTALL_REQUIRES = [
     # audformat); these bounds keep them on the releases that install and run with numpy 1.26 above
     # (installed and tested: pandas 2.2.3, pyarrow 19.0.1).
     "opensmile==2.5.1",
-    "pandas>=2.1,<3",
+    "pandas>=2.2,<2.3",
     "pyarrow>=16,<20",
 ]
 
