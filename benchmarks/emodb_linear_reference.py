@@ -9,6 +9,13 @@ are re-derived from the EmoDB file names) and gives a floor that the neural mode
 
 With ``data.normalize: speaker`` in the config (``configs/cpu.yaml``) the MFCCs are z-scored per speaker first,
 exactly as the neural models see them (``data.pipeline.speaker_normalised_features``).
+
+``--streams frames`` or ``both`` (with a config that has a ``frames`` section, e.g. ``--config emotionnas``)
+pools EmotionNAS's frame-level features instead of, or beside, the image (the image of that config: its
+spectrogram), normalised per speaker and dimension in the same way: the linear reference of the two-stream
+runs, on the same information.
+
+    python benchmarks/emodb_linear_reference.py --config emotionnas --streams both
 """
 from __future__ import annotations
 
@@ -26,6 +33,8 @@ def main() -> int:
     parser.add_argument("--config", default="emodb_budget")
     parser.add_argument("--cache", default="cache")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
+    parser.add_argument("--streams", choices=("image", "frames", "both"), default="image",
+                        help="pool the image (default), the frame-level features of the config, or both")
     args = parser.parse_args()
 
     from sklearn.linear_model import LogisticRegression
@@ -37,16 +46,35 @@ def main() -> int:
     from emodarts_tf.evaluation.metrics import classification_metrics
     from emodarts_tf.evaluation.summary import markdown_table, summarise
 
-    from emodarts_tf.data.pipeline import speaker_normalised_features
+    from emodarts_tf.data.pipeline import normalise_per_speaker, per_speaker_statistics, speaker_normalised_features
 
     config = load_config(args.config, overrides=args.overrides,
                          updates={"data": {"corpus": "emodb", "root": args.root, "cache_dir": args.cache}})  # fmt: skip
-    prepared = prepare(config, progress=False)
+    two_stream = args.streams != "image"
+    prepared = prepare(config, progress=False, two_stream=two_stream)
+    speaker = {r.path: r.speaker for r in prepared.records}
+
+    def frames_image_layout(paths):  # (n, dim, frames), the layout of the image statistics
+        return np.transpose(prepared.frames_features(paths), (0, 2, 1))
+
+    frame_statistics = (per_speaker_statistics(prepared.records, frames_image_layout)
+                        if two_stream and config.data.normalize == "speaker" else None)
     letter_to_class = {"W": "ang", "F": "hap", "T": "sad", "N": "neu", "L": "bor", "A": "fea", "E": "dis"}
 
-    def pooled(paths):
-        x = speaker_normalised_features(prepared, paths) if config.data.normalize == "speaker" else prepared.features(paths)
+    def statistics(x):
         return np.concatenate([x.mean(2), x.std(2), x.max(2), x.min(2)], axis=1)
+
+    def pooled(paths):
+        parts = []
+        if args.streams != "frames":
+            x = speaker_normalised_features(prepared, paths) if config.data.normalize == "speaker" else prepared.features(paths)
+            parts.append(statistics(x))
+        if two_stream:
+            f = frames_image_layout(paths)
+            if frame_statistics is not None:
+                f = normalise_per_speaker(f, [speaker[p] for p in paths], frame_statistics)
+            parts.append(statistics(f))
+        return np.concatenate(parts, axis=1)
 
     per_fold = {}
     for fold in prepared.folds:
@@ -61,8 +89,11 @@ def main() -> int:
     summary = summarise(per_fold, "linear-reference", prepared.classes)
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores; data: EmoDB at {args.root}, "
           f"classes {prepared.classes}, protocol {prepared.protocol}, features {prepared.input_shape} ({args.config}, "
-          f"normalisation {config.data.normalize})")
-    print(markdown_table(summary, "logistic regression on pooled MFCC statistics"))
+          f"normalisation {config.data.normalize}), streams {args.streams}"
+          + (f", frames {prepared.frames_shape}" if two_stream else ""))
+    what = {"image": f"{prepared.image_name} statistics", "frames": "frame-level feature statistics",
+            "both": f"{prepared.image_name} and frame-level feature statistics"}[args.streams]
+    print(markdown_table(summary, f"logistic regression on pooled {what}"))
     return 0
 
 
