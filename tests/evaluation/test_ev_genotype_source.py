@@ -113,3 +113,23 @@ def test_missing_and_unusable_sources(tmp_path):
     _write(tmp_path / "partial" / "fold1" / "genotype.json", _genotype(_search_meta(FOLDS[0])))
     with pytest.raises(ValueError, match=r"no genotype for fold 2 \(it has folds \[1\]\)"):
         genotypes_for_folds(tmp_path / "partial", FOLDS, "emodb", "emodb5")
+
+
+def test_two_stream_specs_are_recognised_in_every_form(tmp_path):
+    """train prepares the frame-level stream exactly when the genotypes it is given are two-stream: a file,
+    a genotypes.json index or a search folder; a one-stream or unreadable spec is not."""
+    from emodarts_tf.evaluation.genotype_source import spec_is_two_stream
+
+    two = {**_genotype(_search_meta(FOLDS[0])), "format": "emodarts-tf/genotype/v2",
+           "streams": {"method": "emotionnas", "fusion": "supplement",
+                       "streams": {"spectrogram": ["normal", "reduce"], "frames": ["seq"]}}}
+    one = _genotype(_search_meta(FOLDS[0]))
+    assert spec_is_two_stream(_write(tmp_path / "two.json", two))
+    assert not spec_is_two_stream(_write(tmp_path / "one.json", one))
+    assert spec_is_two_stream(_write(tmp_path / "index" / "genotypes.json", {"1": two}).parent)
+    assert not spec_is_two_stream(_write(tmp_path / "index1" / "genotypes.json", {"1": one}).parent)
+    _write(tmp_path / "search" / "fold2" / "genotype_best.json", two)
+    assert spec_is_two_stream(tmp_path / "search")
+    assert not spec_is_two_stream(tmp_path / "missing") and not spec_is_two_stream(_write(tmp_path / "bad.json", []))
+    (tmp_path / "broken.json").write_text("{not json")
+    assert not spec_is_two_stream(tmp_path / "broken.json")
