@@ -49,6 +49,7 @@ from emodarts_tf.baselines.objective import OBJECTIVE_NAME
 from emodarts_tf.config import BaselineConfig, ExperimentConfig, save_config
 from emodarts_tf.evaluation import recipe as recipes
 from emodarts_tf.evaluation.complexity import model_complexity
+from emodarts_tf.evaluation.fold_checkpoint import diff_keys
 from emodarts_tf.evaluation.summary import summarise, write_summary
 from emodarts_tf.utils.io import read_json, write_json
 
@@ -387,7 +388,9 @@ def _check_run_dir(out_dir: Path, config: ExperimentConfig) -> None:
     path = out_dir / RUN_FILE
     if path.is_file():
         saved = read_json(path)
-        differing = [k for k in manifest if saved.get(k) != manifest[k]]
+        # Feature settings added since the run was saved (diff_keys knows their defaults) are not differences.
+        differing = [k for k in manifest if (diff_keys({k: saved.get(k)}, {k: manifest[k]}) if k == "features"
+                                             else saved.get(k) != manifest[k])]
         if differing:
             details = ", ".join(f"{k}: {saved.get(k)!r} there, {manifest[k]!r} now" for k in differing)
             raise ValueError(f"--out {out_dir}: holds another baseline run ({details}); use a new --out folder")

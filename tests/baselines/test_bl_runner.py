@@ -227,3 +227,24 @@ def test_failing_trials_give_a_clear_error(tmp_path, tiny_config):
     hm.fit = broken
     with pytest.raises(ValueError, match="consecutive failed trials.*synthetic failure"):
         tune_fold(hm, StandInFoldData(test_guard=_never_test), tmp_path / "fold1", bl, seed=0)
+
+
+def test_a_run_saved_before_new_feature_settings_still_resumes(tmp_path):
+    """baseline_run.json of a run saved before features.kind / window_ms / hop_ms / freq_bins existed is the
+    same run; another MFCC size is not."""
+    import dataclasses
+    import json
+
+    from emodarts_tf.baselines.runner import RUN_FILE, _check_run_dir
+    from emodarts_tf.config import load_config
+
+    config = load_config("cpu")
+    _check_run_dir(tmp_path, config)
+    saved = json.loads((tmp_path / RUN_FILE).read_text())
+    for key in ("kind", "window_ms", "hop_ms", "freq_bins"):
+        del saved["features"][key]
+    (tmp_path / RUN_FILE).write_text(json.dumps(saved))
+    _check_run_dir(tmp_path, config)  # no error
+    other = dataclasses.replace(config, features=dataclasses.replace(config.features, n_mfcc=20))
+    with pytest.raises(ValueError, match="holds another baseline run"):
+        _check_run_dir(tmp_path, other)
