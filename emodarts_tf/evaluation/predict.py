@@ -18,6 +18,11 @@ are kept and reported (:func:`emodarts_tf.data.features.find_short_audio`).
 A model trained with ``data.normalize: speaker`` expects each speaker's features z-scored with that
 speaker's own statistics: here ALL the files given are taken as ONE speaker's utterances
 (:func:`emodarts_tf.data.pipeline.speaker_statistics` over all of them); predict one speaker at a time.
+
+A two-stream (EmotionNAS) model directory also gets each file's frame-level sequence, computed with the
+model's own ``frames`` config by the function that fills the frame cache (openSMILE or a model on disk;
+precomputed ``.npy`` arrays are a corpus's, not an audio file's, and are refused), normalised the same way.
+Its SavedModel export takes both streams as inputs (``serving_default``); call that signature directly.
 """
 from __future__ import annotations
 
@@ -47,16 +52,21 @@ class Predictor:
     classes: list
     feature_config: FeatureConfig
     normalize: str | None  # the training run's data.normalize; "speaker" changes what predict feeds
-    # (x (n, n_mfcc, frames, 1) raw, batch_size, speaker (mean, std) (n_mfcc, 1) or None) -> probabilities
+    # (x (n, n_mfcc, frames, 1) raw, batch_size, speaker (mean, std) (n_mfcc, 1) or None) -> probabilities;
+    # two-stream models also take frames (n, T, D) raw and frames_speaker (mean, std) (1, D) or None
     _run: object = field(repr=False, default=None)
+    frames_config: object = None  # FramesConfig of a two-stream model directory, else None
 
-    def probabilities(self, x, batch_size: int = 64, speaker=None) -> np.ndarray:
-        """Probabilities of raw MFCCs; ``speaker`` = ``(mean, std)`` of their speaker for a speaker-normalised model."""
+    def probabilities(self, x, batch_size: int = 64, speaker=None, frames=None, frames_speaker=None) -> np.ndarray:
+        """Probabilities of raw MFCCs (the image); ``speaker`` = ``(mean, std)`` of their speaker for a
+        speaker-normalised model; ``frames`` the raw frame-level sequences of a two-stream model."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim == 3:
             x = x[..., np.newaxis]
         if len(x) == 0:  # nothing to run (exports before the empty-batch guard fail on it)
             return np.zeros((0, len(self.classes)), np.float32)
+        if self.frames_config is not None:
+            return np.asarray(self._run(x, batch_size, speaker, frames, frames_speaker), dtype=np.float32)
         return np.asarray(self._run(x, batch_size, speaker), dtype=np.float32)
 
 
@@ -98,6 +108,10 @@ def _load_saved_model(version_dir: Path) -> Predictor:
         normalize = _normalize_of(read_json(Path(source) / INFO_FILE))
         if normalize:
             log.info("normalisation %r: from the export's source model %s", normalize, source)
+    if export_info.get("two_stream"):
+        raise ValueError(f"{version_dir}: a two-stream (EmotionNAS) export takes the frame-level stream as an input; "
+                         f"predict with its model directory ({source or 'the fold folder of cli/train.py'}), or call "
+                         "its serving_default signature with both inputs")
     try:
         served = ServedModel(version_dir)
     except Exception as exc:  # tf.saved_model.load raises OSError/ValueError/TF errors for broken exports
@@ -138,6 +152,17 @@ def load_predictor(path: str | Path) -> Predictor:
         if "not a trained model directory" in str(exc):
             raise ValueError(f"{exc}; nor an export of cli/export.py (<serving_dir>/<version>/saved_model.pb)") from None
         raise
+    def z(a, statistics):
+        return a if statistics is None else (a - statistics[0]) / statistics[1]
+
+    if trained.two_stream:
+        return Predictor(
+            trained.path, "model_dir", list(trained.classes), trained.feature_config, _normalize_of(trained.info),
+            lambda x, batch_size, speaker, frames, frames_speaker: trained.probabilities(
+                z(x, None if speaker is None else (speaker[0][..., np.newaxis], speaker[1][..., np.newaxis])),
+                batch_size=batch_size, frames=z(frames, frames_speaker)),
+            frames_config=trained.frames_config,
+        )  # fmt: skip
     return Predictor(
         trained.path, "model_dir", list(trained.classes), trained.feature_config, _normalize_of(trained.info),
         lambda x, batch_size, speaker: trained.probabilities(
@@ -233,6 +258,21 @@ class Predictions:
         return out
 
 
+def _frames_function(frames_config):
+    """``path -> (frames, dim)`` raw frame-level sequence with a two-stream model's frames config, as the frame
+    cache computes it; None for a one-stream model."""
+    if frames_config is None:
+        return None
+    if frames_config.source == "npy":
+        raise ValueError("frames.source npy: the model reads precomputed arrays of its corpus, which audio files "
+                         "given to predict do not have; evaluate the corpus with cli/evaluate.py instead")
+    import tempfile
+
+    from emodarts_tf.data.frame_features import frame_extractor
+
+    return frame_extractor(tempfile.gettempdir(), frames_config).extract
+
+
 def predict_files(predictor: Predictor, files: list, batch_size: int = 64, problems: list = ()) -> Predictions:
     """MFCCs of ``files`` with the model's feature config, then the model's probabilities.
 
@@ -241,16 +281,22 @@ def predict_files(predictor: Predictor, files: list, batch_size: int = 64, probl
     With ``predictor.normalize == "speaker"`` the features of ALL the usable files are z-scored with their
     joint statistics, as one speaker's utterances.
     """
-    from emodarts_tf.data.features import AudioError, extract_mfcc, find_short_audio, short_audio_message
+    from emodarts_tf.data.features import AudioError, extract_features, find_short_audio, short_audio_message
 
     cfg = predictor.feature_config
-    rows, paths, skipped = [], [], list(problems)
+    frames_of = _frames_function(predictor.frames_config)
+    rows, frame_rows, paths, skipped = [], [], [], list(problems)
     for path in files:
         try:
-            rows.append(extract_mfcc(path, cfg))
+            image = extract_features(path, cfg)
+            if frames_of is not None:
+                frame_rows.append(frames_of(str(Path(path).resolve())))
+            rows.append(image)
             paths.append(path)
         except AudioError as exc:
             skipped.append((path, exc.problem))
+        except ValueError as exc:  # a frame source's error (FrameError) names the file and the problem
+            skipped.append((path, getattr(exc, "problem", None) or str(exc)))
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others (as in the cache)
             skipped.append((path, f"feature extraction failed ({type(exc).__name__}: {exc})"))
     for path, reason in skipped:
@@ -273,7 +319,16 @@ def predict_files(predictor: Predictor, files: list, batch_size: int = 64, probl
             )
             if len(paths) == 1:
                 log.warning("speaker normalisation from a single file: its own statistics; predictions are less reliable")
-        probabilities = predictor.probabilities(x, batch_size=batch_size, speaker=speaker)
+        frames = frames_speaker = None
+        if frames_of is not None:
+            frames = np.stack(frame_rows).astype(np.float32)
+            if speaker is not None:  # per dimension over every frame of the files, as the image per coefficient
+                from emodarts_tf.data.pipeline import speaker_statistics
+
+                mean, std = speaker_statistics(np.transpose(frames, (0, 2, 1)))
+                frames_speaker = (mean.T, std.T)
+        probabilities = predictor.probabilities(x, batch_size=batch_size, speaker=speaker, frames=frames,
+                                                frames_speaker=frames_speaker)
     return Predictions(
         model=str(predictor.path),
         classes=list(predictor.classes),

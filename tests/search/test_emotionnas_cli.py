@@ -59,3 +59,16 @@ def test_search_then_train_a_two_stream_genotype(tmp_path, demo_cache):
     again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     first = json.loads((trained / "fold1" / "metrics.json").read_text())
     assert again["confusion_matrix"] == first["confusion_matrix"] and abs(again["ua"] - first["ua"]) < 1e-9
+    # predict: the same files as one speaker's utterances (the whole test speaker), both streams computed
+    # from the audio, give the probabilities evaluate gave from the caches
+    import csv
+
+    from emodarts_tf.evaluation.predict import load_predictor, predict_files
+
+    with open(tmp_path / "eval" / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len({r["speaker"] for r in rows}) == 1
+    result = predict_files(load_predictor(trained / "fold1"), [r["path"] for r in rows])
+    expected = np.array([[float(r[f"p_{c}"]) for c in model.classes] for r in rows])
+    assert result.paths == [r["path"] for r in rows] and not result.skipped
+    np.testing.assert_allclose(result.probabilities, expected, atol=2e-5)
