@@ -46,7 +46,12 @@ def main() -> int:
     from emodarts_tf.evaluation.metrics import classification_metrics
     from emodarts_tf.evaluation.summary import markdown_table, summarise
 
-    from emodarts_tf.data.pipeline import normalise_per_speaker, per_speaker_statistics, speaker_normalised_features
+    from emodarts_tf.data.pipeline import (
+        as_coefficient_layout,
+        normalise_frames_per_speaker,
+        per_speaker_frame_statistics,
+        speaker_normalised_features,
+    )
 
     config = load_config(args.config, overrides=args.overrides,
                          updates={"data": {"corpus": "emodb", "root": args.root, "cache_dir": args.cache}})  # fmt: skip
@@ -54,10 +59,7 @@ def main() -> int:
     prepared = prepare(config, progress=False, two_stream=two_stream)
     speaker = {r.path: r.speaker for r in prepared.records}
 
-    def frames_image_layout(paths):  # (n, dim, frames), the layout of the image statistics
-        return np.transpose(prepared.frames_features(paths), (0, 2, 1))
-
-    frame_statistics = (per_speaker_statistics(prepared.records, frames_image_layout)
+    frame_statistics = (per_speaker_frame_statistics(prepared.records, prepared.frames_features)
                         if two_stream and config.data.normalize == "speaker" else None)
     letter_to_class = {"W": "ang", "F": "hap", "T": "sad", "N": "neu", "L": "bor", "A": "fea", "E": "dis"}
 
@@ -70,10 +72,10 @@ def main() -> int:
             x = speaker_normalised_features(prepared, paths) if config.data.normalize == "speaker" else prepared.features(paths)
             parts.append(statistics(x))
         if two_stream:
-            f = frames_image_layout(paths)
+            f = prepared.frames_features(paths)
             if frame_statistics is not None:
-                f = normalise_per_speaker(f, [speaker[p] for p in paths], frame_statistics)
-            parts.append(statistics(f))
+                f = normalise_frames_per_speaker(f, [speaker[p] for p in paths], frame_statistics)
+            parts.append(statistics(as_coefficient_layout(f)))
         return np.concatenate(parts, axis=1)
 
     per_fold = {}

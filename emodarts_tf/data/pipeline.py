@@ -351,6 +351,23 @@ def normalise_per_speaker(x: np.ndarray, speakers, statistics: dict) -> np.ndarr
     return out
 
 
+def as_coefficient_layout(frames: np.ndarray) -> np.ndarray:
+    """Frame-level sequences ``(n, frames, dim)`` as ``(n, dim, frames)``, the layout of the MFCC maps, so that the
+    per-coefficient statistics above serve per dimension (and back: the transpose is its own inverse)."""
+    return np.transpose(frames, (0, 2, 1))
+
+
+def per_speaker_frame_statistics(records: list, frames_features, speakers=None) -> dict:
+    """:func:`per_speaker_statistics` of frame-level sequences (``frames_features(paths)`` ``(n, frames, dim)``):
+    ``{speaker: (mean, std)}`` per dimension, each ``(dim, 1)``."""
+    return per_speaker_statistics(records, lambda paths: as_coefficient_layout(frames_features(paths)), speakers)
+
+
+def normalise_frames_per_speaker(frames: np.ndarray, speakers, statistics: dict) -> np.ndarray:
+    """:func:`normalise_per_speaker` of frame-level sequences ``(n, frames, dim)``, per dimension."""
+    return as_coefficient_layout(normalise_per_speaker(as_coefficient_layout(frames), speakers, statistics))
+
+
 def speaker_normalised_features(prepared, paths: list, statistics: dict | None = None) -> np.ndarray:
     """Features of ``paths`` z-scored per coefficient with the statistics of each one's speaker, taken over
     every utterance of that speaker in ``prepared`` (unlabelled: the test speakers' audio is used, never
@@ -438,22 +455,21 @@ def _frames_stream(prepared, mode: str, train_paths: list, val_paths: list, test
     if not shape:
         return {}
 
-    def as_image_layout(paths):  # (n, dim, frames): the layout of the image functions above
-        return np.transpose(prepared.frames_features(paths), (0, 2, 1))
-
     statistics = None
     if mode == "speaker":
-        statistics = per_speaker_statistics(prepared.records, as_image_layout, fold_speakers)
+        statistics = per_speaker_frame_statistics(prepared.records, prepared.frames_features, fold_speakers)
 
-    def load(paths):
-        raw = as_image_layout(paths)
-        return raw if statistics is None else normalise_per_speaker(raw, [speaker[p] for p in paths], statistics)
+    def load(paths):  # (n, dim, frames): the layout of the image functions above
+        raw = prepared.frames_features(paths)
+        if statistics is not None:
+            raw = normalise_frames_per_speaker(raw, [speaker[p] for p in paths], statistics)
+        return as_coefficient_layout(raw)
 
     f_train = load(train_paths)
     mean, std = (a[..., 0] for a in normalization_stats(f_train, mode))  # (dim, 1) or (1, 1)
 
     def norm(f):
-        return np.transpose((f - mean) / std, (0, 2, 1)).astype(np.float32)
+        return as_coefficient_layout((f - mean) / std).astype(np.float32)
 
     parts = {"train": norm(f_train)}
     for part, paths in (("val", val_paths), ("test", test_paths)):

@@ -204,6 +204,22 @@ def _warn_missing_training_classes(folds: list, records: list, classes: list) ->
             )  # fmt: skip
 
 
+def extract_frame_stream(config: ExperimentConfig, records: list, errors: dict, progress: bool = True) -> FeatureCache:
+    """Extract (or reuse) the frame-level stream of ``records`` (``config.frames``, EmotionNAS) into its cache;
+    a file that fails is added to ``errors`` (``{path: problem}``, the MFCC extraction's) as ``frames: ...``.
+    Returns the cache."""
+    from emodarts_tf.data.frame_features import corpus_root, frame_cache
+
+    data = config.data
+    paths = [r.path for r in records]
+    cache = frame_cache(data.cache_dir, config.frames, paths, {r.path: getattr(r, "features", "") for r in records},
+                        corpus_root(data))
+    for path, problem in cache.extract(paths, workers=data.workers, progress=progress,
+                                       lock_timeout_s=data.lock_timeout_s).items():
+        errors[path] = f"{errors[path]}; frames: {problem}" if path in errors else f"frames: {problem}"
+    return cache
+
+
 def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progress: bool = True,
             two_stream: bool = False) -> PreparedCorpus:
     """Load the corpus, extract or reuse the cached MFCCs, build the folds, and write the tables.
@@ -225,17 +241,7 @@ def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progres
     cache = FeatureCache(data.cache_dir, fcfg)
     errors = cache.extract([r.path for r in corpus.records], workers=data.workers, progress=progress,
                            lock_timeout_s=data.lock_timeout_s)
-    frames_cache = None
-    if two_stream:
-        from emodarts_tf.data.frame_features import corpus_root, frame_cache
-
-        paths = [r.path for r in corpus.records]
-        frames_cache = frame_cache(data.cache_dir, config.frames, paths,
-                                   {r.path: getattr(r, "features", "") for r in corpus.records}, corpus_root(data))
-        frame_errors = frames_cache.extract(paths, workers=data.workers, progress=progress,
-                                            lock_timeout_s=data.lock_timeout_s)  # fmt: skip
-        for path, problem in frame_errors.items():
-            errors[path] = f"{errors[path]}; frames: {problem}" if path in errors else f"frames: {problem}"
+    frames_cache = extract_frame_stream(config, corpus.records, errors, progress) if two_stream else None
     problems = list(corpus.problems)
     for path, problem in sorted(errors.items()):
         log.warning("%s: skipped: %s", path, problem)

@@ -323,9 +323,9 @@ def predict_files(predictor: Predictor, files: list, batch_size: int = 64, probl
         if frames_of is not None:
             frames = np.stack(frame_rows).astype(np.float32)
             if speaker is not None:  # per dimension over every frame of the files, as the image per coefficient
-                from emodarts_tf.data.pipeline import speaker_statistics
+                from emodarts_tf.data.pipeline import as_coefficient_layout, speaker_statistics
 
-                mean, std = speaker_statistics(np.transpose(frames, (0, 2, 1)))
+                mean, std = speaker_statistics(as_coefficient_layout(frames))
                 frames_speaker = (mean.T, std.T)
         probabilities = predictor.probabilities(x, batch_size=batch_size, speaker=speaker, frames=frames,
                                                 frames_speaker=frames_speaker)

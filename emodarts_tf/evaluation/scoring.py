@@ -76,13 +76,9 @@ def load_split(config, split: str, fold_index: int | None, progress: bool = True
     errors = cache.extract([r.path for r in corpus.records], workers=config.data.workers, progress=progress)
     frames = None
     if two_stream:
-        from emodarts_tf.data.frame_features import corpus_root, frame_cache
+        from emodarts_tf.data.prepare import extract_frame_stream
 
-        paths = [r.path for r in corpus.records]
-        frames = frame_cache(config.data.cache_dir, config.frames, paths,
-                             {r.path: getattr(r, "features", "") for r in corpus.records}, corpus_root(config.data))
-        for path, problem in frames.extract(paths, workers=config.data.workers, progress=progress).items():
-            errors[path] = f"{errors[path]}; frames: {problem}" if path in errors else f"frames: {problem}"
+        frames = extract_frame_stream(config, corpus.records, errors, progress)
     for path, problem in sorted(errors.items()):
         log.warning("%s: skipped: %s", path, problem)
     records = [r for r in corpus.records if r.path not in errors]
@@ -183,11 +179,12 @@ def score(trained, data: CorpusSplit, ignore_unknown: bool = False, batch_size: 
         if data.frames is None:
             raise ValueError("a two-stream model: read the corpus with its frame-level stream (two_stream=True)")
         frames = data.frames([r.path for r in kept])
-        if speaker_norm:  # per speaker and dimension, in the (n, dim, frames) layout of the image functions
-            image_layout = CorpusSplit(records=records, features=lambda p: np.transpose(data.frames(p), (0, 2, 1)),
-                                       input_shape=(), corpus=data.corpus, protocol=data.protocol)
-            frames = np.transpose(speaker_normalise(np.transpose(frames, (0, 2, 1)), [r.speaker for r in kept],
-                                                    image_layout, records), (0, 2, 1))
+        if speaker_norm:  # per speaker and dimension, as the image per coefficient
+            from emodarts_tf.data.pipeline import normalise_frames_per_speaker, per_speaker_frame_statistics
+
+            speakers = [r.speaker for r in kept]
+            frames = normalise_frames_per_speaker(frames, speakers,
+                                                  per_speaker_frame_statistics(records, data.frames, speakers))
     probabilities = trained.probabilities(x, batch_size=batch_size, frames=frames)
     predicted = probabilities.argmax(axis=1)
     y = ids[keep]

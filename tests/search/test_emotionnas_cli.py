@@ -59,6 +59,9 @@ def test_search_then_train_a_two_stream_genotype(tmp_path, demo_cache):
     again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     first = json.loads((trained / "fold1" / "metrics.json").read_text())
     assert again["confusion_matrix"] == first["confusion_matrix"] and abs(again["ua"] - first["ua"]) < 1e-9
+    assert evaluate(["--data", "demo", "--cache", str(demo_cache), "--model", str(trained / "fold1"),
+                     "--split", "all", "--out", str(tmp_path / "eval-all")]) == 0  # no fold protocol: both caches
+    assert json.loads((tmp_path / "eval-all" / "metrics.json").read_text())["n"] == 176
     # predict: the same files as one speaker's utterances (the whole test speaker), both streams computed
     # from the audio, give the probabilities evaluate gave from the caches
     import csv
