@@ -38,7 +38,7 @@ setup(
     extras_require={
         # CUDA wheels of the same TensorFlow release (Linux x86-64).
         "gpu": ["tensorflow[and-cuda]==2.16.2"],
-        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3"],
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "pytest-xdist>=3.6,<4"],
     },
     entry_points={
         "console_scripts": [

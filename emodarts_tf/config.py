@@ -127,6 +127,11 @@ class SearchSpaceConfig:
     # supplement: each stream adds what it reads from the other (gated cross-attention over time);
     # concat: pooled streams concatenated; spectrogram / frames: that stream alone (ablations).
     fusion: str = "supplement"
+    # How the supplement module starts. random: each stream adds its gated context from the first step.
+    # identity: the context also passes a learned scale tanh(s), s = 0 at the start (the gated cross-attention
+    # of Flamingo, Alayrac et al. 2022), so the module starts as the identity and the fused network as the
+    # concatenation of the two projected streams; it learns how much of the other stream to add.
+    supplement_init: str = "random"
 
 
 @dataclass

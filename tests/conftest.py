@@ -12,6 +12,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EMODB_ROOT = PROJECT_ROOT.parent / "shared" / "data" / "emodb"
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core, at most 4 (each worker holds a TensorFlow runtime of 1-3 GB)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     from emodarts_tf.utils.seed import seed_everything

@@ -591,17 +591,38 @@ def export_model(
     return target
 
 
-def export_info(trained, features, version: int, input_rate: int) -> dict:
-    """The content of ``assets.extra/export_info.json``: signatures, shapes, rates, normalisation, source."""
+def _outputs(classes) -> dict:
+    """The outputs of every classifying signature."""
+    return {"probabilities": {"dtype": "float32", "shape": [None, len(classes)]},
+            "class_id": {"dtype": "int64", "shape": [None]}}  # fmt: skip
+
+
+def _info_envelope(trained, version: int) -> dict:
+    """The keys every ``export_info.json`` has: format, version, classes, image features, source and versions."""
     import keras
     import tensorflow as tf
 
+    return {
+        "format": "emodarts-tf/serving/v1",
+        "version": version,
+        "classes": list(trained.classes),
+        "feature_config": asdict(trained.feature_config),
+        "source_model": str(Path(trained.path).resolve()),
+        "kind": trained.info.get("kind"),
+        "fold": trained.info.get("fold"),
+        "corpus": trained.info.get("corpus"),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
+
+
+def export_info(trained, features, version: int, input_rate: int) -> dict:
+    """The content of ``assets.extra/export_info.json``: signatures, shapes, rates, normalisation, source."""
     classes = list(trained.classes)
     shape = list(trained.input_shape)
     speaker = is_speaker_normalised(trained)
     n_mfcc = shape[0]
-    outputs = {"probabilities": {"dtype": "float32", "shape": [None, len(classes)]},
-               "class_id": {"dtype": "int64", "shape": [None]}}  # fmt: skip
+    outputs = _outputs(classes)
     speaker_inputs = {
         "speaker_mean": {"dtype": "float32", "shape": [None, n_mfcc],
                          "meaning": "per-coefficient mean of the instance's speaker's raw MFCCs"},
@@ -646,29 +667,17 @@ def export_info(trained, features, version: int, input_rate: int) -> dict:
     else:
         normalization["speaker_inputs"] = []
     return {
-        "format": "emodarts-tf/serving/v1",
-        "version": version,
-        "classes": classes,
+        **_info_envelope(trained, version),
         "signatures": signatures,
         "normalize": mode,
         "normalization": normalization,
         "input_rate": input_rate,
-        "feature_config": asdict(trained.feature_config),
-        "source_model": str(Path(trained.path).resolve()),
-        "kind": trained.info.get("kind"),
-        "fold": trained.info.get("fold"),
-        "corpus": trained.info.get("corpus"),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
     }
 
 
 def two_stream_export_info(trained, version: int) -> dict:
     """``export_info.json`` of a two-stream export: its one signature, both streams' configs, the normalisation
     formulas, and why there is no waveform (nor speaker statistics) signature."""
-    import keras
-    import tensorflow as tf
-
     classes = list(trained.classes)
     image_name = image_input_name(trained)
     image_shape = list(trained.input_shape)
@@ -676,8 +685,7 @@ def two_stream_export_info(trained, version: int) -> dict:
     speaker = is_speaker_normalised(trained)
     mode = trained.info.get("normalize")
     reason = no_waveform_reason(trained)
-    outputs = {"probabilities": {"dtype": "float32", "shape": [None, len(classes)]},
-               "class_id": {"dtype": "int64", "shape": [None]}}  # fmt: skip
+    outputs = _outputs(classes)
     inputs = {
         image_name: {"dtype": "float32", "shape": [None, *image_shape], "meaning": _image_meaning(trained)},
         FRAMES_INPUT: {"dtype": "float32", "shape": [None, *f_shape], "meaning": _frames_meaning(trained)},
@@ -729,9 +737,7 @@ def two_stream_export_info(trained, version: int) -> dict:
     else:
         normalization["speaker_inputs"] = []
     return {
-        "format": "emodarts-tf/serving/v1",
-        "version": version,
-        "classes": classes,
+        **_info_envelope(trained, version),
         "two_stream": True,
         "streams": {
             image_name: {"input": image_name, "shape": image_shape, "features": asdict(trained.feature_config)},
@@ -743,14 +749,7 @@ def two_stream_export_info(trained, version: int) -> dict:
         "normalize": mode,
         "normalization": normalization,
         "input_rate": None,
-        "feature_config": asdict(trained.feature_config),
         "frames_config": dict(trained.info.get("frames") or {}),
-        "source_model": str(Path(trained.path).resolve()),
-        "kind": trained.info.get("kind"),
-        "fold": trained.info.get("fold"),
-        "corpus": trained.info.get("corpus"),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
     }
 
 

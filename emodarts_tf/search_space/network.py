@@ -375,6 +375,20 @@ class AuxiliaryHead(keras.layers.Layer):
         return {**super().get_config(), "num_classes": self.num_classes, "hidden": self.hidden}
 
 
+def set_search_settings(layer, space, num_classes, recompute, seq_grouped, recompute_seq) -> None:
+    """The settings every searchable backbone checks and keeps: ``space`` (checked), ``num_classes``, the
+    candidate ops (``cnn_ops``, ``seq_ops``) and the memory switches (``recompute``, ``seq_grouped``,
+    ``recompute_seq``, which needs ``seq_grouped``)."""
+    layer.recompute = check_bool(recompute, "recompute")
+    layer.seq_grouped = check_bool(seq_grouped, "seq_grouped")
+    layer.recompute_seq = check_bool(recompute_seq, "recompute_seq") and layer.seq_grouped
+    layer.space = as_space(space)
+    check_space(layer.space)
+    layer.num_classes = check_int(num_classes, "num_classes")
+    layer.cnn_ops = resolve_ops(layer.space.cnn_ops, "cnn")
+    layer.seq_ops = resolve_ops(layer.space.seq_ops, "seq")
+
+
 @_register
 class SearchBackbone(keras.layers.Layer):
     """The searchable emoDARTS network (without its alphas): MFCC -> logits for given mixing weights.
@@ -415,15 +429,8 @@ class SearchBackbone(keras.layers.Layer):
     def __init__(self, space, input_shape, num_classes: int, recompute: bool = False, seq_grouped: bool = True,
                  recompute_seq: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.recompute = check_bool(recompute, "recompute")
-        self.seq_grouped = check_bool(seq_grouped, "seq_grouped")
-        self.recompute_seq = check_bool(recompute_seq, "recompute_seq") and seq_grouped
-        self.space = as_space(space)
-        check_space(self.space)
+        set_search_settings(self, space, num_classes, recompute, seq_grouped, recompute_seq)
         self.mfcc_shape = check_image_shape(input_shape)
-        self.num_classes = check_int(num_classes, "num_classes")
-        self.cnn_ops = resolve_ops(self.space.cnn_ops, "cnn")
-        self.seq_ops = resolve_ops(self.space.seq_ops, "seq")
         space = self.space
         self.stem_conv, self.stem_bn = make_stem(space)
         self.cnn_cells = make_search_cnn_cells(space, self.cnn_ops, recompute)

@@ -58,8 +58,9 @@ from emodarts_tf.search_space.network import (
     make_stem,
     require_cells,
     search_cell_kinds,
+    set_search_settings,
 )
-from emodarts_tf.search_space.primitives import num_edges, reduction_indices, resolve_ops
+from emodarts_tf.search_space.primitives import num_edges, reduction_indices
 from emodarts_tf.search_space.validation import check_bool, check_int, check_num_heads, check_pair, check_rate
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,17 @@ def check_fusion(fusion) -> str:
     if fusion not in FUSIONS:
         raise ValueError(f"space.fusion: expected one of {FUSIONS}, received {fusion!r}")
     return fusion
+
+
+# How the information supplement starts (``space.supplement_init``, ``InformationSupplement(init=...)``).
+SUPPLEMENT_INITS = ("random", "identity")
+
+
+def check_supplement_init(init, argument: str = "space.supplement_init") -> str:
+    """How the information supplement starts: one of ``SUPPLEMENT_INITS``."""
+    if init not in SUPPLEMENT_INITS:
+        raise ValueError(f"{argument}: expected one of {SUPPLEMENT_INITS}, received {init!r}")
+    return init
 
 
 def check_frames_shape(input_shape, argument: str = "input_shapes['frames']") -> tuple:
@@ -153,11 +165,18 @@ class InformationSupplement(keras.layers.Layer):
         g_a = sigmoid([a, ctx_a] G_a + e_a),   a' = a + g_a * ctx_a   (and b' alike, reading a)
 
     so a stream takes from the other only what its gate lets in; the two time axes may differ in length.
-    The attention softmax is computed in float32 at least (also under mixed precision).
+    With ``init="identity"`` each direction also has a learned scalar ``s_a`` (``s_b``), zero at the start::
+
+        a' = a + tanh(s_a) * g_a * ctx_a
+
+    so the module starts as the identity (Flamingo's gated cross-attention, Alayrac et al. 2022) and learns how
+    much of the other stream to add. The attention softmax is computed in float32 at least (also under mixed
+    precision).
 
     Args:
         units: the common width ``d`` of both outputs; a multiple of ``num_heads``.
         num_heads: attention heads per direction (each of ``units // num_heads`` features).
+        init: ``"random"`` (no scale) or ``"identity"`` (the zero-started scale above).
 
     Call arguments:
         inputs: ``[a, b]``, sequences ``(B, Ta, Ca)`` and ``(B, Tb, Cb)``.
@@ -177,10 +196,11 @@ class InformationSupplement(keras.layers.Layer):
     DIRECTIONS = {"a": ("query_a", "key_b", "value_b", "context_a", "gate_a"),
                   "b": ("query_b", "key_a", "value_a", "context_b", "gate_b")}
 
-    def __init__(self, units: int, num_heads: int = 1, **kwargs):
+    def __init__(self, units: int, num_heads: int = 1, init: str = "random", **kwargs):
         super().__init__(**kwargs)
         self.units = check_int(units, "units")
         self.num_heads = check_num_heads(num_heads, self.units)
+        self.init = check_supplement_init(init, "init")
         self.head_dim = self.units // self.num_heads
         self.project_a = keras.layers.Dense(self.units, name="project_a")
         self.project_b = keras.layers.Dense(self.units, name="project_b")
@@ -203,6 +223,10 @@ class InformationSupplement(keras.layers.Layer):
             value.build(other[:2] + (self.units,))
             context.build(own_shape)
             gate.build(own_shape[:2] + (2 * self.units,))
+        self.scales = None
+        if self.init == "identity":
+            self.scales = {d: self.add_weight(name=f"scale_{d}", shape=(), initializer="zeros")
+                           for d in self.DIRECTIONS}  # fmt: skip
         self.built = True
 
     def _attend(self, x, other, direction: str):
@@ -218,6 +242,8 @@ class InformationSupplement(keras.layers.Layer):
             heads.append(ops.einsum("bqk,bkd->bqd", attention, v[..., part]))
         ctx = context(heads[0] if len(heads) == 1 else ops.concatenate(heads, axis=-1))
         g = ops.sigmoid(gate(ops.concatenate([x, ctx], axis=-1)))
+        if self.scales is not None:
+            g = ops.tanh(ops.cast(self.scales[direction], g.dtype)) * g
         return x + g * ctx
 
     def call(self, inputs, training=None):
@@ -230,7 +256,7 @@ class InformationSupplement(keras.layers.Layer):
         return [(a_shape[0], a_shape[1], self.units), (b_shape[0], b_shape[1], self.units)]
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "num_heads": self.num_heads}
+        return {**super().get_config(), "units": self.units, "num_heads": self.num_heads, "init": self.init}
 
 
 def _fuse(a, b, supplement, image_pool, frames_pool, concat, training=None):
@@ -286,17 +312,11 @@ class TwoStreamSearchBackbone(keras.layers.Layer):
     def __init__(self, space, input_shapes, num_classes: int, recompute: bool = False, seq_grouped: bool = True,
                  recompute_seq: bool = False, supplement_heads: int = 1, **kwargs):
         super().__init__(**kwargs)
-        self.recompute = check_bool(recompute, "recompute")
-        self.seq_grouped = check_bool(seq_grouped, "seq_grouped")
-        self.recompute_seq = check_bool(recompute_seq, "recompute_seq") and seq_grouped
-        self.space = as_space(space)
-        check_space(self.space)
+        set_search_settings(self, space, num_classes, recompute, seq_grouped, recompute_seq)
         self.fusion = check_fusion(self.space.fusion)
+        check_supplement_init(self.space.supplement_init)
         self.input_shapes = check_input_shapes(input_shapes, self.fusion)
-        self.num_classes = check_int(num_classes, "num_classes")
         self.supplement_heads = check_int(supplement_heads, "supplement_heads")
-        self.cnn_ops = resolve_ops(self.space.cnn_ops, "cnn")
-        self.seq_ops = resolve_ops(self.space.seq_ops, "seq")
         space = self.space
         self.image_input = next((name for name in CNN_STREAMS if name in self.input_shapes), None)
         self.has_frames = FRAMES_STREAM in self.input_shapes
@@ -317,7 +337,8 @@ class TwoStreamSearchBackbone(keras.layers.Layer):
         if self.has_frames:
             self.frames_projection = keras.layers.Dense(self.units, name="frames_projection")
             self.seq_cells = make_search_seq_cells(space, self.units, self.seq_ops, seq_grouped, self.recompute_seq)
-        self.supplement = (InformationSupplement(self.units, self.supplement_heads, name="supplement")
+        self.supplement = (InformationSupplement(self.units, self.supplement_heads, self.space.supplement_init,
+                                                 name="supplement")
                            if self.fusion == "supplement" else None)
         self.image_pool = TimePooling(space.pooling, name="image_time_pool") if self.image_input else None
         self.frames_pool = TimePooling(space.pooling, name="frames_time_pool") if self.has_frames else None
@@ -361,14 +382,18 @@ class TwoStreamSearchBackbone(keras.layers.Layer):
                                max_skip=max_skip, meta=meta, streams=self.streams)
 
     # ------------------------------------------------------------------ building and calling
-    def _shapes(self, input_shape) -> dict:
-        if not isinstance(input_shape, dict):
-            raise ValueError(f"{self.name}: expected input shapes {{name: shape}} with the names "
-                             f"{list(self.input_shapes)}, received {input_shape!r}")
-        missing = [name for name in self.input_shapes if name not in input_shape]
+    def _check_named(self, received, what: str, kind: str):
+        """``received`` is a dict holding every input of :attr:`input_shapes` (others may be present)."""
+        if not isinstance(received, dict):
+            raise ValueError(f"{what}: expected {kind} {{name: ...}} with the names {list(self.input_shapes)}, "
+                             f"received {type(received).__name__} {received!r:.200}")
+        missing = [name for name in self.input_shapes if name not in received]
         if missing:
-            raise ValueError(f"{self.name}: expected inputs {list(self.input_shapes)}, received "
-                             f"{sorted(input_shape)} (missing {missing})")
+            raise ValueError(f"{what}: expected {kind} {list(self.input_shapes)}, received {sorted(received)} "
+                             f"(missing {missing})")
+
+    def _shapes(self, input_shape) -> dict:
+        self._check_named(input_shape, self.name, "input shapes")
         shapes = {name: tuple(input_shape[name]) for name in self.input_shapes}
         for name, shape in shapes.items():
             expected = self.input_shapes[name]
@@ -397,13 +422,7 @@ class TwoStreamSearchBackbone(keras.layers.Layer):
         self.built = True
 
     def call(self, x, weights, training=None):
-        if not isinstance(x, dict):
-            raise ValueError(f"x: expected a dict with the inputs {list(self.input_shapes)}, "
-                             f"received {type(x).__name__}")
-        missing = [name for name in self.input_shapes if name not in x]
-        if missing:
-            raise ValueError(f"x: expected the inputs {list(self.input_shapes)}, received {sorted(x)} "
-                             f"(missing {missing})")
+        self._check_named(x, "x", "inputs")
         check_mixing_weights(weights, self.cell_kinds)
         a = b = None
         if self.image_input:
@@ -499,7 +518,8 @@ def build_fixed_two_stream(
     supplement = None
     if fusion == "supplement":
         check_num_heads(supplement_heads, units)
-        supplement = InformationSupplement(units, supplement_heads, name="supplement")
+        supplement = InformationSupplement(units, supplement_heads, check_supplement_init(space.supplement_init),
+                                           name="supplement")
     pooled = _fuse(a, b, supplement,
                    TimePooling(space.pooling, name="image_time_pool") if image_input else None,
                    TimePooling(space.pooling, name="frames_time_pool") if has_frames else None,

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
+import subprocess
+import sys
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -176,3 +180,37 @@ def tf_serving_like(loaded):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def export_with_cli(model_dir: Path, out: Path, version: int = 1) -> str:
+    """``model_dir`` exported with ``cli/export.py`` (its reload-and-compare check included) into
+    ``out/<version>``; the log lines it wrote (``emodarts_tf`` loggers, INFO and up), joined by newlines."""
+    from emodarts_tf.commands.export import main as export_main
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("emodarts_tf")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        assert export_main(["--model", str(model_dir), "--out", str(out), "--version", str(version)]) == 0
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return "\n".join(records)
+
+
+def run_fresh(script: str, version_dir: Path, inputs: dict, work: Path):
+    """``script`` run in a new Python process as ``python -c script <version_dir> <inputs.npz> <out.npz>``, with
+    ``inputs`` ({key: array}) saved to ``inputs.npz`` in ``work``: the JSON report on its last stdout line,
+    and the arrays it saved to ``out.npz``."""
+    np.savez(work / "inputs.npz", **inputs)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", script, str(version_dir), str(work / "inputs.npz"),
+                           str(work / "out.npz")], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    with np.load(work / "out.npz") as out:
+        return report, {k: out[k] for k in out.files}

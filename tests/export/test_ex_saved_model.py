@@ -4,9 +4,6 @@ features; bad inputs are clear errors."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +11,7 @@ import tensorflow as tf
 
 from emodarts_tf.data.features import extract_mfcc
 from emodarts_tf.evaluation.model_dir import load_model_dir
-from export_helpers import waveforms_16k
+from export_helpers import run_fresh, waveforms_16k
 
 TOLERANCE = 1e-5
 
@@ -47,15 +44,8 @@ def fresh(exported, utterances, tmp_path_factory):
     cfg = exported.config.features
     raw = np.stack([extract_mfcc(p, cfg) for p in utterances])[..., np.newaxis]
     waves = waveforms_16k(utterances)
-    work = tmp_path_factory.mktemp("fresh")
-    np.savez(work / "inputs.npz", mfcc=raw, waveform=waves)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, "-c", FRESH, str(exported.version_dir), str(work / "inputs.npz"),
-                           str(work / "out.npz")], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    with np.load(work / "out.npz") as out:
-        outputs = {k: out[k] for k in out.files}
+    report, outputs = run_fresh(FRESH, exported.version_dir, {"mfcc": raw, "waveform": waves},
+                                tmp_path_factory.mktemp("fresh"))
     return raw, waves, outputs, report
 
 

@@ -9,7 +9,6 @@ CNN fitted for a few seconds on real EmoDB features (16 kHz, as the other export
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,8 @@ from emodarts_tf.export.client import (
     rest_request_speaker_statistics,
     speaker_statistics_from_mfcc,
 )
-from export_helpers import FEATURE_CONFIG_16K, emodb_utterances, tf_serving_like, tiny_model_dir, waveforms_16k
+from export_helpers import (FEATURE_CONFIG_16K, emodb_utterances, export_with_cli, tf_serving_like, tiny_model_dir,
+                            waveforms_16k)
 
 TOLERANCE = 1e-5  # SavedModel vs Keras probabilities (as test_ex_saved_model)
 MFCC_TOLERANCE = 1e-3  # in-graph vs librosa MFCCs at 16 kHz (as test_ex_waveform_mfcc); bounds |d mean|, |d std|
@@ -93,25 +93,12 @@ def speakers(emodb_root, cfg):
 @pytest.fixture(scope="module")
 def speaker_export(tmp_path_factory, training, cfg) -> SpeakerExport:
     """A speaker-normalised model directory exported with ``cli/export.py`` (self-check included)."""
-    from emodarts_tf.commands.export import main as export_main
-
     x, y, who = training
     root = tmp_path_factory.mktemp("speaker-export")
     model_dir = tiny_model_dir(root / "fold1", FEATURE_CONFIG_16K, "speaker", _speaker_normalised(x, who), y, CLASSES)
-    records = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger = logging.getLogger("emodarts_tf")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        assert export_main(["--model", str(model_dir), "--out", str(root / "serving"), "--version", "1"]) == 0
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+    log = export_with_cli(model_dir, root / "serving")
     version_dir = root / "serving" / "1"
-    return SpeakerExport(model_dir, version_dir, tf.saved_model.load(str(version_dir)), "\n".join(records))
+    return SpeakerExport(model_dir, version_dir, tf.saved_model.load(str(version_dir)), log)
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +21,7 @@ from emodarts_tf.config import FeatureConfig, FramesConfig, SearchSpaceConfig
 from emodarts_tf.data.pipeline import normalization_stats, speaker_statistics
 from emodarts_tf.data.spectrogram import spectrogram_shape
 from emodarts_tf.evaluation.model_dir import load_model_dir
+from export_helpers import export_with_cli, run_fresh
 
 TOLERANCE = 1e-5
 CLASSES = ["ang", "hap", "neu", "sad"]
@@ -123,23 +120,10 @@ def two_stream_model_dir(path: Path, image: str, features: FeatureConfig, normal
 
 def _export(root: Path, image: str, features: FeatureConfig, normalize: str) -> TwoStreamExport:
     """The model directory exported with ``cli/export.py`` (its reload-and-compare check included)."""
-    from emodarts_tf.commands.export import main as export_main
-
     model_dir = two_stream_model_dir(root / "fold1", image, features, normalize)
-    records = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger = logging.getLogger("emodarts_tf")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        assert export_main(["--model", str(model_dir), "--out", str(root / "serving"), "--version", "1"]) == 0
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+    log = export_with_cli(model_dir, root / "serving")
     shape = tuple(load_model_dir(model_dir).input_shape)
-    return TwoStreamExport(model_dir, root / "serving" / "1", image, shape, "\n".join(records))
+    return TwoStreamExport(model_dir, root / "serving" / "1", image, shape, log)
 
 
 @pytest.fixture(scope="module")
@@ -167,14 +151,8 @@ def _raw_batch(export: TwoStreamExport, n: int, seed: int, speakers: int = 1):
 
 def _fresh(export: TwoStreamExport, cases: dict, work: Path):
     """``cases`` ({case: {input: array}}) through serving_default in a new process: (report, arrays)."""
-    np.savez(work / "inputs.npz", **{f"{case}/{k}": v for case, inputs in cases.items() for k, v in inputs.items()})
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, "-c", FRESH, str(export.version_dir), str(work / "inputs.npz"),
-                           str(work / "out.npz")], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    with np.load(work / "out.npz") as out:
-        return report, {k: out[k] for k in out.files}
+    inputs = {f"{case}/{k}": v for case, arrays in cases.items() for k, v in arrays.items()}
+    return run_fresh(FRESH, export.version_dir, inputs, work)
 
 
 def _speaker_rows(x, f, who):

@@ -96,15 +96,18 @@ def _transplant(net, model) -> None:
     model.get_layer("logits").set_weights(net.classifier.get_weights())
 
 
-@pytest.mark.parametrize("fusion", ["supplement", "concat"])
-def test_one_hot_supernet_equals_the_discrete_network(fusion):
-    space = _space(fusion)
+@pytest.mark.parametrize("fusion, init", [("supplement", "random"), ("supplement", "identity"), ("concat", "random")])
+def test_one_hot_supernet_equals_the_discrete_network(fusion, init):
+    space = _space(fusion, supplement_init=init)
     net = TwoStreamSearchBackbone(space, SHAPES, num_classes=3)
     genotype = net.derive_genotype(_alphas(net, seed=5))
     model = build_fixed_two_stream(genotype, space, SHAPES, num_classes=3)
     x = _x(batch=3)
     one_hot = _one_hot(net, genotype)
     net(x, one_hot)  # build
+    if init == "identity":  # scales away from their zero start, so the context counts
+        for scale, value in zip(net.supplement.scales.values(), (0.7, -0.4)):
+            scale.assign(value)
     _transplant(net, model)
     assert net.count_params() > model.count_params()
     for training in (False, True):  # moving statistics (both fresh), then batch statistics
@@ -132,6 +135,8 @@ def _numpy_supplement(layer, a, b):
             heads.append(np.einsum("bqk,bkd->bqd", attention, v[..., part]))
         ctx = dense(context, np.concatenate(heads, -1))
         g = 1.0 / (1.0 + np.exp(-dense(gate, np.concatenate([x, ctx], -1))))
+        if layer.init == "identity":
+            g = np.tanh(float(layer.scales[query[-1]].numpy())) * g
         return x + g * ctx
 
     a, b = dense("project_a", a.astype(np.float64)), dense("project_b", b.astype(np.float64))
@@ -139,9 +144,9 @@ def _numpy_supplement(layer, a, b):
             attend(b, a, "query_b", "key_a", "value_a", "context_b", "gate_b"))
 
 
-@pytest.mark.parametrize("num_heads", [1, 2])
-def test_information_supplement_equals_numpy(num_heads):
-    layer = InformationSupplement(6, num_heads=num_heads)
+@pytest.mark.parametrize("num_heads, init", [(1, "random"), (2, "random"), (2, "identity")])
+def test_information_supplement_equals_numpy(num_heads, init):
+    layer = InformationSupplement(6, num_heads=num_heads, init=init)
     rng = np.random.default_rng(2)
     a = rng.normal(size=(3, 5, 4)).astype("float32")  # the two streams differ in length and width
     b = rng.normal(size=(3, 7, 9)).astype("float32")
@@ -153,12 +158,32 @@ def test_information_supplement_equals_numpy(num_heads):
     np.testing.assert_allclose(out_a, expected_a, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out_b, expected_b, rtol=1e-5, atol=1e-5)
     assert layer.compute_output_shape([(None, 5, 4), (None, None, 9)]) == [(None, 5, 6), (None, None, 6)]
-    assert len(layer.trainable_weights) == 2 * (2 + 2 * 5)  # 2 projections, 2 x (q, k, v, output, gate)
+    # 2 projections, 2 x (q, k, v, output, gate), and the two scales of the identity start
+    assert len(layer.trainable_weights) == 2 * (2 + 2 * 5) + (2 if init == "identity" else 0)
     clone = InformationSupplement.from_config(layer.get_config())
-    assert (clone.units, clone.num_heads) == (6, num_heads)
-    for kwargs, match in (({"units": 0}, "units"), ({"units": 6, "num_heads": 4}, "num_heads")):
+    assert (clone.units, clone.num_heads, clone.init) == (6, num_heads, init)
+    for kwargs, match in (({"units": 0}, "units"), ({"units": 6, "num_heads": 4}, "num_heads"),
+                          ({"units": 6, "init": "zeros"}, r"init: expected one of \('random', 'identity'\)")):
         with pytest.raises(ValueError, match=match):
             InformationSupplement(**kwargs)
+
+
+def test_identity_supplement_starts_as_the_identity_and_learns_its_scales():
+    """With init="identity" a fresh module returns its projected inputs unchanged (numpy), whatever the other
+    stream holds; the scales get a gradient at their zero start, so the context can come in."""
+    layer = InformationSupplement(4, init="identity")
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(2, 5, 3)).astype("float32"), rng.normal(size=(2, 7, 6)).astype("float32")
+    out_a, out_b = layer([a, b])
+    for out, x, name in ((out_a, a, "project_a"), (out_b, b, "project_b")):
+        kernel, bias = getattr(layer, name).get_weights()
+        np.testing.assert_allclose(out, x @ kernel + bias, rtol=1e-5, atol=1e-6)
+    with tf.GradientTape() as tape:
+        loss = sum(tf.reduce_sum(tf.square(o)) for o in layer([a, b]))
+    grads = tape.gradient(loss, [layer.scales["a"], layer.scales["b"]])
+    assert all(abs(float(g)) > 1e-4 for g in grads)
+    with pytest.raises(ValueError, match="space.supplement_init"):
+        TwoStreamSearchBackbone(_space(supplement_init="open"), SHAPES, 4)
 
 
 def test_information_supplement_only_mixes_within_an_example():
@@ -258,12 +283,13 @@ def test_backbone_rejects_bad_inputs_naming_them():
     with pytest.raises(ValueError, match="num_heads"):
         TwoStreamSearchBackbone(TINY, SHAPES, 4, supplement_heads=3)
     net = TwoStreamSearchBackbone(TINY, SHAPES, 4)
-    with pytest.raises(ValueError, match=r"expected input shapes \{name: shape\}"):
+    with pytest.raises(ValueError,
+                       match=r"expected input shapes \{name: ...\} with the names \[.spectrogram., .frames.\], received tuple"):
         net.build((None, 8, 12, 1))
     net(_x(), _weights(net))  # built: the call's own checks
     with pytest.raises(ValueError, match=r"missing \['frames'\]"):
         net({"spectrogram": _x()["spectrogram"]}, _weights(net))
-    with pytest.raises(ValueError, match="x: expected a dict"):
+    with pytest.raises(ValueError, match=r"x: expected inputs \{name: ...\}"):
         net(_x()["spectrogram"], _weights(net))
     with pytest.raises(ValueError, match="weights"):
         net(_x(), {"normal": _weights(net)["normal"]})
