@@ -51,8 +51,20 @@ def apply_train_overrides(space: SearchSpaceConfig, train) -> SearchSpaceConfig:
     return dataclasses.replace(as_space(space), **updates)
 
 
+# How EmotionNAS's information supplement starts (``space.supplement_init``, ``InformationSupplement(init=...)``).
+SUPPLEMENT_INITS = ("random", "identity")
+
+
+def check_supplement_init(init, argument: str = "space.supplement_init") -> str:
+    """How the information supplement starts: one of ``SUPPLEMENT_INITS``."""
+    if init not in SUPPLEMENT_INITS:
+        raise ValueError(f"{argument}: expected one of {SUPPLEMENT_INITS}, received {init!r}")
+    return init
+
+
 def check_space(space: SearchSpaceConfig) -> None:
-    """Raise ValueError naming the ``space.*`` size, rate or pooling mode that is out of range."""
+    """Raise ValueError naming the ``space.*`` size, rate, pooling mode or supplement start that is out of
+    range."""
     for key, minimum in (("init_channels", 1), ("cnn_cells", 1), ("cnn_nodes", 1), ("stem_multiplier", 1),
                          ("seq_cells", 0), ("seq_nodes", 1)):
         check_int(getattr(space, key), f"space.{key}", minimum)
@@ -61,6 +73,7 @@ def check_space(space: SearchSpaceConfig) -> None:
     reduction_stride(space)
     if space.pooling not in TimePooling.MODES:
         raise ValueError(f"space.pooling: expected one of {TimePooling.MODES}, received {space.pooling!r}")
+    check_supplement_init(space.supplement_init)
 
 
 def check_image_shape(input_shape, argument: str = "input_shape") -> tuple:

@@ -57,6 +57,7 @@ from emodarts_tf.search_space.network import (
     make_search_seq_cells,
     make_stem,
     require_cells,
+    check_supplement_init,
     search_cell_kinds,
     set_search_settings,
 )
@@ -75,17 +76,6 @@ def check_fusion(fusion) -> str:
     if fusion not in FUSIONS:
         raise ValueError(f"space.fusion: expected one of {FUSIONS}, received {fusion!r}")
     return fusion
-
-
-# How the information supplement starts (``space.supplement_init``, ``InformationSupplement(init=...)``).
-SUPPLEMENT_INITS = ("random", "identity")
-
-
-def check_supplement_init(init, argument: str = "space.supplement_init") -> str:
-    """How the information supplement starts: one of ``SUPPLEMENT_INITS``."""
-    if init not in SUPPLEMENT_INITS:
-        raise ValueError(f"{argument}: expected one of {SUPPLEMENT_INITS}, received {init!r}")
-    return init
 
 
 def check_frames_shape(input_shape, argument: str = "input_shapes['frames']") -> tuple:
@@ -314,7 +304,6 @@ class TwoStreamSearchBackbone(keras.layers.Layer):
         super().__init__(**kwargs)
         set_search_settings(self, space, num_classes, recompute, seq_grouped, recompute_seq)
         self.fusion = check_fusion(self.space.fusion)
-        check_supplement_init(self.space.supplement_init)
         self.input_shapes = check_input_shapes(input_shapes, self.fusion)
         self.supplement_heads = check_int(supplement_heads, "supplement_heads")
         space = self.space
@@ -518,8 +507,7 @@ def build_fixed_two_stream(
     supplement = None
     if fusion == "supplement":
         check_num_heads(supplement_heads, units)
-        supplement = InformationSupplement(units, supplement_heads, check_supplement_init(space.supplement_init),
-                                           name="supplement")
+        supplement = InformationSupplement(units, supplement_heads, space.supplement_init, name="supplement")
     pooled = _fuse(a, b, supplement,
                    TimePooling(space.pooling, name="image_time_pool") if image_input else None,
                    TimePooling(space.pooling, name="frames_time_pool") if has_frames else None,
