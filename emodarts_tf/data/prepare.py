@@ -204,20 +204,37 @@ def _warn_missing_training_classes(folds: list, records: list, classes: list) ->
             )  # fmt: skip
 
 
-def extract_frame_stream(config: ExperimentConfig, records: list, errors: dict, progress: bool = True) -> FeatureCache:
-    """Extract (or reuse) the frame-level stream of ``records`` (``config.frames``, EmotionNAS) into its cache;
-    a file that fails is added to ``errors`` (``{path: problem}``, the MFCC extraction's) as ``frames: ...``.
-    Returns the cache."""
-    from emodarts_tf.data.frame_features import corpus_root, frame_cache
+def extract_streams(config: ExperimentConfig, corpus: CorpusData, two_stream: bool = False,
+                    progress: bool = True) -> tuple:
+    """Extract (or reuse) the MFCCs of ``corpus.records`` and, with ``two_stream``, their frame-level stream
+    (``config.frames``, EmotionNAS) into the feature cache; log each file that failed (named, skipped).
 
+    Returns:
+        ``(cache, frames_cache or None, errors, records)``: ``errors`` ``{path: problem}`` (a frame-stream
+        problem as ``frames: ...``), ``records`` those whose every stream was computed.
+
+    Raises:
+        ValueError: no file could be extracted.
+    """
     data = config.data
-    paths = [r.path for r in records]
-    cache = frame_cache(data.cache_dir, config.frames, paths, {r.path: getattr(r, "features", "") for r in records},
-                        corpus_root(data))
-    for path, problem in cache.extract(paths, workers=data.workers, progress=progress,
-                                       lock_timeout_s=data.lock_timeout_s).items():
-        errors[path] = f"{errors[path]}; frames: {problem}" if path in errors else f"frames: {problem}"
-    return cache
+    paths = [r.path for r in corpus.records]
+    cache = FeatureCache(data.cache_dir, config.features)
+    errors = cache.extract(paths, workers=data.workers, progress=progress, lock_timeout_s=data.lock_timeout_s)
+    frames_cache = None
+    if two_stream:
+        from emodarts_tf.data.frame_features import corpus_root, frame_cache
+
+        frames_cache = frame_cache(data.cache_dir, config.frames, paths,
+                                   {r.path: getattr(r, "features", "") for r in corpus.records}, corpus_root(data))
+        for path, problem in frames_cache.extract(paths, workers=data.workers, progress=progress,
+                                                  lock_timeout_s=data.lock_timeout_s).items():
+            errors[path] = f"{errors[path]}; frames: {problem}" if path in errors else f"frames: {problem}"
+    for path, problem in sorted(errors.items()):
+        log.warning("%s: skipped: %s", path, problem)
+    records = [r for r in corpus.records if r.path not in errors]
+    if not records:
+        raise ValueError(f"corpus {corpus.name!r}: every selected file failed feature extraction ({len(errors)})")
+    return cache, frames_cache, errors, records
 
 
 def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progress: bool = True,
@@ -238,17 +255,8 @@ def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progres
     data, fcfg = config.data, config.features
     n_mfcc, frames = feature_shape(fcfg)
     corpus: CorpusData = load_corpus(data)
-    cache = FeatureCache(data.cache_dir, fcfg)
-    errors = cache.extract([r.path for r in corpus.records], workers=data.workers, progress=progress,
-                           lock_timeout_s=data.lock_timeout_s)
-    frames_cache = extract_frame_stream(config, corpus.records, errors, progress) if two_stream else None
-    problems = list(corpus.problems)
-    for path, problem in sorted(errors.items()):
-        log.warning("%s: skipped: %s", path, problem)
-        problems.append(Problem(path, problem))
-    records = [r for r in corpus.records if r.path not in errors]
-    if not records:
-        raise ValueError(f"corpus {corpus.name!r}: every selected file failed feature extraction ({len(errors)})")
+    cache, frames_cache, errors, records = extract_streams(config, corpus, two_stream, progress)
+    problems = list(corpus.problems) + [Problem(path, problem) for path, problem in sorted(errors.items())]
     # After the failed files are gone: a class must still have enough speakers for every fold to train it.
     records, classes, rare = drop_rare_classes(records, list(corpus.classes), data.min_speakers_per_class,
                                                corpus.name)  # fmt: skip

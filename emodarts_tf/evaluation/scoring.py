@@ -68,22 +68,11 @@ def load_split(config, split: str, fold_index: int | None, progress: bool = True
             synthetic=bool(prepared.synthetic),
             problems=list(prepared.problems),
         )
-    from emodarts_tf.data.cache import FeatureCache
     from emodarts_tf.data.corpora import load_corpus
+    from emodarts_tf.data.prepare import extract_streams
 
     corpus = load_corpus(config.data)
-    cache = FeatureCache(config.data.cache_dir, config.features)
-    errors = cache.extract([r.path for r in corpus.records], workers=config.data.workers, progress=progress)
-    frames = None
-    if two_stream:
-        from emodarts_tf.data.prepare import extract_frame_stream
-
-        frames = extract_frame_stream(config, corpus.records, errors, progress)
-    for path, problem in sorted(errors.items()):
-        log.warning("%s: skipped: %s", path, problem)
-    records = [r for r in corpus.records if r.path not in errors]
-    if not records:
-        raise ValueError(f"corpus {corpus.name!r}: every selected file failed feature extraction ({len(errors)})")
+    cache, frames, errors, records = extract_streams(config, corpus, two_stream, progress)
     n_mfcc, n_frames = feature_shape(config.features)
     return CorpusSplit(
         records=records,
