@@ -33,7 +33,7 @@ def _npz_bytes(arrays: dict) -> bytes:
 # (dotted keys as in a config dict or a training fingerprint).
 ADDED_DEFAULTS = {
     "space.pooling": "mean", "space.fusion": "supplement", "space.supplement_init": "random",
-    "space.reduce_time": True, "search.method": "emodarts",
+    "space.reduce_time": True, "space.frequency_pooling": "avg", "search.method": "emodarts",
     "features.kind": "mfcc", "features.window_ms": 25.0, "features.hop_ms": 11.0, "features.freq_bins": 128,
 }
 # Sections added after runs were saved that such runs did not use (the frame-level stream of EmotionNAS:

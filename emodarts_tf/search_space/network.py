@@ -6,8 +6,9 @@ Both follow the same plan, NHWC with H = MFCC coefficients and W = frames:
     -> cnn_cells DARTS cells (reduction cells at ``reduction_indices(cnn_cells)``, channels doubling;
        a single CNN cell is a normal cell; a reduction halves frequency and time, or frequency only
        when ``space.reduce_time`` is False)
-    -> mean over frequency, keeping time: a real sequence (B, T = W', F)
-    -> Dense to ``seq_hidden`` (None: F) -> seq_cells SeqNN cells over T
+    -> a real sequence over time (B, T = W', F): the mean over frequency (F = C'), or each frame's frequency
+       rows and channels flattened (F = H' * C'; ``space.frequency_pooling``)
+    -> Dense to ``seq_hidden`` (None: C') -> seq_cells SeqNN cells over T
     -> TimePooling over time (mean, or mean and standard deviation: ``space.pooling``) -> dropout
     -> Dense classifier (float32 logits, also under mixed precision).
 """
@@ -73,6 +74,9 @@ def check_space(space: SearchSpaceConfig) -> None:
     reduction_stride(space)
     if space.pooling not in TimePooling.MODES:
         raise ValueError(f"space.pooling: expected one of {TimePooling.MODES}, received {space.pooling!r}")
+    if space.frequency_pooling not in FrequencyPooling.MODES:
+        raise ValueError(f"space.frequency_pooling: expected one of {FrequencyPooling.MODES}, "
+                         f"received {space.frequency_pooling!r}")
     check_supplement_init(space.supplement_init)
 
 
@@ -311,18 +315,20 @@ class TimePooling(keras.layers.Layer):
 
 @_register
 class FrequencyPooling(keras.layers.Layer):
-    """Pools over the frequency axis, keeping time: ``(B, H, W, C) -> (B, W, C)``, a sequence over W.
+    """Turns a CNN map into a sequence over its time axis W: ``(B, H, W, C) -> (B, W, C)`` by pooling over
+    frequency, or ``(B, W, H * C)`` by flattening each frame's frequency rows and channels.
 
-    Shared by the emoDARTS networks (mean) and the hand-designed baselines (mean or max).
+    Shared by the emoDARTS networks (``space.frequency_pooling``) and the hand-designed baselines (mean or max).
 
     Args:
-        mode: ``"avg"`` (mean over frequency) or ``"max"``.
+        mode: ``"avg"`` (mean over frequency), ``"max"``, or ``"flatten"`` (every frequency row kept, as the
+            convolutional-recurrent SER models feed their recurrent layers; needs a static H).
 
     Call arguments:
         x: a 4-D tensor ``(B, H, W, C)``.
     """
 
-    MODES = ("avg", "max")
+    MODES = ("avg", "max", "flatten")
 
     def __init__(self, mode: str = "avg", **kwargs):
         super().__init__(**kwargs)
@@ -331,11 +337,21 @@ class FrequencyPooling(keras.layers.Layer):
         self.mode = mode
 
     def call(self, x, training=None):
+        if self.mode == "flatten":
+            freq, channels = x.shape[1], x.shape[3]
+            if freq is None or channels is None:
+                raise ValueError(f"FrequencyPooling: mode 'flatten' needs static frequency and channel sizes, "
+                                 f"received shape {tuple(x.shape)}")
+            x = ops.transpose(x, (0, 2, 1, 3))
+            return ops.reshape(x, (ops.shape(x)[0], ops.shape(x)[1], freq * channels))
         return ops.max(x, axis=1) if self.mode == "max" else ops.mean(x, axis=1)
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 4:
             raise ValueError(f"FrequencyPooling: expected a 4-D input (batch, freq, time, channels), received {input_shape}")
+        if self.mode == "flatten":
+            freq, channels = input_shape[1], input_shape[3]
+            return (input_shape[0], input_shape[2], None if freq is None or channels is None else freq * channels)
         return (input_shape[0], input_shape[2], input_shape[3])
 
     def get_config(self):
@@ -449,7 +465,7 @@ class SearchBackbone(keras.layers.Layer):
         self.cnn_cells = make_search_cnn_cells(space, self.cnn_ops, recompute)
         self.cnn_channels = cnn_out_channels(space)
         self.seq_units = space.seq_hidden or self.cnn_channels
-        self.frequency_pool = FrequencyPooling(name="frequency_pool")
+        self.frequency_pool = FrequencyPooling(space.frequency_pooling, name="frequency_pool")
         self.seq_projection = keras.layers.Dense(self.seq_units, name="seq_projection")
         self.seq_cells = make_search_seq_cells(space, self.seq_units, self.seq_ops, seq_grouped, self.recompute_seq)
         self.time_pool = TimePooling(space.pooling, name="time_pool")
@@ -563,7 +579,7 @@ def build_fixed_network(
     inputs = keras.Input(shape=input_shape, name="mfcc")
     s1, channels_out, aux_logits = fixed_cnn_stream(genotype, space, inputs, num_classes, drop_path, aux)
     units = space.seq_hidden or channels_out
-    seq = FrequencyPooling(name="frequency_pool")(s1)
+    seq = FrequencyPooling(space.frequency_pooling, name="frequency_pool")(s1)
     seq = keras.layers.Dense(units, name="seq_projection")(seq)
     s1 = fixed_seq_cells(genotype, space, seq, units)
     pooled = TimePooling(space.pooling, name="time_pool")(s1)

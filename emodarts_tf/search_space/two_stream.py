@@ -320,7 +320,7 @@ class TwoStreamSearchBackbone(keras.layers.Layer):
         if self.image_input:
             self.stem_conv, self.stem_bn = make_stem(space)
             self.cnn_cells = make_search_cnn_cells(space, self.cnn_ops, recompute)
-            self.frequency_pool = FrequencyPooling(name="frequency_pool")
+            self.frequency_pool = FrequencyPooling(space.frequency_pooling, name="frequency_pool")
         self.frames_projection = None
         self.seq_cells = []
         if self.has_frames:
@@ -499,7 +499,7 @@ def build_fixed_two_stream(
     if image_input:
         s1, channels, aux_logits = fixed_cnn_stream(genotype, space, inputs[image_input], num_classes, drop_path,
                                                     aux)
-        a = FrequencyPooling(name="frequency_pool")(s1)
+        a = FrequencyPooling(space.frequency_pooling, name="frequency_pool")(s1)
     units = stream_units(space, channels, shapes[FRAMES_STREAM][1] if has_frames else None)
     if has_frames:
         b = keras.layers.Dense(units, name="frames_projection")(inputs[FRAMES_STREAM])

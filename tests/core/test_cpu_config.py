@@ -16,6 +16,8 @@ def test_cpu_config_values_are_the_documented_ones():
     assert config.search.alpha_budget == pytest.approx(3.0)
     assert "lstm_4" not in config.space.seq_ops and "lstm_att_2" in config.space.seq_ops
     assert config.train.weight_decay_mode == "coupled"
+    assert config.space.frequency_pooling == "flatten"
+    assert load_config("emotionnas").space.frequency_pooling == "avg"  # as its results were measured
 
 
 @pytest.mark.slow

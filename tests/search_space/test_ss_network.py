@@ -311,3 +311,41 @@ def test_frequency_only_reductions_keep_every_frame_for_the_seqnn():
     assert SearchBackbone.from_config(net.get_config()).cnn_cells[1].reduction_stride == (2, 1)
     with pytest.raises(ValueError, match="space.reduce_time"):
         SearchBackbone(dataclasses.replace(SMALL, reduce_time="no"), SHAPE, num_classes=3)
+
+
+def test_flattened_frequency_rows_feed_the_seqnn_projection(tmp_path):
+    """``space.frequency_pooling: flatten``: each frame of the last CNN map keeps its frequency rows, so the
+    projection reads ``H * C`` features per time step (20 -> 10 -> 5 rows x 8 * nodes channels), in both
+    networks; the layer equals NumPy's transpose and reshape."""
+    from emodarts_tf.search_space.network import FrequencyPooling
+
+    x = np.random.default_rng(4).normal(size=(2, 5, 7, 3)).astype("float32")
+    layer = FrequencyPooling("flatten")
+    np.testing.assert_array_equal(layer(x), x.transpose(0, 2, 1, 3).reshape(2, 7, 15))
+    assert layer.compute_output_shape((None, 5, None, 3)) == (None, None, 15)
+    assert FrequencyPooling.from_config(layer.get_config()).mode == "flatten"
+    np.testing.assert_allclose(FrequencyPooling("avg")(x), x.mean(axis=1), rtol=1e-6, atol=1e-6)
+
+    flat = dataclasses.replace(SMALL, frequency_pooling="flatten")
+    channels = 8 * flat.cnn_nodes
+    model = build_fixed_network(GENOTYPES["derived"], flat, SHAPE, 4)
+    assert tuple(model.get_layer("seq_projection").kernel.shape) == (5 * channels, flat.seq_hidden)
+    cnn_out = keras.Model(model.input, model.get_layer("cnn_cell_2").output)(_x()).numpy()
+    seq_in = keras.Model(model.input, model.get_layer("seq_projection").input)(_x()).numpy()
+    np.testing.assert_array_equal(seq_in, cnn_out.transpose(0, 2, 1, 3).reshape(2, 5, 5 * channels))
+    # any number of frames, and a SavedModel serves the same logits
+    any_length = build_fixed_network(GENOTYPES["derived"], flat, (SHAPE[0], None, 1), 4)
+    for frames in (9, 17):
+        assert tuple(any_length(_x(shape=(SHAPE[0], frames, 1))).shape) == (2, 4)
+    model.export(str(tmp_path / "export"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "export"))
+    np.testing.assert_allclose(served.serve(_x()), model(_x(), training=False), rtol=1e-5, atol=1e-6)
+    net = SearchBackbone(flat, SHAPE, num_classes=3)
+    assert tuple(net(_x(), _weights(net), training=True).shape) == (2, 3)
+    assert tuple(net.seq_projection.kernel.shape) == (5 * channels, flat.seq_hidden)
+    assert SearchBackbone.from_config(net.get_config()).frequency_pool.mode == "flatten"
+    with pytest.raises(ValueError, match="space.frequency_pooling"):
+        build_fixed_network(GENOTYPES["derived"], dataclasses.replace(SMALL, frequency_pooling="median"), SHAPE, 4)
+    unknown_rows = tf.function(layer.call, input_signature=[tf.TensorSpec((None, None, 7, 3), tf.float32)])
+    with pytest.raises(ValueError, match="static frequency"):
+        unknown_rows.get_concrete_function()

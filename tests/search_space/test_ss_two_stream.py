@@ -96,9 +96,10 @@ def _transplant(net, model) -> None:
     model.get_layer("logits").set_weights(net.classifier.get_weights())
 
 
-@pytest.mark.parametrize("fusion, init", [("supplement", "random"), ("supplement", "identity"), ("concat", "random")])
-def test_one_hot_supernet_equals_the_discrete_network(fusion, init):
-    space = _space(fusion, supplement_init=init)
+@pytest.mark.parametrize("fusion, init, freq", [("supplement", "random", "avg"), ("supplement", "identity", "avg"),
+                                               ("concat", "random", "avg"), ("supplement", "random", "flatten")])
+def test_one_hot_supernet_equals_the_discrete_network(fusion, init, freq):
+    space = _space(fusion, supplement_init=init, frequency_pooling=freq)
     net = TwoStreamSearchBackbone(space, SHAPES, num_classes=3)
     genotype = net.derive_genotype(_alphas(net, seed=5))
     model = build_fixed_two_stream(genotype, space, SHAPES, num_classes=3)
