@@ -6,7 +6,7 @@
 #   bash benchmarks/emodb_cpu.sh              # 4 classes (ang/hap/neu/sad)
 #   CLASSES=all bash benchmarks/emodb_cpu.sh  # all 7 EmoDB classes
 # Environment: PYTHON (default .venv/bin/python), EMODB_ROOT (default ../shared/data/emodb), OUT (default
-# runs/emodb-cpu[-7]), RANDOM_N (default 8), FAMILIES (default "cnn_lstm cnn lstm cnn_lstm_att").
+# runs/emodb-cpu[-7]), RANDOM_N (default 8), FAMILIES (default "cnn_lstm cnn lstm cnn_lstm_att"; empty: no baselines).
 # Every stage resumes after a kill (rerun the script). Prints wall-clock seconds per stage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ PYTHON=${PYTHON:-.venv/bin/python}
 EMODB_ROOT=${EMODB_ROOT:-../shared/data/emodb}
 CLASSES=${CLASSES:-}
 RANDOM_N=${RANDOM_N:-8}
-FAMILIES=${FAMILIES:-"cnn_lstm cnn lstm cnn_lstm_att"}
+FAMILIES=${FAMILIES-"cnn_lstm cnn lstm cnn_lstm_att"}
 SETS=()
 if [ "$CLASSES" = "all" ]; then
   SETS=(--set "data.classes=[all]")

@@ -115,9 +115,10 @@ class SearchSpaceConfig:
     # Reduction cells halve frequency and time (the paper's); false: frequency only, so the SeqNN cells read
     # every frame of the MFCC image (at the cost of larger maps in the cells after a reduction).
     reduce_time: bool = True
-    # How the last CNN map becomes the SeqNN cells' sequence over time: "avg" (mean over frequency, then a
-    # linear projection to seq_hidden) or "flatten" (each frame's frequency rows x channels, projected: the
-    # projection learns which frequency region matters, as convolutional-recurrent SER models read a map).
+    # How the last CNN map becomes the SeqNN cells' sequence over time, before a linear projection to
+    # seq_hidden: "avg" (mean over frequency, the paper's network), "max", or "flatten" (each frame's frequency
+    # rows x channels, so the projection learns which frequency region matters, as convolutional-recurrent SER
+    # models read a map).
     frequency_pooling: str = "avg"
     seq_cells: int = 4
     seq_nodes: int = 4
