@@ -26,7 +26,7 @@ from emodarts_tf.search_space.operations import batch_norm, reduced_dim
 from emodarts_tf.search_space.primitives import num_edges, reduction_indices, resolve_ops
 from emodarts_tf.search_space.seq_bank import share_functions
 from emodarts_tf.search_space.seq_cell import FixedSeqCell, SearchSeqCell
-from emodarts_tf.search_space.validation import check_bool, check_int, check_rate
+from emodarts_tf.search_space.validation import check_bool, check_choice, check_int, check_rate
 
 _register = keras.saving.register_keras_serializable(package="emodarts_tf")
 
@@ -58,9 +58,7 @@ SUPPLEMENT_INITS = ("random", "identity")
 
 def check_supplement_init(init, argument: str = "space.supplement_init") -> str:
     """How the information supplement starts: one of ``SUPPLEMENT_INITS``."""
-    if init not in SUPPLEMENT_INITS:
-        raise ValueError(f"{argument}: expected one of {SUPPLEMENT_INITS}, received {init!r}")
-    return init
+    return check_choice(init, SUPPLEMENT_INITS, argument)
 
 
 def check_space(space: SearchSpaceConfig) -> None:
@@ -72,11 +70,8 @@ def check_space(space: SearchSpaceConfig) -> None:
     check_int(space.seq_hidden, "space.seq_hidden", optional=True)
     check_rate(space.dropout, "space.dropout")
     reduction_stride(space)
-    if space.pooling not in TimePooling.MODES:
-        raise ValueError(f"space.pooling: expected one of {TimePooling.MODES}, received {space.pooling!r}")
-    if space.frequency_pooling not in FrequencyPooling.MODES:
-        raise ValueError(f"space.frequency_pooling: expected one of {FrequencyPooling.MODES}, "
-                         f"received {space.frequency_pooling!r}")
+    check_choice(space.pooling, TimePooling.MODES, "space.pooling")
+    check_choice(space.frequency_pooling, FrequencyPooling.MODES, "space.frequency_pooling")
     check_supplement_init(space.supplement_init)
 
 

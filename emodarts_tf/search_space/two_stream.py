@@ -49,6 +49,7 @@ from emodarts_tf.search_space.network import (
     check_image_shape,
     check_mixing_weights,
     check_space,
+    check_supplement_init,
     cnn_out_channels,
     fixed_cell_kinds,
     fixed_cnn_stream,
@@ -57,7 +58,6 @@ from emodarts_tf.search_space.network import (
     make_search_seq_cells,
     make_stem,
     require_cells,
-    check_supplement_init,
     search_cell_kinds,
     set_search_settings,
 )

@@ -20,6 +20,13 @@ def check_bool(value, argument: str) -> bool:
     return value
 
 
+def check_choice(value, choices: tuple, argument: str):
+    """``value`` if it is one of ``choices`` (a mode or setting named by string)."""
+    if value not in choices:
+        raise ValueError(f"{argument}: expected one of {choices}, received {value!r}")
+    return value
+
+
 def check_int(value, argument: str, minimum: int = 1, optional: bool = False):
     """An integer ``>= minimum`` (Python or NumPy, never a bool), returned as a Python int; with ``optional``,
     None is accepted and returned."""

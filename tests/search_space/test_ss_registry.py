@@ -20,6 +20,7 @@ from emodarts_tf.search_space.seq_cell import FixedSeqCell
 from emodarts_tf.search_space.seq_ops import AttentionRNN, SeqZero, StackedRNN
 from emodarts_tf.search_space.validation import (
     check_bool,
+    check_choice,
     check_int,
     check_number,
     check_ops,
@@ -101,6 +102,9 @@ def test_validators_name_the_argument_and_normalise():
         check_stride(True)
     with pytest.raises(ValueError, match="recompute: expected a bool, received 1"):
         check_bool(1, "recompute")
+    assert check_choice("flatten", ("avg", "flatten"), "space.frequency_pooling") == "flatten"
+    with pytest.raises(ValueError, match=r"space.pooling: expected one of \('mean', 'mean_std'\), received 'max'"):
+        check_choice("max", ("mean", "mean_std"), "space.pooling")
     assert check_ops(["none", "lstm_1"], "seq") == ("none", "lstm_1")
     with pytest.raises(ValueError, match="ops: expected distinct op names"):
         check_ops(("none", "none"), "cnn")
