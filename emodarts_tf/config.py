@@ -167,6 +167,9 @@ class SearchConfig:
     max_skip: Optional[int] = 2  # cap on skip_connect per normal/SeqNN cell of the genotype (P-DARTS: 2)
     steps_per_epoch: Optional[int] = None  # None: one pass over the weights part
     jit_compile: bool = False  # XLA; slower on CPUs, opt-in
+    # TensorFlow's graph optimiser (Grappler) on the traced steps. False skips its rewriting: less tracing,
+    # slower steps; a gain only for short searches (docs/performance.md; utils.runtime.graph_optimization).
+    graph_optimization: bool = True
     mixed_precision: bool = False
     # Memory: recompute each CNN mixed op's forward in the backward pass instead of keeping its candidates'
     # activations (gradient checkpointing per edge); costs about one extra CNN forward per backward.

@@ -3,7 +3,6 @@
 - :mod:`~emodarts_tf.baselines.hypermodels`: the HyperModels and their search spaces (``configs/baselines.yaml``).
 - :mod:`~emodarts_tf.baselines.objective`: ``val_ua``, UA over the whole validation set, the tuning objective.
 - :mod:`~emodarts_tf.baselines.runner`: tuning on validation speakers, retraining, test once, ``summary.json``.
-- :mod:`~emodarts_tf.baselines.memory`: releasing a finished trial's traced graphs.
 - :mod:`~emodarts_tf.baselines.compare`: side-by-side table and chart of emoDARTS and baseline runs.
 - :mod:`~emodarts_tf.baselines.layers`: attention pooling over time.
 """

@@ -6,7 +6,7 @@ For every fold ``k`` of the corpus's speaker-independent protocol:
    trains on the training part of the fold minus its validation speakers and is scored by UA over the
    whole validation part (``val_ua``, :class:`~emodarts_tf.baselines.objective.ValidationUA`). The test
    fold is never read while tuning. After every trial the Keras session is cleared, the trial's traced
-   graphs are released (:mod:`emodarts_tf.baselines.memory`) and garbage is collected, so memory does not
+   graphs are released (:mod:`emodarts_tf.utils.memory`) and garbage is collected, so memory does not
    grow with the trial count. The tuner keeps its state in its directory
    (``overwrite=False``): after a kill, finished trials are not run again.
 2. ``<out>/fold<k>/best_hp.json``: the best hyperparameters and their validation UA, model size and FLOPs.
@@ -44,7 +44,6 @@ from emodarts_tf.baselines.hypermodels import (
     fixed_hyperparameters,
     make_hypermodel,
 )
-from emodarts_tf.baselines.memory import custom_gradient_names, release_trial
 from emodarts_tf.baselines.objective import OBJECTIVE_NAME
 from emodarts_tf.config import BaselineConfig, ExperimentConfig, save_config
 from emodarts_tf.evaluation import recipe as recipes
@@ -52,6 +51,7 @@ from emodarts_tf.evaluation.complexity import model_complexity
 from emodarts_tf.evaluation.fold_checkpoint import diff_keys
 from emodarts_tf.evaluation.summary import summarise, write_summary
 from emodarts_tf.utils.io import read_json, write_json
+from emodarts_tf.utils.memory import custom_gradient_names, release_trial
 
 log = logging.getLogger(__name__)
 

@@ -63,6 +63,7 @@ from emodarts_tf.commands.common import (
     parse_folds,
 )
 from emodarts_tf.utils.logs import progress_bars
+from emodarts_tf.utils.memory import custom_gradient_names, release_trial
 
 log = logging.getLogger("emodarts_tf.train")
 
@@ -316,6 +317,7 @@ def _train_run(out: Path, config, prepared, folds: list, genotype_spec, *, allow
             log.info("fold %d: finished earlier; skipped", k)
             continue
         fold_data = make_fold_data(prepared, k, config)
+        before = custom_gradient_names()
         train_genotype_fold(
             choice_k.genotype,
             config,
@@ -328,6 +330,7 @@ def _train_run(out: Path, config, prepared, folds: list, genotype_spec, *, allow
             # unfinished: None for a finished search; the note, for a summary rebuilt by another process
             extra_info={**(choice_k.unfinished or {}), **({"genotype_note": choice_k.note} if choice_k.note else {})},
         )
+        release_trial(before)  # the fold's model is saved; free it and its traced graphs before the next one
         _summarise(out, prepared, choices, config, kind=kind, label=label, extra=extra)
     return _summarise(out, prepared, choices, config, show=show, kind=kind, label=label, extra=extra)
 

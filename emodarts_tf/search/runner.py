@@ -55,7 +55,10 @@ from emodarts_tf.search.plots import plot_genotype
 from emodarts_tf.search_space.genotype import Genotype
 from emodarts_tf.utils.io import read_json, write_json
 from emodarts_tf.utils.cluster import check_global_batch, shard_by_data
-from emodarts_tf.utils.runtime import STRATEGIES, device_info, peak_memory, precision_policy, resolve_strategy
+from emodarts_tf.utils.memory import custom_gradient_names, release_trial
+from emodarts_tf.utils.runtime import (
+    STRATEGIES, device_info, graph_optimization, peak_memory, precision_policy, resolve_strategy,
+)
 from emodarts_tf.utils.seed import seed_everything
 
 log = logging.getLogger(__name__)
@@ -65,9 +68,11 @@ METHODS = ("emodarts", "emotionnas")
 SEARCH_FORMAT = "emodarts-tf/search/v1"
 
 # Config keys that may change between a run and its --resume (everything else must match).
-# The recompute and eager_updates options: same values and variables, memory and time only.
+# The recompute, eager_updates and graph_optimization options: same values (graph_optimization: up to rounding)
+# and variables, memory and time only.
 _RESUMABLE_KEYS = ("search.epochs", "data.root", "data.cache_dir", "data.workers", "search.checkpoints_to_keep",
-                   "search.recompute_cnn", "search.recompute_seq", "search.eager_updates", "data.lock_timeout_s")
+                   "search.recompute_cnn", "search.recompute_seq", "search.eager_updates", "data.lock_timeout_s",
+                   "search.graph_optimization")
 _IGNORED_SECTIONS = ("train", "baseline", "recipe")
 
 
@@ -394,7 +399,7 @@ def run_search(
 
     strategy = resolve_strategy(s.strategy)
     check_global_batch(batch, strategy, "search.batch_size")
-    with precision_policy(s.mixed_precision) as policy:
+    with precision_policy(s.mixed_precision) as policy, graph_optimization(s.graph_optimization):
         with strategy.scope():
             model = build_search_model(config, fold_data.model_input_shape, num_classes, steps)
             state = SearchState(model, ckpt_dir, max_to_keep=s.checkpoints_to_keep)
@@ -497,6 +502,7 @@ def run_search_folds(
         prepared = prepare(config, two_stream=two_stream(config))
     results = {}
     for k in folds:
+        before = custom_gradient_names()
         results[int(k)] = run_search(config, out_dir, int(k), resume=resume, prepared=prepared, verbose=verbose)
-        keras.backend.clear_session()
+        release_trial(before)  # the fold's files are written; free its supernet and traced graphs
     return results

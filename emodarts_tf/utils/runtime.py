@@ -61,6 +61,24 @@ def precision_policy(enabled: bool):
         keras.mixed_precision.set_global_policy(previous)
 
 
+@contextlib.contextmanager
+def graph_optimization(enabled: bool):
+    """Run a block with TensorFlow's graph optimiser (Grappler) on or off, restoring the previous setting.
+
+    Grappler rewrites every traced function once, when it is first called: it folds constants, fuses ops and
+    prunes the graph. A DARTS supernet's step is a graph of tens of thousands of nodes, so that rewriting
+    takes seconds to tens of seconds, and the rewritten steps run faster; ``search.graph_optimization``
+    switches it (docs/performance.md has the trade-off). The functions compute the same values either way,
+    up to rounding; the setting is process-wide while the block runs.
+    """
+    previous = bool(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False))
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not enabled})
+    try:
+        yield bool(enabled)
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": previous})
+
+
 def peak_memory() -> dict:
     """Peak resident memory of this process (MB) and, with a GPU, the peak GPU memory (MB)."""
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

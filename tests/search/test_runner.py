@@ -76,12 +76,20 @@ def test_cli_demo_two_folds(tmp_path, demo_cache, demo_prepared):
     from emodarts_tf.commands.search import main
     from emodarts_tf.evaluation.genotype_source import leak_reason
 
+    from emodarts_tf.utils.memory import custom_gradient_names
+
     out = tmp_path / "search"
     args = ["--data", "demo", "--cache", str(demo_cache), "--out", str(out), "--fold", "1,2", "--epochs", "1",
-            "--set", "search.warmup_epochs=0", "--set", "search.steps_per_epoch=1"]  # fmt: skip
+            "--set", "search.warmup_epochs=0", "--set", "search.steps_per_epoch=1",
+            "--set", "search.graph_optimization=false"]  # fmt: skip
     for item in MICRO:
         args += ["--set", item]
+    registered = custom_gradient_names()
     assert main(args) == 0
+    # Each fold's traced graphs are released when it ends (TensorFlow's gradient registry would keep them
+    # alive), and Grappler is back on for whatever runs next in the process.
+    assert custom_gradient_names() == registered
+    assert not tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
 
     index = json.loads((out / "genotypes.json").read_text())
     assert sorted(index) == ["1", "2"]

@@ -1,13 +1,14 @@
-"""Release what one tuning trial leaves behind, so memory stays flat over any number of trials.
+"""Release what a finished model (a tuning trial, a searched or retrained fold) leaves behind, so memory stays
+flat over any number of them.
 
-``keras.backend.clear_session()`` plus ``gc.collect()`` frees a trial's model, but not its traced training
+``keras.backend.clear_session()`` plus ``gc.collect()`` frees a model, but not its traced training
 step: with TensorFlow 2.16 and Keras 3, the optimizer's gradient all-reduce goes through
 ``tf.custom_gradient`` (``distribute_lib.all_reduce``), which in graph mode registers a new
 ``CustomGradient-<n>`` function in TensorFlow's global gradient registry at every trace. The registry
 entry closes over the traced ``FuncGraph``, so every ``fit()`` leaves its training graphs alive
-(measured: about 160 graphs and 20 MB per trial for the CNN-LSTM-attention baseline at 16 x 16 inputs, and
-growing without bound). Removing the entries a finished trial added frees them; nothing else can call
-those gradient functions once the trial's model is gone.
+(measured: about 160 graphs and 20 MB per trial for the CNN-LSTM-attention baseline at 16 x 16 inputs; about
+500 MB per fold for a search under ``configs/cpu.yaml``; growing without bound). Removing the entries a
+finished model's run added frees them; nothing else can call those gradient functions once the model is gone.
 """
 from __future__ import annotations
 

@@ -1,0 +1,197 @@
+"""Wall time of one fold's search and retraining under config variants, side by side on one machine.
+
+Usage::
+
+    python benchmarks/bench_fold_time.py --data emodb --root ../shared/data/emodb --protocol emodb5 \\
+        --config cpu --fold 1 \\
+        --variant grappler=search.graph_optimization=true --variant no-grappler=search.graph_optimization=false
+
+A variant is ``NAME=key=value[,key=value...]`` (``NAME=`` for the config as it is). For each repeat, every
+variant runs ``cli/search.py`` on the fold, then ``cli/train.py`` on the genotype it found, each in a fresh
+process (the commands a user runs, with their tracing, data loading and file writing); the variants take
+turns within a repeat, and the order of the turns alternates between repeats, so that a machine that slows
+down or warms up over the run does not favour one of them (``--no-train``: the search only). Reported per
+variant (median over repeats):
+the search command's wall time, its first epoch (tracing and graph optimisation), its later epochs, its
+peak RSS; the retraining command's wall time and its time per epoch; and the validation UA the search
+ended with (variants that change how, not what, is computed should differ only by rounding).
+
+The feature cache is prepared before the first timed command. Writes a Markdown table (``--out``, default
+``benchmarks/results/fold_time.md``) and the raw figures as JSON beside it, with the CPU model and load.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    if "=" not in text:
+        raise SystemExit(f"--variant {text!r}: expected NAME=key=value[,key=value...] (or NAME= for none)")
+    name, rest = text.split("=", 1)
+    if not name.strip() or not all(c.isalnum() or c in "-_" for c in name.strip()):
+        raise SystemExit(f"--variant {text!r}: the name must be letters, digits, '-' or '_'")
+    overrides = [item.strip() for item in rest.split(",") if item.strip()] if rest else []
+    for item in overrides:
+        if "=" not in item:
+            raise SystemExit(f"--variant {text!r}: {item!r} is not key=value")
+    return name.strip(), overrides
+
+
+def turn_order(names: list, repeat: int) -> list:
+    """The variants' order in repeat ``repeat`` (0-based): as given, reversed in every other repeat."""
+    return list(names) if repeat % 2 == 0 else list(reversed(names))
+
+
+def machine_info() -> dict:
+    from emodarts_tf.utils.machine import cpu_model
+
+    info = {"cpu_model": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": sys.version.split()[0]}  # fmt: skip
+    try:
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    return info
+
+
+def _run(command: list, log_path: Path) -> float:
+    started = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        code = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    seconds = time.perf_counter() - started
+    if code != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+        raise SystemExit(f"{' '.join(command)} failed with exit status {code} (log {log_path}):\n{tail}")
+    return seconds
+
+
+def fold_figures(search_dir: Path, fold: int) -> dict:
+    """The search's figures of one repeat of one variant, from its ``search.json``."""
+    search = json.loads((search_dir / f"fold{fold}" / "search.json").read_text(encoding="utf-8"))
+    epochs = [float(s) for s in search["epoch_seconds"]]
+    return {
+        "search_first_epoch_s": epochs[0],
+        "search_later_epochs_s": sum(epochs[1:]),
+        "search_epochs_s": sum(epochs),
+        "search_peak_rss_mb": search.get("peak_rss_mb"),
+        "search_final_val_ua": search["final"]["val_ua"],
+    }
+
+
+def train_figures(train_dir: Path, fold: int) -> dict:
+    """The retraining's figures of one repeat of one variant, from its ``metrics.json``."""
+    metrics = json.loads((train_dir / f"fold{fold}" / "metrics.json").read_text(encoding="utf-8"))
+    return {
+        "train_epochs": int(metrics["epochs_run"]),
+        "train_fit_s": float(metrics["seconds"]),
+        "train_s_per_epoch": float(metrics["seconds"]) / max(1, int(metrics["epochs_run"])),
+    }
+
+
+def summarise(runs: dict) -> dict:
+    """``{variant: {figure: median over repeats}}`` of ``{variant: [figures of each repeat]}``."""
+    out = {}
+    for name, repeats in runs.items():
+        keys = [k for k in repeats[0] if isinstance(repeats[0][k], (int, float))]
+        out[name] = {k: statistics.median(float(r[k]) for r in repeats) for k in keys}
+        out[name]["repeats"] = len(repeats)
+    return out
+
+
+def markdown(summary: dict, info: dict, variants: dict, title: str) -> str:
+    lines = [f"# {title}", "",
+             f"Machine: {info.get('cpu_model', 'unknown')}, {info.get('cpus')} CPUs, {info.get('platform')}; "
+             f"load average at the start {info.get('load_average')}. Medians over repeats; each command in a "
+             "fresh process.", "",
+             "| variant | overrides | repeats | search command s | first epoch s | later epochs s | search peak RSS MB "
+             "| retrain command s | retrain s / epoch | search final val UA |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, s in summary.items():
+        rss = f"{s['search_peak_rss_mb']:.0f}" if s.get("search_peak_rss_mb") is not None else ""
+        train = (f"{s['train_command_s']:.0f} | {s['train_s_per_epoch']:.2f}" if "train_command_s" in s
+                 else "not run | not run")  # fmt: skip
+        lines.append(
+            f"| {name} | {', '.join(variants[name]) or '(config as is)'} | {s['repeats']} | {s['search_command_s']:.0f} "
+            f"| {s['search_first_epoch_s']:.1f} | {s['search_later_epochs_s']:.1f} | {rss} | {train} "
+            f"| {s['search_final_val_ua']:.3f} |"
+        )  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--root")
+    parser.add_argument("--protocol")
+    parser.add_argument("--config", default="cpu")
+    parser.add_argument("--fold", type=int, default=1)
+    parser.add_argument("--variant", action="append", default=[], help="NAME=key=value,... (repeatable)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every variant")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--no-train", action="store_true",
+                        help="time the search only (for variants that change only the search)")
+    parser.add_argument("--work", help="folder for the runs (default: a temporary one, removed at the end)")
+    parser.add_argument("--out", help="Markdown output (JSON beside it)")
+    args = parser.parse_args(argv)
+    variants = dict(parse_variant(v) for v in (args.variant or ["base="]))
+    if args.repeats < 1:
+        raise SystemExit(f"--repeats {args.repeats}: expected at least 1")
+
+    common = ["--data", args.data, "--config", args.config]
+    common += ["--root", args.root] if args.root else []
+    common += ["--protocol", args.protocol] if args.protocol else []
+    for item in args.overrides:
+        common += ["--set", item]
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="fold_time_"))
+    work.mkdir(parents=True, exist_ok=True)
+    info = machine_info()
+    print("machine:", json.dumps(info), flush=True)
+    python = sys.executable
+    _run([python, "cli/prepare.py", *common], work / "prepare.log")  # the cache, outside the timed commands
+    runs = {name: [] for name in variants}
+    for repeat in range(args.repeats):
+        for name in turn_order(list(variants), repeat):
+            sets = [x for item in variants[name] for x in ("--set", item)]
+            search_dir, train_dir = work / f"{name}-{repeat}" / "search", work / f"{name}-{repeat}" / "train"
+            for d in (search_dir, train_dir):
+                shutil.rmtree(d, ignore_errors=True)
+            search_s = _run([python, "cli/search.py", *common, *sets, "--fold", str(args.fold), "--out", str(search_dir)],
+                            work / f"{name}-{repeat}-search.log")  # fmt: skip
+            figures = {"search_command_s": search_s, **fold_figures(search_dir, args.fold)}
+            if not args.no_train:
+                figures["train_command_s"] = _run(
+                    [python, "cli/train.py", *common, *sets, "--genotype", str(search_dir), "--folds", str(args.fold),
+                     "--out", str(train_dir)], work / f"{name}-{repeat}-train.log")  # fmt: skip
+                figures.update(train_figures(train_dir, args.fold))
+            runs[name].append(figures)
+            print(f"{name} (repeat {repeat + 1}): " + ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items()), flush=True)
+    summary = summarise(runs)
+    title = f"Fold time: {args.data} fold {args.fold}, --config {args.config}"
+    text = markdown(summary, info, variants, title)
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "fold_time.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    out.with_suffix(".json").write_text(json.dumps({"machine": info, "variants": variants, "runs": runs,
+                                                    "summary": summary}, indent=2), encoding="utf-8")  # fmt: skip
+    print(text)
+    print(f"written: {out}")
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
