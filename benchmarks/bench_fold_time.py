@@ -123,9 +123,9 @@ def markdown(summary: dict, info: dict, variants: dict, title: str) -> str:
         train = (f"{s['train_command_s']:.0f} | {s['train_s_per_epoch']:.2f}" if "train_command_s" in s
                  else "not run | not run")  # fmt: skip
         lines.append(
-            f"| {name} | {', '.join(variants[name]) or '(config as is)'} | {s['repeats']} | {s['search_command_s']:.0f} "
-            f"| {s['search_first_epoch_s']:.1f} | {s['search_later_epochs_s']:.1f} | {rss} | {train} "
-            f"| {s['search_final_val_ua']:.3f} |"
+            f"| {name} | {', '.join(variants[name]) or '(config as is)'} | {s['repeats']} "
+            f"| {s['search_command_s']:.0f} | {s['search_first_epoch_s']:.1f} | {s['search_later_epochs_s']:.1f} "
+            f"| {rss} | {train} | {s['search_final_val_ua']:.3f} |"
         )  # fmt: skip
     return "\n".join(lines) + "\n"
 
@@ -167,8 +167,8 @@ def main(argv=None) -> int:
             search_dir, train_dir = work / f"{name}-{repeat}" / "search", work / f"{name}-{repeat}" / "train"
             for d in (search_dir, train_dir):
                 shutil.rmtree(d, ignore_errors=True)
-            search_s = _run([python, "cli/search.py", *common, *sets, "--fold", str(args.fold), "--out", str(search_dir)],
-                            work / f"{name}-{repeat}-search.log")  # fmt: skip
+            search_s = _run([python, "cli/search.py", *common, *sets, "--fold", str(args.fold),
+                             "--out", str(search_dir)], work / f"{name}-{repeat}-search.log")  # fmt: skip
             figures = {"search_command_s": search_s, **fold_figures(search_dir, args.fold)}
             if not args.no_train:
                 figures["train_command_s"] = _run(

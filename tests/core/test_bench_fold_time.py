@@ -24,7 +24,8 @@ def test_variants_are_parsed_and_bad_ones_named(bench):
 
 
 def test_turns_alternate_between_repeats(bench):
-    assert [bench.turn_order(["a", "b", "c"], r) for r in range(3)] == [["a", "b", "c"], ["c", "b", "a"], ["a", "b", "c"]]
+    orders = [bench.turn_order(["a", "b", "c"], r) for r in range(3)]
+    assert orders == [["a", "b", "c"], ["c", "b", "a"], ["a", "b", "c"]]
 
 
 def _fold(tmp_path, name, epochs, val_ua, train_s, train_epochs):
