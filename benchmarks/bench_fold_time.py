@@ -37,16 +37,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
-    if "=" not in text:
-        raise SystemExit(f"--variant {text!r}: expected NAME=key=value[,key=value...] (or NAME= for none)")
-    name, rest = text.split("=", 1)
-    if not name.strip() or not all(c.isalnum() or c in "-_" for c in name.strip()):
-        raise SystemExit(f"--variant {text!r}: the name must be letters, digits, '-' or '_'")
-    overrides = [item.strip() for item in rest.split(",") if item.strip()] if rest else []
-    for item in overrides:
-        if "=" not in item:
-            raise SystemExit(f"--variant {text!r}: {item!r} is not key=value")
-    return name.strip(), overrides
+    from emodarts_tf.config import parse_variant as parse
+
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def turn_order(names: list, repeat: int) -> list:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emodarts_tf.config import parse_variant as config_variant
 from emodarts_tf.utils.machine import cpu_model
 
 
@@ -38,16 +39,16 @@ PREPARE_KEYS = ("features.", "data.corpus", "data.root", "data.classes", "data.p
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
-    if "=" not in text:
-        raise SystemExit(f"--variant {text!r}: expected NAME=key=value[,key=value...] (or NAME= for none)")
-    name, rest = text.split("=", 1)
-    overrides = [item for item in rest.split(",") if item.strip()] if rest else []
+    try:
+        name, overrides = config_variant(text)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     for item in overrides:
         key = item.split("=", 1)[0].strip()
         if key.startswith(PREPARE_KEYS):
             raise SystemExit(f"--variant {text!r}: {key} changes the prepared corpus, which every variant shares; "
                              "give it with --set in a separate --out and compare the runs with --table")
-    return name.strip(), overrides
+    return name, overrides
 
 
 def _fold_figures(fold_dir: Path) -> tuple[float, float] | None:

@@ -346,6 +346,22 @@ def parse_override(text: str) -> dict:
     return nested
 
 
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """A benchmark's ``--variant NAME=key=value[,key=value...]`` (``NAME=`` for the config as it is): the
+    name (letters, digits, ``-``, ``_``; it names a run folder) and its ``key=value`` overrides."""
+    if "=" not in text:
+        raise ValueError(f"--variant {text!r}: expected NAME=key=value[,key=value...] (or NAME= for none)")
+    name, rest = text.split("=", 1)
+    name = name.strip()
+    if not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise ValueError(f"--variant {text!r}: the name must be letters, digits, '-' or '_'")
+    overrides = [item.strip() for item in rest.split(",") if item.strip()]
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--variant {text!r}: {item!r} is not key=value")
+    return name, overrides
+
+
 def resolve_config_path(path: str | Path) -> Path:
     """A config path as given, or a bare name looked up in ``configs/`` (with or without ``.yaml``)."""
     candidate = Path(path)

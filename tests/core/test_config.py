@@ -1,7 +1,7 @@
 """Typed configs: YAML layering, dotted overrides, and clear errors for bad keys and values."""
 import pytest
 
-from emodarts_tf.config import ExperimentConfig, load_config, parse_override, save_config
+from emodarts_tf.config import ExperimentConfig, load_config, parse_override, parse_variant, save_config
 
 
 def test_defaults_are_the_paper_settings():
@@ -48,6 +48,18 @@ def test_wrong_type_is_named():
 def test_missing_config_file_is_named():
     with pytest.raises(ValueError, match="nope.yaml"):
         load_config("nope.yaml")
+
+
+def test_parse_variant_names_its_overrides_and_refuses_bad_text():
+    assert parse_variant("base=") == ("base", [])
+    assert parse_variant(" wide = train.init_channels=16, train.seq_hidden=64") == (
+        "wide", ["train.init_channels=16", "train.seq_hidden=64"])
+    # each override is one a config accepts
+    assert load_config("cpu", overrides=parse_variant("w=train.init_channels=16")[1]).train.init_channels == 16
+    for bad, message in (("wide", "expected NAME=key=value"), ("=search.epochs=2", "the name must be"),
+                         ("a/b=search.epochs=2", "the name must be"), ("x=search.epochs", "is not key=value")):
+        with pytest.raises(ValueError, match=message):
+            parse_variant(bad)
 
 
 def test_parse_override_nested():
