@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -32,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from emodarts_tf.utils.machine import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,18 +48,6 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 def turn_order(names: list, repeat: int) -> list:
     """The variants' order in repeat ``repeat`` (0-based): as given, reversed in every other repeat."""
     return list(names) if repeat % 2 == 0 else list(reversed(names))
-
-
-def machine_info() -> dict:
-    from emodarts_tf.utils.machine import cpu_model
-
-    info = {"cpu_model": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(),
-            "python": sys.version.split()[0]}  # fmt: skip
-    try:
-        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
-    return info
 
 
 def _run(command: list, log_path: Path) -> float:

@@ -35,11 +35,12 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from emodarts_tf.utils.machine import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = {"seconds": 85.7, "rss_gb": 23.1}
@@ -58,31 +59,6 @@ QUICK = {
     "seq_cells": 1, "seq_nodes": 1, "seq_ops": "all", "cnn_ops": "all", "stem_multiplier": 2, "classes": 4,
     "seq_hidden": None, "recompute_cnn": True, "seq_grouped": True, "recompute_seq": True, "eager_updates": None,
 }  # fmt: skip
-
-
-def machine_info() -> dict:
-    from emodarts_tf.utils.machine import cpu_flags, cpu_model
-
-    info = {
-        "cpu_model": cpu_model(),
-        "cpu_flags": " ".join(cpu_flags()) or "unknown",
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": sys.version.split()[0],
-    }
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("MemTotal"):
-                    info["memory_gb"] = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    try:
-        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
-    return info
 
 
 # ---------------------------------------------------------------------------------------------- worker

@@ -3,12 +3,15 @@
 The CPU model and its instruction sets matter: the search step's time differs 2x between CPU kinds.
 :func:`gemm_gflops` measures the machine's fp32 matrix-product throughput in the running process (the
 figure a benchmark's achieved GFLOP/s is compared with, so that step times measured on different
-machines compare); :func:`cpu_flags` lists the instruction sets that dense math uses.
+machines compare); :func:`cpu_flags` lists the instruction sets that dense math uses; :func:`machine_info` is
+what the benchmarks record of the machine.
 """
 from __future__ import annotations
 
+import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -131,3 +134,28 @@ def _numpy_blas() -> str:
         return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
     except Exception:  # old numpy: no mode="dicts"
         return "unknown"
+
+
+def machine_info() -> dict:
+    """What a benchmark records of the machine it ran on: CPU model and dense-math flags, platform, core count,
+    Python, memory and the load average at the time of the call."""
+    info = {
+        "cpu_model": cpu_model(),
+        "cpu_flags": " ".join(cpu_flags()) or "unknown",
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("MemTotal"):
+                    info["memory_gb"] = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    try:
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    return info
