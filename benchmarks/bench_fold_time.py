@@ -1,4 +1,5 @@
-"""Wall time of one fold's search and retraining under config variants, side by side on one machine.
+"""Wall time of the search and retraining of one fold (or a few) under config variants, side by side on one
+machine.
 
 Usage::
 
@@ -14,7 +15,9 @@ down or warms up over the run does not favour one of them (``--no-train``: the s
 variant (median over repeats):
 the search command's wall time, its first epoch (tracing and graph optimisation), its later epochs, its
 peak RSS; the retraining command's wall time and its time per epoch; and the validation UA the search
-ended with (variants that change how, not what, is computed should differ only by rounding).
+ended with (variants that change how, not what, is computed should differ only by rounding). ``--fold 1,2``
+runs both folds in each command, as ``--fold all`` does: the first-epoch and later-epoch figures are then
+sums over the folds, the peak RSS the largest, the validation UA the mean.
 
 The feature cache is prepared before the first timed command. Writes a Markdown table (``--out``, default
 ``benchmarks/results/fold_time.md``) and the raw figures as JSON beside it, with the CPU model and load.
@@ -61,27 +64,40 @@ def _run(command: list, log_path: Path) -> float:
     return seconds
 
 
-def fold_figures(search_dir: Path, fold: int) -> dict:
-    """The search's figures of one repeat of one variant, from its ``search.json``."""
-    search = json.loads((search_dir / f"fold{fold}" / "search.json").read_text(encoding="utf-8"))
-    epochs = [float(s) for s in search["epoch_seconds"]]
+def parse_folds(text: str) -> list[int]:
+    """``"1"`` or ``"1,2"`` -> the fold numbers."""
+    try:
+        folds = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        folds = []
+    if not folds or min(folds) < 1:
+        raise SystemExit(f"--fold {text!r}: expected fold numbers from 1, comma-separated (e.g. 1 or 1,2)")
+    return folds
+
+
+def fold_figures(search_dir: Path, folds) -> dict:
+    """The search's figures of one repeat of one variant, from each fold's ``search.json``: sums of the folds'
+    first and later epochs, the largest peak RSS, the mean final validation UA."""
+    folds = [folds] if isinstance(folds, int) else list(folds)
+    searches = [json.loads((search_dir / f"fold{k}" / "search.json").read_text(encoding="utf-8")) for k in folds]
+    epochs = [[float(s) for s in search["epoch_seconds"]] for search in searches]
+    rss = [search.get("peak_rss_mb") for search in searches if search.get("peak_rss_mb") is not None]
     return {
-        "search_first_epoch_s": epochs[0],
-        "search_later_epochs_s": sum(epochs[1:]),
-        "search_epochs_s": sum(epochs),
-        "search_peak_rss_mb": search.get("peak_rss_mb"),
-        "search_final_val_ua": search["final"]["val_ua"],
+        "search_first_epoch_s": sum(e[0] for e in epochs),
+        "search_later_epochs_s": sum(sum(e[1:]) for e in epochs),
+        "search_epochs_s": sum(sum(e) for e in epochs),
+        "search_peak_rss_mb": max(rss) if rss else None,
+        "search_final_val_ua": statistics.mean(search["final"]["val_ua"] for search in searches),
     }
 
 
-def train_figures(train_dir: Path, fold: int) -> dict:
-    """The retraining's figures of one repeat of one variant, from its ``metrics.json``."""
-    metrics = json.loads((train_dir / f"fold{fold}" / "metrics.json").read_text(encoding="utf-8"))
-    return {
-        "train_epochs": int(metrics["epochs_run"]),
-        "train_fit_s": float(metrics["seconds"]),
-        "train_s_per_epoch": float(metrics["seconds"]) / max(1, int(metrics["epochs_run"])),
-    }
+def train_figures(train_dir: Path, folds) -> dict:
+    """The retraining's figures of one repeat of one variant, from each fold's ``metrics.json`` (summed)."""
+    folds = [folds] if isinstance(folds, int) else list(folds)
+    metrics = [json.loads((train_dir / f"fold{k}" / "metrics.json").read_text(encoding="utf-8")) for k in folds]
+    epochs = sum(int(m["epochs_run"]) for m in metrics)
+    seconds = sum(float(m["seconds"]) for m in metrics)
+    return {"train_epochs": epochs, "train_fit_s": seconds, "train_s_per_epoch": seconds / max(1, epochs)}
 
 
 def summarise(runs: dict) -> dict:
@@ -120,7 +136,7 @@ def main(argv=None) -> int:
     parser.add_argument("--root")
     parser.add_argument("--protocol")
     parser.add_argument("--config", default="cpu")
-    parser.add_argument("--fold", type=int, default=1)
+    parser.add_argument("--fold", default="1", help="a fold, or several comma-separated (searched in one command)")
     parser.add_argument("--variant", action="append", default=[], help="NAME=key=value,... (repeatable)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every variant")
     parser.add_argument("--repeats", type=int, default=1)
@@ -130,6 +146,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="Markdown output (JSON beside it)")
     args = parser.parse_args(argv)
     variants = dict(parse_variant(v) for v in (args.variant or ["base="]))
+    folds = parse_folds(args.fold)
+    fold_arg = ",".join(str(k) for k in folds)
     if args.repeats < 1:
         raise SystemExit(f"--repeats {args.repeats}: expected at least 1")
 
@@ -151,19 +169,19 @@ def main(argv=None) -> int:
             search_dir, train_dir = work / f"{name}-{repeat}" / "search", work / f"{name}-{repeat}" / "train"
             for d in (search_dir, train_dir):
                 shutil.rmtree(d, ignore_errors=True)
-            search_s = _run([python, "cli/search.py", *common, *sets, "--fold", str(args.fold),
+            search_s = _run([python, "cli/search.py", *common, *sets, "--fold", fold_arg,
                              "--out", str(search_dir)], work / f"{name}-{repeat}-search.log")  # fmt: skip
-            figures = {"search_command_s": search_s, **fold_figures(search_dir, args.fold)}
+            figures = {"search_command_s": search_s, **fold_figures(search_dir, folds)}
             if not args.no_train:
                 figures["train_command_s"] = _run(
-                    [python, "cli/train.py", *common, *sets, "--genotype", str(search_dir), "--folds", str(args.fold),
+                    [python, "cli/train.py", *common, *sets, "--genotype", str(search_dir), "--folds", fold_arg,
                      "--out", str(train_dir)], work / f"{name}-{repeat}-train.log")  # fmt: skip
-                figures.update(train_figures(train_dir, args.fold))
+                figures.update(train_figures(train_dir, folds))
             runs[name].append(figures)
             print(f"{name} (repeat {repeat + 1}): " + ", ".join(
                 f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items()), flush=True)
     summary = summarise(runs)
-    title = f"Fold time: {args.data} fold {args.fold}, --config {args.config}"
+    title = f"Fold time: {args.data} fold(s) {fold_arg}, --config {args.config}"
     text = markdown(summary, info, variants, title)
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "fold_time.md"
     out.parent.mkdir(parents=True, exist_ok=True)

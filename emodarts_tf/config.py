@@ -98,6 +98,10 @@ class DataConfig:
     # coefficient from each speaker's own utterances (uses the test speakers' unlabelled audio)
     normalize: str = "coefficient"
     weights_fraction: float = 0.5  # search split: share of the training part that trains the weights
+    # How the search splits the training part between weights and alphas: "utterance" (stratified by label;
+    # every speaker on both sides, the paper's) or "speaker" (no speaker on both sides, genders on both: the
+    # alphas are then chosen for speakers the weights never saw, as the evaluation asks).
+    search_split: str = "utterance"
     val_fraction: float = 0.2  # share of training speakers held out for validation (at least one)
     shuffle_buffer: int = 2048
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
@@ -170,6 +174,10 @@ class SearchConfig:
     # TensorFlow's graph optimiser (Grappler) on the traced steps. False skips its rewriting: less tracing,
     # slower steps; a gain only for short searches (docs/performance.md; utils.runtime.graph_optimization).
     graph_optimization: bool = True
+    # The folds one process searches (--fold all) share one supernet and its traced steps: each later fold
+    # restores the supernet's initial state instead of building and tracing it again (search/reuse.py). The
+    # same values as a fresh build; false builds each fold anew.
+    reuse_supernet: bool = True
     mixed_precision: bool = False
     # Memory: recompute each CNN mixed op's forward in the backward pass instead of keeping its candidates'
     # activations (gradient checkpointing per edge); costs about one extra CNN forward per backward.

@@ -44,6 +44,7 @@ from emodarts_tf.data.records import Fold
 log = logging.getLogger(__name__)
 
 NORMALIZATIONS = ("coefficient", "global", "none", "speaker")
+SEARCH_SPLITS = ("utterance", "speaker")
 PARTS = ("train", "val", "test", "weights", "alphas")
 
 
@@ -86,6 +87,49 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple:
     return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
 
 
+def speaker_split(speakers, gender_of: dict, fraction: float, seed: int) -> tuple:
+    """Indices ``(first, second)`` of utterances split by speaker: no speaker on both sides, about
+    ``fraction`` of the utterances in ``first``.
+
+    ``speakers[i]`` is utterance ``i``'s speaker, ``gender_of`` maps a speaker to its gender (or None). Within
+    each gender (the larger groups first) the speakers, shuffled with ``seed``, go one at a time to the side
+    furthest below its share of the utterances assigned so far, so each gender lands on both sides whenever
+    it has two speakers.
+
+    Raises:
+        ValueError: ``fraction`` outside (0, 1), or fewer than two speakers.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"data.weights_fraction: expected a share in (0, 1), received {fraction!r}")
+    speakers = [str(s) for s in speakers]
+    count: dict = {}
+    for s in speakers:
+        count[s] = count.get(s, 0) + 1
+    if len(count) < 2:
+        raise ValueError(
+            f"data.search_split='speaker': the training part has {len(count)} speaker(s) {sorted(count)}; a "
+            "speaker-disjoint weights/alphas split needs at least two (use data.search_split=utterance)"
+        )
+    rng = np.random.default_rng(seed)
+    groups: dict = {}
+    for s in sorted(count):
+        groups.setdefault(gender_of.get(s) or "?", []).append(s)
+    first_side, n = set(), [0, 0]
+    for g in sorted(groups, key=lambda g: (-len(groups[g]), g)):
+        members = list(groups[g])
+        rng.shuffle(members)
+        for s in members:
+            # The side whose utterances fall shortest of its share goes next (ties: the weights side).
+            side = 0 if n[0] * (1.0 - fraction) <= n[1] * fraction else 1
+            if side == 0:
+                first_side.add(s)
+            n[side] += count[s]
+    if len(first_side) == len(count):  # cannot happen with two or more speakers, kept as a guard
+        raise ValueError("data.search_split='speaker': every speaker fell on the weights side")
+    is_first = np.array([s in first_side for s in speakers])
+    return np.flatnonzero(is_first), np.flatnonzero(~is_first)
+
+
 @dataclass
 class FoldData:
     """One fold's train / validation / test parts in memory, normalised, with ``tf.data`` views."""
@@ -112,9 +156,14 @@ class FoldData:
     frames_mean: np.ndarray | None = None  # its normalisation statistics, broadcastable to frames_shape
     frames_std: np.ndarray | None = None
     image_name: str = "mfcc"  # the input name of the image stream in two-stream batches
+    # The search's (weights, alphas) indices into the train part; None: stratified by label over utterances.
+    search_index: tuple | None = None
 
     def __post_init__(self):
-        weights, alphas = stratified_split(self._y["train"], self.weights_fraction, self.seed + 7919 * self.fold.index)
+        if self.search_index is None:
+            self.search_index = stratified_split(self._y["train"], self.weights_fraction,
+                                                 self.seed + 7919 * self.fold.index)  # fmt: skip
+        weights, alphas = (np.asarray(i, dtype=np.int64) for i in self.search_index)
         self.weights_index, self.alphas_index = weights, alphas
         sa = self.spec_augment
         if sa.enabled:
@@ -302,8 +351,8 @@ class FoldData:
     def search_split(self, batch_size: int, augment: bool = False) -> tuple:
         """``(weights, alphas)`` datasets over the train part (validation speakers excluded).
 
-        The split is stratified by label with ``data.weights_fraction`` of the train part for the weights,
-        seeded by ``config.seed`` and the fold. Both are infinite (repeat, reshuffled every pass, full batches)
+        ``data.weights_fraction`` of the train part trains the weights, seeded by ``config.seed`` and the fold:
+        stratified by label over utterances, or by speaker (``data.search_split``, :func:`speaker_split`). Both are infinite (repeat, reshuffled every pass, full batches)
         so that ``tf.data.Dataset.zip((weights, alphas))`` never runs dry; an epoch is
         ``steps("weights", batch_size)`` steps.
         """
@@ -394,6 +443,8 @@ def make_fold_data(prepared, fold_index: int, config: ExperimentConfig) -> FoldD
         raise ValueError(f"fold {fold.index} ({fold.name}): no training utterances left after validation")
     if data.normalize not in NORMALIZATIONS:
         raise ValueError(f"data.normalize: expected one of {list(NORMALIZATIONS)}, received {data.normalize!r}")
+    if data.search_split not in SEARCH_SPLITS:
+        raise ValueError(f"data.search_split: expected one of {list(SEARCH_SPLITS)}, received {data.search_split!r}")
     statistics = None
     if data.normalize == "speaker":  # each speaker of the fold once, for all three parts
         statistics = per_speaker_statistics(prepared.records, prepared.features, [speaker[p] for p in fold.train + test_paths])
@@ -420,6 +471,12 @@ def make_fold_data(prepared, fold_index: int, config: ExperimentConfig) -> FoldD
         "val": prepared.labels(val_paths),
         "test": prepared.labels(test_paths),
     }
+    search_index = None
+    if data.search_split == "speaker":
+        gender_of = {r.speaker: r.gender for r in prepared.records}
+        search_index = speaker_split([speaker[p] for p in train_paths], gender_of, data.weights_fraction,
+                                     config.seed + 7919 * fold.index)  # fmt: skip
+        _warn_missing_classes(fold, y_parts["train"], search_index, list(prepared.classes))
     log.info(
         "fold %d (%s): train %d, val %d (speakers %s), test %d (speakers %s)%s",
         fold.index, fold.name, len(train_paths), len(val_paths), "+".join(val_speakers), len(test_paths),
@@ -441,8 +498,18 @@ def make_fold_data(prepared, fold_index: int, config: ExperimentConfig) -> FoldD
         synthetic=bool(getattr(prepared, "synthetic", False)),
         _x=x_parts,
         _y=y_parts,
+        search_index=search_index,
         **frames,
     )
+
+
+def _warn_missing_classes(fold: Fold, labels: np.ndarray, search_index: tuple, classes: list) -> None:
+    """Log a warning naming the classes that a speaker-disjoint search split leaves out of one side."""
+    for side, idx in zip(("weights", "alphas"), search_index):
+        missing = sorted(set(range(len(classes))) - set(np.asarray(labels)[idx].tolist()))
+        if missing:
+            log.warning("fold %d (%s): the %s speakers of the search split have no utterance of class(es) %s",
+                        fold.index, fold.name, side, [classes[c] for c in missing])  # fmt: skip
 
 
 def _frames_stream(prepared, mode: str, train_paths: list, val_paths: list, test_paths: list, fold_speakers: list,

@@ -110,6 +110,9 @@ class NonFiniteGuard(keras.callbacks.Callback):
         self._check(logs, None, full=True)
 
 
+_INFER_ATTR = "_emodarts_validation_infer"
+
+
 class ValidationMetrics(keras.callbacks.Callback):
     """UA, WA, macro F1 and loss over the whole validation set, from one confusion matrix.
 
@@ -125,8 +128,12 @@ class ValidationMetrics(keras.callbacks.Callback):
         self._infer_model = None
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._infer_model is not self.model:  # one trace per model, reused every epoch
-            self._infer, self._infer_model = inference_fn(self.model), self.model
+        if self._infer_model is not self.model:  # one trace per model, reused every epoch and by later folds
+            infer = getattr(self.model, _INFER_ATTR, None)
+            if infer is None:
+                infer = inference_fn(self.model)
+                object.__setattr__(self.model, _INFER_ATTR, infer)  # kept with the model, outside Keras' tracking
+            self._infer, self._infer_model = infer, self.model
         m = evaluate_split(self.model, self.dataset, self.num_classes, infer=self._infer)
         self.last = m
         if logs is not None:

@@ -52,6 +52,7 @@ from emodarts_tf.search.diagnostics import NonFiniteError
 from emodarts_tf.search.genotype_index import INDEX_FILE, rebuild_genotype_index
 from emodarts_tf.search.model import ORDERS, SearchModel
 from emodarts_tf.search.plots import plot_genotype
+from emodarts_tf.search.reuse import SearchCosineDecay, SupernetReuse, inner_optimizer, supernet_key
 from emodarts_tf.search_space.genotype import Genotype
 from emodarts_tf.utils.io import read_json, write_json
 from emodarts_tf.utils.cluster import check_global_batch, shard_by_data
@@ -72,7 +73,7 @@ SEARCH_FORMAT = "emodarts-tf/search/v1"
 # and variables, memory and time only.
 _RESUMABLE_KEYS = ("search.epochs", "data.root", "data.cache_dir", "data.workers", "search.checkpoints_to_keep",
                    "search.recompute_cnn", "search.recompute_seq", "search.eager_updates", "data.lock_timeout_s",
-                   "search.graph_optimization")
+                   "search.graph_optimization", "search.reuse_supernet")
 _IGNORED_SECTIONS = ("train", "baseline", "recipe")
 
 
@@ -152,7 +153,7 @@ def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, 
     model = SearchModel(backbone, input_shape=input_shape, alpha_init_scale=s.alpha_init_scale, seed=config.seed)
     total_steps = max(1, s.epochs * steps_per_epoch)
     if s.w_lr_min < s.w_lr:
-        lr = keras.optimizers.schedules.CosineDecay(s.w_lr, decay_steps=total_steps, alpha=s.w_lr_min / s.w_lr)
+        lr = SearchCosineDecay(s.w_lr, decay_steps=total_steps, alpha=s.w_lr_min / s.w_lr)
     else:
         lr = s.w_lr
     model.compile(
@@ -167,6 +168,15 @@ def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, 
         eager_updates=resolve_eager_updates(s.eager_updates, model),
     )
     return model
+
+
+def set_search_length(model: SearchModel, s: SearchConfig, steps_per_epoch: int) -> None:
+    """Set what :func:`build_search_model` derived from the fold's steps per epoch on a kept supernet
+    (:mod:`emodarts_tf.search.reuse`): the length of the weights' cosine schedule and the alpha learning rate."""
+    schedule = inner_optimizer(model.w_optimizer)._learning_rate
+    if isinstance(schedule, SearchCosineDecay):
+        schedule.set_decay_steps(max(1, s.epochs * steps_per_epoch))
+    inner_optimizer(model.a_optimizer).learning_rate = alpha_learning_rate(s, steps_per_epoch)
 
 
 def alpha_learning_rate(s: SearchConfig, steps_per_epoch: int) -> float:
@@ -268,6 +278,16 @@ def _finished_or_refused(fold_dir: Path, config: ExperimentConfig, resume: bool)
 
 
 
+def _search_split_record(mode: str, fold_data, prepared) -> dict:
+    """How the training part was split between weights and alphas, with each side's speakers."""
+    speaker = {r.path: str(r.speaker) for r in prepared.records}
+    return {
+        "mode": mode,
+        "weights_speakers": sorted({speaker[p] for p in fold_data.weights_paths}),
+        "alphas_speakers": sorted({speaker[p] for p in fold_data.alphas_paths}),
+    }
+
+
 def _fit_search(model, state, fold_data, fold_dir: Path, config: ExperimentConfig, meta: dict, recorder,
                 steps: int, initial_epoch: int, verbose: int | None, callbacks: list | None) -> None:
     """Run the search's epochs from ``initial_epoch`` with its callbacks (warm-up, non-finite guard,
@@ -336,6 +356,7 @@ def run_search(
     prepared=None,
     verbose: int | None = None,
     callbacks: list | None = None,
+    reuse: SupernetReuse | None = None,
 ) -> dict:
     """Search fold ``fold_index`` (1-based) of the corpus of ``config`` into ``<out_dir>/fold<k>/``.
 
@@ -348,6 +369,8 @@ def run_search(
         prepared: a ``PreparedCorpus`` (default: ``prepare(config)``).
         verbose: Keras progress bar (1) or none (0); default: a bar when stdout is a terminal.
         callbacks: extra Keras callbacks, run after the search's own (after the epoch's checkpoint).
+        reuse: the supernet keeper of a multi-fold search (:mod:`emodarts_tf.search.reuse`); None builds the
+            supernet here.
 
     Returns:
         The ``search.json`` summary as a dict (plus ``"genotype"``: the selected Genotype).
@@ -370,7 +393,8 @@ def run_search(
     if finished is not None:
         return finished
     started = time.perf_counter()
-    seed_everything(config.seed)
+    # A reused supernet keeps its instantiated steps (setting TensorFlow's seed again would drop them).
+    seed_everything(config.seed, keep_compiled=reuse is not None)
     if prepared is None:
         prepared = prepare(config, two_stream=two_stream(config))
     if two_stream(config) and not getattr(prepared, "frames_shape", None):
@@ -401,7 +425,15 @@ def run_search(
     check_global_batch(batch, strategy, "search.batch_size")
     with precision_policy(s.mixed_precision) as policy, graph_optimization(s.graph_optimization):
         with strategy.scope():
-            model = build_search_model(config, fold_data.model_input_shape, num_classes, steps)
+            if reuse is not None and strategy.num_replicas_in_sync == 1 and s.strategy != "multi_worker":
+                def build():
+                    seed_everything(config.seed)  # a new supernet: its initial values from the seed alone
+                    return build_search_model(config, fold_data.model_input_shape, num_classes, steps)
+
+                model = reuse.supernet(supernet_key(config, fold_data.model_input_shape, num_classes), build)
+                set_search_length(model, s, steps)
+            else:
+                model = build_search_model(config, fold_data.model_input_shape, num_classes, steps)
             state = SearchState(model, ckpt_dir, max_to_keep=s.checkpoints_to_keep)
         initial_epoch = state.restore() if resume else 0
         if resume and initial_epoch == 0:
@@ -425,6 +457,7 @@ def run_search(
             "train_speakers": train_speakers,
             "val_speakers": val_speakers,
             "test_speakers": test_speakers,
+            "search_split": _search_split_record(config.data.search_split, fold_data, prepared),
             "classes": list(fold_data.classes),
             "input_shape": _json_shape(fold_data.model_input_shape),
             "method": s.method,
@@ -501,8 +534,14 @@ def run_search_folds(
     if prepared is None:
         prepared = prepare(config, two_stream=two_stream(config))
     results = {}
+    reuse = SupernetReuse() if config.search.reuse_supernet else None
+    before = custom_gradient_names()
     for k in folds:
-        before = custom_gradient_names()
-        results[int(k)] = run_search(config, out_dir, int(k), resume=resume, prepared=prepared, verbose=verbose)
-        release_trial(before)  # the fold's files are written; free its supernet and traced graphs
+        results[int(k)] = run_search(config, out_dir, int(k), resume=resume, prepared=prepared, verbose=verbose,
+                                     reuse=reuse)  # fmt: skip
+        if reuse is None:
+            release_trial(before)  # the fold's files are written; free its supernet and traced graphs
+    if reuse is not None:
+        reuse.clear()
+        release_trial(before)  # the last fold's files are written; free the supernet and its traced graphs
     return results

@@ -123,6 +123,50 @@ def test_search_split_disjoint_covering_stratified(prepared):
             assert np.any(np.all(x_a == row, axis=(1, 2, 3)))
 
 
+def test_speaker_split_keeps_each_speaker_on_one_side_with_both_genders_on_both():
+    from emodarts_tf.data.pipeline import speaker_split
+
+    counts = {"m1": 30, "m2": 22, "m3": 34, "f1": 39, "f2": 42, "f3": 21}
+    speakers = [s for s, n in counts.items() for _ in range(n)]
+    rng = np.random.default_rng(0)
+    speakers = list(rng.permutation(speakers))  # utterances in any order
+    gender = {s: s[0].upper() for s in counts}
+    for seed in range(20):
+        first, second = speaker_split(speakers, gender, 0.5, seed)
+        assert sorted(np.concatenate([first, second]).tolist()) == list(range(len(speakers)))
+        side1 = {speakers[i] for i in first}
+        side2 = {speakers[i] for i in second}
+        assert not side1 & side2 and side1 | side2 == set(counts)
+        assert {gender[s] for s in side1} == {gender[s] for s in side2} == {"M", "F"}
+        # Greedy by share: no side is short of its half by more than the largest speaker.
+        assert abs(len(first) - len(second)) <= max(counts.values())
+        again = speaker_split(speakers, gender, 0.5, seed)
+        np.testing.assert_array_equal(again[0], first)
+    draws = {tuple(speaker_split(speakers, gender, 0.5, seed)[0]) for seed in range(20)}
+    assert len(draws) > 1  # the seed chooses which speakers
+    first, second = speaker_split(speakers, gender, 0.75, 0)
+    assert len(first) > len(second)
+    with pytest.raises(ValueError, match=r"1 speaker\(s\) \['m1'\]"):
+        speaker_split(["m1"] * 5, gender, 0.5, 0)
+    with pytest.raises(ValueError, match="weights_fraction.*1.5"):
+        speaker_split(speakers, gender, 1.5, 0)
+
+
+def test_speaker_search_split_in_a_fold(prepared):
+    config, prep = prepared
+    config.data.search_split = "speaker"
+    fd = make_fold_data(prep, 3, config)
+    speaker = {r.path: r.speaker for r in prep.records}
+    w = {speaker[p] for p in fd.weights_paths}
+    a = {speaker[p] for p in fd.alphas_paths}
+    assert not w & a and w and a and w | a == {speaker[p] for p in fd.train_paths}
+    assert sorted(fd.weights_paths + fd.alphas_paths) == sorted(fd.train_paths)
+    np.testing.assert_array_equal(fd.arrays("weights")[1], prep.labels(fd.weights_paths))
+    config.data.search_split = "session"
+    with pytest.raises(ValueError, match="data.search_split.*'session'"):
+        make_fold_data(prep, 3, config)
+
+
 def test_spec_augment_masks_train_batches_only(prepared):
     config, prep = prepared
     sa = config.data.spec_augment

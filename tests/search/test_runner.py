@@ -107,6 +107,10 @@ def test_cli_demo_two_folds(tmp_path, demo_cache, demo_prepared):
         assert info["test_speakers"] == sorted(fold.test_speakers)
         assert not set(info["test_speakers"]) & set(info["train_speakers"] + info["val_speakers"])
         assert set(info["val_speakers"]) <= set(info["train_speakers"])
+        split = info["search_split"]
+        assert split["mode"] == "utterance"
+        searched = set(info["train_speakers"]) - set(info["val_speakers"])
+        assert set(split["weights_speakers"]) | set(split["alphas_speakers"]) == searched
         assert info["epochs_done"] == 1 and info["peak_rss_mb"] > 0 and info["seconds"] > 0
         assert info["config"]["search"]["epochs"] == 1
         genotype = Genotype.load(fold_dir / "genotype_best.json")
