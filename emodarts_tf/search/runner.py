@@ -433,6 +433,8 @@ def run_search(
                 model = reuse.supernet(supernet_key(config, fold_data.model_input_shape, num_classes), build)
                 set_search_length(model, s, steps)
             else:
+                if reuse is not None:  # seeded above without resetting TensorFlow's generator state
+                    seed_everything(config.seed)
                 model = build_search_model(config, fold_data.model_input_shape, num_classes, steps)
             state = SearchState(model, ckpt_dir, max_to_keep=s.checkpoints_to_keep)
         initial_epoch = state.restore() if resume else 0
