@@ -99,7 +99,7 @@ class DataConfig:
     normalize: str = "coefficient"
     weights_fraction: float = 0.5  # search split: share of the training part that trains the weights
     # How the search splits the training part between weights and alphas: "utterance" (stratified by label;
-    # every speaker on both sides, the paper's) or "speaker" (no speaker on both sides, genders on both: the
+    # every speaker on both sides, the paper's) or "speaker" (no speaker on both sides, genders spread: the
     # alphas are then chosen for speakers the weights never saw, as the evaluation asks).
     search_split: str = "utterance"
     val_fraction: float = 0.2  # share of training speakers held out for validation (at least one)

@@ -93,8 +93,8 @@ def speaker_split(speakers, gender_of: dict, fraction: float, seed: int) -> tupl
 
     ``speakers[i]`` is utterance ``i``'s speaker, ``gender_of`` maps a speaker to its gender (or None). Within
     each gender (the larger groups first) the speakers, shuffled with ``seed``, go one at a time to the side
-    furthest below its share of the utterances assigned so far, so each gender lands on both sides whenever
-    it has two speakers.
+    furthest below its share of the utterances assigned so far; one gender's speakers thus alternate between
+    the sides unless the sizes of its speakers say otherwise.
 
     Raises:
         ValueError: ``fraction`` outside (0, 1), or fewer than two speakers.
@@ -352,7 +352,8 @@ class FoldData:
         """``(weights, alphas)`` datasets over the train part (validation speakers excluded).
 
         ``data.weights_fraction`` of the train part trains the weights, seeded by ``config.seed`` and the fold:
-        stratified by label over utterances, or by speaker (``data.search_split``, :func:`speaker_split`). Both are infinite (repeat, reshuffled every pass, full batches)
+        stratified by label over utterances, or by speaker (``data.search_split``, :func:`speaker_split`).
+        Both are infinite (repeat, reshuffled every pass, full batches)
         so that ``tf.data.Dataset.zip((weights, alphas))`` never runs dry; an epoch is
         ``steps("weights", batch_size)`` steps.
         """
