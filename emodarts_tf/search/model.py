@@ -84,6 +84,11 @@ def _shape_config(shape):
     return list(shape)
 
 
+def inner_optimizer(optimizer):
+    """The optimizer itself, or the one a LossScaleOptimizer wraps."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
 def initial_alphas(shapes: dict, scale: float, seed: int) -> dict:
     """The alphas a search starts from: ``{kind: scale * N(0, 1)}`` (float64), drawn in the order of
     ``shapes`` from one generator seeded with ``seed`` (``SearchModel``'s initialisation)."""
@@ -372,11 +377,10 @@ class SearchModel(keras.Model):
 
     def current_w_lr(self):
         """The weight learning rate at the current step (the cosine schedule's value)."""
-        opt = getattr(self.w_optimizer, "inner_optimizer", self.w_optimizer)
-        return opt.learning_rate
+        return inner_optimizer(self.w_optimizer).learning_rate
 
     def _momentum_slots(self):
-        opt = getattr(self.w_optimizer, "inner_optimizer", self.w_optimizer)
+        opt = inner_optimizer(self.w_optimizer)
         momentum = float(getattr(opt, "momentum", 0.0) or 0.0)
         slots = getattr(opt, "momentums", None)
         if not momentum or not slots:

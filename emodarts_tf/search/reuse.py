@@ -29,17 +29,12 @@ class SearchCosineDecay(keras.optimizers.schedules.CosineDecay):
     searches of different lengths (:meth:`set_decay_steps`)."""
 
     def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, name="SearchCosineDecay"):
-        steps = float(decay_steps)
-        if not steps > 0:
-            raise ValueError(f"decay_steps: expected a number of steps > 0, received {decay_steps!r}")
-        self.steps = keras.Variable(steps, dtype="float32", trainable=False, name="lr_decay_steps")
+        self.steps = keras.Variable(_positive_steps(decay_steps), dtype="float32", trainable=False,
+                                    name="lr_decay_steps")  # fmt: skip
         super().__init__(initial_learning_rate, self.steps, alpha=alpha, name=name)
 
     def set_decay_steps(self, decay_steps) -> None:
-        steps = float(decay_steps)
-        if not steps > 0:
-            raise ValueError(f"decay_steps: expected a number of steps > 0, received {decay_steps!r}")
-        self.steps.assign(steps)
+        self.steps.assign(_positive_steps(decay_steps))
 
     def get_config(self):
         config = super().get_config()
@@ -49,9 +44,11 @@ class SearchCosineDecay(keras.optimizers.schedules.CosineDecay):
         return config
 
 
-def inner_optimizer(optimizer):
-    """The optimizer itself, or the one a LossScaleOptimizer wraps."""
-    return getattr(optimizer, "inner_optimizer", optimizer)
+def _positive_steps(decay_steps) -> float:
+    steps = float(decay_steps)
+    if not steps > 0:
+        raise ValueError(f"decay_steps: expected a number of steps > 0, received {decay_steps!r}")
+    return steps
 
 
 def _state_variables(model) -> list:

@@ -50,9 +50,9 @@ from emodarts_tf.search.callbacks import (
 from emodarts_tf.search.checkpoint import SearchState
 from emodarts_tf.search.diagnostics import NonFiniteError
 from emodarts_tf.search.genotype_index import INDEX_FILE, rebuild_genotype_index
-from emodarts_tf.search.model import ORDERS, SearchModel
+from emodarts_tf.search.model import ORDERS, SearchModel, inner_optimizer
 from emodarts_tf.search.plots import plot_genotype
-from emodarts_tf.search.reuse import SearchCosineDecay, SupernetReuse, inner_optimizer, supernet_key
+from emodarts_tf.search.reuse import SearchCosineDecay, SupernetReuse, supernet_key
 from emodarts_tf.search_space.genotype import Genotype
 from emodarts_tf.utils.io import read_json, write_json
 from emodarts_tf.utils.cluster import check_global_batch, shard_by_data

@@ -38,7 +38,7 @@ def test_a_reused_supernet_searches_a_later_fold_as_a_fresh_one(tmp_path, demo_c
 
 
 def test_set_search_length_gives_a_kept_supernet_the_schedule_of_a_fresh_one(demo_cache):
-    from emodarts_tf.search.reuse import inner_optimizer
+    from emodarts_tf.search.model import inner_optimizer
     from emodarts_tf.search.runner import alpha_learning_rate, build_search_model, set_search_length
 
     config = micro_config(demo_cache, "search.epochs=4", "search.warmup_epochs=1", "search.alpha_budget=3.0")
