@@ -28,14 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from emodarts_tf.config import parse_variant as config_variant
+from emodarts_tf.data.prepare import PREPARE_KEYS
 from emodarts_tf.utils.machine import cpu_model
-
-
-# Keys that decide which utterances and features exist: the corpus is prepared once, with the base config,
-# so a variant cannot change them (run another invocation with --set, then compare with --table).
-PREPARE_KEYS = ("features.", "data.corpus", "data.root", "data.classes", "data.protocol", "data.selection",
-                "data.merge_exc", "data.msp_improv_labels", "data.cache_dir", "data.min_speakers_per_class",
-                "data.encoding")
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:

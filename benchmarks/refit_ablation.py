@@ -1,17 +1,23 @@
-"""Is refitting on every training speaker worth it? A nested check that never touches the test speakers.
+"""Retraining settings compared on speakers that no arm selects on: a nested check that never touches
+the test speakers.
 
 For each outer fold, the fold's validation speakers play the test speakers of an inner fold built from
 the fold's training part alone: the remaining training speakers are split again into inner-train and
-inner-validation speakers by the same rule (``data.val_fraction``, seed, genders). Two arms retrain the
-same genotypes on that inner fold and are scored on the held-out (outer validation) speakers:
+inner-validation speakers by the same rule (``data.val_fraction``, seed, genders). Every arm retrains the
+same genotypes on that inner fold and is scored on the held-out (outer validation) speakers, so a setting
+that only wins by selecting on noisy validation figures does not win here. The default arms:
 
 - ``select``: train on inner-train, keep the best inner-validation epoch (``recipe.refit=false``);
 - ``refit``: the same, then a fresh model on inner-train + inner-validation for that many epochs
   (``recipe.refit=true``).
 
+``--arm NAME=key=value,...`` (repeatable; ``NAME=`` for the config as it is) replaces them, for instance
+``--arm select= --arm swa=recipe.swa=0.5`` for the weight average. The first arm is the reference of the
+paired differences.
+
     python benchmarks/refit_ablation.py --config cpu --root ../shared/data/emodb --genotype random:2 --out runs/refit
 
-Reruns reuse finished folds. Prints a table per arm and the paired difference.
+Reruns reuse finished folds. Prints a table per arm and each arm's paired difference from the first.
 """
 from __future__ import annotations
 
@@ -60,6 +66,43 @@ def inner_folds(prepared, config) -> dict:
     return folds
 
 
+def parse_arms(texts: list[str]) -> dict:
+    """``{name: [key=value, ...]}`` from ``--arm`` texts, in their order; a repeated name is refused."""
+    from emodarts_tf.config import parse_variant
+    from emodarts_tf.data.prepare import PREPARE_KEYS
+
+    arms = {}
+    for text in texts:
+        try:
+            name, overrides = parse_variant(text)
+        except ValueError as exc:
+            raise SystemExit(str(exc).replace("--variant", "--arm")) from None
+        if name in arms:
+            raise SystemExit(f"--arm {text!r}: arm {name!r} is given twice")
+        for item in overrides:
+            key = item.split("=", 1)[0].strip()
+            if key.startswith(PREPARE_KEYS):
+                raise SystemExit(f"--arm {text!r}: {key} changes the prepared corpus, which every arm shares; "
+                                 "give it with --set to every arm")
+        arms[name] = overrides
+    return arms
+
+
+def arm_table(arms: dict, scores: dict, seconds: dict) -> list[str]:
+    """Markdown: each arm's held-out UA, then each later arm's paired difference from the first."""
+    lines = ["| arm | overrides | held-out UA (mean ± std over genotype x fold) | train s |", "|---|---|---|---|"]
+    for arm, overrides in arms.items():
+        ua = np.asarray(scores[arm])
+        lines.append(f"| {arm} | {' '.join(overrides) or '(config)'} | {ua.mean():.4f} ± {ua.std():.4f} | {seconds[arm]:.0f} |")
+    first = next(iter(arms))
+    lines.append("")
+    for arm in list(arms)[1:]:
+        diff = np.asarray(scores[arm]) - np.asarray(scores[first])
+        lines.append(f"{arm} - {first}: mean {diff.mean():+.4f}, {arm} better in {int((diff > 0).sum())} of {len(diff)} "
+                     f"pairs, worse in {int((diff < 0).sum())}")  # fmt: skip
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="cpu")
@@ -70,8 +113,11 @@ def main() -> int:
     parser.add_argument("--protocol", default=None, help="default: the corpus's (emodb: emodb5)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--folds", default="all")
+    parser.add_argument("--arm", action="append", default=[],
+                        help="NAME=key=value,... (repeatable; default: select= and refit=recipe.refit=true)")
     parser.add_argument("--out", default="runs/refit-ablation")
     args = parser.parse_args()
+    arms = parse_arms(args.arm or ["select=recipe.refit=false", "refit=recipe.refit=true"])
 
     from emodarts_tf.commands.common import config_from_args
     from emodarts_tf.data.pipeline import make_fold_data
@@ -82,38 +128,33 @@ def main() -> int:
 
     setup_logging(0)
     logging.getLogger("emodarts_tf.evaluation.fitting").setLevel(logging.WARNING)
-    config = config_from_args(argparse.Namespace(config=args.config, data=args.data, root=args.root, protocol=args.protocol,
-                                                 overrides=args.overrides))  # fmt: skip
+    base = argparse.Namespace(config=args.config, data=args.data, root=args.root, protocol=args.protocol)
+    configs = {name: config_from_args(argparse.Namespace(**vars(base), overrides=[*args.overrides, *overrides]))
+               for name, overrides in arms.items()}  # fmt: skip
+    config = next(iter(configs.values()))
     prepared = prepare(config, progress=False)
     corpus = _InnerCorpus(prepared, inner_folds(prepared, config))
     folds = [f.index for f in prepared.folds] if args.folds == "all" else [int(k) for k in args.folds.split(",")]
     genotypes = genotypes_from_spec(args.genotype, config.space, args.genotype_seed, config.search.max_skip)
     out = Path(args.out)
-    scores = {"select": [], "refit": []}
-    seconds = {"select": 0.0, "refit": 0.0}
+    scores = {arm: [] for arm in arms}
+    seconds = {arm: 0.0 for arm in arms}
     start = time.perf_counter()
     for g, genotype in enumerate(genotypes, 1):
         for k in folds:
-            for arm in ("select", "refit"):
-                arm_config = replace(config, recipe=replace(config.recipe, refit=arm == "refit"))
+            for arm, arm_config in configs.items():
                 fold_data = make_fold_data(corpus, k, arm_config)
                 metrics = train_genotype_fold(genotype, arm_config, fold_data, out / arm / f"g{g}" / f"fold{k}",
                                               corpus=prepared.corpus, protocol=prepared.protocol,
-                                              genotype_source=f"refit ablation g{g}")  # fmt: skip
+                                              genotype_source=f"nested ablation g{g}")  # fmt: skip
                 scores[arm].append(metrics["ua"])
                 seconds[arm] += float(metrics.get("seconds", 0.0))
                 print(f"g{g} fold {k} {arm}: held-out UA {metrics['ua']:.4f} (inner best epoch {metrics['best_epoch']})", flush=True)
-    diff = np.asarray(scores["refit"]) - np.asarray(scores["select"])
     print(f"\nmachine: {cpu_model()}, {os.cpu_count()} cores; data: {args.data} at {args.root}, protocol {prepared.protocol}, "
           f"classes {prepared.classes}; config {args.config} {' '.join(args.overrides)}; {len(genotypes)} genotype(s) "
           f"({args.genotype}, seed {args.genotype_seed}) x folds {folds}; scored on each fold's validation speakers "
           f"(test speakers unused); {time.perf_counter() - start:.0f} s\n")  # fmt: skip
-    print("| arm | held-out UA (mean ± std over genotype x fold) | train s |")
-    print("|---|---|---|")
-    for arm in ("select", "refit"):
-        print(f"| {arm} | {np.mean(scores[arm]):.4f} ± {np.std(scores[arm]):.4f} | {seconds[arm]:.0f} |")
-    wins = int((diff > 0).sum())
-    print(f"\nrefit - select: mean {diff.mean():+.4f}, refit better in {wins} of {len(diff)} pairs, worse in {int((diff < 0).sum())}")
+    print("\n".join(arm_table(arms, scores, seconds)))
     return 0
 
 

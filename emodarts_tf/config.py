@@ -241,6 +241,9 @@ class RecipeConfig:
     mixup: float = 0.0  # Beta(a, a) parameter of mixup; 0 = off
     label_smoothing: float = 0.0
     ema: float = 0.0  # momentum of the exponential moving average of the weights; 0 = off
+    # Stochastic weight averaging: the model kept is the mean of the weights at the end of each of the last
+    # swa x epochs (their share of the schedule); 0 = off (the best validation epoch is kept).
+    swa: float = 0.0
     # After selecting the epoch on the validation speakers, train a fresh model on the training and
     # validation speakers together for that many epochs; it is the model tested and saved.
     refit: bool = False

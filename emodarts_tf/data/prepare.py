@@ -33,6 +33,12 @@ from emodarts_tf.data.protocols import make_folds
 from emodarts_tf.data.records import Fold, Record, read_folds, read_records, write_folds, write_records
 from emodarts_tf.utils.io import read_json, write_json
 
+# Config keys (dotted prefixes) that decide which utterances and features a prepared corpus holds: runs that
+# share one prepared corpus (the benchmarks' variants and arms) cannot differ in them.
+PREPARE_KEYS = ("features.", "frames.", "data.corpus", "data.root", "data.classes", "data.protocol", "data.selection",
+                "data.merge_exc", "data.msp_improv_labels", "data.cache_dir", "data.min_speakers_per_class",
+                "data.encoding")
+
 log = logging.getLogger(__name__)
 
 

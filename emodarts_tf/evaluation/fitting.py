@@ -16,7 +16,8 @@ What it does, in order:
    validation UA keeps its weights; training stops after ``patience`` epochs without improvement;
    the checkpoint is written atomically at the end of every epoch (``evaluation.epoch_tracker``,
    ``evaluation.fold_checkpoint``);
-5. restores the best-on-validation weights, or with ``recipe.refit`` trains a fresh model on the training
+5. restores the best-on-validation weights (with ``recipe.swa``: the average of the last epochs' weights),
+   or with ``recipe.refit`` trains a fresh model on the training
    and validation speakers for the best epoch count (checkpointed and resumed the same way, in
    ``fold_dir/refit/``), and predicts the test fold once;
 6. writes the model directory (``model.keras``, ``model_info.json``, ``normalization.npz``), the
@@ -209,6 +210,11 @@ def _train_phase(
         train_ds = shard_by_data(train_ds, strategy)
     val_ds = fold_data.val(batch_size)
 
+    swa_start = recipes.swa_start_epoch(recipe, epochs)
+    if swa_start is not None and patience:
+        log.info("%s: recipe.swa averages epochs %d-%d; early stopping (patience %d) is off", label, swa_start, epochs,
+                 patience)  # fmt: skip
+    average = checkpoint.best_arrays(state) if state.get("swa_count") else None
     run_start = time.perf_counter()
     if state["epoch"] < epochs and not state.get("stopped_early"):
         if drop_path > 0 and set_drop_path_rate(model, 0.0) == 0:
@@ -226,6 +232,8 @@ def _train_phase(
             keep_last=keep_last,
             optimizer=opt,
             label=label,
+            swa_start=swa_start,
+            average=average,
         )
         model.fit(
             train_ds,
@@ -285,7 +293,9 @@ def fit_fold(
             the layers that support it (``search_space.network.set_drop_path_rate``).
         augment: SpecAugment masking of training batches (when ``data.spec_augment`` is enabled).
         recipe: the shared training recipe (``config.RecipeConfig``: balanced batches, time shift, mixup,
-            label smoothing, EMA; ``evaluation.recipe``); None: every part off.
+            label smoothing, EMA, weight averaging, refit; ``evaluation.recipe``); None: every part off.
+            With ``recipe.swa`` the model kept is the average of the last epochs' weights, not the best
+            validation epoch's, and there is no early stopping.
         jit_compile: XLA for the training step.
         callbacks: extra Keras callbacks, run after the epoch tracker (so after the epoch's checkpoint).
         extra_info: merged into ``model_info.json`` (e.g. genotype, space and train config, kind).
@@ -300,7 +310,8 @@ def fit_fold(
     Returns:
         The metrics written to ``metrics.json``: ``ua``, ``wa``, ``f1``, ``n``, ``confusion_matrix``,
         ``classes``, ``fold``, ``val`` (metrics of the chosen epoch), ``best_epoch``, ``epochs_run``,
-        ``stopped_early``, ``seconds`` (training time over all resumed runs), speakers.
+        ``stopped_early``, ``seconds`` (training time over all resumed runs), speakers, ``swa`` (the first
+        averaged epoch and the number averaged; None without ``recipe.swa``).
     """
     from emodarts_tf.config import RecipeConfig
     from emodarts_tf.evaluation import recipe as recipes
@@ -372,16 +383,15 @@ def fit_fold(
     best_row = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), {})
     test_speakers = list(getattr(fold, "test_speakers", []) or [])
     val_speakers = list(getattr(fold_data, "val_speakers", []) or [])
+    swa_first = recipes.swa_start_epoch(recipe, epochs)
     train_speakers = sorted(set(getattr(fold, "train_speakers", []) or []) - set(val_speakers))
     metrics.update(
         {
             "classes": classes,
             "fold": fold_index,
-            "val": {
-                "ua": best_row.get("val_ua"),
-                "wa": best_row.get("val_wa"),
-                "f1": best_row.get("val_f1"),
-                "loss": best_row.get("val_loss"),
+            "val": {  # the kept model's: the selected epoch's, or the weight average's (recipe.swa)
+                **state.get("best_val", {"ua": best_row.get("val_ua"), "wa": best_row.get("val_wa"),
+                                         "f1": best_row.get("val_f1"), "loss": best_row.get("val_loss")}),
                 "epoch": state["best_epoch"],
                 "n": int(val_labels.size),
             },
@@ -394,6 +404,7 @@ def fit_fold(
             "val_speakers": val_speakers,
             "test_speakers": test_speakers,
             "refit": refit,
+            "swa": None if swa_first is None else {"first_epoch": swa_first, "epochs_averaged": int(state.get("swa_count", 0))},
         }
     )
 
@@ -437,7 +448,9 @@ def fit_fold(
         metrics["wa"],
         metrics["f1"],
         metrics["n"],
-        f"the refit on train + validation speakers for {refit['epochs']} epochs" if refit else "the weights of that epoch",
+        (f"the refit on train + validation speakers for {refit['epochs']} epochs" if refit
+         else f"the weight average of epochs {swa_first}-{state['best_epoch']}" if swa_first is not None
+         else "the weights of that epoch"),
         state["best_ua"],
         state["best_epoch"],
     )

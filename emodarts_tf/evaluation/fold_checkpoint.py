@@ -148,7 +148,10 @@ class FoldCheckpoint:
             optimizer.build(model.trainable_variables)
         _assign_checked(optimizer.variables, o, "optimizer", self.dir / state["file"])
 
-    def restore_best(self, state: dict, model) -> None:
+    def best_arrays(self, state: dict) -> list[np.ndarray]:
+        """The kept model weights (``best_arrays`` of the last improving ``save``), in ``model.weights`` order."""
         arrays = self._load_npz(state["best_file"])
-        m = [arrays[f"m{i}"] for i in range(len(arrays))]
-        _assign_checked(model.weights, m, "model", self.dir / state["best_file"])
+        return [arrays[f"m{i}"] for i in range(len(arrays))]
+
+    def restore_best(self, state: dict, model) -> None:
+        _assign_checked(model.weights, self.best_arrays(state), "model", self.dir / state["best_file"])

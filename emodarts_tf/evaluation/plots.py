@@ -52,7 +52,8 @@ def plot_confusion_matrix(cm, classes: list, path: str | Path, title: str | None
 
 
 def plot_learning_curves(history: list[dict], path: str | Path, title: str | None = None, best_epoch: int | None = None) -> Path:
-    """Training/validation loss and validation UA/WA per epoch from ``history`` rows (one dict per epoch)."""
+    """Training/validation loss and validation UA/WA per epoch from ``history`` rows (one dict per epoch), and
+    the weight average's validation UA where the rows have it (``recipe.swa``)."""
     if not history:
         raise ValueError("history: no epochs to plot")
     plt = _pyplot()
@@ -70,6 +71,8 @@ def plot_learning_curves(history: list[dict], path: str | Path, title: str | Non
     ax_acc.plot(epochs, series("accuracy"), label="train accuracy")
     ax_acc.plot(epochs, series("val_ua"), label="validation UA")
     ax_acc.plot(epochs, series("val_wa"), label="validation WA", linestyle="--")
+    if any(row.get("swa_val_ua") is not None for row in history):
+        ax_acc.plot(epochs, series("swa_val_ua"), label="validation UA, weight average")
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylim(0.0, 1.0)
     ax_acc.legend()

@@ -18,6 +18,14 @@ Parts (each off at its neutral value):
 - ``label_smoothing``: targets ``(1 - e) y + e / C``.
 - ``ema``: the weights that are validated, selected and saved are an exponential moving average of
   the trained ones, ``a_t = m a_{t-1} + (1 - m) w_t`` (``a_1 = w_1``), Keras' optimiser EMA.
+- ``swa``: stochastic weight averaging (Izmailov et al., UAI 2018): the model that is validated, tested
+  and saved is the mean of the weights at the end of each of the last ``round(swa * epochs)`` epochs (at
+  least one), instead of the weights of the epoch with the best validation UA. Nothing is selected on the
+  validation speakers, so early stopping is off, and the validation figures are the averaged model's. The
+  batch-norm moving statistics are averaged like the weights (each epoch's statistics belong to that
+  epoch's weights); integer variables (random-generator states) keep their last value. It applies where
+  a model is trained on a fold (``fitting.fit_fold``): the baselines' tuning trials still score the epochs
+  themselves, and the chosen hyperparameters are retrained with the average.
 - ``refit``: after the epoch is chosen on the validation speakers, a fresh model (same architecture,
   same schedule) trains on the training and validation speakers together for that many epochs, and it
   is the model tested and saved (``fitting.fit_fold``; ``<fold>/refit/`` holds its history). Small
@@ -52,6 +60,17 @@ def check_recipe(recipe: RecipeConfig) -> None:
         raise ValueError(f"recipe.time_shift: expected a share of the frames in [0, 0.5), received {recipe.time_shift!r}")
     if not 0.0 <= recipe.ema < 1.0:
         raise ValueError(f"recipe.ema: expected a momentum in [0, 1) (0 = off), received {recipe.ema!r}")
+    if not 0.0 <= recipe.swa <= 1.0:
+        raise ValueError(f"recipe.swa: expected a share of the epochs in [0, 1] (0 = off), received {recipe.swa!r}")
+    if recipe.swa > 0 and recipe.ema > 0:
+        raise ValueError(f"recipe.swa={recipe.swa!r} and recipe.ema={recipe.ema!r}: two weight averages; set one of them to 0")
+
+
+def swa_start_epoch(recipe: RecipeConfig, epochs: int) -> int | None:
+    """The first epoch (1-based) whose weights enter the recipe's weight average, or None without one."""
+    if recipe.swa <= 0:
+        return None
+    return int(epochs) - max(1, int(round(float(recipe.swa) * int(epochs)))) + 1
 
 
 def shift_frames(recipe: RecipeConfig, frames: int) -> int:

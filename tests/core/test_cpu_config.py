@@ -17,7 +17,9 @@ def test_cpu_config_values_are_the_documented_ones():
     assert "lstm_4" not in config.space.seq_ops and "lstm_att_2" in config.space.seq_ops
     assert config.train.weight_decay_mode == "coupled"
     assert config.space.frequency_pooling == "flatten"
+    assert config.recipe.swa == pytest.approx(0.5) and config.recipe.ema == 0.0
     assert load_config("emotionnas").space.frequency_pooling == "avg"  # as its results were measured
+    assert load_config("emotionnas").recipe.swa == 0.0
 
 
 @pytest.mark.slow
@@ -38,6 +40,7 @@ def test_cpu_config_searches_and_trains_on_demo(tmp_path):
     assert info["normalize"] == "speaker" and info["recipe"] == json.loads(json.dumps(info["recipe"]))
     metrics = json.loads((train / "fold1" / "metrics.json").read_text())
     assert 0.0 <= metrics["ua"] <= 1.0 and metrics["n"] > 0
+    assert metrics["swa"] == {"first_epoch": 2, "epochs_averaged": 1}  # the last round(0.5 x 2) epochs
     out = tmp_path / "eval"
     assert evaluate_main(["--model", str(train / "fold1"), "--data", "demo", "--cache", str(cache), "--split", "test",
                           "--fold", "1", "--out", str(out)]) == 0  # fmt: skip

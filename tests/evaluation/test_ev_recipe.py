@@ -236,3 +236,111 @@ def test_recipe_batches_are_the_same_from_run_to_run(fold1):
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ya, yb)
     assert any(not np.array_equal(ya, yb) for (_, ya), (_, yb) in zip(first, second))
+
+
+def test_swa_start_epoch_counts_the_last_share_of_the_epochs():
+    assert recipes.swa_start_epoch(RecipeConfig(), 30) is None
+    assert recipes.swa_start_epoch(RecipeConfig(swa=0.5), 30) == 16  # epochs 16..30: 15 = 0.5 x 30
+    assert recipes.swa_start_epoch(RecipeConfig(swa=1.0), 30) == 1
+    assert recipes.swa_start_epoch(RecipeConfig(swa=0.01), 30) == 30  # at least the last epoch
+
+
+@pytest.mark.parametrize("bad", [{"swa": 1.5}, {"swa": -0.1}, {"swa": 0.5, "ema": 0.9}])
+def test_bad_swa_values_are_named(bad):
+    with pytest.raises(ValueError, match="recipe.swa"):
+        recipes.check_recipe(RecipeConfig(**bad))
+
+
+@keras.saving.register_keras_serializable(package="emodarts_tf_tests")
+class _CallCounter(keras.layers.Layer):
+    """Counts its training calls in an integer variable (as a random-generator state would advance)."""
+
+    def build(self, input_shape):
+        self.calls = self.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False, name="calls")
+
+    def call(self, x, training=None):
+        if training:
+            self.calls.assign_add(1)
+        return x
+
+
+def _bn_builder(input_shape, num_classes):
+    def build():
+        inputs = keras.Input(tuple(input_shape), name="mfcc")
+        x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+        x = keras.layers.BatchNormalization()(x)
+        x = _CallCounter()(keras.layers.ReLU()(x))
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(x), name="standin_bn")
+
+    return build
+
+
+class _RecordWeights(keras.callbacks.Callback):
+    """The model's weights at the end of every epoch (run after the tracker, which puts them back)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append([np.array(v.numpy()) for v in self.model.weights])
+
+
+def _assert_weights_are_the_mean_of(model, recorded):
+    for i, var in enumerate(model.weights):
+        values = np.stack([epoch[i] for epoch in recorded])
+        if "float" in str(var.dtype):  # weights and batch-norm moving statistics: the mean
+            np.testing.assert_allclose(var.numpy(), values.astype(np.float64).mean(0), rtol=1e-5, atol=1e-7, err_msg=var.path)
+        else:  # integer state: the last epoch's
+            np.testing.assert_array_equal(var.numpy(), values[-1], err_msg=var.path)
+
+
+def test_fit_fold_with_swa_keeps_the_mean_of_the_last_epochs(tmp_path, fold1, mini_config):
+    from emodarts_tf.evaluation.fitting import fit_fold
+    from emodarts_tf.evaluation.metrics import classification_metrics
+    from emodarts_tf.evaluation.model_dir import load_model_dir
+    from eval_helpers import standin_info
+
+    keras.utils.set_random_seed(5)
+    record = _RecordWeights()
+    metrics = fit_fold(_bn_builder(fold1.input_shape, len(fold1.classes)), fold1, tmp_path / "f", epochs=4, batch_size=4,
+                       optimizer=keras.optimizers.SGD(0.05, momentum=0.9), patience=1, recipe=RecipeConfig(swa=0.5),
+                       callbacks=[record], extra_info=standin_info(mini_config))  # fmt: skip
+    assert metrics["epochs_run"] == 4 and not metrics["stopped_early"]  # no early stopping under SWA
+    assert metrics["swa"] == {"first_epoch": 3, "epochs_averaged": 2} and metrics["best_epoch"] == 4
+    trained = load_model_dir(tmp_path / "f")
+    _assert_weights_are_the_mean_of(trained.model, record.epochs[2:])
+    # The validation figures are the averaged model's, as the saved model reproduces them.
+    history = json.loads((tmp_path / "f" / "history.json").read_text())
+    assert [r["swa_val_ua"] is None for r in history] == [True, True, False, False]
+    assert metrics["val"]["ua"] == pytest.approx(history[-1]["swa_val_ua"])
+    predicted = trained.probabilities(fold1_raw(fold1, "val")).argmax(axis=1)
+    again = classification_metrics(fold1.labels("val"), predicted, len(fold1.classes))
+    assert again["ua"] == pytest.approx(metrics["val"]["ua"])
+
+
+def test_swa_average_survives_a_kill(tmp_path, fold1, mini_config):
+    from emodarts_tf.evaluation.fitting import fit_fold
+    from emodarts_tf.evaluation.model_dir import load_model_dir
+    from eval_helpers import standin_info
+
+    class Killed(Exception):
+        pass
+
+    class KillAfter(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == 3:
+                raise Killed()
+
+    kwargs = dict(epochs=5, batch_size=4, optimizer=lambda steps: keras.optimizers.SGD(0.05), recipe=RecipeConfig(swa=0.6),
+                  extra_info=standin_info(mini_config))  # fmt: skip
+    build = _bn_builder(fold1.input_shape, len(fold1.classes))
+    first, second = _RecordWeights(), _RecordWeights()
+    keras.utils.set_random_seed(5)
+    with pytest.raises(Killed):  # epochs 1-3; the average holds epoch 3
+        fit_fold(build, fold1, tmp_path / "f", callbacks=[first, KillAfter()], **kwargs)
+    metrics = fit_fold(build, fold1, tmp_path / "f", callbacks=[second], **kwargs)  # epochs 4-5
+    assert len(first.epochs) == 3 and len(second.epochs) == 2
+    assert metrics["swa"] == {"first_epoch": 3, "epochs_averaged": 3}
+    _assert_weights_are_the_mean_of(load_model_dir(tmp_path / "f").model, [first.epochs[2], *second.epochs])

@@ -1,0 +1,39 @@
+"""benchmarks/refit_ablation.py's arms: parsing and the paired table (nothing is trained)."""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def nested(load_benchmark):
+    return load_benchmark("refit_ablation")
+
+
+def test_arms_keep_their_order_and_overrides(nested):
+    arms = nested.parse_arms(["select=", "swa=recipe.swa=0.5,train.epochs=20"])
+    assert list(arms.items()) == [("select", []), ("swa", ["recipe.swa=0.5", "train.epochs=20"])]
+
+
+@pytest.mark.parametrize(
+    "texts, message",
+    [
+        (["a=", "a=recipe.swa=0.5"], "arm 'a' is given twice"),
+        (["a=features.n_mfcc=20"], "features.n_mfcc changes the prepared corpus"),
+        (["a=frames.source=npy"], "frames.source changes the prepared corpus"),
+        (["nameless"], "--arm 'nameless': expected NAME=key=value"),
+    ],
+)
+def test_bad_arms_are_named(nested, texts, message):
+    with pytest.raises(SystemExit, match=message):
+        nested.parse_arms(texts)
+
+
+def test_arm_table_pairs_every_arm_with_the_first(nested):
+    arms = {"select": [], "swa": ["recipe.swa=0.5"], "refit": ["recipe.refit=true"]}
+    scores = {"select": [0.5, 0.7, 0.6], "swa": [0.6, 0.7, 0.5], "refit": [0.4, 0.6, 0.5]}
+    lines = nested.arm_table(arms, scores, {"select": 10, "swa": 12, "refit": 30})
+    assert lines[2] == "| select | (config) | 0.6000 ± 0.0816 | 10 |"
+    assert lines[3] == "| swa | recipe.swa=0.5 | 0.6000 ± 0.0816 | 12 |"
+    # swa - select: +0.1, 0, -0.1; refit - select: -0.1 each
+    assert lines[6] == "swa - select: mean +0.0000, swa better in 1 of 3 pairs, worse in 1"
+    assert lines[7] == "refit - select: mean -0.1000, refit better in 0 of 3 pairs, worse in 3"
