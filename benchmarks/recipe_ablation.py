@@ -3,8 +3,10 @@
 Every variant (a named list of ``--set`` overrides on top of ``--config``) retrains the same genotypes on
 the same folds; the figure of merit is the validation UA (speakers held out of each fold's *training*
 part), never the test speakers: this script does not print test figures, so nothing is chosen by them.
-Two validation figures per run: the UA of the selected epoch (optimistic: a maximum over epochs) and the
-mean UA of the last 5 epochs (how good training ends, without selection).
+Two validation figures per run: the UA of the kept model (the selected epoch, optimistic: a maximum over
+epochs; or with ``recipe.swa`` the weight average, selected on nothing) and the mean UA of the last 5 epochs'
+own weights (how good training ends, without selection). Compare a weight average against selection with
+``benchmarks/refit_ablation.py --arm`` on held-out speakers instead.
 
     python benchmarks/recipe_ablation.py --config cpu --data emodb --root ../shared/data/emodb \
         --genotype random:2 --variant base= --variant ema=recipe.ema=0.99 --out runs/ablation
@@ -46,7 +48,7 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 
 def _fold_figures(fold_dir: Path) -> tuple[float, float] | None:
-    """(validation UA of the selected epoch, mean validation UA of the last 5 epochs) of a finished fold."""
+    """(validation UA of the kept model, mean validation UA of the last 5 epochs) of a finished fold."""
     import json
 
     if not (fold_dir / "metrics.json").is_file():
@@ -69,7 +71,7 @@ def paired_table(roots: list[Path], base: str = "base") -> list[str]:
                     figures.setdefault(variant.name, {})[key] = result
     if base not in figures:
         raise SystemExit(f"--table: no finished folds of the variant {base!r} under {[str(r) for r in roots]}")
-    lines = ["| variant | folds | val UA, selected epoch | val UA, last 5 epochs | paired difference from "
+    lines = ["| variant | folds | val UA, kept model | val UA, last 5 epochs | paired difference from "
              f"{base} (selected / last 5) | better / worse than {base} (selected) |", "|---|---|---|---|---|---|"]
     for name, rows in figures.items():
         keys = sorted(rows)
@@ -138,12 +140,12 @@ def main() -> int:
                 seconds += float(metrics.get("seconds", 0.0))
         rows.append((name, overrides, float(np.mean(best)), float(np.std(best)), float(np.mean(last5)),
                      float(np.std(last5)), seconds, time.perf_counter() - start))  # fmt: skip
-        print(f"{name}: val UA (selected epoch) {rows[-1][2]:.4f}, last 5 epochs {rows[-1][4]:.4f}", flush=True)
+        print(f"{name}: val UA (kept model) {rows[-1][2]:.4f}, last 5 epochs {rows[-1][4]:.4f}", flush=True)
     print(f"\nmachine: {cpu_model()}, {os.cpu_count()} cores; data: {args.data} at {args.root}, protocol "
           f"{prepared.protocol}, classes {prepared.classes}, features {prepared.input_shape}; config {args.config} "
           f"{' '.join(args.overrides)}; {len(genotypes)} genotype(s) ({args.genotype}, seed {args.genotype_seed}) "
           f"x folds {folds}; validation speakers only\n")  # fmt: skip
-    print("| variant | overrides | val UA, selected epoch | val UA, last 5 epochs | train s |")
+    print("| variant | overrides | val UA, kept model | val UA, last 5 epochs | train s |")
     print("|---|---|---|---|---|")
     for name, overrides, b, bs, l5, l5s, secs, _ in rows:
         print(f"| {name} | {' '.join(overrides) or '(config)'} | {b:.4f} ± {bs:.4f} | {l5:.4f} ± {l5s:.4f} | {secs:.0f} |")
