@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from emodarts_tf.evaluation.fold_checkpoint import variables_arrays
-from emodarts_tf.evaluation.recipe import averaged_weights
+from emodarts_tf.evaluation.recipe import averaged_weights, restored_afterwards
 from emodarts_tf.evaluation.split import inference_fn, predict_split, split_metrics
 from emodarts_tf.search_space.network import set_drop_path_rate
 from emodarts_tf.utils.io import atomic_write_text, write_json
@@ -33,15 +33,10 @@ def _as_average(arrays) -> list[np.ndarray]:
 @contextlib.contextmanager
 def swapped_weights(variables, arrays):
     """Inside the block ``variables`` hold ``arrays``; their own values are restored afterwards."""
-    variables = list(variables)
-    saved = variables_arrays(variables)
-    for var, value in zip(variables, arrays):
-        var.assign(value)
-    try:
-        yield
-    finally:
-        for var, value in zip(variables, saved):
+    with restored_afterwards(variables) as held:
+        for var, value in zip(held, arrays):
             var.assign(value)
+        yield
 
 
 def write_history(fold_dir: Path, history: list[dict]) -> None:

@@ -215,10 +215,18 @@ def averaged_weights(model, optimizer):
         yield False
         return
     variables = list(model.trainable_variables)
-    saved = [np.array(v.numpy()) for v in variables]
-    optimizer.finalize_variable_values(variables)
-    try:
+    with restored_afterwards(variables):
+        optimizer.finalize_variable_values(variables)
         yield True
+
+
+@contextlib.contextmanager
+def restored_afterwards(variables):
+    """Whatever the block assigns to ``variables``, their values before it are put back afterwards."""
+    variables = list(variables)
+    saved = [np.array(v.numpy()) for v in variables]
+    try:
+        yield variables
     finally:
         for var, value in zip(variables, saved):
             var.assign(value)
