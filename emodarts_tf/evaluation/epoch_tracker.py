@@ -156,7 +156,7 @@ class EpochTracker(keras.callbacks.Callback):
 
     def _average_and_validate(self):
         """Add this epoch's weights to the running mean; return the mean's validation metrics and the mean
-        (as the weights to keep)."""
+        itself (as the weights to keep: the checkpoint writes them before the next epoch changes them)."""
         current = variables_arrays(self.model.weights)
         count = int(self.state.get("swa_count", 0))
         if self._average is None or count == 0:
@@ -171,4 +171,4 @@ class EpochTracker(keras.callbacks.Callback):
         with swapped_weights(self.model.weights, self._average):
             logits, labels = predict_split(self._infer, self.val_data)
             kept = split_metrics(logits, labels, logits.shape[-1])
-        return kept, [np.array(a) for a in self._average]
+        return kept, self._average
