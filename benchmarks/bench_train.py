@@ -42,11 +42,13 @@ def measure(args) -> dict:
     from emodarts_tf.search_space.network import build_fixed_network
     from emodarts_tf.search_space.random_genotype import sample_genotypes
     from emodarts_tf.utils.runtime import precision_policy
+    from emodarts_tf.utils.threads import configure_threads
 
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
     config = load_config(args.config, overrides=list(args.sets))
+    configure_threads(config.runtime.inter_op_threads, config.runtime.intra_op_threads)
     n_mfcc, frames = (int(x) for x in args.input.lower().split("x"))
     shape, classes, batch = (n_mfcc, frames, 1), 4, int(args.batch)
     if args.genotype == "random":

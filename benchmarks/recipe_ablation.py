@@ -112,12 +112,14 @@ def main() -> int:
     from emodarts_tf.search_space.random_genotype import genotypes_from_spec
     from emodarts_tf.utils.io import read_json
     from emodarts_tf.utils.logs import setup_logging
+    from emodarts_tf.utils.threads import configure_threads
 
     setup_logging(0)
     logging.getLogger("emodarts_tf.evaluation.fitting").setLevel(logging.WARNING)
     variants = [parse_variant(v) for v in (args.variant or ["base="])]
     base = load_config(args.config, overrides=args.overrides,
                        updates={"data": {"corpus": args.data, "root": args.root}})  # fmt: skip
+    configure_threads(base.runtime.inter_op_threads, base.runtime.intra_op_threads)
     prepared = prepare(base, progress=False)
     folds = [f.index for f in prepared.folds] if args.folds == "all" else [int(k) for k in args.folds.split(",")]
     genotypes = genotypes_from_spec(args.genotype, base.space, args.genotype_seed, base.search.max_skip)

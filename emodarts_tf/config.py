@@ -268,6 +268,16 @@ class BaselineConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """TensorFlow's thread pools (``emodarts_tf/utils/threads.py``): null picks them from the machine at start
+    (CPU only: one thread per op, inter-op = the usable cores; with a GPU: TensorFlow's defaults), 0 is
+    TensorFlow's default, n >= 1 is n threads. Same results up to rounding; time only."""
+
+    inter_op_threads: Optional[int] = None
+    intra_op_threads: Optional[int] = None
+
+
+@dataclass
 class ExperimentConfig:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
@@ -278,6 +288,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)

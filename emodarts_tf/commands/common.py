@@ -10,6 +10,7 @@ from typing import Callable
 from emodarts_tf.config import ExperimentConfig, load_config
 from emodarts_tf.utils.io import find_disk_full
 from emodarts_tf.utils.logs import setup_logging
+from emodarts_tf.utils.threads import configure_threads
 
 CORPORA = ("iemocap", "msp-improv", "msp-podcast", "emodb", "csv", "demo")
 
@@ -39,8 +40,13 @@ def add_common_args(parser: argparse.ArgumentParser, data_required: bool = True)
     parser.add_argument("-v", "--verbose", action="count", default=0)
 
 
-def config_from_args(args: argparse.Namespace, epochs_key: str | None = None) -> ExperimentConfig:
-    """Build the config: file, then the dedicated flags, then ``--set`` overrides (last wins)."""
+def config_from_args(args: argparse.Namespace, epochs_key: str | None = None, threads: bool = True) -> ExperimentConfig:
+    """Build the config: file, then the dedicated flags, then ``--set`` overrides (last wins).
+
+    With ``threads`` (commands that run TensorFlow) it also sizes TensorFlow's thread pools by the config's
+    ``runtime`` section before the command's first op (:func:`~emodarts_tf.utils.threads.configure_threads`);
+    a command that does not run TensorFlow passes False and does not import it.
+    """
     setup_logging(getattr(args, "verbose", 0))
     data = getattr(args, "data", None)
     path = args.config or DEFAULT_CONFIG.get(data or "", "paper.yaml")
@@ -64,6 +70,11 @@ def config_from_args(args: argparse.Namespace, epochs_key: str | None = None) ->
     if config.data.corpus not in ("demo",) and not config.data.root:
         raise SystemExit(f"--data {config.data.corpus} needs --root (the corpus folder, or the CSV manifest for csv)")
     logging.getLogger(__name__).debug("config: %s", config)
+    if threads:
+        try:
+            configure_threads(config.runtime.inter_op_threads, config.runtime.intra_op_threads)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
     return config
 
 

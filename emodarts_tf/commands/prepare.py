@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = config_from_args(args)
+        config = config_from_args(args, threads=False)  # MFCCs: no TensorFlow
         if args.workers is not None:
             config.data.workers = args.workers
         from emodarts_tf.data.corpora import resolve_protocol

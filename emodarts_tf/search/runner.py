@@ -70,11 +70,11 @@ SEARCH_FORMAT = "emodarts-tf/search/v1"
 
 # Config keys that may change between a run and its --resume (everything else must match).
 # The recompute, eager_updates and graph_optimization options: same values (graph_optimization: up to rounding)
-# and variables, memory and time only.
+# and variables, memory and time only; so are the thread pools of the runtime section.
 _RESUMABLE_KEYS = ("search.epochs", "data.root", "data.cache_dir", "data.workers", "search.checkpoints_to_keep",
                    "search.recompute_cnn", "search.recompute_seq", "search.eager_updates", "data.lock_timeout_s",
                    "search.graph_optimization", "search.reuse_supernet")
-_IGNORED_SECTIONS = ("train", "baseline", "recipe")
+_IGNORED_SECTIONS = ("train", "baseline", "recipe", "runtime")
 
 
 class SearchDivergedError(RuntimeError, ValueError):

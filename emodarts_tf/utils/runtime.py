@@ -102,6 +102,9 @@ def device_info() -> dict:
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "gpus": [],
+        # TensorFlow's thread pools (utils/threads.py; 0: TensorFlow's default, one thread per core)
+        "threads": {"inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+                    "intra_op": tf.config.threading.get_intra_op_parallelism_threads()},
     }
     for gpu in gpus:
         try:
