@@ -14,9 +14,11 @@ reported too and the paper configuration runs at the paper's batch 64 as well. O
 ``SearchModel.train_step`` on one weights batch and one alphas batch (the alpha update, then the weight
 update), timed after a first step that traces and compiles the graph (reported separately).
 
-Reference (the PyTorch emoDARTS at its defaults, second-order, batch 16, on a 2-core machine of this
-kind): 85.7 s per step, 23.1 GB peak. Targets: second-order <= 3/4 of its time (64.3 s) and <= 8 GB;
-first-order <= 1/3 of its time (28.6 s).
+Reference (the PyTorch emoDARTS at its defaults, second-order, batch 16), timed per machine kind
+(``REFERENCES``): 85.7 s per step and 23.1 GB on a 2-core AMD EPYC, 89.2 s on a 2-core Intel Xeon (Sapphire
+Rapids). Targets against the reference of the machine's kind: second-order <= 3/4 of its time and <= 8 GB;
+first-order <= 1/3 of its time. TensorFlow's thread pools follow ``emodarts_tf.utils.threads`` as in the
+commands (``--set intra_op_threads=0 --set inter_op_threads=0`` for TensorFlow's defaults).
 
 Figures that compare across machines: each run also measures the machine's fp32 GEMM throughput
 (``tf.linalg.matmul`` of 2048 x 2048 matrices, and numpy's for reference, in a fresh process before and
@@ -43,8 +45,31 @@ from pathlib import Path
 from emodarts_tf.utils.machine import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
-REFERENCE = {"seconds": 85.7, "rss_gb": 23.1}
-TARGETS = {"second": {"seconds": 0.75 * 85.7, "rss_gb": 8.0}, "first": {"seconds": 85.7 / 3, "rss_gb": None}}
+# The PyTorch emoDARTS at the paper configuration (second order, its only mode, batch 16), timed per machine
+# kind: its step time after the first step and its peak memory. Targets: second order <= 3/4 of its step
+# time and <= 8 GB, first order <= 1/3 of its step time, each against the reference of the machine's kind.
+REFERENCES = {
+    "AMD EPYC": {"seconds": 85.7, "rss_gb": 23.1, "machine": "2-core AMD EPYC"},
+    "Intel Xeon": {"seconds": 89.2, "rss_gb": 24.2, "machine": "2-core Intel Xeon (Sapphire Rapids); killed by "
+                   "the OOM killer at 24.2 GB in its third step"},
+}  # fmt: skip
+REFERENCE = REFERENCES["AMD EPYC"]  # where the machine's kind has no timing of its own
+
+
+def reference_for(cpu_model: str | None) -> tuple:
+    """``(kind, reference)`` for a CPU model string: the kind whose words it contains, else the EPYC's
+    reference under the kind ``"none for this CPU (AMD EPYC's)"``."""
+    text = (cpu_model or "").lower()
+    for kind, ref in REFERENCES.items():
+        if all(word.lower() in text for word in kind.split()):
+            return kind, ref
+    return "none for this CPU (AMD EPYC's)", REFERENCE
+
+
+def targets(reference: dict) -> dict:
+    return {"second": {"seconds": 0.75 * reference["seconds"], "rss_gb": 8.0},
+            "first": {"seconds": reference["seconds"] / 3, "rss_gb": None}}
+
 
 # The paper's search configuration (config.py defaults): 8 channels, 4 CNN cells (reductions at 1 and 2),
 # 4 SeqNN cells, 4 nodes each, all 8 CNN ops and all 14 SeqNN ops, 128 x 128 MFCCs, 4 classes.
@@ -52,12 +77,14 @@ PAPER = {
     "batch": 16, "n_mfcc": 128, "frames": 128, "init_channels": 8, "cnn_cells": 4, "cnn_nodes": 4,
     "seq_cells": 4, "seq_nodes": 4, "seq_ops": "all", "cnn_ops": "all", "stem_multiplier": 3, "classes": 4,
     "seq_hidden": None, "recompute_cnn": True, "seq_grouped": True, "recompute_seq": True, "eager_updates": None,
+    "inter_op_threads": None, "intra_op_threads": None,
 }  # fmt: skip
 # Small sizes for --quick: every factor of the table still varies.
 QUICK = {
     "batch": 8, "n_mfcc": 32, "frames": 32, "init_channels": 4, "cnn_cells": 3, "cnn_nodes": 1,
     "seq_cells": 1, "seq_nodes": 1, "seq_ops": "all", "cnn_ops": "all", "stem_multiplier": 2, "classes": 4,
     "seq_hidden": None, "recompute_cnn": True, "seq_grouped": True, "recompute_seq": True, "eager_updates": None,
+    "inter_op_threads": None, "intra_op_threads": None,
 }  # fmt: skip
 
 
@@ -117,7 +144,9 @@ def worker(spec: dict) -> list:
 
     from emodarts_tf.config import ExperimentConfig, SearchConfig, SearchSpaceConfig
     from emodarts_tf.search.runner import build_search_model
+    from emodarts_tf.utils.threads import configure_threads
 
+    plan = configure_threads(spec.get("inter_op_threads"), spec.get("intra_op_threads"))
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
@@ -174,6 +203,7 @@ def worker(spec: dict) -> list:
             "params": int(sum(np.prod(v.shape) for v in model.weight_variables)),
             "alphas": {k: list(v.shape) for k, v in model.alpha_arrays().items()},
             "device": "GPU" if gpus else "CPU",
+            "threads": f"{plan['inter_op_threads']}/{plan['intra_op_threads']}",
         }
         if gpus:
             result["peak_gpu_gb"] = round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30, 2)
@@ -328,11 +358,17 @@ def _variations(spec: dict) -> list:
         out.append("no SeqNN recomputation")
     if spec.get("eager_updates") is not None:
         out.append("eager updates" if spec["eager_updates"] else "whole step in one graph")
+    if spec.get("inter_op_threads") is not None or spec.get("intra_op_threads") is not None:
+        out.append(f"threads inter/intra {_threads(spec.get('inter_op_threads'))}/{_threads(spec.get('intra_op_threads'))}")
     if spec.get("jit"):
         out.append("XLA")
     if spec.get("mixed_precision"):
         out.append("mixed float16")
     return out
+
+
+def _threads(value) -> str:
+    return "auto" if value is None else ("TF" if value == 0 else str(value))
 
 
 def describe(spec: dict) -> str:
@@ -342,16 +378,18 @@ def describe(spec: dict) -> str:
     return ", ".join([text] + _variations(spec))
 
 
-def verdict(result: dict) -> str:
+def verdict(result: dict, reference: dict = REFERENCE) -> str:
+    """The step time's ratio to the reference's and whether the order's target is met (paper sizes, a CPU,
+    batch 16; else "")."""
     if "error" in result or result.get("device") != "CPU" or result.get("batch") != 16:
         return ""
     paper_keys = ("n_mfcc", "frames", "init_channels", "cnn_cells", "seq_cells", "cnn_nodes", "seq_nodes", "seq_ops")
     if any(result[k] != PAPER[k] for k in paper_keys):
         return ""
-    target = TARGETS[result["order"]]
+    target = targets(reference)[result["order"]]
     ok_time = result["step_median_s"] <= target["seconds"]
     ok_mem = target["rss_gb"] is None or result["peak_rss_gb"] <= target["rss_gb"]
-    ratio = result["step_median_s"] / REFERENCE["seconds"]
+    ratio = result["step_median_s"] / reference["seconds"]
     return f"{ratio:.2f}x ref time; target {'met' if ok_time and ok_mem else 'MISSED'}"
 
 
@@ -403,21 +441,24 @@ def _flops_cells(r: dict) -> str:
 
 
 def markdown(results: list, info: dict, title: str) -> str:
+    kind, reference = reference_for(info.get("cpu_model"))
+    goal = targets(reference)
     lines = [f"## {title}", ""] + machine_lines(info)
     lines.append("| order | batch | input | C | cells (CNN+SeqNN) | nodes | SeqNN ops | step s (median) | first step s "
-                 "| peak RSS GB | peak GPU GB | params | step GFLOP | achieved GFLOP/s (% of GEMM) | vs PyTorch ref |")  # fmt: skip
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                 "| peak RSS GB | peak GPU GB | params | step GFLOP | achieved GFLOP/s (% of GEMM) | threads inter/intra "
+                 "| vs PyTorch ref |")  # fmt: skip
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "error" in r:
             lines.append(f"| {r['order']} | {r['batch']} | {r['n_mfcc']}x{r['frames']} | {r['init_channels']} | "
                          f"{_cells(r)} | {r['cnn_nodes']}/{r['seq_nodes']} | {r['seq_ops']} | "
-                         f"not measured: {r['error'][:90].splitlines()[0]} | | {r.get('observed_peak_rss_gb', '')} | | | | | |")  # fmt: skip
+                         f"not measured: {r['error'][:90].splitlines()[0]} | | {r.get('observed_peak_rss_gb', '')} | | | | | | |")  # fmt: skip
             continue
         lines.append(
             f"| {r['order']} | {r['batch']} | {r['n_mfcc']}x{r['frames']} | {r['init_channels']} | "
             f"{_cells(r)} | {r['cnn_nodes']}/{r['seq_nodes']} | {r['seq_ops']} | "
             f"{r['step_median_s']} | {r['first_step_s']} | {r['peak_rss_gb']} | {r.get('peak_gpu_gb', '')} | "
-            f"{r['params']:,} |{_flops_cells(r)} {verdict(r)} |"
+            f"{r['params']:,} |{_flops_cells(r)} {r.get('threads', '')} | {verdict(r, reference)} |"
         )
     phased = [r for r in results if r.get("phases")]
     if phased:
@@ -428,10 +469,11 @@ def markdown(results: list, info: dict, title: str) -> str:
         for r in phased:
             p = r["phases"]
             lines.append(f"| {describe(r)} | {p['forward']} | {p['fwd_bwd_alphas']} | {p['fwd_bwd_all']} |")
-    lines += ["", f"Reference: PyTorch emoDARTS, second-order, batch 16: {REFERENCE['seconds']} s/step, "
-              f"{REFERENCE['rss_gb']} GB. Targets (CPU, batch 16, paper sizes): second-order <= "
-              f"{TARGETS['second']['seconds']:.1f} s and <= {TARGETS['second']['rss_gb']} GB; first-order <= "
-              f"{TARGETS['first']['seconds']:.1f} s.", "",
+    lines += ["", f"Reference ({kind}): PyTorch emoDARTS, second-order, batch 16, on a {reference['machine']}: "
+              f"{reference['seconds']} s/step, {reference['rss_gb']} GB. Targets (CPU, batch 16, paper sizes): "
+              f"second-order <= {goal['second']['seconds']:.1f} s and <= {goal['second']['rss_gb']} GB; first-order "
+              f"<= {goal['first']['seconds']:.1f} s. Threads: TensorFlow's inter-op / intra-op pools "
+              "(emodarts_tf/utils/threads.py).", "",
               "Step GFLOP: the forward FLOPs of the supernet on the batch (traced, all candidates) x the step's "
               "passes: first order 2 x (3 forward + recomputed forward), second order 5 x (the same); "
               "emodarts_tf/utils/step_flops.py, docs/performance.md. Achieved GFLOP/s = step GFLOP / median "
@@ -550,7 +592,8 @@ def main(argv=None) -> int:
             if result.get("step_gflop") is not None:
                 extra += f", {result['step_gflop']} GFLOP/step, {result['achieved_gflops']} GFLOP/s achieved"
             extra += f", phases {result['phases']}" if result.get("phases") else ""
-            extra += f"  [{verdict(result)}]" if verdict(result) else ""
+            judged = verdict(result, reference_for(info.get("cpu_model"))[1])
+            extra += f"  [{judged}]" if judged else ""
             print(f"   {result['order']}: step {result['step_median_s']} s (steps {result['step_s']}), first step "
                   f"{result['first_step_s']} s, peak RSS {result['peak_rss_gb']} GB{extra}", flush=True)  # fmt: skip
     if args.gemm_n:

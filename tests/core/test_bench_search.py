@@ -40,3 +40,25 @@ def test_drifting_calibrations_are_flagged(bench):
     info = {"gemm": {"n": 8, "tf_gflops": 100.0}, "gemm_after": {"n": 8, "tf_gflops": 20.0}}
     assert "differ by 133 %" in bench.markdown([], info, "test")
     assert bench.gemm_reference({"gemm": {"error": "timed out"}}) is None
+
+
+def test_reference_per_machine_kind_sets_the_verdict(bench):
+    kind, ref = bench.reference_for("Intel(R) Xeon(R) Platinum 8480+")
+    assert kind == "Intel Xeon" and ref["seconds"] == 89.2
+    assert bench.reference_for("AMD EPYC 9R14")[1]["seconds"] == 85.7
+    kind, ref = bench.reference_for("Apple M2")
+    assert "none for this CPU" in kind and ref is bench.REFERENCE
+    paper = {**bench.PAPER, "order": "second", "peak_rss_gb": 7.3, "device": "CPU"}
+    # 65 s: within 3/4 of the Xeon's 89.2 s (66.9 s), not of the EPYC's 85.7 s (64.3 s)
+    assert bench.verdict({**paper, "step_median_s": 65.0}, bench.reference_for("Intel Xeon")[1]).endswith("met")
+    assert bench.verdict({**paper, "step_median_s": 65.0}, bench.reference_for("AMD EPYC")[1]).endswith("MISSED")
+    assert bench.verdict({**paper, "order": "first", "step_median_s": 29.0}, ref).endswith("MISSED")  # > 85.7 / 3
+    info = {"cpu_model": "Intel(R) Xeon(R) Processor"}
+    text = bench.markdown([_result(bench, threads="2/1")], info, "t")
+    assert "Reference (Intel Xeon)" in text and "<= 66.9 s" in text and "| 2/1 |" in text
+
+
+def test_thread_settings_are_shown_only_when_set(bench):
+    assert not any("threads" in v for v in bench._variations(bench.PAPER))
+    spec = bench._apply_sets(bench.PAPER, ["intra_op_threads=0", "inter_op_threads=2"])
+    assert "threads inter/intra 2/TF" in bench.describe({**spec, "order": "first"})
