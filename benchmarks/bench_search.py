@@ -130,6 +130,26 @@ def step_lock(path):
             fcntl.lockf(handle, fcntl.LOCK_UN)
 
 
+def build_model(spec: dict, order: str):
+    """The search model of a configuration ``spec`` (``PAPER``'s keys), built for ``order``."""
+    from emodarts_tf.config import ExperimentConfig, SearchConfig, SearchSpaceConfig
+    from emodarts_tf.search.runner import build_search_model
+
+    space = SearchSpaceConfig(
+        init_channels=spec["init_channels"], cnn_cells=spec["cnn_cells"], cnn_nodes=spec["cnn_nodes"],
+        stem_multiplier=spec["stem_multiplier"], cnn_ops=spec["cnn_ops"], seq_cells=spec["seq_cells"],
+        seq_nodes=spec["seq_nodes"], seq_ops=spec["seq_ops"], seq_hidden=spec.get("seq_hidden"),
+    )  # fmt: skip
+    config = ExperimentConfig(
+        space=space,
+        search=SearchConfig(order=order, batch_size=spec["batch"], epochs=50, jit_compile=spec.get("jit", False),
+                            recompute_cnn=spec.get("recompute_cnn", True), seq_grouped=spec.get("seq_grouped", True),
+                            recompute_seq=spec.get("recompute_seq", True), eager_updates=spec.get("eager_updates")),
+    )
+    shape = (spec["n_mfcc"], spec["frames"], 1)
+    return build_search_model(config, shape, spec["classes"], steps_per_epoch=100)
+
+
 def worker(spec: dict) -> list:
     """Build the search model of ``spec`` once; for each order: first step (trace + compile), then timed steps.
 
@@ -142,29 +162,16 @@ def worker(spec: dict) -> list:
     import numpy as np
     import tensorflow as tf
 
-    from emodarts_tf.config import ExperimentConfig, SearchConfig, SearchSpaceConfig
-    from emodarts_tf.search.runner import build_search_model
     from emodarts_tf.utils.threads import configure_threads
 
     plan = configure_threads(spec.get("inter_op_threads"), spec.get("intra_op_threads"))
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
-    space = SearchSpaceConfig(
-        init_channels=spec["init_channels"], cnn_cells=spec["cnn_cells"], cnn_nodes=spec["cnn_nodes"],
-        stem_multiplier=spec["stem_multiplier"], cnn_ops=spec["cnn_ops"], seq_cells=spec["seq_cells"],
-        seq_nodes=spec["seq_nodes"], seq_ops=spec["seq_ops"], seq_hidden=spec.get("seq_hidden"),
-    )  # fmt: skip
     orders = spec["orders"]
-    config = ExperimentConfig(
-        space=space,
-        search=SearchConfig(order=orders[0], batch_size=spec["batch"], epochs=50, jit_compile=spec.get("jit", False),
-                            recompute_cnn=spec.get("recompute_cnn", True), seq_grouped=spec.get("seq_grouped", True),
-                            recompute_seq=spec.get("recompute_seq", True), eager_updates=spec.get("eager_updates")),
-    )
     shape = (spec["n_mfcc"], spec["frames"], 1)
     t0 = time.perf_counter()
-    model = build_search_model(config, shape, spec["classes"], steps_per_epoch=100)
+    model = build_model(spec, orders[0])
     build_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)
 

@@ -8,16 +8,15 @@ Usage::
 
 The configuration is built as ``benchmarks/bench_search.py`` builds it (``--set KEY=VALUE`` changes one
 of its keys), with TensorFlow's thread pools sized as the commands size them (``emodarts_tf.utils.threads``;
-``--set intra_op_threads=0 --set inter_op_threads=0`` for TensorFlow's defaults). After a first, untimed step (tracing and compiling), ``--steps`` steps run under
-``tf.profiler.experimental``; the trace (``XSpace``) is read back and every TensorFlow op event of the host
-threads is grouped by op type. Each event's **self time** is its duration minus the time of the events
+``--set intra_op_threads=0 --set inter_op_threads=0`` for TensorFlow's defaults). After a first, untimed
+step (tracing and compiling), ``--steps`` steps run under ``tf.profiler.experimental``; the trace
+(``XSpace``) is read back and every TensorFlow op event of the host threads is grouped by op type. Each event's **self time** is its duration minus the time of the events
 nested in it on the same thread (a function call or a ``While`` holds the ops it runs), so the op types'
 self times add up to the busy time of the executor threads, without counting a nested op twice (work an op
 hands to TensorFlow's intra-op pool runs on other threads and is counted in the op's own duration). Several
 threads run ops at once (inter-op parallelism), so the busy time can exceed the wall time; the table gives
 each type's share of the busy time, its call count and its mean time per call.
 
-Ops of the same type are also grouped by shape class where the profiler records one (``--by-shape``).
 Writes a Markdown table to ``--out`` (default: printed only) and the raw figures as JSON beside it.
 """
 from __future__ import annotations
@@ -33,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_search import PAPER, QUICK, _apply_sets  # noqa: E402
+from bench_search import PAPER, QUICK, _apply_sets, build_model  # noqa: E402
 
 from emodarts_tf.utils.machine import machine_info  # noqa: E402
 
@@ -70,7 +69,7 @@ def self_times(events: list) -> list:
 
 
 def aggregate(xspace) -> dict:
-    """Self time (s), calls and total time per op type over the host plane's threads of an ``XSpace``."""
+    """Self time (s) and calls per op type over the host plane's threads of an ``XSpace``."""
     totals = collections.defaultdict(lambda: {"self_s": 0.0, "calls": 0})
     for plane in xspace.planes:
         if not plane.name.startswith("/host:CPU"):
@@ -105,24 +104,11 @@ def profile(spec: dict, order: str, steps: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from emodarts_tf.config import ExperimentConfig, SearchConfig, SearchSpaceConfig
-    from emodarts_tf.search.runner import build_search_model
     from emodarts_tf.utils.threads import configure_threads
 
     plan = configure_threads(spec.get("inter_op_threads"), spec.get("intra_op_threads"))
-    space = SearchSpaceConfig(
-        init_channels=spec["init_channels"], cnn_cells=spec["cnn_cells"], cnn_nodes=spec["cnn_nodes"],
-        stem_multiplier=spec["stem_multiplier"], cnn_ops=spec["cnn_ops"], seq_cells=spec["seq_cells"],
-        seq_nodes=spec["seq_nodes"], seq_ops=spec["seq_ops"], seq_hidden=spec.get("seq_hidden"),
-    )  # fmt: skip
-    config = ExperimentConfig(
-        space=space,
-        search=SearchConfig(order=order, batch_size=spec["batch"], epochs=50,
-                            recompute_cnn=spec.get("recompute_cnn", True), seq_grouped=spec.get("seq_grouped", True),
-                            recompute_seq=spec.get("recompute_seq", True), eager_updates=spec.get("eager_updates")),
-    )
     shape = (spec["n_mfcc"], spec["frames"], 1)
-    model = build_search_model(config, shape, spec["classes"], steps_per_epoch=100)
+    model = build_model(spec, order)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((spec["batch"],) + shape).astype("float32"))
     y = tf.constant(rng.integers(0, spec["classes"], spec["batch"]).astype("int32"))
