@@ -247,6 +247,10 @@ class RecipeConfig:
     # After selecting the epoch on the validation speakers, train a fresh model on the training and
     # validation speakers together for that many epochs; it is the model tested and saved.
     refit: bool = False
+    # Speed perturbation (Ko et al., 2015): factors f of copies of each training utterance played f times
+    # faster (pitch and formants x f, as another speaker); every epoch each training example is drawn from
+    # the original or one of its copies, uniformly. Empty: off.
+    speed_perturb: list = field(default_factory=list)
 
 
 @dataclass
@@ -370,14 +374,22 @@ def parse_override(text: str) -> dict:
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
     """A benchmark's ``--variant NAME=key=value[,key=value...]`` (``NAME=`` for the config as it is): the
-    name (letters, digits, ``-``, ``_``; it names a run folder) and its ``key=value`` overrides."""
+    name (letters, digits, ``-``, ``_``; it names a run folder) and its ``key=value`` overrides, split at the
+    commas outside brackets, so that a list value stays whole (``speed=recipe.speed_perturb=[0.9,1.1]``)."""
     if "=" not in text:
         raise ValueError(f"--variant {text!r}: expected NAME=key=value[,key=value...] (or NAME= for none)")
     name, rest = text.split("=", 1)
     name = name.strip()
     if not name or not all(c.isalnum() or c in "-_" for c in name):
         raise ValueError(f"--variant {text!r}: the name must be letters, digits, '-' or '_'")
-    overrides = [item.strip() for item in rest.split(",") if item.strip()]
+    items, depth, start = [], 0, 0
+    for i, c in enumerate(rest):
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(c, 0)
+        if c == "," and depth == 0:
+            items.append(rest[start:i])
+            start = i + 1
+    items.append(rest[start:])
+    overrides = [item.strip() for item in items if item.strip()]
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"--variant {text!r}: {item!r} is not key=value")

@@ -11,6 +11,7 @@ Modules (each one idea):
 - ``prepare``: ``prepare(config, out_dir)`` -> ``PreparedCorpus`` (records.csv, folds.json, prepared.json);
   import the function from the module (``from emodarts_tf.data.prepare import prepare``).
 - ``pipeline``: ``make_fold_data(prepared, k, config)`` -> ``FoldData`` with ``tf.data`` views.
+- ``perturbation``: speed-perturbed copies of training utterances (``recipe.speed_perturb``), cached.
 
 The names below are importable from here; TensorFlow is only imported when the pipeline is used.
 """

@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from emodarts_tf.config import ExperimentConfig, SpecAugmentConfig
+from emodarts_tf.data.perturbation import check_speed_factors
 from emodarts_tf.data.protocols import validation_speakers
 from emodarts_tf.data.records import Fold
 
@@ -158,6 +159,10 @@ class FoldData:
     image_name: str = "mfcc"  # the input name of the image stream in two-stream batches
     # The search's (weights, alphas) indices into the train part; None: stratified by label over utterances.
     search_index: tuple | None = None
+    # recipe.speed_perturb: part ("train", "val") -> float32 (factors, n, n_mfcc, frames, 1), the part's
+    # utterances played at each speed factor, normalised as the utterances of other speakers; None: none.
+    _x_speed: dict | None = field(default=None, repr=False)
+    speed_factors: tuple = ()
 
     def __post_init__(self):
         if self.search_index is None:
@@ -242,12 +247,15 @@ class FoldData:
         if not self.val_paths:
             raise ValueError(f"fold {self.fold.index} ({self.fold.name}): no validation part to add to training")
         frames = None if self._f is None else {**self._f, "train": np.concatenate([self._f["train"], self._f["val"]])}
+        speed = None if self._x_speed is None else {
+            **self._x_speed, "train": np.concatenate([self._x_speed["train"], self._x_speed["val"]], axis=1)}
         return replace(
             self,
             train_paths=self.train_paths + self.val_paths,
             _x={**self._x, "train": np.concatenate([self._x["train"], self._x["val"]])},
             _y={**self._y, "train": np.concatenate([self._y["train"], self._y["val"]])},
             _f=frames,
+            _x_speed=speed,
             _tensors={},
         )
 
@@ -295,6 +303,13 @@ class FoldData:
             per_class, weights=weights, seed=seed, rerandomize_each_iteration=True
         ).take(self.size(part))
 
+    def _versions_tensor(self, source: str):
+        """``(1 + factors, n, ...)``: the part's images, then each speed factor's copies."""
+        key = f"{source}+speed"
+        if key not in self._tensors:
+            self._tensors[key] = tf.constant(np.concatenate([self._x[source][np.newaxis], self._x_speed[source]]))
+        return self._tensors[key]
+
     def dataset(
         self,
         part: str,
@@ -304,10 +319,18 @@ class FoldData:
         repeat: bool = False,
         seed: int = 0,
         balanced: bool = False,
+        versions: bool = False,
     ) -> tf.data.Dataset:
         """Batches of a part. ``repeat`` makes it infinite with full batches only (a static batch size);
-        ``balanced`` draws classes uniformly (as many examples per pass as the part holds)."""
+        ``balanced`` draws classes uniformly (as many examples per pass as the part holds); ``versions``
+        takes each example from the original or one of its speed-perturbed copies (``recipe.speed_perturb``),
+        uniformly, from a stateless RNG seeded per batch (the same batches from run to run)."""
         part = self._part(part)
+        if versions and (self._x_speed is None or part not in self._x_speed):
+            raise ValueError(
+                f"fold {self.fold.index} ({self.fold.name}): no speed-perturbed copies of the {part} part; "
+                "make_fold_data makes them when recipe.speed_perturb lists factors"
+            )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, received {batch_size!r}")
         n = self.size(part)
@@ -330,17 +353,33 @@ class FoldData:
         def gather(idx):
             return tf.nest.map_structure(lambda t: tf.gather(t, idx), x_all), tf.gather(y_all, idx)
 
-        ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if versions:
+            every = self._versions_tensor(source)
+            count = int(every.shape[0])
+            seeds = tf.data.Dataset.random(seed=seed + 6007, rerandomize_each_iteration=True).batch(2)
+
+            def gather_version(idx, seed_pair):
+                pair = tf.cast(seed_pair % (2**31 - 1), tf.int32)
+                which = tf.random.stateless_uniform(tf.shape(idx), seed=pair, maxval=count, dtype=tf.int32)
+                rows = tf.stack([tf.cast(which, tf.int64), tf.cast(idx, tf.int64)], axis=-1)
+                return tf.gather_nd(every, rows), tf.gather(y_all, idx)
+
+            ds = tf.data.Dataset.zip((ds, seeds)).map(gather_version, num_parallel_calls=tf.data.AUTOTUNE,
+                                                      deterministic=True)  # fmt: skip
+        else:
+            ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if augment and self.spec_augment.enabled:
             ds = ds.map(self._augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def train(
-        self, batch_size: int, shuffle: bool = True, augment: bool = True, repeat: bool = False, balanced: bool = False
+        self, batch_size: int, shuffle: bool = True, augment: bool = True, repeat: bool = False, balanced: bool = False,
+        versions: bool = False,
     ) -> tf.data.Dataset:
         """Training batches: shuffled per epoch (seeded), SpecAugment when ``data.spec_augment.enabled``,
-        classes drawn uniformly when ``balanced``."""
-        return self.dataset("train", batch_size, shuffle, augment, repeat, seed=self.seed, balanced=balanced)
+        classes drawn uniformly when ``balanced``, original or speed-perturbed utterances with ``versions``."""
+        return self.dataset("train", batch_size, shuffle, augment, repeat, seed=self.seed, balanced=balanced,
+                            versions=versions)  # fmt: skip
 
     def val(self, batch_size: int) -> tf.data.Dataset:
         return self.dataset("val", batch_size, shuffle=False)
@@ -430,8 +469,11 @@ def speaker_normalised_features(prepared, paths: list, statistics: dict | None =
     return normalise_per_speaker(prepared.features(paths), who, statistics)
 
 
-def make_fold_data(prepared, fold_index: int, config: ExperimentConfig) -> FoldData:
-    """Load fold ``fold_index`` (1-based) of ``prepared`` and normalise it with its train-part statistics."""
+def make_fold_data(prepared, fold_index: int, config: ExperimentConfig, speed_copies: bool = True) -> FoldData:
+    """Load fold ``fold_index`` (1-based) of ``prepared`` and normalise it with its train-part statistics.
+
+    With ``recipe.speed_perturb`` (and ``speed_copies``; the search does without them) the train and
+    validation parts also get their speed-perturbed copies (:func:`speed_copies`)."""
     data = config.data
     fold = prepared.fold(fold_index)
     val_speakers = validation_speakers(fold, prepared.records, data.val_fraction, config.seed)
@@ -467,6 +509,13 @@ def make_fold_data(prepared, fold_index: int, config: ExperimentConfig) -> FoldD
         x_parts[part] = norm(features(paths)) if paths else np.zeros((0, *prepared.input_shape), np.float32)
     frames = _frames_stream(prepared, data.normalize, train_paths, val_paths, test_paths,
                             [speaker[p] for p in fold.train + test_paths], speaker)
+    factors = check_speed_factors(config.recipe.speed_perturb) if speed_copies else []
+    x_speed = None
+    if factors:
+        if frames:
+            raise ValueError("recipe.speed_perturb: the frame-level stream of a two-stream corpus has no "
+                             "speed-perturbed copies; set recipe.speed_perturb: []")  # fmt: skip
+        x_speed = speed_copies_of(prepared, config, factors, {"train": train_paths, "val": val_paths}, norm)
     y_parts = {
         "train": prepared.labels(train_paths),
         "val": prepared.labels(val_paths),
@@ -500,8 +549,52 @@ def make_fold_data(prepared, fold_index: int, config: ExperimentConfig) -> FoldD
         _x=x_parts,
         _y=y_parts,
         search_index=search_index,
+        _x_speed=x_speed,
+        speed_factors=tuple(factors),
         **frames,
     )
+
+
+def speed_copies_of(prepared, config: ExperimentConfig, factors: list, parts: dict, norm) -> dict:
+    """``{part: float32 (len(factors), n, *input_shape)}``: the utterances of each part of ``parts``
+    (``{name: paths}``) played at each speed factor (:mod:`emodarts_tf.data.perturbation`; extracted into the
+    feature cache once), normalised as ``data.normalize`` asks and then by ``norm`` (the fold's train-part
+    statistics). With ``normalize: speaker`` each factor's copies of a speaker are another speaker: z-scored
+    with the statistics of that speaker's copies. A copy that cannot be computed is reported, and the
+    original utterance stands in for it."""
+    from emodarts_tf.data.cache import FeatureCache
+    from emodarts_tf.data.perturbation import speed_extractor
+
+    data = config.data
+    speaker = {r.path: r.speaker for r in prepared.records}
+    speakers = sorted({speaker[p] for paths in parts.values() for p in paths})
+    own = [r.path for r in prepared.records if r.speaker in set(speakers)]  # their statistics need every utterance
+    out = {part: [] for part in parts}
+    for factor in factors:
+        cache = FeatureCache(data.cache_dir, speed_extractor(prepared.feature_config, factor))
+        errors = cache.extract(own, workers=data.workers, progress=True, lock_timeout_s=data.lock_timeout_s)
+        for path, problem in sorted(errors.items()):
+            log.warning("%s: no copy at speed %g (%s); the original utterance stands in for it", path, factor, problem)
+
+        def load(paths, cache=cache, errors=errors):
+            x = np.array(prepared.features(paths), dtype=np.float32)
+            done = [i for i, p in enumerate(paths) if p not in errors]
+            if done:
+                x[done] = cache.load([paths[i] for i in done])
+            return x
+
+        statistics = None
+        if data.normalize == "speaker":
+            statistics = per_speaker_statistics(prepared.records, load, speakers)
+        for part, paths in parts.items():
+            if not paths:
+                out[part].append(np.zeros((0, *prepared.input_shape), np.float32))
+                continue
+            x = load(paths)
+            if statistics is not None:
+                x = normalise_per_speaker(x, [speaker[p] for p in paths], statistics)
+            out[part].append(norm(x))
+    return {part: np.stack(arrays) for part, arrays in out.items()}
 
 
 def _warn_missing_classes(fold: Fold, labels: np.ndarray, search_index: tuple, classes: list) -> None:

@@ -10,6 +10,10 @@ Parts (each off at its neutral value):
 - ``class_balanced``: each training example is drawn by first drawing a class uniformly, then an
   example of that class; an epoch keeps the number of batches of one pass over the training part.
   UA weighs every class equally; balanced batches make the loss do the same.
+- ``speed_perturb``: each training example of a batch is the original utterance or one of its copies played
+  ``f`` times faster (a factor of the list), drawn uniformly per example and batch
+  (:mod:`emodarts_tf.data.perturbation`; the copies' maps are extracted and cached once, and normalised as
+  the utterances of another speaker).
 - ``time_shift``: every training example is shifted in time by a uniform whole number of frames in
   ``[-s, s]`` with ``s = round(time_shift * frames)``; vacated frames are 0, the training mean after
   normalisation (what padding of a shorter utterance also looks like).
@@ -62,6 +66,9 @@ def check_recipe(recipe: RecipeConfig) -> None:
         raise ValueError(f"recipe.ema: expected a momentum in [0, 1) (0 = off), received {recipe.ema!r}")
     if not 0.0 <= recipe.swa <= 1.0:
         raise ValueError(f"recipe.swa: expected a share of the epochs in [0, 1] (0 = off), received {recipe.swa!r}")
+    from emodarts_tf.data.perturbation import check_speed_factors
+
+    check_speed_factors(recipe.speed_perturb)
     if recipe.swa > 0 and recipe.ema > 0:
         raise ValueError(f"recipe.swa={recipe.swa!r} and recipe.ema={recipe.ema!r}: two weight averages; set one of them to 0")
 
@@ -166,8 +173,10 @@ def train_dataset(fold_data, batch_size: int, recipe: RecipeConfig, augment: boo
 
     check_recipe(recipe)
     num_classes = len(fold_data.classes)
-    balanced = {"balanced": True} if recipe.class_balanced else {}
-    ds = fold_data.train(batch_size, shuffle=True, augment=augment, **balanced)
+    options = {"balanced": True} if recipe.class_balanced else {}
+    if recipe.speed_perturb and augment:
+        options["versions"] = True
+    ds = fold_data.train(batch_size, shuffle=True, augment=augment, **options)
     max_shift = shift_frames(recipe, fold_data.input_shape[1])
     seeds = tf.data.Dataset.random(seed=int(getattr(fold_data, "seed", 0)) + 4099, rerandomize_each_iteration=True)
 

@@ -102,7 +102,8 @@ def training_fingerprint(genotype, config: ExperimentConfig, classes: list) -> d
         "space": asdict(retrain_space(config)),
         # train.strategy changes where the run executes, not what it computes: a run may resume under another.
         "train": {k: v for k, v in asdict(config.train).items() if k != "strategy"},
-        "recipe": asdict(config.recipe),
+        # Fields at their neutral value are left out, so that checkpoints from before they existed still resume.
+        "recipe": {k: v for k, v in asdict(config.recipe).items() if not (k == "speed_perturb" and not v)},
         "features": asdict(config.features),
         **({"frames": asdict(config.frames)} if genotype.streams is not None else {}),
         "classes": list(classes),
@@ -190,7 +191,8 @@ def train_genotype_fold(
             "genotype_source": genotype_source,
             "space": asdict(space),
             "train": asdict(train),
-            "recipe": asdict(config.recipe),
+            # Fields at their neutral value are left out, so that checkpoints from before they existed still resume.
+        "recipe": {k: v for k, v in asdict(config.recipe).items() if not (k == "speed_perturb" and not v)},
             "features": asdict(config.features),
             **({"frames": asdict(config.frames)} if genotype.streams is not None else {}),
             "corpus": corpus,

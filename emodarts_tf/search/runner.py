@@ -218,8 +218,12 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def config_differences(old: dict, new: dict) -> list:
-    """Keys whose values differ between two config dicts, ignoring what a resume may change."""
-    a, b = _flatten(old), _flatten(new)
+    """Keys whose values differ between two config dicts, ignoring what a resume may change. A key that one
+    of them lacks (a setting added since the search started) counts as its default."""
+    from emodarts_tf.config import ExperimentConfig
+
+    defaults = _flatten(asdict(ExperimentConfig()))
+    a, b = ({**{k: v for k, v in defaults.items() if k not in d}, **d} for d in (_flatten(old), _flatten(new)))
     keys = sorted(set(a) | set(b))
     return [
         k for k in keys
@@ -400,7 +404,7 @@ def run_search(
     if two_stream(config) and not getattr(prepared, "frames_shape", None):
         raise ValueError("search.method emotionnas: the prepared corpus has no frame-level stream; prepare it with "
                          "two_stream=True")
-    fold_data = make_fold_data(prepared, int(fold_index), config)
+    fold_data = make_fold_data(prepared, int(fold_index), config, speed_copies=False)
     fold = fold_data.fold
     train_speakers = sorted(str(x) for x in fold.train_speakers)
     val_speakers = sorted(str(x) for x in fold_data.val_speakers)

@@ -85,3 +85,14 @@ def test_the_setting_is_not_part_of_what_a_resumed_search_must_match():
     # what a search computes still counts
     wider = dataclasses.replace(config, search=dataclasses.replace(config.search, batch_size=16))
     assert config_differences(config.to_dict(), wider.to_dict()) == ["search.batch_size"]
+
+
+def test_a_setting_added_since_a_search_started_counts_as_its_default():
+    from emodarts_tf.search.runner import config_differences
+
+    config = load_config("cpu")
+    old = config.to_dict()
+    del old["data"]["search_split"]  # a search.json written before the setting existed
+    assert config_differences(old, config.to_dict()) == []
+    changed = dataclasses.replace(config, data=dataclasses.replace(config.data, search_split="speaker"))
+    assert config_differences(old, changed.to_dict()) == ["data.search_split"]

@@ -38,6 +38,8 @@ def test_variants_cannot_change_the_shared_prepared_corpus(ablation):
     assert ablation.parse_variant("wide=train.init_channels=16,train.seq_hidden=64") == \
         ("wide", ["train.init_channels=16", "train.seq_hidden=64"])
     assert ablation.parse_variant("base=") == ("base", [])
+    assert ablation.parse_variant("speed=recipe.speed_perturb=[0.9,1.1],recipe.swa=0.5") == \
+        ("speed", ["recipe.speed_perturb=[0.9,1.1]", "recipe.swa=0.5"])
     assert ablation.parse_variant("spk=data.normalize=speaker") == ("spk", ["data.normalize=speaker"])
     for bad in ("tp2=features.time_pool=2", "all=train.epochs=3,data.classes=[all]"):
         with pytest.raises(SystemExit, match="changes the prepared corpus"):

@@ -151,7 +151,8 @@ def test_label_smoothing_loss_equals_hand_computation():
 
 @pytest.mark.parametrize(
     "bad",
-    [{"label_smoothing": 1.0}, {"mixup": -0.1}, {"time_shift": 0.6}, {"ema": 1.0}, {"class_balanced": "yes"}, {"refit": 1}],
+    [{"label_smoothing": 1.0}, {"mixup": -0.1}, {"time_shift": 0.6}, {"ema": 1.0}, {"class_balanced": "yes"}, {"refit": 1},
+     {"speed_perturb": [1.0]}, {"speed_perturb": 0.9}],
 )
 def test_bad_recipe_values_are_named(bad):
     key = next(iter(bad))
@@ -344,3 +345,25 @@ def test_swa_average_survives_a_kill(tmp_path, fold1, mini_config):
     assert len(first.epochs) == 3 and len(second.epochs) == 2
     assert metrics["swa"] == {"first_epoch": 3, "epochs_averaged": 3}
     _assert_weights_are_the_mean_of(load_model_dir(tmp_path / "f").model, [first.epochs[2], *second.epochs])
+
+
+def test_fit_fold_trains_and_refits_on_speed_perturbed_copies(tmp_path, mini_prepared, mini_config):
+    """The whole loop with recipe.speed_perturb: the selection run and the refit (train + validation speakers,
+    copies included) train, and the copies reach the batches."""
+    import dataclasses
+
+    from emodarts_tf.data.pipeline import make_fold_data
+    from emodarts_tf.evaluation.fitting import fit_fold
+    from eval_helpers import standin_builder, standin_info
+
+    recipe = RecipeConfig(speed_perturb=[0.9, 1.1], refit=True, mixup=0.2)
+    config = dataclasses.replace(mini_config, recipe=recipe)
+    fold = make_fold_data(mini_prepared, 1, config)
+    assert fold._x_speed["train"].shape == (2, fold.size("train"), *fold.input_shape)
+    originals = {x.tobytes() for x in fold.arrays("train")[0]}
+    drawn = [x.tobytes() for batch, _ in recipes.train_dataset(fold, 4, dataclasses.replace(recipe, mixup=0.0)) for x in batch.numpy()]
+    assert any(x not in originals for x in drawn)
+    metrics = fit_fold(standin_builder(fold.input_shape, len(fold.classes)), fold, tmp_path / "f", epochs=2,
+                       batch_size=4, optimizer=keras.optimizers.SGD(0.05), recipe=recipe,
+                       extra_info=standin_info(config))  # fmt: skip
+    assert (tmp_path / "f" / "refit").is_dir() and 0.0 <= metrics["ua"] <= 1.0
