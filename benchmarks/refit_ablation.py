@@ -53,7 +53,7 @@ def inner_folds(prepared, config) -> dict:
 
     folds = {}
     for fold in prepared.folds:
-        outer = make_fold_data(prepared, fold.index, config)
+        outer = make_fold_data(prepared, fold.index, config, speed_copies=False)  # its paths only
         held_out = list(outer.val_speakers)
         folds[fold.index] = replace(
             fold,

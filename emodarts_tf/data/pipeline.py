@@ -473,7 +473,7 @@ def make_fold_data(prepared, fold_index: int, config: ExperimentConfig, speed_co
     """Load fold ``fold_index`` (1-based) of ``prepared`` and normalise it with its train-part statistics.
 
     With ``recipe.speed_perturb`` (and ``speed_copies``; the search does without them) the train and
-    validation parts also get their speed-perturbed copies (:func:`speed_copies`)."""
+    validation parts also get their speed-perturbed copies (:func:`speed_copies_of`)."""
     data = config.data
     fold = prepared.fold(fold_index)
     val_speakers = validation_speakers(fold, prepared.records, data.val_fraction, config.seed)
@@ -568,7 +568,8 @@ def speed_copies_of(prepared, config: ExperimentConfig, factors: list, parts: di
     data = config.data
     speaker = {r.path: r.speaker for r in prepared.records}
     speakers = sorted({speaker[p] for paths in parts.values() for p in paths})
-    own = [r.path for r in prepared.records if r.speaker in set(speakers)]  # their statistics need every utterance
+    wanted = set(speakers)
+    own = [r.path for r in prepared.records if r.speaker in wanted]  # their statistics need every utterance
     out = {part: [] for part in parts}
     for factor in factors:
         cache = FeatureCache(data.cache_dir, speed_extractor(prepared.feature_config, factor))

@@ -291,9 +291,11 @@ def fit_fold(
         aux_weight: loss weight of ``aux_logits`` when the model has that output.
         drop_path: final drop-path probability, reached linearly from 0 over ``epochs`` (DARTS); set on
             the layers that support it (``search_space.network.set_drop_path_rate``).
-        augment: SpecAugment masking of training batches (when ``data.spec_augment`` is enabled).
+        augment: SpecAugment masking of training batches (when ``data.spec_augment`` is enabled); the recipe's
+            parts (``recipe``) apply either way.
         recipe: the shared training recipe (``config.RecipeConfig``: balanced batches, time shift, mixup,
-            label smoothing, EMA, weight averaging, refit; ``evaluation.recipe``); None: every part off.
+            label smoothing, EMA, weight averaging, refit, speed perturbation; ``evaluation.recipe``); None: every
+            part off.
             With ``recipe.swa`` the model kept is the average of the last epochs' weights, not the best
             validation epoch's, and there is no early stopping.
         jit_compile: XLA for the training step.

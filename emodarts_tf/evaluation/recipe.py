@@ -174,7 +174,7 @@ def train_dataset(fold_data, batch_size: int, recipe: RecipeConfig, augment: boo
     check_recipe(recipe)
     num_classes = len(fold_data.classes)
     options = {"balanced": True} if recipe.class_balanced else {}
-    if recipe.speed_perturb and augment:
+    if recipe.speed_perturb:  # a part of the recipe, like mixup: not gated by ``augment`` (SpecAugment)
         options["versions"] = True
     ds = fold_data.train(batch_size, shuffle=True, augment=augment, **options)
     max_shift = shift_frames(recipe, fold_data.input_shape[1])
