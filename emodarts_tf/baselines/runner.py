@@ -351,7 +351,7 @@ def retrain_fold(
         "family": hypermodel.family,
         "hyperparameters": values,
         "training": {k: getattr(bl, k) for k in ("epochs", "batch_size", "patience", "augment", "jit_compile")},
-        "recipe": asdict(config.recipe),
+        "recipe": recipes.recipe_fingerprint(config.recipe),
         "features": asdict(config.features),
         "seed": config.seed,
     }

@@ -73,6 +73,14 @@ def check_recipe(recipe: RecipeConfig) -> None:
         raise ValueError(f"recipe.swa={recipe.swa!r} and recipe.ema={recipe.ema!r}: two weight averages; set one of them to 0")
 
 
+def recipe_fingerprint(recipe: RecipeConfig) -> dict:
+    """The recipe as a resumed training must match it. Parts added since a checkpoint was written are left out
+    while they are off (``speed_perturb`` empty), so that such checkpoints still resume."""
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(recipe).items() if not (k == "speed_perturb" and not v)}
+
+
 def swa_start_epoch(recipe: RecipeConfig, epochs: int) -> int | None:
     """The first epoch (1-based) whose weights enter the recipe's weight average, or None without one."""
     if recipe.swa <= 0:

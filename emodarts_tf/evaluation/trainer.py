@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from emodarts_tf.config import ExperimentConfig, TrainConfig
+from emodarts_tf.evaluation.recipe import recipe_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,7 @@ def training_fingerprint(genotype, config: ExperimentConfig, classes: list) -> d
         "space": asdict(retrain_space(config)),
         # train.strategy changes where the run executes, not what it computes: a run may resume under another.
         "train": {k: v for k, v in asdict(config.train).items() if k != "strategy"},
-        # Fields at their neutral value are left out, so that checkpoints from before they existed still resume.
-        "recipe": {k: v for k, v in asdict(config.recipe).items() if not (k == "speed_perturb" and not v)},
+        "recipe": recipe_fingerprint(config.recipe),
         "features": asdict(config.features),
         **({"frames": asdict(config.frames)} if genotype.streams is not None else {}),
         "classes": list(classes),
@@ -191,8 +191,7 @@ def train_genotype_fold(
             "genotype_source": genotype_source,
             "space": asdict(space),
             "train": asdict(train),
-            # Fields at their neutral value are left out, so that checkpoints from before they existed still resume.
-        "recipe": {k: v for k, v in asdict(config.recipe).items() if not (k == "speed_perturb" and not v)},
+            "recipe": asdict(config.recipe),
             "features": asdict(config.features),
             **({"frames": asdict(config.frames)} if genotype.streams is not None else {}),
             "corpus": corpus,

@@ -367,3 +367,11 @@ def test_fit_fold_trains_and_refits_on_speed_perturbed_copies(tmp_path, mini_pre
                        batch_size=4, optimizer=keras.optimizers.SGD(0.05), recipe=recipe,
                        extra_info=standin_info(config))  # fmt: skip
     assert (tmp_path / "f" / "refit").is_dir() and 0.0 <= metrics["ua"] <= 1.0
+
+
+def test_recipe_fingerprint_leaves_out_speed_perturbation_only_while_it_is_off():
+    from dataclasses import asdict
+
+    off = recipes.recipe_fingerprint(RecipeConfig(mixup=0.2))
+    assert "speed_perturb" not in off and off == {k: v for k, v in asdict(RecipeConfig(mixup=0.2)).items() if k != "speed_perturb"}
+    assert recipes.recipe_fingerprint(RecipeConfig(speed_perturb=[0.9]))["speed_perturb"] == [0.9]
