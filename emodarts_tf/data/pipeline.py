@@ -577,21 +577,25 @@ def speed_copies_of(prepared, config: ExperimentConfig, factors: list, parts: di
         for path, problem in sorted(errors.items()):
             log.warning("%s: no copy at speed %g (%s); the original utterance stands in for it", path, factor, problem)
 
-        def load(paths, cache=cache, errors=errors):
-            x = np.array(prepared.features(paths), dtype=np.float32)
-            done = [i for i, p in enumerate(paths) if p not in errors]
-            if done:
-                x[done] = cache.load([paths[i] for i in done])
-            return x
+        # Every utterance of the parts' speakers, read once: the copies, or the originals that stand in.
+        copies = np.zeros((len(own), *prepared.input_shape[:2]), np.float32)
+        done = [i for i, p in enumerate(own) if p not in errors]
+        failed = [i for i, p in enumerate(own) if p in errors]
+        if done:
+            copies[done] = cache.load([own[i] for i in done])
+        if failed:
+            copies[failed] = prepared.features([own[i] for i in failed])
+        row = {p: i for i, p in enumerate(own)}
 
-        statistics = None
-        if data.normalize == "speaker":
-            statistics = per_speaker_statistics(prepared.records, load, speakers)
+        def rows(paths, copies=copies, row=row):
+            return copies[[row[p] for p in paths]]
+
+        statistics = per_speaker_statistics(prepared.records, rows, speakers) if data.normalize == "speaker" else None
         for part, paths in parts.items():
             if not paths:
                 out[part].append(np.zeros((0, *prepared.input_shape), np.float32))
                 continue
-            x = load(paths)
+            x = rows(paths)
             if statistics is not None:
                 x = normalise_per_speaker(x, [speaker[p] for p in paths], statistics)
             out[part].append(norm(x))
