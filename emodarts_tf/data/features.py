@@ -304,6 +304,18 @@ def extract_mfcc(path: str | os.PathLike, cfg: FeatureConfig) -> np.ndarray:
     return mfcc_from_waveform(load_audio(path, cfg), cfg)
 
 
+def map_from_waveform(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """The map of ``cfg.kind`` of a waveform at ``cfg.sample_rate`` and of ``cfg.duration_s``:
+    :func:`mfcc_from_waveform` or :func:`~emodarts_tf.data.spectrogram.spectrogram_from_waveform`."""
+    if cfg.kind == "spectrogram":
+        from emodarts_tf.data.spectrogram import spectrogram_from_waveform
+
+        return spectrogram_from_waveform(y, cfg)
+    if cfg.kind != "mfcc":
+        raise ValueError(f"features.kind: expected one of {list(FEATURE_KINDS)}, received {cfg.kind!r}")
+    return mfcc_from_waveform(y, cfg)
+
+
 def extract_features(path: str | os.PathLike, cfg: FeatureConfig) -> np.ndarray:
     """The map of ``cfg.kind`` for one file: :func:`extract_mfcc` or
     :func:`~emodarts_tf.data.spectrogram.extract_spectrogram`; shape :func:`feature_shape` ``(cfg)``."""

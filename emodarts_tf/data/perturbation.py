@@ -59,15 +59,6 @@ def speed_perturb(y: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def map_from_waveform(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """The map of ``cfg.kind`` of a waveform already at ``cfg.sample_rate`` and of ``features.duration_s``."""
-    if cfg.kind == "spectrogram":
-        from emodarts_tf.data.spectrogram import spectrogram_from_waveform
-
-        return spectrogram_from_waveform(y, cfg)
-    return F.mfcc_from_waveform(y, cfg)
-
-
 def extract_speed_perturbed(path, cfg: FeatureConfig, factor: float) -> np.ndarray:
     """The map of ``path`` played ``factor`` times faster, cut or zero-padded to ``features.duration_s``
     afterwards (as :func:`~emodarts_tf.data.features.extract_features` does for the original).
@@ -79,7 +70,7 @@ def extract_speed_perturbed(path, cfg: FeatureConfig, factor: float) -> np.ndarr
 
     y = speed_perturb(F.read_audio(path, cfg.sample_rate), cfg.sample_rate, factor)
     y = librosa.util.fix_length(y, size=F.num_samples(cfg))
-    return map_from_waveform(y, cfg)
+    return F.map_from_waveform(y, cfg)
 
 
 def speed_extractor(cfg: FeatureConfig, factor: float):
