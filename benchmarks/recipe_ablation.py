@@ -12,6 +12,12 @@ own weights (how good training ends, without selection). Compare a weight averag
         --genotype random:2 --variant base= --variant ema=recipe.ema=0.99 --out runs/ablation
 
 A variant is ``name=key=value,key=value`` (``name=`` for the config as it is). Reruns reuse finished folds.
+``--genotype`` is ``random:N``, a genotype JSON (every fold), or a search output directory: each fold retrains
+the genotype its own search selected (as ``cli/train.py --genotype DIR``; a two-stream EmotionNAS search prepares
+both streams), so that retraining settings of a searched run are ablated on its cells::
+
+    python benchmarks/recipe_ablation.py --config emotionnas --genotype runs/en/search \
+        --variant base= --variant heads=train.stream_heads=0.5 --out runs/en-ablation
 
 Runs of several invocations (say, one genotype seed each) are compared pairwise with ``--table``: every
 variant against ``base`` on the same (run, genotype, fold) pairs, validation speakers only::
@@ -45,6 +51,21 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
             raise SystemExit(f"--variant {text!r}: {key} changes the prepared corpus, which every variant shares; "
                              "give it with --set in a separate --out and compare the runs with --table")
     return name, overrides
+
+
+def fold_genotypes(spec: str, prepared, folds: list, config, seed: int) -> list[dict]:
+    """The genotypes to retrain, each as ``{fold: Genotype}``: for a search output directory one, each fold's own
+    searched genotype (checked as ``cli/train.py`` checks it: no leak of the fold's test speakers); for
+    ``random:N`` or a genotype JSON file, each genotype on every fold."""
+    from emodarts_tf.evaluation.genotype_source import genotypes_for_folds
+    from emodarts_tf.search_space.random_genotype import genotypes_from_spec
+
+    if Path(spec).is_dir():
+        chosen = genotypes_for_folds(spec, [f for f in prepared.folds if f.index in folds], prepared.corpus,
+                                     prepared.protocol, choice="search")  # fmt: skip
+        return [{k: c.genotype for k, c in chosen.items()}]
+    return [dict.fromkeys(folds, g)
+            for g in genotypes_from_spec(spec, config.space, seed, config.search.max_skip)]
 
 
 def _fold_figures(fold_dir: Path) -> tuple[float, float] | None:
@@ -97,7 +118,9 @@ def main() -> int:
     parser.add_argument("--config", default="cpu")
     parser.add_argument("--data", default="emodb")
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"))
-    parser.add_argument("--genotype", default="random:2", help="a genotype JSON, or random:N (sampled from the config's space)")
+    parser.add_argument("--genotype", default="random:2",
+                        help="random:N (sampled from the config's space), a genotype JSON, or a search output directory "
+                             "(each fold its own searched genotype)")
     parser.add_argument("--genotype-seed", type=int, default=0)
     parser.add_argument("--variant", action="append", default=[], help="NAME=key=value,... (repeatable)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every variant")
@@ -108,8 +131,8 @@ def main() -> int:
     from emodarts_tf.config import load_config
     from emodarts_tf.data.pipeline import make_fold_data
     from emodarts_tf.data.prepare import prepare
+    from emodarts_tf.evaluation.genotype_source import spec_is_two_stream
     from emodarts_tf.evaluation.trainer import train_genotype_fold
-    from emodarts_tf.search_space.random_genotype import genotypes_from_spec
     from emodarts_tf.utils.io import read_json
     from emodarts_tf.utils.logs import setup_logging
     from emodarts_tf.utils.threads import configure_threads
@@ -120,9 +143,10 @@ def main() -> int:
     base = load_config(args.config, overrides=args.overrides,
                        updates={"data": {"corpus": args.data, "root": args.root}})  # fmt: skip
     configure_threads(base.runtime.inter_op_threads, base.runtime.intra_op_threads)
-    prepared = prepare(base, progress=False)
+    searched = Path(args.genotype).is_dir()
+    prepared = prepare(base, progress=False, two_stream=searched and spec_is_two_stream(args.genotype))
     folds = [f.index for f in prepared.folds] if args.folds == "all" else [int(k) for k in args.folds.split(",")]
-    genotypes = genotypes_from_spec(args.genotype, base.space, args.genotype_seed, base.search.max_skip)
+    genotypes = fold_genotypes(args.genotype, prepared, folds, base, args.genotype_seed)
     out = Path(args.out)
     rows = []
     for name, overrides in variants:
@@ -130,11 +154,11 @@ def main() -> int:
                              updates={"data": {"corpus": args.data, "root": args.root}})  # fmt: skip
         best, last5, seconds = [], [], 0.0
         start = time.perf_counter()
-        for g, genotype in enumerate(genotypes, 1):
+        for g, per_fold in enumerate(genotypes, 1):
             for k in folds:
                 fold_dir = out / name / f"g{g}" / f"fold{k}"
                 fold_data = make_fold_data(prepared, k, config)
-                metrics = train_genotype_fold(genotype, config, fold_data, fold_dir, corpus=prepared.corpus,
+                metrics = train_genotype_fold(per_fold[k], config, fold_data, fold_dir, corpus=prepared.corpus,
                                               protocol=prepared.protocol, genotype_source=f"ablation g{g}")  # fmt: skip
                 history = read_json(fold_dir / "history.json")
                 best.append(metrics["val"]["ua"])

@@ -214,6 +214,9 @@ class TrainConfig:
     grad_clip: float = 5.0
     drop_path: float = 0.0
     aux_weight: float = 0.0  # > 0 adds the auxiliary head after the 2/3 reduction cell
+    # EmotionNAS: > 0 gives each of the two streams its own classifier before the fusion, its loss weighted by this
+    # (each stream is also asked to classify alone; ignored when one stream is retrained).
+    stream_heads: float = 0.0
     patience: int = 10  # early stopping on validation UA
     init_channels: Optional[int] = None  # None: space.init_channels
     cnn_cells: Optional[int] = None  # None: space.cnn_cells

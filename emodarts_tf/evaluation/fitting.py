@@ -7,7 +7,8 @@ scored and reported the same way.
 What it does, in order:
 
 1. ``build_model()`` -> an uncompiled ``keras.Model`` whose output is logits, or a dict with ``logits``
-   (and ``aux_logits`` for an auxiliary head, weighted by ``aux_weight`` in the loss);
+   and auxiliary outputs ``aux_*`` trained on the same targets (``aux_logits``, an auxiliary head weighted by
+   ``aux_weight`` in the loss; others weighted by ``output_weights``); only ``logits`` is scored and saved;
 2. compiles it with sparse categorical cross-entropy on logits and the optimizer;
 3. resumes from ``fold_dir/checkpoint/`` when a previous run was killed: weights, optimizer state (so
    the learning-rate schedule continues), history, best epoch and early-stopping counter;
@@ -75,9 +76,10 @@ def _output_keys(model) -> list | None:
     if isinstance(out, dict):
         if "logits" not in out:
             raise ValueError(f"model {model.name!r}: dict output needs a 'logits' entry, received keys {sorted(out)}")
-        unknown = sorted(set(out) - {"logits", "aux_logits"})
+        unknown = sorted(k for k in out if k != "logits" and not str(k).startswith("aux_"))
         if unknown:
-            raise ValueError(f"model {model.name!r}: unexpected output(s) {unknown}; expected 'logits' and optionally 'aux_logits'")
+            raise ValueError(f"model {model.name!r}: unexpected output(s) {unknown}; expected 'logits' and "
+                             "optionally auxiliary outputs named 'aux_*'")
         return sorted(out)
     if isinstance(out, (list, tuple)):
         raise ValueError(f"model {model.name!r}: expected a logits output or a dict with 'logits', received {len(out)} outputs")
@@ -101,6 +103,17 @@ def fold_finished(fold_dir: str | Path) -> bool:
     return (Path(fold_dir) / METRICS_FILE).is_file()
 
 
+def _loss_weights(keys: list, aux_weight: float, output_weights: dict | None, model_name: str) -> dict:
+    """The loss weight of each output: 1 for ``logits``, ``aux_weight`` for ``aux_logits``, ``output_weights``
+    for the other auxiliary outputs (each must be given)."""
+    weights = {"logits": 1.0, "aux_logits": float(aux_weight), **{k: float(v) for k, v in (output_weights or {}).items()}}
+    missing = [k for k in keys if k not in weights]
+    if missing:
+        raise ValueError(f"model {model_name!r}: output(s) {missing} have no loss weight; pass them in output_weights "
+                         f"(received {sorted(output_weights or {})})")
+    return {k: weights[k] for k in keys}
+
+
 def _fresh_optimizer(optimizer):
     """An unused optimizer like ``optimizer``: a factory is returned as it is, an optimizer instance is
     rebuilt from its config (its learning rate or schedule included)."""
@@ -122,6 +135,7 @@ def _train_phase(
     optimizer,
     patience: int | None,
     aux_weight: float,
+    output_weights: dict | None,
     drop_path: float,
     augment: bool,
     recipe,
@@ -160,7 +174,7 @@ def _train_phase(
                           jit_compile=jit_compile)  # fmt: skip
         else:
             losses = {k: recipes.training_loss(recipe) for k in keys}
-            weights = {k: (1.0 if k == "logits" else float(aux_weight)) for k in keys}
+            weights = _loss_weights(keys, aux_weight, output_weights, model.name)
             model.compile(optimizer=opt, loss=losses, loss_weights=weights, metrics={"logits": [recipes.training_accuracy()]},
                           jit_compile=jit_compile)  # fmt: skip
 
@@ -261,6 +275,7 @@ def fit_fold(
     patience: int | None = 10,
     resume: bool = True,
     aux_weight: float = 0.0,
+    output_weights: dict | None = None,
     drop_path: float = 0.0,
     augment: bool = False,
     recipe=None,
@@ -275,7 +290,8 @@ def fit_fold(
 
     Args:
         build_model: ``() -> keras.Model``, uncompiled; input normalised MFCCs ``(batch, *input_shape)``,
-            output logits ``(batch, classes)`` or a dict ``{"logits", "aux_logits"}``.
+            output logits ``(batch, classes)`` or a dict ``{"logits", "aux_*" ...}`` (auxiliary outputs, trained
+            on the same targets and not scored).
         fold_data: a ``data.pipeline.FoldData`` (``train(batch_size, shuffle, augment, repeat)``,
             ``val(batch_size)``, ``test(batch_size)``, ``labels(part)``, ``mean``, ``std``, ``classes``,
             ``input_shape``, ``fold``, ``val_speakers``).
@@ -289,6 +305,8 @@ def fit_fold(
         resume: continue from ``fold_dir/checkpoint`` if present and return at once if ``metrics.json``
             exists; ``False`` deletes both and starts over.
         aux_weight: loss weight of ``aux_logits`` when the model has that output.
+        output_weights: ``{output name: loss weight}`` of the model's other auxiliary outputs (e.g. the stream
+            heads of ``build_fixed_two_stream``); an auxiliary output without a weight is an error.
         drop_path: final drop-path probability, reached linearly from 0 over ``epochs`` (DARTS); set on
             the layers that support it (``search_space.network.set_drop_path_rate``).
         augment: SpecAugment masking of training batches (when ``data.spec_augment`` is enabled); the recipe's
@@ -353,8 +371,9 @@ def fit_fold(
         raise ValueError(f"{label}: the validation part is empty; early stopping needs validation speakers")
     recipe = recipe if recipe is not None else RecipeConfig()
     recipes.check_recipe(recipe)
-    common = dict(batch_size=batch_size, aux_weight=aux_weight, drop_path=drop_path, augment=augment, recipe=recipe,
-                  jit_compile=jit_compile, callbacks=callbacks, strategy=strategy)  # fmt: skip
+    common = dict(batch_size=batch_size, aux_weight=aux_weight, output_weights=output_weights, drop_path=drop_path,
+                  augment=augment, recipe=recipe, jit_compile=jit_compile, callbacks=callbacks,
+                  strategy=strategy)  # fmt: skip
     model, state = _train_phase(build_model, fold_data, fold_dir, checkpoint, epochs=epochs, ramp_epochs=epochs,
                                 keep_last=False, optimizer=optimizer, patience=patience, fingerprint=fingerprint,
                                 label=label, **common)  # fmt: skip

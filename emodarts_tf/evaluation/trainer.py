@@ -14,6 +14,8 @@ scratch:
 - the shared recipe of ``config.recipe`` (balanced batches, time shift, mixup, label smoothing, EMA);
 - drop-path ``train.drop_path`` on the CNN cells, raised linearly from 0 over the epochs (DARTS);
 - auxiliary head after the last reduction cell when ``train.aux_weight > 0``, its loss weighted by it;
+- a two-stream network with ``train.stream_heads > 0``: a classifier per stream before the fusion, each loss
+  weighted by it (``build_fixed_two_stream(stream_heads=True)``); the saved model keeps the fused logits only;
 - early stopping on validation UA with ``train.patience``; optional XLA and mixed precision.
 """
 from __future__ import annotations
@@ -63,14 +65,16 @@ def sgd_factory(train: TrainConfig) -> Callable[[int], object]:
 
 
 def build_genotype_network(genotype, space, input_shape, num_classes: int, drop_path: float = 0.0, aux: bool = False,
-                           name: str = "emodarts"):
+                           name: str = "emodarts", stream_heads: bool = False):
     """The fixed network of ``genotype``: ``build_fixed_network`` for an emoDARTS genotype (one MFCC input),
     ``build_fixed_two_stream`` for a two-stream EmotionNAS genotype (``input_shape`` a dict of the inputs;
-    the fusion is the genotype's, whatever ``space.fusion`` says)."""
+    the fusion is the genotype's, whatever ``space.fusion`` says; ``stream_heads`` as there)."""
     from emodarts_tf.search_space.network import build_fixed_network
     from emodarts_tf.search_space.two_stream import build_fixed_two_stream
 
     if genotype.streams is None:
+        if stream_heads:
+            raise ValueError("stream_heads: expected False for an emoDARTS (one-stream) genotype, received True")
         if isinstance(input_shape, dict):
             raise ValueError("genotype: an emoDARTS (one-stream) genotype cannot read two input streams")
         return build_fixed_network(genotype, space, tuple(input_shape), num_classes, drop_path=drop_path, aux=aux,
@@ -84,7 +88,21 @@ def build_genotype_network(genotype, space, input_shape, num_classes: int, drop_
                          f"data provide {sorted(input_shape)}; train it with the features config of its search "
                          "(features.kind)")
     return build_fixed_two_stream(genotype, dataclasses.replace(space, fusion=genotype.fusion), input_shape,
-                                  num_classes, drop_path=drop_path, aux=aux, name=name)
+                                  num_classes, drop_path=drop_path, aux=aux, stream_heads=stream_heads, name=name)
+
+
+def stream_head_weights(genotype, train) -> dict:
+    """``{stream head output: loss weight}`` of the retrained network (``train.stream_heads`` for each stream of a
+    genotype that reads two); empty when off or with one stream."""
+    from emodarts_tf.search_space.two_stream import stream_head_name
+
+    weight = train.stream_heads
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+        raise ValueError(f"train.stream_heads: expected a loss weight >= 0, received {weight!r}")
+    streams = genotype.stream_cells if genotype.streams is not None else {}
+    if not train.stream_heads or len(streams) < 2:
+        return {}
+    return {stream_head_name(name): float(train.stream_heads) for name in streams}
 
 
 def retrain_space(config: ExperimentConfig):
@@ -173,14 +191,17 @@ def train_genotype_fold(
     genotype.validate(genotype_source or "genotype")
     if train.fusion is not None and train.fusion != genotype.fusion:
         genotype = genotype.with_fusion(train.fusion)
+    head_weights = stream_head_weights(genotype, train)
+    if train.stream_heads and not head_weights:
+        log.info("train.stream_heads=%s: not used, the retrained network has one stream", train.stream_heads)
 
     with precision_policy(bool(train.mixed_precision)):
         seed_everything(int(config.seed) * 1000 + fold_index)
 
         def build():
             return build_genotype_network(genotype, space, input_shape, len(classes), drop_path=float(train.drop_path),
-                                          aux=train.aux_weight > 0, name="emodarts" if genotype.streams is None
-                                          else "emotionnas")  # fmt: skip
+                                          aux=train.aux_weight > 0, stream_heads=bool(head_weights),
+                                          name="emodarts" if genotype.streams is None else "emotionnas")  # fmt: skip
 
         complexity = {}
         if not (fold_dir / "metrics.json").is_file() or not resume:
@@ -212,6 +233,7 @@ def train_genotype_fold(
             patience=train.patience,
             resume=resume,
             aux_weight=float(train.aux_weight),
+            output_weights=head_weights,
             drop_path=float(train.drop_path),
             augment=True,
             recipe=config.recipe,

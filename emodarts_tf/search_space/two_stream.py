@@ -442,6 +442,7 @@ def build_fixed_two_stream(
     drop_path: float = 0.0,
     aux: bool = False,
     supplement_heads: int = 1,
+    stream_heads: bool = False,
     name: str = "emotionnas",
 ) -> keras.Model:
     """The discrete EmotionNAS network of ``genotype`` as a Functional ``keras.Model`` with named inputs.
@@ -462,10 +463,15 @@ def build_fixed_two_stream(
         aux: add the auxiliary head on the image stream (after its last reduction cell), as
             ``build_fixed_network``.
         supplement_heads: attention heads of the information supplement.
+        stream_heads: give each of the two streams a classifier of its own on its time-pooled sequence before
+            the fusion (:func:`stream_head_name`: ``aux_spectrogram`` or ``aux_mfcc``, and ``aux_frames``), so
+            that a training loss can ask each stream to classify alone as well (deep supervision of each
+            stream, the multi-task form of Wang et al.'s gradient blending, CVPR 2020). Needs both streams.
         name: the model's name.
 
     Returns:
-        A model ``{input name: tensor} -> logits`` (float32), or ``-> {"logits", "aux_logits"}`` when ``aux``.
+        A model ``{input name: tensor} -> logits`` (float32), or, with ``aux`` or ``stream_heads``, ``-> {"logits",
+        "aux_logits" (aux), "aux_<input>" (stream_heads)}``.
     """
     if not isinstance(genotype, Genotype):
         raise ValueError(f"genotype: expected a Genotype, received {type(genotype).__name__}")
@@ -478,8 +484,11 @@ def build_fixed_two_stream(
     drop_path = check_rate(drop_path, "drop_path")
     aux = check_bool(aux, "aux")
     supplement_heads = check_int(supplement_heads, "supplement_heads")
+    stream_heads = check_bool(stream_heads, "stream_heads")
     image_input = next((n for n in CNN_STREAMS if n in shapes), None)
     has_frames = FRAMES_STREAM in shapes
+    if stream_heads and not (image_input and has_frames):
+        raise ValueError(f"stream_heads: expected False with one stream (fusion {fusion!r}), received True")
     if image_input and shapes[image_input][0] is None:
         raise ValueError(f"input_shapes[{image_input!r}]: expected a fixed frequency size, "
                          f"received {shapes[image_input]!r}")
@@ -504,6 +513,14 @@ def build_fixed_two_stream(
     if has_frames:
         b = keras.layers.Dense(units, name="frames_projection")(inputs[FRAMES_STREAM])
         b = fixed_seq_cells(genotype, space, b, units)
+    heads = {}
+    if stream_heads:
+        for input_name, stream, pool_name in ((image_input, a, "image"), (FRAMES_STREAM, b, "frames")):
+            own = TimePooling(space.pooling, name=f"{pool_name}_head_pool")(stream)
+            own = keras.layers.Dropout(space.dropout, name=f"{pool_name}_head_dropout")(own)
+            heads[stream_head_name(input_name)] = keras.layers.Dense(
+                num_classes, dtype=logits_dtype(keras.config.dtype_policy().compute_dtype),
+                name=stream_head_name(input_name))(own)
     supplement = None
     if fusion == "supplement":
         check_num_heads(supplement_heads, units)
@@ -515,5 +532,13 @@ def build_fixed_two_stream(
     pooled = keras.layers.Dropout(space.dropout, name="dropout")(pooled)
     logits = keras.layers.Dense(num_classes, dtype=logits_dtype(keras.config.dtype_policy().compute_dtype),
                                 name="logits")(pooled)
-    outputs = {"logits": logits, "aux_logits": aux_logits} if aux else logits
+    outputs = logits
+    if aux or heads:
+        outputs = {"logits": logits, **({"aux_logits": aux_logits} if aux else {}), **heads}
     return keras.Model(inputs, outputs, name=name)
+
+
+def stream_head_name(input_name: str) -> str:
+    """The output of the classifier of one stream alone (``build_fixed_two_stream(stream_heads=True)``):
+    ``aux_<input name>``."""
+    return f"aux_{input_name}"

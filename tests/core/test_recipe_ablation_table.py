@@ -44,3 +44,41 @@ def test_variants_cannot_change_the_shared_prepared_corpus(ablation):
     for bad in ("tp2=features.time_pool=2", "all=train.epochs=3,data.classes=[all]"):
         with pytest.raises(SystemExit, match="changes the prepared corpus"):
             ablation.parse_variant(bad)
+
+
+def test_a_search_directory_gives_each_fold_its_own_searched_genotype(ablation, tmp_path):
+    import dataclasses
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from emodarts_tf.config import SearchSpaceConfig, load_config
+    from emodarts_tf.data.records import Fold
+    from emodarts_tf.evaluation.genotype_source import GenotypeLeakError
+    from emodarts_tf.search_space.random_genotype import sample_genotype
+
+    space = SearchSpaceConfig(cnn_cells=3, cnn_nodes=2, seq_cells=1, seq_nodes=2)
+    folds = [Fold(index=k, name=f"f{k}", train_speakers=["a", "b", "c"][:k] + ["x"], test_speakers=[f"t{k}"])
+             for k in (1, 2)]
+    searched = {}
+    for fold in folds:
+        genotype = dataclasses.replace(sample_genotype(space, np.random.default_rng(fold.index)),
+                                       meta={"fold": fold.index, "corpus": "c", "protocol": "p",
+                                             "train_speakers": fold.train_speakers})
+        (tmp_path / "search" / f"fold{fold.index}").mkdir(parents=True)
+        genotype.save(tmp_path / "search" / f"fold{fold.index}" / "genotype.json")
+        searched[fold.index] = genotype
+    assert searched[1].normal != searched[2].normal or searched[1].seq != searched[2].seq
+    prepared = SimpleNamespace(folds=folds, corpus="c", protocol="p")
+    config = load_config("cpu")
+    sets = ablation.fold_genotypes(str(tmp_path / "search"), prepared, [1, 2], config, 0)
+    assert len(sets) == 1 and {k: g.to_dict()["normal"] for k, g in sets[0].items()} == \
+        {k: g.to_dict()["normal"] for k, g in searched.items()}
+    # a fold whose test speaker the search saw is refused, as by cli/train.py
+    leaky = dataclasses.replace(searched[1], meta={**searched[1].meta, "train_speakers": ["t2"], "fold": 2})
+    leaky.save(tmp_path / "search" / "fold2" / "genotype.json")
+    with pytest.raises(GenotypeLeakError):
+        ablation.fold_genotypes(str(tmp_path / "search"), prepared, [1, 2], config, 0)
+    # random:N: each genotype on every fold
+    drawn = ablation.fold_genotypes("random:2", prepared, [1, 2], config, 0)
+    assert len(drawn) == 2 and all(d[1] is d[2] for d in drawn) and drawn[0][1] is not drawn[1][1]

@@ -121,6 +121,53 @@ def test_bad_arguments(tmp_path, fold1):
         fit_fold(build, fold1, tmp_path / "x", epochs=0, batch_size=8, optimizer=keras.optimizers.Adam())
 
 
+def _two_head_builder(input_shape, num_classes: int, extra: str = "aux_extra"):
+    """The stand-in CNN with a second classifier ``extra`` on the same features."""
+
+    def build():
+        inputs = keras.Input(tuple(input_shape), name="mfcc")
+        x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inputs, {"logits": keras.layers.Dense(num_classes, name="logits")(x),
+                                    extra: keras.layers.Dense(num_classes, name=extra)(x)}, name="two_heads")
+
+    return build
+
+
+def test_auxiliary_outputs_are_trained_with_their_loss_weight_and_left_out_of_the_saved_model(tmp_path, fold1,
+                                                                                             mini_config):
+    build = _two_head_builder(fold1.input_shape, 4)
+    with pytest.raises(ValueError, match=r"output\(s\) \['aux_extra'\] have no loss weight"):
+        fit_fold(build, fold1, tmp_path / "none", epochs=1, batch_size=8, optimizer=keras.optimizers.Adam())
+    with pytest.raises(ValueError, match=r"unexpected output\(s\) \['extra'\]"):
+        fit_fold(_two_head_builder(fold1.input_shape, 4, "extra"), fold1, tmp_path / "bad", epochs=1, batch_size=8,
+                 optimizer=keras.optimizers.Adam())
+    moved = {}
+    for weight in (0.0, 1.0):
+        keras.utils.set_random_seed(0)
+        record = _KernelAtEnd("aux_extra")
+        fit_fold(build, fold1, tmp_path / f"w{weight}", epochs=1, batch_size=8, optimizer=keras.optimizers.Adam(1e-2),
+                 output_weights={"aux_extra": weight}, callbacks=[record], extra_info=standin_info(mini_config))
+        assert not isinstance(load_model_dir(tmp_path / f"w{weight}").model.output, dict)  # the logits only
+        moved[weight] = float(np.abs(record.end - record.start).max())
+    # with weight 0 no gradient reaches the extra head; with weight 1 it is trained
+    assert moved[0.0] == 0.0 and moved[1.0] > 1e-3
+
+
+class _KernelAtEnd(keras.callbacks.Callback):
+    """The kernel of one layer at the start and at the end of training."""
+
+    def __init__(self, layer: str):
+        super().__init__()
+        self.layer = layer
+
+    def on_train_begin(self, logs=None):
+        self.start = np.array(self.model.get_layer(self.layer).kernel)
+
+    def on_train_end(self, logs=None):
+        self.end = np.array(self.model.get_layer(self.layer).kernel)
+
+
 class _StopInSecondFit(keras.callbacks.Callback):
     """Simulates a kill after epoch ``n`` of the second ``fit`` (the refit)."""
 

@@ -451,3 +451,54 @@ def test_with_fusion_keeps_the_searched_cells_of_the_streams_it_reads():
         frames.with_fusion("supplement")
     with pytest.raises(ValueError, match="single-stream"):
         Genotype.from_dict(_v1_dict()).with_fusion("concat")
+
+
+# ------------------------------------------------------------------------------- stream heads
+def _copy_by_layer_name(source, target, renames=None) -> int:
+    """Copy every weighted layer of ``target`` from the layer of ``source`` with the same name (or the name in
+    ``renames``); returns how many layers were copied."""
+    renames = renames or {}
+    copied = 0
+    for layer in target.layers:
+        if layer.weights:
+            layer.set_weights(source.get_layer(renames.get(layer.name, layer.name)).get_weights())
+            copied += 1
+    return copied
+
+
+@pytest.mark.parametrize("fusion", ["supplement", "concat"])
+def test_stream_heads_equal_each_stream_alone_and_leave_the_fused_logits_unchanged(fusion):
+    space = _space(fusion, dropout=0.3)
+    net = TwoStreamSearchBackbone(space, SHAPES, num_classes=3)
+    genotype = net.derive_genotype(_alphas(net, seed=2))
+    keras.utils.set_random_seed(0)
+    model = build_fixed_two_stream(genotype, space, SHAPES, 3, stream_heads=True)
+    assert sorted(model.output) == ["aux_frames", "aux_spectrogram", "logits"]
+    x = _x(seed=5)
+    out = model(x, training=False)
+    # the fused logits: the network without heads, with the same weights
+    plain = build_fixed_two_stream(genotype, space, SHAPES, 3)
+    assert _copy_by_layer_name(model, plain) == len([layer for layer in plain.layers if layer.weights])
+    np.testing.assert_allclose(plain(x, training=False), out["logits"], rtol=1e-5, atol=1e-6)
+    # each head: that stream's network alone (its own fusion), its classifier the head
+    for stream, head in (("spectrogram", "aux_spectrogram"), ("frames", "aux_frames")):
+        alone = build_fixed_two_stream(genotype.with_fusion(stream), _space(stream, dropout=0.3), SHAPES, 3)
+        _copy_by_layer_name(model, alone, renames={"logits": head})
+        np.testing.assert_allclose(alone({stream: x[stream]}, training=False), out[head], rtol=1e-5, atol=1e-6)
+    assert out["aux_frames"].dtype == "float32"
+
+
+def test_stream_heads_need_two_streams_and_the_trainer_weights_them():
+    from emodarts_tf.config import TrainConfig
+    from emodarts_tf.evaluation.trainer import stream_head_weights
+
+    net = TwoStreamSearchBackbone(TINY, SHAPES, num_classes=3)
+    genotype = net.derive_genotype(_alphas(net))
+    with pytest.raises(ValueError, match="stream_heads: expected False with one stream \\(fusion 'frames'\\)"):
+        build_fixed_two_stream(genotype.with_fusion("frames"), _space("frames"), SHAPES, 3, stream_heads=True)
+    train = TrainConfig(stream_heads=0.5)
+    assert stream_head_weights(genotype, train) == {"aux_spectrogram": 0.5, "aux_frames": 0.5}
+    assert stream_head_weights(genotype.with_fusion("frames"), train) == {}
+    assert stream_head_weights(genotype, TrainConfig()) == {}
+    with pytest.raises(ValueError, match="train.stream_heads: expected a loss weight >= 0, received -1"):
+        stream_head_weights(genotype, TrainConfig(stream_heads=-1))
