@@ -17,7 +17,9 @@ update), timed after a first step that traces and compiles the graph (reported s
 Reference (the PyTorch emoDARTS at its defaults, second-order, batch 16), timed per machine kind
 (``REFERENCES``): 85.7 s per step and 23.1 GB on a 2-core AMD EPYC, 89.2 s on a 2-core Intel Xeon (Sapphire
 Rapids). Targets against the reference of the machine's kind: second-order <= 3/4 of its time and <= 8 GB;
-first-order <= 1/3 of its time. TensorFlow's thread pools follow ``emodarts_tf.utils.threads`` as in the
+first-order <= 1/3 of its time. Machines of one kind differ (docs/performance.md): the reference timed side by
+side on the same machine, given as ``--reference-seconds`` (and ``--reference-rss-gb``), replaces the stored
+figure. TensorFlow's thread pools follow ``emodarts_tf.utils.threads`` as in the
 commands (``--set intra_op_threads=0 --set inter_op_threads=0`` for TensorFlow's defaults).
 
 Figures that compare across machines: each run also measures the machine's fp32 GEMM throughput
@@ -64,6 +66,17 @@ def reference_for(cpu_model: str | None) -> tuple:
         if all(word.lower() in text for word in kind.split()):
             return kind, ref
     return "none for this CPU (AMD EPYC's)", REFERENCE
+
+
+def side_by_side_reference(seconds: float, rss_gb: float | None, cpu_model: str | None) -> tuple:
+    """``(kind, reference)`` for the reference timed side by side on this machine (``--reference-seconds``):
+    it replaces the stored figure of the machine's kind, since machines of one kind differ (docs/performance.md)."""
+    if not seconds > 0:
+        raise SystemExit(f"--reference-seconds: expected a step time > 0, received {seconds!r}")
+    if rss_gb is not None and not rss_gb > 0:
+        raise SystemExit(f"--reference-rss-gb: expected a peak memory > 0, received {rss_gb!r}")
+    return "timed side by side", {"seconds": float(seconds), "rss_gb": rss_gb,
+                                  "machine": f"{cpu_model or 'this machine'}, timed side by side in this session"}
 
 
 def targets(reference: dict) -> dict:
@@ -447,8 +460,10 @@ def _flops_cells(r: dict) -> str:
     return f" {r['step_gflop']} | {r['achieved_gflops']} ({fraction}) |"
 
 
-def markdown(results: list, info: dict, title: str) -> str:
-    kind, reference = reference_for(info.get("cpu_model"))
+def markdown(results: list, info: dict, title: str, reference: tuple | None = None) -> str:
+    """The Markdown report; ``reference`` a ``(kind, reference)`` pair, by default the stored one of the machine's
+    kind (:func:`reference_for`)."""
+    kind, reference = reference or reference_for(info.get("cpu_model"))
     goal = targets(reference)
     lines = [f"## {title}", ""] + machine_lines(info)
     lines.append("| order | batch | input | C | cells (CNN+SeqNN) | nodes | SeqNN ops | step s (median) | first step s "
@@ -477,7 +492,8 @@ def markdown(results: list, info: dict, title: str) -> str:
             p = r["phases"]
             lines.append(f"| {describe(r)} | {p['forward']} | {p['fwd_bwd_alphas']} | {p['fwd_bwd_all']} |")
     lines += ["", f"Reference ({kind}): PyTorch emoDARTS, second-order, batch 16, on a {reference['machine']}: "
-              f"{reference['seconds']} s/step, {reference['rss_gb']} GB. Targets (CPU, batch 16, paper sizes): "
+              f"{reference['seconds']} s/step"
+              f"{', ' + str(reference['rss_gb']) + ' GB' if reference.get('rss_gb') else ''}. Targets (CPU, batch 16, paper sizes): "
               f"second-order <= {goal['second']['seconds']:.1f} s and <= {goal['second']['rss_gb']} GB; first-order "
               f"<= {goal['first']['seconds']:.1f} s. Threads: TensorFlow's inter-op / intra-op pools "
               "(emodarts_tf/utils/threads.py).", "",
@@ -543,6 +559,10 @@ def main(argv=None) -> int:
                         help="change the base configuration, e.g. --set seq_cells=1 (repeatable)")
     parser.add_argument("--out", help="Markdown output (JSON beside it)")
     parser.add_argument("--no-flops", action="store_true", help="skip the step FLOP count (it traces a forward)")
+    parser.add_argument("--reference-seconds", type=float, metavar="S",
+                        help="the PyTorch reference's step time timed side by side on this machine: judge against it "
+                             "instead of the stored figure of the machine's kind")
+    parser.add_argument("--reference-rss-gb", type=float, metavar="GB", help="its peak memory, with --reference-seconds")
     parser.add_argument("--gemm-n", type=int, default=2048, help="matrix size of the GEMM calibration (0: skip it)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--calibrate", type=int, help=argparse.SUPPRESS)
@@ -568,6 +588,10 @@ def main(argv=None) -> int:
 
     orders = [o for o in args.orders.split(",") if o]
     info = machine_info()
+    if args.reference_seconds is not None:
+        reference = side_by_side_reference(args.reference_seconds, args.reference_rss_gb, info.get("cpu_model"))
+    else:
+        reference = reference_for(info.get("cpu_model"))
     gpu = _gpu_visible()
     info["gpu"] = gpu or "none"
     print("machine:", json.dumps(info), flush=True)
@@ -599,19 +623,19 @@ def main(argv=None) -> int:
             if result.get("step_gflop") is not None:
                 extra += f", {result['step_gflop']} GFLOP/step, {result['achieved_gflops']} GFLOP/s achieved"
             extra += f", phases {result['phases']}" if result.get("phases") else ""
-            judged = verdict(result, reference_for(info.get("cpu_model"))[1])
+            judged = verdict(result, reference[1])
             extra += f"  [{judged}]" if judged else ""
             print(f"   {result['order']}: step {result['step_median_s']} s (steps {result['step_s']}), first step "
                   f"{result['first_step_s']} s, peak RSS {result['peak_rss_gb']} GB{extra}", flush=True)  # fmt: skip
     if args.gemm_n:
         info["gemm_after"] = calibrate(args.gemm_n)
         print(f"fp32 GEMM (after): {gemm_text(info['gemm_after'])}", flush=True)
-    reference = gemm_reference(info)
-    add_gemm_fractions(results, reference)
+    gemm = gemm_reference(info)
+    add_gemm_fractions(results, gemm)
     for r in results:
         if r.get("gemm_fraction") is not None:
             print(f"   {describe(r)}: {r['step_gflop']} GFLOP/step in {r['step_median_s']} s = {r['achieved_gflops']} "
-                  f"GFLOP/s, {100 * r['gemm_fraction']:.1f} % of the fp32 GEMM's {reference} GFLOP/s", flush=True)
+                  f"GFLOP/s, {100 * r['gemm_fraction']:.1f} % of the fp32 GEMM's {gemm} GFLOP/s", flush=True)
     suffix = ""
     if args.sets:  # a readable start and a hash of all the changes: distinct runs, distinct files
         import hashlib
@@ -620,7 +644,8 @@ def main(argv=None) -> int:
         suffix = f"_{text[:40]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"search_{mode}{suffix}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = markdown(results, info, f"Search step benchmark ({mode}{', ' + ', '.join(args.sets) if args.sets else ''})")
+    text = markdown(results, info, f"Search step benchmark ({mode}{', ' + ', '.join(args.sets) if args.sets else ''})",
+                    reference)
     out.write_text(text, encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps({"machine": info, "results": results}, indent=2), encoding="utf-8")
     print(text)

@@ -217,6 +217,9 @@ class TrainConfig:
     # EmotionNAS: > 0 gives each of the two streams its own classifier before the fusion, its loss weighted by this
     # (each stream is also asked to classify alone; ignored when one stream is retrained).
     stream_heads: float = 0.0
+    # EmotionNAS: in training, the probability that an example loses one whole stream before the fusion (modality
+    # dropout, ModDrop; ignored when one stream is retrained).
+    stream_dropout: float = 0.0
     patience: int = 10  # early stopping on validation UA
     init_channels: Optional[int] = None  # None: space.init_channels
     cnn_cells: Optional[int] = None  # None: space.cnn_cells

@@ -16,6 +16,8 @@ scratch:
 - auxiliary head after the last reduction cell when ``train.aux_weight > 0``, its loss weighted by it;
 - a two-stream network with ``train.stream_heads > 0``: a classifier per stream before the fusion, each loss
   weighted by it (``build_fixed_two_stream(stream_heads=True)``); the saved model keeps the fused logits only;
+- a two-stream network with ``train.stream_dropout > 0``: modality dropout before the fusion (``StreamDropout``),
+  the identity in inference;
 - early stopping on validation UA with ``train.patience``; optional XLA and mixed precision.
 """
 from __future__ import annotations
@@ -65,16 +67,20 @@ def sgd_factory(train: TrainConfig) -> Callable[[int], object]:
 
 
 def build_genotype_network(genotype, space, input_shape, num_classes: int, drop_path: float = 0.0, aux: bool = False,
-                           name: str = "emodarts", stream_heads: bool = False):
+                           name: str = "emodarts", stream_heads: bool = False, stream_dropout: float = 0.0):
     """The fixed network of ``genotype``: ``build_fixed_network`` for an emoDARTS genotype (one MFCC input),
     ``build_fixed_two_stream`` for a two-stream EmotionNAS genotype (``input_shape`` a dict of the inputs;
-    the fusion is the genotype's, whatever ``space.fusion`` says; ``stream_heads`` as there)."""
+    the fusion is the genotype's, whatever ``space.fusion`` says; ``stream_heads`` and ``stream_dropout`` as
+    there)."""
     from emodarts_tf.search_space.network import build_fixed_network
     from emodarts_tf.search_space.two_stream import build_fixed_two_stream
 
     if genotype.streams is None:
         if stream_heads:
             raise ValueError("stream_heads: expected False for an emoDARTS (one-stream) genotype, received True")
+        if stream_dropout:
+            raise ValueError(f"stream_dropout: expected 0 for an emoDARTS (one-stream) genotype, received "
+                             f"{stream_dropout}")
         if isinstance(input_shape, dict):
             raise ValueError("genotype: an emoDARTS (one-stream) genotype cannot read two input streams")
         return build_fixed_network(genotype, space, tuple(input_shape), num_classes, drop_path=drop_path, aux=aux,
@@ -88,7 +94,8 @@ def build_genotype_network(genotype, space, input_shape, num_classes: int, drop_
                          f"data provide {sorted(input_shape)}; train it with the features config of its search "
                          "(features.kind)")
     return build_fixed_two_stream(genotype, dataclasses.replace(space, fusion=genotype.fusion), input_shape,
-                                  num_classes, drop_path=drop_path, aux=aux, stream_heads=stream_heads, name=name)
+                                  num_classes, drop_path=drop_path, aux=aux, stream_heads=stream_heads,
+                                  stream_dropout=stream_dropout, name=name)
 
 
 def stream_head_weights(genotype, train) -> dict:
@@ -103,6 +110,16 @@ def stream_head_weights(genotype, train) -> dict:
     if not train.stream_heads or len(streams) < 2:
         return {}
     return {stream_head_name(name): float(train.stream_heads) for name in streams}
+
+
+def stream_dropout_rate(genotype, train) -> float:
+    """The modality dropout of the retrained network: ``train.stream_dropout`` for a genotype that reads two
+    streams, 0 when off or with one stream."""
+    from emodarts_tf.search_space.validation import check_rate
+
+    rate = check_rate(train.stream_dropout, "train.stream_dropout")
+    streams = genotype.stream_cells if genotype.streams is not None else {}
+    return rate if len(streams) >= 2 else 0.0
 
 
 def retrain_space(config: ExperimentConfig):
@@ -194,6 +211,9 @@ def train_genotype_fold(
     head_weights = stream_head_weights(genotype, train)
     if train.stream_heads and not head_weights:
         log.info("train.stream_heads=%s: not used, the retrained network has one stream", train.stream_heads)
+    stream_dropout = stream_dropout_rate(genotype, train)
+    if train.stream_dropout and not stream_dropout:
+        log.info("train.stream_dropout=%s: not used, the retrained network has one stream", train.stream_dropout)
 
     with precision_policy(bool(train.mixed_precision)):
         seed_everything(int(config.seed) * 1000 + fold_index)
@@ -201,6 +221,7 @@ def train_genotype_fold(
         def build():
             return build_genotype_network(genotype, space, input_shape, len(classes), drop_path=float(train.drop_path),
                                           aux=train.aux_weight > 0, stream_heads=bool(head_weights),
+                                          stream_dropout=stream_dropout,
                                           name="emodarts" if genotype.streams is None else "emotionnas")  # fmt: skip
 
         complexity = {}

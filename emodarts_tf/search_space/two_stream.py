@@ -8,6 +8,8 @@ parts of the emoDARTS networks in ``network.py``).
         -> mean over frequency: a sequence a (B, Ta, Ca)
     frames stream, input "frames": a frame-level embedding sequence (B, Tb, D) (openSMILE LLDs, wav2vec, ...)
         -> Dense to d -> seq_cells searched SeqNN cells over its own time axis: b (B, Tb, d)
+    retrained network, optionally: a classifier per stream (``stream_heads``) and modality dropout
+        (``StreamDropout``: one whole stream zeroed per training example with probability ``stream_dropout``)
     fusion (``space.fusion``):
         "supplement": InformationSupplement: both streams to width d, each attends over the other's time
             steps and adds what it reads through a learned gate; each time-pooled, concatenated
@@ -269,6 +271,52 @@ def _concatenate():
 
 
 @_register
+class StreamDropout(keras.layers.Layer):
+    """Modality dropout of a two-stream network (ModDrop: Neverova, Wolf, Taylor and Nebout, "ModDrop: adaptive
+    multi-modal gesture recognition", IEEE TPAMI 2016): in training, each example loses one whole stream with
+    probability ``rate`` (the image stream or the frames stream, each with ``rate / 2``; never both), so that the
+    fused classifier and the information supplement learn to work from either stream and cannot lean on the one
+    that fits the training speakers first. In inference it is the identity, and the kept streams are not rescaled:
+    a dropped stream reads as zero input, not as a stream of larger scale.
+
+    Args:
+        rate: probability in ``[0, 1)`` that an example loses one of its two streams.
+        seed: seed of the draws (``None``: from Keras' global seed, as ``keras.layers.Dropout``).
+
+    Call arguments:
+        inputs: ``[a, b]``, the two streams' sequences ``(B, Ta, ...)`` and ``(B, Tb, ...)`` (same batch).
+        training: drops only when true.
+    """
+
+    def __init__(self, rate: float, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = check_rate(rate, "stream_dropout")
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        a, b = inputs
+        if not training or self.rate == 0.0:
+            return [a, b]
+        u = keras.random.uniform((ops.shape(a)[0],), seed=self.seed_generator)
+
+        def keep(mask, like):
+            mask = ops.cast(ops.logical_not(mask), like.dtype)
+            return ops.reshape(mask, (-1,) + (1,) * (len(like.shape) - 1))
+
+        half = self.rate / 2.0
+        keep_a = keep(u < half, a)
+        keep_b = keep(ops.logical_and(u >= half, u < self.rate), b)
+        return [a * keep_a, b * keep_b]
+
+    def compute_output_shape(self, input_shape):
+        return [tuple(input_shape[0]), tuple(input_shape[1])]
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@_register
 class TwoStreamSearchBackbone(keras.layers.Layer):
     """The searchable EmotionNAS network (without its alphas): ``{image, frames}`` -> logits for given mixing
     weights, with ``SearchBackbone``'s protocol, so that ``SearchModel`` drives it unchanged.
@@ -443,6 +491,7 @@ def build_fixed_two_stream(
     aux: bool = False,
     supplement_heads: int = 1,
     stream_heads: bool = False,
+    stream_dropout: float = 0.0,
     name: str = "emotionnas",
 ) -> keras.Model:
     """The discrete EmotionNAS network of ``genotype`` as a Functional ``keras.Model`` with named inputs.
@@ -467,6 +516,9 @@ def build_fixed_two_stream(
             the fusion (:func:`stream_head_name`: ``aux_spectrogram`` or ``aux_mfcc``, and ``aux_frames``), so
             that a training loss can ask each stream to classify alone as well (deep supervision of each
             stream, the multi-task form of Wang et al.'s gradient blending, CVPR 2020). Needs both streams.
+        stream_dropout: in training, the probability that an example loses one whole stream before the fusion
+            (:class:`StreamDropout`; the stream heads read the streams before it). Needs both streams; 0 leaves
+            it out.
         name: the model's name.
 
     Returns:
@@ -485,10 +537,13 @@ def build_fixed_two_stream(
     aux = check_bool(aux, "aux")
     supplement_heads = check_int(supplement_heads, "supplement_heads")
     stream_heads = check_bool(stream_heads, "stream_heads")
+    stream_dropout = check_rate(stream_dropout, "stream_dropout")
     image_input = next((n for n in CNN_STREAMS if n in shapes), None)
     has_frames = FRAMES_STREAM in shapes
     if stream_heads and not (image_input and has_frames):
         raise ValueError(f"stream_heads: expected False with one stream (fusion {fusion!r}), received True")
+    if stream_dropout and not (image_input and has_frames):
+        raise ValueError(f"stream_dropout: expected 0 with one stream (fusion {fusion!r}), received {stream_dropout}")
     if image_input and shapes[image_input][0] is None:
         raise ValueError(f"input_shapes[{image_input!r}]: expected a fixed frequency size, "
                          f"received {shapes[image_input]!r}")
@@ -521,6 +576,8 @@ def build_fixed_two_stream(
             heads[stream_head_name(input_name)] = keras.layers.Dense(
                 num_classes, dtype=logits_dtype(keras.config.dtype_policy().compute_dtype),
                 name=stream_head_name(input_name))(own)
+    if stream_dropout:
+        a, b = StreamDropout(stream_dropout, name="stream_dropout")([a, b])
     supplement = None
     if fusion == "supplement":
         check_num_heads(supplement_heads, units)

@@ -62,3 +62,19 @@ def test_thread_settings_are_shown_only_when_set(bench):
     assert not any("threads" in v for v in bench._variations(bench.PAPER))
     spec = bench._apply_sets(bench.PAPER, ["intra_op_threads=0", "inter_op_threads=2"])
     assert "threads inter/intra 2/TF" in bench.describe({**spec, "order": "first"})
+
+
+def test_a_reference_timed_side_by_side_replaces_the_stored_one(bench):
+    paper = {**bench.PAPER, "order": "second", "batch": 16, "device": "CPU", "step_median_s": 66.0,
+             "first_step_s": 80.0, "peak_rss_gb": 7.4, "params": 1}  # fmt: skip
+    # 66 s: over 3/4 of the stored EPYC figure (85.7 s -> 64.3 s), within 3/4 of 90.2 s (67.65 s)
+    assert bench.verdict(paper, bench.reference_for("AMD EPYC")[1]).endswith("MISSED")
+    kind, ref = bench.side_by_side_reference(90.2, 22.67, "AMD EPYC")
+    assert kind == "timed side by side" and bench.verdict(paper, ref) == f"{66.0 / 90.2:.2f}x ref time; target met"
+    text = bench.markdown([paper], {"cpu_model": "AMD EPYC"}, "test", (kind, ref))
+    assert "Reference (timed side by side): PyTorch emoDARTS" in text and "90.2 s/step, 22.67 GB" in text
+    assert "second-order <= 67.7 s" in text
+    assert "90.2 s/step. Targets" in bench.markdown([paper], {}, "t", bench.side_by_side_reference(90.2, None, None))
+    for bad in ((0.0, None), (-1.0, None), (90.0, 0.0)):
+        with pytest.raises(SystemExit, match="expected a"):
+            bench.side_by_side_reference(*bad, "AMD EPYC")

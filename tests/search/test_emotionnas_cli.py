@@ -1,6 +1,6 @@
 """EmotionNAS end to end from the commands: `search --method emotionnas` on the demo corpus (openSMILE frames
 beside the MFCC image), then `train` recognises the two-stream genotype by itself (here with a classifier per
-stream in training), and the model directory reloads with both inputs and the fused logits only."""
+stream and modality dropout in training), and the model directory reloads with both inputs and the fused logits only."""
 from __future__ import annotations
 
 import json
@@ -37,11 +37,12 @@ def test_search_then_train_a_two_stream_genotype(tmp_path, demo_cache):
 
     trained = tmp_path / "train"
     assert train(["--data", "demo", "--cache", str(demo_cache), "--genotype", str(out), "--folds", "1",
-                  "--out", str(trained), *_micro("train.stream_heads=0.5")]) == 0
+                  "--out", str(trained), *_micro("train.stream_heads=0.5", "train.stream_dropout=0.3")]) == 0
     run = json.loads((trained / "summary.json").read_text())
     assert run["kind"] == "emotionnas" and run["folds"] == [1]
     model = load_model_dir(trained / "fold1")
     assert model.info["train"]["stream_heads"] == 0.5  # trained with a classifier per stream; saved without them
+    assert model.info["train"]["stream_dropout"] == 0.3  # and with modality dropout, the identity when it predicts
     assert model.two_stream and model.info["input_shapes"] == {"mfcc": [32, 32, 1], "frames": [8, 25]}
     # per-speaker z-scores already: nothing on top of them (as the image)
     assert model.frames_mean.tolist() == [[0.0]] and model.frames_std.tolist() == [[1.0]]

@@ -17,6 +17,7 @@ from emodarts_tf.search_space.primitives import num_edges
 from emodarts_tf.search_space.seq_cell import edge_index, readers
 from emodarts_tf.search_space.two_stream import (
     InformationSupplement,
+    StreamDropout,
     TwoStreamSearchBackbone,
     build_fixed_two_stream,
 )
@@ -502,3 +503,73 @@ def test_stream_heads_need_two_streams_and_the_trainer_weights_them():
     assert stream_head_weights(genotype, TrainConfig()) == {}
     with pytest.raises(ValueError, match="train.stream_heads: expected a loss weight >= 0, received -1"):
         stream_head_weights(genotype, TrainConfig(stream_heads=-1))
+
+
+# ------------------------------------------------------------------------------- modality dropout
+def test_stream_dropout_drops_one_whole_stream_per_example_at_its_rate_and_only_in_training():
+    rng = np.random.default_rng(0)
+    n, rate = 4000, 0.4
+    a = rng.uniform(1.0, 2.0, size=(n, 3, 5)).astype("float32")  # nonzero everywhere
+    b = rng.uniform(1.0, 2.0, size=(n, 7, 2)).astype("float32")
+    layer = StreamDropout(rate, seed=3)
+    out_a, out_b = (np.asarray(t) for t in layer([a, b], training=True))
+    lost_a = np.all(out_a == 0, axis=(1, 2))
+    lost_b = np.all(out_b == 0, axis=(1, 2))
+    # an example keeps a stream whole or loses it whole, never loses both
+    np.testing.assert_array_equal(out_a[~lost_a], a[~lost_a])
+    np.testing.assert_array_equal(out_b[~lost_b], b[~lost_b])
+    assert not np.any(lost_a & lost_b)
+    # each stream is lost with rate / 2 (binomial standard error 0.007 at n = 4000: 4 of them)
+    for lost in (lost_a, lost_b):
+        assert abs(lost.mean() - rate / 2) < 4 * np.sqrt(rate / 2 * (1 - rate / 2) / n)
+    # inference and rate 0: the identity
+    for out, x in zip(layer([a, b], training=False), (a, b)):
+        np.testing.assert_array_equal(np.asarray(out), x)
+    for out, x in zip(StreamDropout(0.0)([a, b], training=True), (a, b)):
+        np.testing.assert_array_equal(np.asarray(out), x)
+    # the same seed draws the same examples
+    again = StreamDropout(rate, seed=3)([a, b], training=True)
+    np.testing.assert_array_equal(np.asarray(again[0]), out_a)
+    with pytest.raises(ValueError, match="stream_dropout: expected a number in \\[0, 1\\), received 1.5"):
+        StreamDropout(1.5)
+    clone = StreamDropout.from_config(layer.get_config())
+    assert clone.rate == rate and clone.seed == 3
+
+
+@pytest.mark.parametrize("fusion", ["supplement", "concat"])
+def test_stream_dropout_network_is_the_plain_network_in_inference_and_zeroes_a_stream_in_training(fusion):
+    space = _space(fusion)
+    net = TwoStreamSearchBackbone(space, SHAPES, num_classes=3)
+    genotype = net.derive_genotype(_alphas(net, seed=4))
+    keras.utils.set_random_seed(0)
+    model = build_fixed_two_stream(genotype, space, SHAPES, 3, stream_dropout=0.5)
+    plain = build_fixed_two_stream(genotype, space, SHAPES, 3)
+    assert _copy_by_layer_name(model, plain) == len([layer for layer in plain.layers if layer.weights])
+    x = _x(batch=64, seed=6)
+    np.testing.assert_allclose(plain(x, training=False), model(x, training=False), rtol=1e-5, atol=1e-6)
+    # in training (no classifier dropout in TINY; the layers before the stream dropout see the same batch in both
+    # networks, and the fusion mixes within an example only), the logits differ from the plain network's for some
+    # examples, those that lost a stream, and not for all
+    layer = model.get_layer("stream_dropout")
+    assert layer.rate == 0.5
+    trained = np.asarray(model(x, training=True))
+    reference = np.asarray(plain(x, training=True))
+    changed = np.any(np.abs(trained - reference) > 1e-5, axis=1)
+    assert 0 < changed.sum() < len(changed)
+
+
+def test_stream_dropout_needs_two_streams_and_the_trainer_passes_it_for_two_stream_genotypes_only():
+    from emodarts_tf.config import TrainConfig
+    from emodarts_tf.evaluation.trainer import build_genotype_network, stream_dropout_rate
+
+    net = TwoStreamSearchBackbone(TINY, SHAPES, num_classes=3)
+    genotype = net.derive_genotype(_alphas(net))
+    with pytest.raises(ValueError, match="stream_dropout: expected 0 with one stream \\(fusion 'frames'\\)"):
+        build_fixed_two_stream(genotype.with_fusion("frames"), _space("frames"), SHAPES, 3, stream_dropout=0.3)
+    assert stream_dropout_rate(genotype, TrainConfig(stream_dropout=0.3)) == 0.3
+    assert stream_dropout_rate(genotype.with_fusion("frames"), TrainConfig(stream_dropout=0.3)) == 0.0
+    assert stream_dropout_rate(genotype, TrainConfig()) == 0.0
+    with pytest.raises(ValueError, match="train.stream_dropout: expected a number in \\[0, 1\\), received -0.1"):
+        stream_dropout_rate(genotype, TrainConfig(stream_dropout=-0.1))
+    model = build_genotype_network(genotype, TINY, SHAPES, 3, stream_dropout=0.3, name="emotionnas")
+    assert model.get_layer("stream_dropout").rate == 0.3
