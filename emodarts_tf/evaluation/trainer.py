@@ -106,10 +106,9 @@ def stream_head_weights(genotype, train) -> dict:
     weight = train.stream_heads
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
         raise ValueError(f"train.stream_heads: expected a loss weight >= 0, received {weight!r}")
-    streams = genotype.stream_cells if genotype.streams is not None else {}
-    if not train.stream_heads or len(streams) < 2:
+    if not train.stream_heads or not reads_two_streams(genotype):
         return {}
-    return {stream_head_name(name): float(train.stream_heads) for name in streams}
+    return {stream_head_name(name): float(train.stream_heads) for name in genotype.stream_cells}
 
 
 def stream_dropout_rate(genotype, train) -> float:
@@ -118,8 +117,13 @@ def stream_dropout_rate(genotype, train) -> float:
     from emodarts_tf.search_space.validation import check_rate
 
     rate = check_rate(train.stream_dropout, "train.stream_dropout")
-    streams = genotype.stream_cells if genotype.streams is not None else {}
-    return rate if len(streams) >= 2 else 0.0
+    return rate if reads_two_streams(genotype) else 0.0
+
+
+def reads_two_streams(genotype) -> bool:
+    """Whether the retrained network of ``genotype`` reads two streams (a two-stream genotype whose fusion keeps
+    both), which the per-stream training aids need."""
+    return genotype.streams is not None and len(genotype.stream_cells) >= 2
 
 
 def retrain_space(config: ExperimentConfig):
