@@ -90,14 +90,14 @@ PAPER = {
     "batch": 16, "n_mfcc": 128, "frames": 128, "init_channels": 8, "cnn_cells": 4, "cnn_nodes": 4,
     "seq_cells": 4, "seq_nodes": 4, "seq_ops": "all", "cnn_ops": "all", "stem_multiplier": 3, "classes": 4,
     "seq_hidden": None, "recompute_cnn": True, "seq_grouped": True, "recompute_seq": True, "eager_updates": None,
-    "inter_op_threads": None, "intra_op_threads": None,
+    "arch_only_passes": True, "inter_op_threads": None, "intra_op_threads": None,
 }  # fmt: skip
 # Small sizes for --quick: every factor of the table still varies.
 QUICK = {
     "batch": 8, "n_mfcc": 32, "frames": 32, "init_channels": 4, "cnn_cells": 3, "cnn_nodes": 1,
     "seq_cells": 1, "seq_nodes": 1, "seq_ops": "all", "cnn_ops": "all", "stem_multiplier": 2, "classes": 4,
     "seq_hidden": None, "recompute_cnn": True, "seq_grouped": True, "recompute_seq": True, "eager_updates": None,
-    "inter_op_threads": None, "intra_op_threads": None,
+    "arch_only_passes": True, "inter_op_threads": None, "intra_op_threads": None,
 }  # fmt: skip
 
 
@@ -157,7 +157,8 @@ def build_model(spec: dict, order: str):
         space=space,
         search=SearchConfig(order=order, batch_size=spec["batch"], epochs=50, jit_compile=spec.get("jit", False),
                             recompute_cnn=spec.get("recompute_cnn", True), seq_grouped=spec.get("seq_grouped", True),
-                            recompute_seq=spec.get("recompute_seq", True), eager_updates=spec.get("eager_updates")),
+                            recompute_seq=spec.get("recompute_seq", True), eager_updates=spec.get("eager_updates"),
+                            arch_only_passes=spec.get("arch_only_passes", True)),
     )
     shape = (spec["n_mfcc"], spec["frames"], 1)
     return build_search_model(config, shape, spec["classes"], steps_per_epoch=100)
@@ -378,6 +379,8 @@ def _variations(spec: dict) -> list:
         out.append("no SeqNN recomputation")
     if spec.get("eager_updates") is not None:
         out.append("eager updates" if spec["eager_updates"] else "whole step in one graph")
+    if not spec.get("arch_only_passes", True):
+        out.append("weight gradients in the alpha passes")
     if spec.get("inter_op_threads") is not None or spec.get("intra_op_threads") is not None:
         out.append(f"threads inter/intra {_threads(spec.get('inter_op_threads'))}/{_threads(spec.get('intra_op_threads'))}")
     if spec.get("jit"):
@@ -486,7 +489,7 @@ def markdown(results: list, info: dict, title: str, reference: tuple | None = No
     if phased:
         lines += ["", "Parts of a step (median seconds): forward; forward+backward w.r.t. the alphas only; "
                   "w.r.t. alphas and weights. A first-order step is one of each backward kind plus the updates; a "
-                  "second-order step is 3 'all' and 3 'alphas' passes.", "",
+                  "second-order step is 3 'all' and 2 'alphas' passes.", "",
                   "| configuration | forward | fwd+bwd alphas | fwd+bwd all |", "|---|---|---|---|"]  # fmt: skip
         for r in phased:
             p = r["phases"]
@@ -498,7 +501,8 @@ def markdown(results: list, info: dict, title: str, reference: tuple | None = No
               f"<= {goal['first']['seconds']:.1f} s. Threads: TensorFlow's inter-op / intra-op pools "
               "(emodarts_tf/utils/threads.py).", "",
               "Step GFLOP: the forward FLOPs of the supernet on the batch (traced, all candidates) x the step's "
-              "passes: first order 2 x (3 forward + recomputed forward), second order 5 x (the same); "
+              "passes: a full pass is 3 forward + recomputed forward, an alpha pass without weight gradients 2 "
+              "forward + recomputed; first order 1 alpha + 1 full pass, second order 2 alpha + 3 full; "
               "emodarts_tf/utils/step_flops.py, docs/performance.md. Achieved GFLOP/s = step GFLOP / median "
               "step seconds; % of GEMM: of the fp32 GEMM reference above, measured in the same run.", ""]  # fmt: skip
     return "\n".join(lines)

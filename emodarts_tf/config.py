@@ -193,6 +193,11 @@ class SearchConfig:
     # supernets of at least 10 M weights (the paper's has 128 M), where graphs dominate the memory and the
     # dispatch is a small share of a step; off for small ones, whose steps it would slow down 2-3x.
     eager_updates: Optional[bool] = None
+    # Speed: the passes that need only the alpha gradients (first order's alpha pass, second order's two
+    # finite-difference passes) run a traced forward+backward without weight gradients: about a third less time
+    # per such pass with eager updates, for the memory of a second traced function (about 0.6 GB at the
+    # paper's size). Same values; no effect on the one-graph step, where Grappler prunes them already.
+    arch_only_passes: bool = True
     strategy: str = "auto"  # auto | default | mirrored | multi_worker (TF_CONFIG; README, Several machines)
     select: str = "best"  # best | final: the genotype of genotypes.json and cells/ (both are always written)
     checkpoints_to_keep: int = 2  # latest search checkpoints kept per fold
@@ -226,7 +231,8 @@ class TrainConfig:
     seq_cells: Optional[int] = None  # None: space.seq_cells
     seq_hidden: Optional[int] = None  # None: space.seq_hidden (width of the retrained SeqNN cells)
     # EmotionNAS: None retrains a two-stream genotype with its own fusion; supplement | concat | spectrogram |
-    # frames retrains its cells with that fusion (the ablations: plain concatenation, each stream alone).
+    # frames | late retrains its cells with that fusion (the ablations: plain concatenation, each stream alone;
+    # late: a classifier per stream, each trained on its own loss, their class probabilities averaged).
     fusion: Optional[str] = None
     dropout: Optional[float] = None  # None: space.dropout (before the classifier of the retrained network)
     jit_compile: bool = False

@@ -69,11 +69,11 @@ METHODS = ("emodarts", "emotionnas")
 SEARCH_FORMAT = "emodarts-tf/search/v1"
 
 # Config keys that may change between a run and its --resume (everything else must match).
-# The recompute, eager_updates and graph_optimization options: same values (graph_optimization: up to rounding)
-# and variables, memory and time only; so are the thread pools of the runtime section.
+# The recompute, eager_updates, arch_only_passes and graph_optimization options: same values
+# (graph_optimization: up to rounding) and variables, memory and time only; so are the runtime's thread pools.
 _RESUMABLE_KEYS = ("search.epochs", "data.root", "data.cache_dir", "data.workers", "search.checkpoints_to_keep",
-                   "search.recompute_cnn", "search.recompute_seq", "search.eager_updates", "data.lock_timeout_s",
-                   "search.graph_optimization", "search.reuse_supernet")
+                   "search.recompute_cnn", "search.recompute_seq", "search.eager_updates", "search.arch_only_passes",
+                   "data.lock_timeout_s", "search.graph_optimization", "search.reuse_supernet")
 _IGNORED_SECTIONS = ("train", "baseline", "recipe", "runtime")
 
 
@@ -166,6 +166,7 @@ def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, 
         grad_clip=s.grad_clip,
         jit_compile=s.jit_compile,
         eager_updates=resolve_eager_updates(s.eager_updates, model),
+        arch_only_passes=s.arch_only_passes,
     )
     return model
 

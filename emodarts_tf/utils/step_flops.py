@@ -14,14 +14,16 @@ The count is analytic on top of one measured figure, the forward pass:
 2. ``R``, the part of ``F`` that the backward pass recomputes: the forward of every CNN mixed op when
    ``search.recompute_cnn`` is on and of every grouped SeqNN bank when ``search.recompute_seq`` is on
    (their ops, found while tracing ``F``).
-3. One *pass* (``SearchModel._gradients``: the loss and the gradients w.r.t. the alphas and the weights)
-   costs ``3 F + R``: the forward, the backward (gradients w.r.t. the activations and w.r.t. the
-   weights, each about one forward's FLOPs: ``2 F``) and the recomputed forwards. Every pass computes the
-   weight gradients, the alpha passes included (they call the same traced function and drop them).
-4. A first-order step is 2 passes (the alpha pass on the alphas batch, the weight pass on the weights
-   batch): ``2 (3 F + R)``. A second-order step (``search/architect.py``) is 5: the virtual step's pass
-   on the weights batch, the pass at ``w'`` on the alphas batch, the two finite-difference passes at
-   ``w +- eps v`` on the weights batch, then the weight pass: ``5 (3 F + R)``.
+3. A *full pass* (``SearchModel._gradients(wrt="all")``: the loss and the gradients w.r.t. the alphas and
+   the weights) costs ``3 F + R``: the forward, the backward (gradients w.r.t. the activations and w.r.t.
+   the weights, each about one forward's FLOPs: ``2 F``) and the recomputed forwards. An *alpha pass*
+   (``wrt="arch"``) with ``search.arch_only_passes`` (outside the one-graph execution) computes no weight
+   gradients: ``2 F + R``; without it, it runs the full pass and drops the weight gradients: ``3 F + R``.
+4. A first-order step is one alpha pass on the alphas batch and one full pass (the weight step) on the
+   weights batch: ``(2 F + R) + (3 F + R)``. A second-order step (``search/architect.py``) is three full
+   passes (the virtual step's on the weights batch, the one at ``w'`` on the alphas batch, which also needs
+   the weight gradients, and the weight step's) and two alpha passes (the finite differences at
+   ``w +- eps v`` on the weights batch): ``3 (3 F + R) + 2 (2 F + R)``.
 
 Not counted: the loss (a few FLOPs per example), the optimizer and update arithmetic (SGD with momentum,
 clipping, decay, Adam on the alphas; in second order the virtual step, ``w +- eps v`` and the restore):
@@ -38,7 +40,9 @@ from typing import Iterable
 log = logging.getLogger(__name__)
 
 PASSES = {"first": 2, "second": 5}  # forward+backward passes per search step (see the module docstring)
+ALPHA_PASSES = {"first": 1, "second": 2}  # of which the passes that need only the alpha gradients
 BACKWARD_FACTOR = 2  # backward FLOPs ~= 2 x forward FLOPs (activation gradients + weight gradients)
+ACTIVATION_BACKWARD_FACTOR = 1  # the activation gradients alone ~= 1 x forward FLOPs
 
 _CALLS = ("PartitionedCall", "StatefulPartitionedCall")
 _WHILES = ("While", "StatelessWhile")
@@ -48,11 +52,15 @@ _BINARY = {"Add", "AddV2", "Sub", "Mul", "RealDiv", "Maximum", "Minimum", "Pow",
 _UNARY = {"Reciprocal": 1, "Square": 1, "Rsqrt": 1, "Log": 1, "Neg": 1, "Softmax": 5}
 
 
-def step_flops(forward: int, recomputed: int, order: str) -> int:
-    """FLOPs of one search step: ``PASSES[order] * ((1 + BACKWARD_FACTOR) * forward + recomputed)``."""
+def step_flops(forward: int, recomputed: int, order: str, arch_only: bool = True) -> int:
+    """FLOPs of one search step: ``PASSES[order]`` passes of ``(1 + BACKWARD_FACTOR) * forward + recomputed``,
+    of which, with ``arch_only``, ``ALPHA_PASSES[order]`` cost ``(1 + ACTIVATION_BACKWARD_FACTOR) * forward +
+    recomputed`` (no weight gradients)."""
     if order not in PASSES:
         raise ValueError(f"order: expected one of {tuple(PASSES)}, received {order!r}")
-    return PASSES[order] * ((1 + BACKWARD_FACTOR) * int(forward) + int(recomputed))
+    full = (1 + BACKWARD_FACTOR) * int(forward) + int(recomputed)
+    alpha = (1 + ACTIVATION_BACKWARD_FACTOR) * int(forward) + int(recomputed) if arch_only else full
+    return (PASSES[order] - ALPHA_PASSES[order]) * full + ALPHA_PASSES[order] * alpha
 
 
 # ---------------------------------------------------------------------------------------------- graph walk
@@ -337,10 +345,15 @@ def search_step_flops(model, batch: int, orders: Iterable[str] = ("first", "seco
     """Forward FLOPs and the FLOPs of one search step per order (see the module docstring):
     ``{"forward_flops", "recomputed_flops", "step_flops": {order: flops}, "uncounted", ...}``."""
     counted = forward_flops(model, batch, input_shape=input_shape, training=True)
-    counted["step_flops"] = {o: step_flops(counted["forward_flops"], counted["recomputed_flops"], o) for o in orders}
-    counted["rule"] = "step = passes x (3 forward + recomputed forward); passes: first 2, second 5"
+    arch_only = bool(model.skips_weight_gradients)
+    counted["step_flops"] = {o: step_flops(counted["forward_flops"], counted["recomputed_flops"], o, arch_only)
+                             for o in orders}
+    counted["arch_only_passes"] = arch_only
+    counted["rule"] = ("step = full passes x (3 forward + recomputed) + alpha passes x "
+                       f"({2 if arch_only else 3} forward + recomputed); full + alpha passes: first 1 + 1, "
+                       "second 3 + 2")
     return counted
 
 
-__all__ = ["PASSES", "BACKWARD_FACTOR", "step_flops", "einsum_flops", "graph_flops", "forward_flops",
+__all__ = ["PASSES", "ALPHA_PASSES", "BACKWARD_FACTOR", "ACTIVATION_BACKWARD_FACTOR", "step_flops", "einsum_flops", "graph_flops", "forward_flops",
            "search_step_flops", "FlopCounter"]

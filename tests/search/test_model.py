@@ -381,3 +381,98 @@ def test_dict_inputs_of_a_two_stream_backbone_under_fit_evaluate_and_config():
     from emodarts_tf.search.callbacks import format_genotype
 
     assert format_genotype(lazy.genotype()).startswith("seq[")
+
+
+# ------------------------------------------------------------------ passes without weight gradients
+def _real_supernet(dtype="float32"):
+    """A small emoDARTS supernet with every memory feature of the paper configuration: recomputed CNN edges,
+    grouped and recomputed SeqNN banks (shared bank functions), LSTM and attention candidates."""
+    from emodarts_tf.config import SearchSpaceConfig
+    from emodarts_tf.search_space.network import SearchBackbone
+
+    space = SearchSpaceConfig(init_channels=2, cnn_cells=3, cnn_nodes=2, stem_multiplier=2, seq_cells=1, seq_nodes=2,
+                              seq_hidden=6, cnn_ops=["none", "skip_connect", "sep_conv_3x3", "dil_conv_3x3"],
+                              seq_ops=["none", "skip_connect", "lstm_1", "rnn_att_1"], frequency_pooling="flatten")
+    backbone = SearchBackbone(space, (12, 9, 1), num_classes=3, recompute=True, seq_grouped=True, recompute_seq=True,
+                              dtype=dtype)
+    return SearchModel(backbone, input_shape=(12, 9, 1), alpha_init_scale=0.5, seed=1, dtype=dtype)
+
+
+@pytest.mark.parametrize("execution", ["eager_updates", "eager"])
+def test_arch_only_pass_gives_the_alpha_gradients_of_the_full_pass(execution):
+    """The forward+backward without weight gradients (arch_only_passes) returns the loss and the alpha gradients
+    of a plain tape over every variable, in float64, on a supernet with recomputation and shared bank functions."""
+    keras.config.set_dtype_policy("float64")
+    try:
+        keras.utils.set_random_seed(3)
+        model = _real_supernet("float64")
+        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.optimizers.Adam(0.03), order="second",
+                      eager_updates=execution == "eager_updates", run_eagerly=execution == "eager")
+        assert model.execution == execution and model.arch_only_passes
+        rng = np.random.default_rng(0)
+        x = tf.constant(rng.normal(size=(4, 12, 9, 1)))
+        y = tf.constant([0, 1, 2, 1])
+        with tf.GradientTape() as tape:  # the independent computation: every variable watched, no traced function
+            loss = model.loss_fn(y, model(x, training=True))
+        expected = tape.gradient(loss, model.arch_variables + model.weight_variables)
+        loss_a, logits_a, alpha_a, weights_a = model._gradients(x, y, 1.0, "arch")
+        loss_f, logits_f, alpha_f, weights_f = model._gradients(x, y, 1.0, "all")
+        assert logits_a is None and weights_a == [] and len(weights_f) == len(model.weight_variables)
+        np.testing.assert_allclose(float(loss_a), float(loss), rtol=1e-12)
+        n = len(model.arch_variables)
+        assert n == 3 and all(g is not None for g in expected[:n])
+        scale = max(float(np.abs(g).max()) for g in expected[:n])
+        assert scale > 1e-3
+        for got, full, want in zip(alpha_a, alpha_f, expected[:n]):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-9, atol=1e-12 * scale)
+            np.testing.assert_allclose(full.numpy(), want.numpy(), rtol=1e-9, atol=1e-12 * scale)
+        if execution == "eager_updates":
+            assert model._arch_gradient_fn is not None and model._arch_gradient_fn is not model._gradient_fn
+            # the arch-only function computes no weight gradient: none of its outputs is weight-shaped
+            concrete = model._arch_gradient_fn.get_concrete_function(x, y, tf.constant(1.0))
+            shapes = {tuple(t.shape) for t in tf.nest.flatten(concrete.structured_outputs)}
+            assert shapes == {()} | {tuple(a.shape) for a in model.arch_variables}
+        else:
+            assert model._arch_gradient_fn is None and model._gradient_fn is None
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+@pytest.mark.parametrize("order", ["first", "second"])
+def test_arch_only_passes_compute_the_same_step(order):
+    """search.arch_only_passes on and off: the same alphas, weights and logs after a few eager-updates steps;
+    each traced function is traced once for all passes of all steps."""
+    runs = []
+    for arch_only in (True, False):
+        keras.utils.set_random_seed(5)
+        model = _real_supernet()
+        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.optimizers.Adam(0.03, beta_1=0.5),
+                      order=order, grad_clip=0.5, eager_updates=True, arch_only_passes=arch_only)
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(32, 12, 9, 1)).astype("float32")
+        y = rng.integers(0, 3, 32).astype("int32")
+        parts = [tf.data.Dataset.from_tensor_slices((x[i::2], y[i::2])).batch(8) for i in (0, 1)]
+        history = model.fit(tf.data.Dataset.zip(tuple(parts)), steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
+        runs.append((model, history.history))
+    (on, h_on), (off, h_off) = runs
+    assert on._gradient_fn.experimental_get_tracing_count() == 1
+    assert on._arch_gradient_fn.experimental_get_tracing_count() == 1
+    assert off._arch_gradient_fn is None
+    for a, b in zip(on.arch_variables + on.weight_variables, off.arch_variables + off.weight_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    for key in ("loss", "alpha_loss", "accuracy"):
+        np.testing.assert_allclose(h_on[key], h_off[key], rtol=1e-5)
+    assert any(not np.allclose(a.numpy(), b) for a, b in
+               zip(on.arch_variables, _real_supernet().arch_variables))  # the alphas moved
+    with pytest.raises(ValueError, match="arch_only_passes"):
+        _compiled(arch_only_passes="yes")
+    # time and memory only: a resumed search may change it
+    import dataclasses
+
+    from emodarts_tf.config import load_config
+    from emodarts_tf.search.runner import config_differences
+
+    config = load_config("paper")
+    assert config.search.arch_only_passes is True
+    off = dataclasses.replace(config, search=dataclasses.replace(config.search, arch_only_passes=False))
+    assert config_differences(config.to_dict(), off.to_dict()) == []

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from emodarts_tf.evaluation.complexity import _profile_flops
-from emodarts_tf.utils.step_flops import PASSES, einsum_flops, forward_flops, graph_flops, search_step_flops, step_flops
+from emodarts_tf.utils.step_flops import ALPHA_PASSES, PASSES, einsum_flops, forward_flops, graph_flops, search_step_flops, step_flops
 
 
 CNN_OPS = ("none", "skip_connect", "sep_conv_3x3", "avg_pool_3x3")
@@ -24,9 +24,14 @@ def _search_model(seq_cells=0, recompute_cnn=True, recompute_seq=True, seq_ops="
 
 def test_step_rule():
     assert PASSES == {"first": 2, "second": 5}
-    assert step_flops(100, 0, "first") == 600
-    assert step_flops(100, 40, "first") == 2 * (300 + 40)
-    assert step_flops(100, 40, "second") == 5 * (300 + 40)
+    # without arch-only passes every pass is a full one: forward, activation and weight gradients, recomputation
+    assert step_flops(100, 0, "first", arch_only=False) == 600
+    assert step_flops(100, 40, "first", arch_only=False) == 2 * (300 + 40)
+    assert step_flops(100, 40, "second", arch_only=False) == 5 * (300 + 40)
+    # with them, the alpha passes (first order 1 of 2, second order 2 of 5) have no weight gradients
+    assert ALPHA_PASSES == {"first": 1, "second": 2}
+    assert step_flops(100, 40, "first") == (300 + 40) + (200 + 40)
+    assert step_flops(100, 40, "second") == 3 * (300 + 40) + 2 * (200 + 40)
     with pytest.raises(ValueError, match="order"):
         step_flops(1, 0, "third")
 
@@ -135,6 +140,8 @@ def test_search_step_flops_of_a_network_with_seqnn():
     f, r = result["forward_flops"], result["recomputed_flops"]
     assert not result["uncounted"] and result["loops"] >= 1
     assert 0 < r < f
+    # a small supernet runs its step in one graph, where every pass is counted full
+    assert model.execution == "graph" and not result["arch_only_passes"]
     assert result["step_flops"] == {"first": 2 * (3 * f + r), "second": 5 * (3 * f + r)}
     # The SeqNN cell's loops add to the profiler's (top-level) count.
     assert f > _profile_flops(lambda x: model(x, training=True), tf.TensorSpec((2, 8, 8, 1)))
