@@ -18,6 +18,8 @@ scratch:
   weighted by it (``build_fixed_two_stream(stream_heads=True)``); the saved model keeps the fused logits only;
 - a two-stream network with ``train.stream_dropout > 0``: modality dropout before the fusion (``StreamDropout``),
   the identity in inference;
+- ``train.fusion: late``: a classifier per stream, each trained on its own loss, and the saved model's logits the
+  log of their mean class probabilities (``LateFusion``);
 - early stopping on validation UA with ``train.patience``; optional XLA and mixed precision.
 """
 from __future__ import annotations
@@ -99,13 +101,17 @@ def build_genotype_network(genotype, space, input_shape, num_classes: int, drop_
 
 
 def stream_head_weights(genotype, train) -> dict:
-    """``{stream head output: loss weight}`` of the retrained network (``train.stream_heads`` for each stream of a
-    genotype that reads two); empty when off or with one stream."""
+    """``{output: loss weight}`` of the retrained network's outputs besides the fused logits:
+    ``train.stream_heads`` for each stream of a genotype that reads two; empty when off or with one stream. With
+    the late fusion each stream's classifier is trained on its own loss (weight 1) and the fused logits, their
+    averaged probabilities, on none: ``{"logits": 0, "aux_<input>": 1, ...}``."""
     from emodarts_tf.search_space.two_stream import stream_head_name
 
     weight = train.stream_heads
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
         raise ValueError(f"train.stream_heads: expected a loss weight >= 0, received {weight!r}")
+    if genotype.streams is not None and genotype.fusion == "late":
+        return {"logits": 0.0, **{stream_head_name(name): 1.0 for name in genotype.stream_cells}}
     if not train.stream_heads or not reads_two_streams(genotype):
         return {}
     return {stream_head_name(name): float(train.stream_heads) for name in genotype.stream_cells}
@@ -213,8 +219,10 @@ def train_genotype_fold(
     if train.fusion is not None and train.fusion != genotype.fusion:
         genotype = genotype.with_fusion(train.fusion)
     head_weights = stream_head_weights(genotype, train)
-    if train.stream_heads and not head_weights:
-        log.info("train.stream_heads=%s: not used, the retrained network has one stream", train.stream_heads)
+    late = genotype.streams is not None and genotype.fusion == "late"
+    if train.stream_heads and (late or not head_weights):
+        log.info("train.stream_heads=%s: not used, the retrained network %s", train.stream_heads,
+                 "trains each stream's own classifier (late fusion)" if late else "has one stream")
     stream_dropout = stream_dropout_rate(genotype, train)
     if train.stream_dropout and not stream_dropout:
         log.info("train.stream_dropout=%s: not used, the retrained network has one stream", train.stream_dropout)
@@ -224,7 +232,7 @@ def train_genotype_fold(
 
         def build():
             return build_genotype_network(genotype, space, input_shape, len(classes), drop_path=float(train.drop_path),
-                                          aux=train.aux_weight > 0, stream_heads=bool(head_weights),
+                                          aux=train.aux_weight > 0, stream_heads=bool(head_weights) and not late,
                                           stream_dropout=stream_dropout,
                                           name="emodarts" if genotype.streams is None else "emotionnas")  # fmt: skip
 

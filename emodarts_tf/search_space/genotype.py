@@ -48,8 +48,10 @@ STREAM_KINDS = {"spectrogram": ("normal", "reduce"), "mfcc": ("normal", "reduce"
 CNN_STREAMS = ("spectrogram", "mfcc")
 FRAMES_STREAM = "frames"
 # How the streams meet (``SearchSpaceConfig.fusion``): both streams with the information supplement module or
-# concatenated, or one stream alone ("spectrogram": the image stream, whatever its input is named).
-FUSIONS = ("supplement", "concat", "spectrogram", "frames")
+# concatenated, or one stream alone ("spectrogram": the image stream, whatever its input is named). "late" exists
+# in retraining only (``TrainConfig.fusion``): a classifier per stream, their class probabilities averaged.
+SEARCH_FUSIONS = ("supplement", "concat", "spectrogram", "frames")
+FUSIONS = (*SEARCH_FUSIONS, "late")
 _STREAM_KEYS = ("method", "fusion", "streams")
 
 
@@ -162,7 +164,7 @@ def _check_reads_input(nodes: list, concat: list, kind: str, source: str) -> Non
 
 
 def fusion_roles(fusion: str) -> tuple:
-    """The streams a fusion needs: ``("cnn", "frames")`` for ``"supplement"`` and ``"concat"``, ``("cnn",)``
+    """The streams a fusion needs: ``("cnn", "frames")`` for ``"supplement"``, ``"concat"`` and ``"late"``, ``("cnn",)``
     for ``"spectrogram"`` (the image stream alone, its input named ``"spectrogram"`` or ``"mfcc"``),
     ``("frames",)`` for ``"frames"``."""
     if fusion not in FUSIONS:
@@ -280,8 +282,8 @@ class Genotype:
         return None if self.streams is None else {k: list(v) for k, v in self.streams["streams"].items()}
 
     def with_fusion(self, fusion: str) -> "Genotype":
-        """This two-stream genotype's cells under another fusion (the fusion and stream ablations): ``concat``
-        and ``supplement`` keep both streams; ``spectrogram`` keeps the image stream's cells only, ``frames`` the
+        """This two-stream genotype's cells under another fusion (the fusion and stream ablations): ``concat``,
+        ``supplement`` and ``late`` keep both streams; ``spectrogram`` keeps the image stream's cells only, ``frames`` the
         frame stream's. Raises ValueError for a single-stream genotype or a fusion it lacks the cells of."""
         if self.streams is None:
             raise ValueError("genotype: a single-stream (emoDARTS) genotype has no fusion to change")

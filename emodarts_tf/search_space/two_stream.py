@@ -16,6 +16,9 @@ parts of the emoDARTS networks in ``network.py``).
         "concat": each stream time-pooled (``space.pooling``), concatenated
         "spectrogram" / "frames": that stream alone, time-pooled (its input alone is needed)
     -> dropout (``space.dropout``) -> Dense classifier (float32 logits, also under mixed precision).
+        "late" (retrained networks only, ``train.fusion``): no fused classifier; each stream time-pooled, dropout,
+            its own Dense classifier, and the logits are the log of the mean of the two streams' class
+            probabilities (``LateFusion``). Each stream's classifier is trained on its own loss.
 
 ``d`` is ``space.seq_hidden``, else the image stream's channels ``Ca`` (else, without an image stream, ``D``).
 The image stream's cells read the ``normal`` and ``reduce`` mixing weights, the frames stream's the ``seq``
@@ -35,6 +38,7 @@ from emodarts_tf.search_space.genotype import (
     CNN_STREAMS,
     FRAMES_STREAM,
     FUSIONS,
+    SEARCH_FUSIONS,
     STREAM_METHODS,
     Genotype,
     derive_genotype,
@@ -73,10 +77,13 @@ _register = keras.saving.register_keras_serializable(package="emodarts_tf")
 INPUT_NAMES = (*CNN_STREAMS, FRAMES_STREAM)
 
 
-def check_fusion(fusion) -> str:
-    """``space.fusion``: one of ``FUSIONS``."""
+def check_fusion(fusion, search: bool = False) -> str:
+    """``space.fusion``: one of ``FUSIONS`` (``SEARCH_FUSIONS`` for a supernet, ``search=True``)."""
     if fusion not in FUSIONS:
         raise ValueError(f"space.fusion: expected one of {FUSIONS}, received {fusion!r}")
+    if search and fusion not in SEARCH_FUSIONS:
+        raise ValueError(f"space.fusion: {fusion!r} is a fusion of the retrained network (train.fusion), not of the "
+                         f"search; expected one of {SEARCH_FUSIONS}")
     return fusion
 
 
@@ -317,6 +324,28 @@ class StreamDropout(keras.layers.Layer):
 
 
 @_register
+class LateFusion(keras.layers.Layer):
+    """Late (decision-level) fusion of per-stream classifiers: the log of the mean of their class probabilities,
+    ``log(mean_i softmax(z_i))`` (the sum rule of Kittler, Hatef, Duin and Matas, "On combining classifiers",
+    IEEE TPAMI 1998), computed as ``logsumexp_i(log_softmax(z_i)) - log(n)``. Its softmax is the mean of the
+    streams' probabilities, so it reads as logits; its argmax is the sum rule's decision.
+
+    Call arguments:
+        inputs: a list of logits ``(B, classes)``, one per stream.
+        training: unused (the same in training and inference).
+    """
+
+    def call(self, inputs, training=None):
+        if len(inputs) < 2:
+            raise ValueError(f"LateFusion: expected the logits of two or more streams, received {len(inputs)}")
+        log_probs = ops.stack([ops.log_softmax(z, axis=-1) for z in inputs], axis=0)
+        return ops.logsumexp(log_probs, axis=0) - math.log(len(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+
+@_register
 class TwoStreamSearchBackbone(keras.layers.Layer):
     """The searchable EmotionNAS network (without its alphas): ``{image, frames}`` -> logits for given mixing
     weights, with ``SearchBackbone``'s protocol, so that ``SearchModel`` drives it unchanged.
@@ -351,7 +380,7 @@ class TwoStreamSearchBackbone(keras.layers.Layer):
                  recompute_seq: bool = False, supplement_heads: int = 1, **kwargs):
         super().__init__(**kwargs)
         set_search_settings(self, space, num_classes, recompute, seq_grouped, recompute_seq)
-        self.fusion = check_fusion(self.space.fusion)
+        self.fusion = check_fusion(self.space.fusion, search=True)
         self.input_shapes = check_input_shapes(input_shapes, self.fusion)
         self.supplement_heads = check_int(supplement_heads, "supplement_heads")
         space = self.space
@@ -521,9 +550,12 @@ def build_fixed_two_stream(
             it out.
         name: the model's name.
 
+    With ``space.fusion == "late"`` each stream's classifier is built as with ``stream_heads`` (then False) and
+    ``logits`` is their :class:`LateFusion`; ``stream_dropout`` must be 0.
+
     Returns:
-        A model ``{input name: tensor} -> logits`` (float32), or, with ``aux`` or ``stream_heads``, ``-> {"logits",
-        "aux_logits" (aux), "aux_<input>" (stream_heads)}``.
+        A model ``{input name: tensor} -> logits`` (float32), or, with ``aux``, ``stream_heads`` or the late fusion,
+        ``-> {"logits", "aux_logits" (aux), "aux_<input>" (stream_heads, late fusion)}``.
     """
     if not isinstance(genotype, Genotype):
         raise ValueError(f"genotype: expected a Genotype, received {type(genotype).__name__}")
@@ -544,6 +576,11 @@ def build_fixed_two_stream(
         raise ValueError(f"stream_heads: expected False with one stream (fusion {fusion!r}), received True")
     if stream_dropout and not (image_input and has_frames):
         raise ValueError(f"stream_dropout: expected 0 with one stream (fusion {fusion!r}), received {stream_dropout}")
+    if fusion == "late" and stream_heads:
+        raise ValueError("stream_heads: expected False with fusion 'late', whose streams have their own classifiers")
+    if fusion == "late" and stream_dropout:
+        raise ValueError(f"stream_dropout: expected 0 with fusion 'late' (it would zero a stream's only classifier "
+                         f"input), received {stream_dropout}")
     if image_input and shapes[image_input][0] is None:
         raise ValueError(f"input_shapes[{image_input!r}]: expected a fixed frequency size, "
                          f"received {shapes[image_input]!r}")
@@ -569,13 +606,17 @@ def build_fixed_two_stream(
         b = keras.layers.Dense(units, name="frames_projection")(inputs[FRAMES_STREAM])
         b = fixed_seq_cells(genotype, space, b, units)
     heads = {}
-    if stream_heads:
+    if stream_heads or fusion == "late":
         for input_name, stream, pool_name in ((image_input, a, "image"), (FRAMES_STREAM, b, "frames")):
             own = TimePooling(space.pooling, name=f"{pool_name}_head_pool")(stream)
             own = keras.layers.Dropout(space.dropout, name=f"{pool_name}_head_dropout")(own)
             heads[stream_head_name(input_name)] = keras.layers.Dense(
                 num_classes, dtype=logits_dtype(keras.config.dtype_policy().compute_dtype),
                 name=stream_head_name(input_name))(own)
+    if fusion == "late":
+        logits = LateFusion(name="logits")([heads[stream_head_name(image_input)], heads[stream_head_name(FRAMES_STREAM)]])
+        outputs = {"logits": logits, **({"aux_logits": aux_logits} if aux else {}), **heads}
+        return keras.Model(inputs, outputs, name=name)
     if stream_dropout:
         a, b = StreamDropout(stream_dropout, name="stream_dropout")([a, b])
     supplement = None

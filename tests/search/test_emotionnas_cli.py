@@ -1,6 +1,7 @@
 """EmotionNAS end to end from the commands: `search --method emotionnas` on the demo corpus (openSMILE frames
 beside the MFCC image), then `train` recognises the two-stream genotype by itself (here with a classifier per
-stream and modality dropout in training), and the model directory reloads with both inputs and the fused logits only."""
+stream and modality dropout in training; then with the late fusion), and the model directory reloads with both inputs
+and the fused logits only."""
 from __future__ import annotations
 
 import json
@@ -77,3 +78,20 @@ def test_search_then_train_a_two_stream_genotype(tmp_path, demo_cache):
     expected = np.array([[float(r[f"p_{c}"]) for c in model.classes] for r in rows])
     assert result.paths == [r["path"] for r in rows] and not result.skipped
     np.testing.assert_allclose(result.probabilities, expected, atol=2e-5)
+
+    # the same cells retrained with the late fusion: one classifier per stream, the saved logits their mean
+    # probability (LateFusion), reloaded and scored again by evaluate
+    late = tmp_path / "train-late"
+    assert train(["--data", "demo", "--cache", str(demo_cache), "--genotype", str(out), "--folds", "1",
+                  "--out", str(late), *_micro("train.fusion=late")]) == 0
+    model = load_model_dir(late / "fold1")
+    assert model.info["genotype"]["streams"]["fusion"] == "late" and model.two_stream
+    assert any(type(layer).__name__ == "LateFusion" for layer in model.model.layers)
+    assert not any(layer.name.startswith("supplement") for layer in model.model.layers)
+    probabilities = np.exp(np.asarray(model.model(x, training=False), "float64"))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)  # logits of a mean probability
+    assert evaluate(["--data", "demo", "--cache", str(demo_cache), "--model", str(late / "fold1"),
+                     "--out", str(tmp_path / "eval-late")]) == 0
+    again = json.loads((tmp_path / "eval-late" / "metrics.json").read_text())
+    first = json.loads((late / "fold1" / "metrics.json").read_text())
+    assert again["confusion_matrix"] == first["confusion_matrix"]

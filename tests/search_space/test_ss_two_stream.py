@@ -17,6 +17,7 @@ from emodarts_tf.search_space.primitives import num_edges
 from emodarts_tf.search_space.seq_cell import edge_index, readers
 from emodarts_tf.search_space.two_stream import (
     InformationSupplement,
+    LateFusion,
     StreamDropout,
     TwoStreamSearchBackbone,
     build_fixed_two_stream,
@@ -573,3 +574,64 @@ def test_stream_dropout_needs_two_streams_and_the_trainer_passes_it_for_two_stre
         stream_dropout_rate(genotype, TrainConfig(stream_dropout=-0.1))
     model = build_genotype_network(genotype, TINY, SHAPES, 3, stream_dropout=0.3, name="emotionnas")
     assert model.get_layer("stream_dropout").rate == 0.3
+
+
+# ------------------------------------------------------------------------------- late fusion
+def test_late_fusion_is_the_log_of_the_mean_class_probabilities():
+    rng = np.random.default_rng(1)
+    za, zb = (rng.normal(size=(5, 4)) * 3 for _ in range(2))
+
+    def softmax(z):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    mean = (softmax(za) + softmax(zb)) / 2
+    out = np.asarray(LateFusion()([za.astype("float32"), zb.astype("float32")]))
+    np.testing.assert_allclose(out, np.log(mean), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(softmax(out), mean, rtol=1e-5, atol=1e-6)  # its softmax is the mean probability
+    # far-apart logits stay finite (log-sum-exp), and one confident stream does not saturate the other away
+    big = np.array([[500.0, -500.0, 0.0]], "float32")
+    flat = np.zeros((1, 3), "float32")
+    np.testing.assert_allclose(softmax(np.asarray(LateFusion()([big, flat]), "float64")),
+                               [[2 / 3, 1 / 6, 1 / 6]], rtol=1e-5)
+    with pytest.raises(ValueError, match="two or more streams"):
+        LateFusion()([big])
+
+
+def test_late_fusion_network_averages_the_streams_alone_and_the_trainer_trains_each_on_its_own_loss():
+    from emodarts_tf.config import TrainConfig
+    from emodarts_tf.evaluation.trainer import stream_head_weights
+
+    net = TwoStreamSearchBackbone(TINY, SHAPES, num_classes=3)
+    genotype = net.derive_genotype(_alphas(net, seed=3))
+    late = genotype.with_fusion("late")
+    assert late.fusion == "late" and late.cell_kinds == genotype.cell_kinds
+    assert Genotype.from_dict(late.to_dict()).to_dict() == late.to_dict()
+    space = _space("late", dropout=0.3)
+    keras.utils.set_random_seed(0)
+    model = build_fixed_two_stream(late, space, SHAPES, 3)
+    assert sorted(model.output) == ["aux_frames", "aux_spectrogram", "logits"]
+    assert not any(layer.name in ("supplement", "pooled_concat", "stream_dropout") for layer in model.layers)
+    x = _x(batch=4, seed=7)
+    out = model(x, training=False)
+    # each stream's classifier is that stream's network alone, and the logits average their probabilities
+    probs = []
+    for stream, head in (("spectrogram", "aux_spectrogram"), ("frames", "aux_frames")):
+        alone = build_fixed_two_stream(genotype.with_fusion(stream), _space(stream, dropout=0.3), SHAPES, 3)
+        assert _copy_by_layer_name(model, alone, renames={"logits": head}) == len(
+            [layer for layer in alone.layers if layer.weights])
+        logits = np.asarray(alone({stream: x[stream]}, training=False), "float64")
+        np.testing.assert_allclose(out[head], logits, rtol=1e-5, atol=1e-6)
+        probs.append(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(out["logits"], np.log((probs[0] + probs[1]) / 2), rtol=1e-5, atol=1e-6)
+    # the trainer: each stream's classifier on its own loss, none on the fused logits; stream_heads has no say
+    expected = {"logits": 0.0, "aux_spectrogram": 1.0, "aux_frames": 1.0}
+    assert stream_head_weights(late, TrainConfig()) == expected
+    assert stream_head_weights(late, TrainConfig(stream_heads=0.5)) == expected
+    with pytest.raises(ValueError, match="stream_dropout: expected 0 with fusion 'late'"):
+        build_fixed_two_stream(late, space, SHAPES, 3, stream_dropout=0.5)
+    with pytest.raises(ValueError, match="stream_heads: expected False with fusion 'late'"):
+        build_fixed_two_stream(late, space, SHAPES, 3, stream_heads=True)
+    # a search has no late fusion
+    with pytest.raises(ValueError, match="space.fusion: 'late' is a fusion of the retrained network"):
+        TwoStreamSearchBackbone(space, SHAPES, num_classes=3)
