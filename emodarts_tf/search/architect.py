@@ -98,8 +98,10 @@ def unrolled_hypergradient(
             the network at the current variable values (training mode) and the gradients of
             ``loss * scale``, w.r.t. the architecture variables and, with ``wrt="all"``, the weights
             (``wrt="arch"`` may return None for them). Under ``tf.distribute`` the per-replica loss
-            divided by the replica count (what Keras losses return). ``SearchModel`` passes one traced
-            function reused by every pass; :func:`tape_gradients` makes one from a plain loss function.
+            divided by the replica count (what Keras losses return). ``SearchModel`` passes its traced
+            functions (the full pass, reused by every ``wrt="all"`` pass, and with ``arch_only_passes`` one
+            without weight gradients for the two ``wrt="arch"`` passes); :func:`tape_gradients` makes one from a
+            plain loss function.
         weight_variables: the network weights ``w``.
         arch_variables: the architecture variables ``a``.
         train_batch: ``(x, y)`` of the weights part (the virtual step and the Hessian term).

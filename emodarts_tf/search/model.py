@@ -111,7 +111,8 @@ class SearchModel(keras.Model):
       all-reduces need the step graph). Keras traces the whole ``train_step``; every pass in it calls one
       non-inlined forward+backward function (:meth:`_gradient_function`).
     - ``"eager_updates"``: ``eager_updates=True`` with one replica. Only the forward+backward function is
-      traced; ``train_step``, the update arithmetic between the passes, runs eagerly.
+      traced (and, with ``arch_only_passes``, its variant without weight gradients for the alpha passes);
+      ``train_step``, the update arithmetic between the passes, runs eagerly.
     - ``"eager"``: ``run_eagerly=True``, whatever the other two. Nothing is traced (debugging).
 
     The config's ``search.eager_updates`` and ``search.jit_compile`` reach :meth:`compile` as
