@@ -283,8 +283,9 @@ class Genotype:
 
     def with_fusion(self, fusion: str) -> "Genotype":
         """This two-stream genotype's cells under another fusion (the fusion and stream ablations): ``concat``,
-        ``supplement`` and ``late`` keep both streams; ``spectrogram`` keeps the image stream's cells only, ``frames`` the
-        frame stream's. Raises ValueError for a single-stream genotype or a fusion it lacks the cells of."""
+        ``supplement`` and ``late`` keep both streams; ``spectrogram`` keeps the image stream's cells only,
+        ``frames`` the frame stream's. Raises ValueError for a single-stream genotype or a fusion it lacks the cells
+        of."""
         if self.streams is None:
             raise ValueError("genotype: a single-stream (emoDARTS) genotype has no fusion to change")
         if fusion not in FUSIONS:

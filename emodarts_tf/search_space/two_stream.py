@@ -614,7 +614,8 @@ def build_fixed_two_stream(
                 num_classes, dtype=logits_dtype(keras.config.dtype_policy().compute_dtype),
                 name=stream_head_name(input_name))(own)
     if fusion == "late":
-        logits = LateFusion(name="logits")([heads[stream_head_name(image_input)], heads[stream_head_name(FRAMES_STREAM)]])
+        own_logits = [heads[stream_head_name(image_input)], heads[stream_head_name(FRAMES_STREAM)]]
+        logits = LateFusion(name="logits")(own_logits)
         outputs = {"logits": logits, **({"aux_logits": aux_logits} if aux else {}), **heads}
         return keras.Model(inputs, outputs, name=name)
     if stream_dropout:
