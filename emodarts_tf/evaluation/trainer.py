@@ -110,7 +110,7 @@ def stream_head_weights(genotype, train) -> dict:
     weight = train.stream_heads
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
         raise ValueError(f"train.stream_heads: expected a loss weight >= 0, received {weight!r}")
-    if genotype.streams is not None and genotype.fusion == "late":
+    if genotype.fusion == "late":
         return {"logits": 0.0, **{stream_head_name(name): 1.0 for name in genotype.stream_cells}}
     if not train.stream_heads or not reads_two_streams(genotype):
         return {}
@@ -219,7 +219,7 @@ def train_genotype_fold(
     if train.fusion is not None and train.fusion != genotype.fusion:
         genotype = genotype.with_fusion(train.fusion)
     head_weights = stream_head_weights(genotype, train)
-    late = genotype.streams is not None and genotype.fusion == "late"
+    late = genotype.fusion == "late"
     if train.stream_heads and (late or not head_weights):
         log.info("train.stream_heads=%s: not used, the retrained network %s", train.stream_heads,
                  "trains each stream's own classifier (late fusion)" if late else "has one stream")

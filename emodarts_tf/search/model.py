@@ -415,15 +415,13 @@ class SearchModel(keras.Model):
         return loss, logits, grads[:n], grads[n:]
 
     def _forward_backward_arch(self, x, y, scale):
-        """``(loss, alpha_grads)``: :meth:`_forward_backward` without the weight gradients. The tape watches the
-        alphas only, so the backward pass computes the gradients with respect to the activations that lead to
-        them and none with respect to the weights."""
-        targets = self.arch_variables
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch([getattr(a, "value", a) for a in targets])
-            loss, _ = self._loss(x, y)
-            scaled = loss * tf.cast(scale, loss.dtype)
-        return loss, architect.dense_gradients(tape.gradient(scaled, targets), targets)
+        """``(loss, alpha_grads)``: :meth:`_forward_backward` without the weight gradients
+        (:func:`architect.tape_gradients` with ``wrt="arch"``: the tape watches the alphas only, so the backward
+        pass computes the gradients with respect to the activations that lead to them and none with respect to
+        the weights)."""
+        gradients = architect.tape_gradients(self._loss_only, self.weight_variables, self.arch_variables)
+        loss, arch_grads, _ = gradients(x, y, scale, "arch")
+        return loss, arch_grads
 
     def _traced(self, fn):
         return tf.function(
@@ -437,7 +435,7 @@ class SearchModel(keras.Model):
     def skips_weight_gradients(self) -> bool:
         """Whether the passes that need only the alpha gradients call the function without weight gradients
         (``arch_only_passes`` outside the ``"graph"`` execution)."""
-        return bool(self.arch_only_passes) and getattr(self, "execution", "graph") != "graph"
+        return bool(self.arch_only_passes) and self.execution != "graph"
 
     def _arch_only(self, wrt: str) -> bool:
         return wrt == "arch" and self.skips_weight_gradients
