@@ -18,9 +18,11 @@ def test_cpu_config_values_are_the_documented_ones():
     assert config.train.weight_decay_mode == "coupled"
     assert config.space.frequency_pooling == "flatten"
     assert config.recipe.swa == pytest.approx(0.5) and config.recipe.ema == 0.0
+    assert config.recipe.refit is True  # with the weight average: the final model trains on every training speaker
     emotionnas = load_config("emotionnas")
     assert emotionnas.space.frequency_pooling == "avg"  # as its results were measured
     assert emotionnas.recipe.swa == 0.0
+    assert emotionnas.recipe.refit is False  # with the selected epoch a refit would train for a noisy epoch count
     assert emotionnas.train.stream_heads == 0.0  # measured, not adopted (docs/emotionnas.md)
     assert emotionnas.train.stream_dropout == 0.0  # measured, not adopted (docs/emotionnas.md)
 
@@ -44,6 +46,7 @@ def test_cpu_config_searches_and_trains_on_demo(tmp_path):
     metrics = json.loads((train / "fold1" / "metrics.json").read_text())
     assert 0.0 <= metrics["ua"] <= 1.0 and metrics["n"] > 0
     assert metrics["swa"] == {"first_epoch": 2, "epochs_averaged": 1}  # the last round(0.5 x 2) epochs
+    assert metrics["refit"]["epochs"] == 2  # the whole schedule again, on training + validation speakers
     out = tmp_path / "eval"
     assert evaluate_main(["--model", str(train / "fold1"), "--data", "demo", "--cache", str(cache), "--split", "test",
                           "--fold", "1", "--out", str(out)]) == 0  # fmt: skip

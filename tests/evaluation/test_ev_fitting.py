@@ -227,3 +227,48 @@ def test_with_validation_in_training_appends_the_validation_part(fold1):
     np.testing.assert_array_equal(merged.arrays("val")[0], fold1.arrays("val")[0])
     np.testing.assert_array_equal(merged.arrays("test")[0], fold1.arrays("test")[0])
     assert fold1.size("train") + fold1.size("val") == merged.size("train")
+
+
+class _RefitWeights(keras.callbacks.Callback):
+    """The model's weights at the end of every epoch of the second ``fit`` (the refit)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fits, self.epochs = 0, []
+
+    def on_train_begin(self, logs=None):
+        self.fits += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.fits == 2:
+            self.epochs.append([np.array(w, dtype=np.float64) for w in self.model.weights])
+
+
+def test_refit_with_weight_averaging_trains_every_epoch_and_keeps_the_refits_average(tmp_path, fold1, mini_config,
+                                                                                     mini_prepared):  # fmt: skip
+    """With ``recipe.swa`` the epoch count is fixed, so the refit on train + validation speakers runs all of it,
+    and the model saved and tested is the mean of the refit's own last epochs' weights."""
+    from emodarts_tf.config import RecipeConfig
+
+    build = standin_builder(fold1.input_shape, len(fold1.classes))
+    record = _RefitWeights()
+    keras.utils.set_random_seed(3)
+    metrics = fit_fold(build, fold1, tmp_path / "fold1", epochs=4, batch_size=8, optimizer=lambda steps: keras.optimizers.SGD(0.05),
+                       patience=1, extra_info=standin_info(mini_config), recipe=RecipeConfig(refit=True, swa=0.5),
+                       fingerprint={"model": "standin-refit-swa"}, callbacks=[record])  # fmt: skip
+
+    refit_history = json.loads((tmp_path / "fold1" / "refit" / "history.json").read_text())
+    assert [r["epoch"] for r in refit_history] == [1, 2, 3, 4]  # no early stopping, no selected epoch count
+    assert metrics["refit"]["epochs"] == 4
+    assert metrics["refit"]["n_train"] == fold1.size("train") + fold1.size("val")
+    assert metrics["swa"] == {"first_epoch": 3, "epochs_averaged": 2}
+    assert len(record.epochs) == 4
+
+    trained = load_model_dir(tmp_path / "fold1")
+    expected = [(a + b) / 2 for a, b in zip(record.epochs[2], record.epochs[3])]  # epochs 3 and 4 of the refit
+    assert not all(np.allclose(e, np.asarray(last)) for e, last in zip(expected, record.epochs[3]))
+    for got, want in zip(trained.model.weights, expected):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+    predicted = trained.probabilities(mini_prepared.features(fold1.test_paths)).argmax(axis=1)
+    again = classification_metrics(mini_prepared.labels(fold1.test_paths), predicted, len(fold1.classes))
+    assert again["ua"] == pytest.approx(metrics["ua"])
