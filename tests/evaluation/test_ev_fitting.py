@@ -168,18 +168,30 @@ class _KernelAtEnd(keras.callbacks.Callback):
         self.end = np.array(self.model.get_layer(self.layer).kernel)
 
 
-class _StopInSecondFit(keras.callbacks.Callback):
-    """Simulates a kill after epoch ``n`` of the second ``fit`` (the refit)."""
+class _InRefit(keras.callbacks.Callback):
+    """Counts ``fit_fold``'s calls of ``fit``: the second one is the refit."""
 
-    def __init__(self, n):
+    def __init__(self):
         super().__init__()
-        self.n, self.fits = n, 0
+        self.fits = 0
 
     def on_train_begin(self, logs=None):
         self.fits += 1
 
+    @property
+    def in_refit(self) -> bool:
+        return self.fits == 2
+
+
+class _StopInSecondFit(_InRefit):
+    """Simulates a kill after epoch ``n`` of the second ``fit`` (the refit)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+
     def on_epoch_end(self, epoch, logs=None):
-        if self.fits == 2 and epoch + 1 == self.n:
+        if self.in_refit and epoch + 1 == self.n:
             raise _Interrupt(f"killed after refit epoch {self.n}")
 
 
@@ -229,18 +241,15 @@ def test_with_validation_in_training_appends_the_validation_part(fold1):
     assert fold1.size("train") + fold1.size("val") == merged.size("train")
 
 
-class _RefitWeights(keras.callbacks.Callback):
+class _RefitWeights(_InRefit):
     """The model's weights at the end of every epoch of the second ``fit`` (the refit)."""
 
     def __init__(self):
         super().__init__()
-        self.fits, self.epochs = 0, []
-
-    def on_train_begin(self, logs=None):
-        self.fits += 1
+        self.epochs = []
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.fits == 2:
+        if self.in_refit:
             self.epochs.append([np.array(w, dtype=np.float64) for w in self.model.weights])
 
 
