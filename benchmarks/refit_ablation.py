@@ -17,6 +17,12 @@ paired differences.
 
     python benchmarks/refit_ablation.py --config cpu --root ../shared/data/emodb --genotype random:2 --out runs/refit
 
+``--genotype`` is ``random:N``, a genotype JSON (every fold), or a search output directory: each outer fold's own
+searched genotype is retrained on that fold's inner fold (a two-stream EmotionNAS search prepares both streams)::
+
+    python benchmarks/refit_ablation.py --config emotionnas --genotype runs/en/search \
+        --arm select= --arm swarefit=recipe.swa=0.5,recipe.refit=true --out runs/en/nested
+
 Reruns reuse finished folds. Prints a table per arm and each arm's paired difference from the first.
 """
 from __future__ import annotations
@@ -108,7 +114,9 @@ def main() -> int:
     parser.add_argument("--config", default="cpu")
     parser.add_argument("--data", default="emodb")
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"))
-    parser.add_argument("--genotype", default="random:2", help="a genotype JSON, or random:N (sampled from the config's space)")
+    parser.add_argument("--genotype", default="random:2",
+                        help="random:N (sampled from the config's space), a genotype JSON, or a search output directory "
+                             "(each fold its own searched genotype)")
     parser.add_argument("--genotype-seed", type=int, default=0)
     parser.add_argument("--protocol", default=None, help="default: the corpus's (emodb: emodb5)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
@@ -122,9 +130,11 @@ def main() -> int:
     from emodarts_tf.commands.common import config_from_args
     from emodarts_tf.data.pipeline import make_fold_data
     from emodarts_tf.data.prepare import prepare
+    from emodarts_tf.evaluation.genotype_source import spec_is_two_stream
     from emodarts_tf.evaluation.trainer import train_genotype_fold
-    from emodarts_tf.search_space.random_genotype import genotypes_from_spec
     from emodarts_tf.utils.logs import setup_logging
+    from emodarts_tf.utils.threads import configure_threads
+    from recipe_ablation import fold_genotypes  # benchmarks/ is the script's own folder, first on sys.path
 
     setup_logging(0)
     logging.getLogger("emodarts_tf.evaluation.fitting").setLevel(logging.WARNING)
@@ -132,19 +142,21 @@ def main() -> int:
     configs = {name: config_from_args(argparse.Namespace(**vars(base), overrides=[*args.overrides, *overrides]))
                for name, overrides in arms.items()}  # fmt: skip
     config = next(iter(configs.values()))
-    prepared = prepare(config, progress=False)
+    configure_threads(config.runtime.inter_op_threads, config.runtime.intra_op_threads)
+    searched = Path(args.genotype).is_dir()
+    prepared = prepare(config, progress=False, two_stream=searched and spec_is_two_stream(args.genotype))
     corpus = _InnerCorpus(prepared, inner_folds(prepared, config))
     folds = [f.index for f in prepared.folds] if args.folds == "all" else [int(k) for k in args.folds.split(",")]
-    genotypes = genotypes_from_spec(args.genotype, config.space, args.genotype_seed, config.search.max_skip)
+    genotypes = fold_genotypes(args.genotype, prepared, folds, config, args.genotype_seed)
     out = Path(args.out)
     scores = {arm: [] for arm in arms}
     seconds = {arm: 0.0 for arm in arms}
     start = time.perf_counter()
-    for g, genotype in enumerate(genotypes, 1):
+    for g, per_fold in enumerate(genotypes, 1):
         for k in folds:
             for arm, arm_config in configs.items():
                 fold_data = make_fold_data(corpus, k, arm_config)
-                metrics = train_genotype_fold(genotype, arm_config, fold_data, out / arm / f"g{g}" / f"fold{k}",
+                metrics = train_genotype_fold(per_fold[k], arm_config, fold_data, out / arm / f"g{g}" / f"fold{k}",
                                               corpus=prepared.corpus, protocol=prepared.protocol,
                                               genotype_source=f"nested ablation g{g}")  # fmt: skip
                 scores[arm].append(metrics["ua"])
