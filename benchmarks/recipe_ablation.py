@@ -143,8 +143,7 @@ def main() -> int:
     base = load_config(args.config, overrides=args.overrides,
                        updates={"data": {"corpus": args.data, "root": args.root}})  # fmt: skip
     configure_threads(base.runtime.inter_op_threads, base.runtime.intra_op_threads)
-    searched = Path(args.genotype).is_dir()
-    prepared = prepare(base, progress=False, two_stream=searched and spec_is_two_stream(args.genotype))
+    prepared = prepare(base, progress=False, two_stream=spec_is_two_stream(args.genotype))  # a search or a genotype JSON
     folds = [f.index for f in prepared.folds] if args.folds == "all" else [int(k) for k in args.folds.split(",")]
     genotypes = fold_genotypes(args.genotype, prepared, folds, base, args.genotype_seed)
     out = Path(args.out)

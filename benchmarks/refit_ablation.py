@@ -18,7 +18,7 @@ paired differences.
     python benchmarks/refit_ablation.py --config cpu --root ../shared/data/emodb --genotype random:2 --out runs/refit
 
 ``--genotype`` is ``random:N``, a genotype JSON (every fold), or a search output directory: each outer fold's own
-searched genotype is retrained on that fold's inner fold (a two-stream EmotionNAS search prepares both streams)::
+searched genotype is retrained on that fold's inner fold (two-stream EmotionNAS genotypes prepare both streams)::
 
     python benchmarks/refit_ablation.py --config emotionnas --genotype runs/en/search \
         --arm select= --arm swarefit=recipe.swa=0.5,recipe.refit=true --out runs/en/nested
@@ -143,8 +143,7 @@ def main() -> int:
                for name, overrides in arms.items()}  # fmt: skip
     config = next(iter(configs.values()))
     configure_threads(config.runtime.inter_op_threads, config.runtime.intra_op_threads)
-    searched = Path(args.genotype).is_dir()
-    prepared = prepare(config, progress=False, two_stream=searched and spec_is_two_stream(args.genotype))
+    prepared = prepare(config, progress=False, two_stream=spec_is_two_stream(args.genotype))  # a search or a genotype JSON
     corpus = _InnerCorpus(prepared, inner_folds(prepared, config))
     folds = [f.index for f in prepared.folds] if args.folds == "all" else [int(k) for k in args.folds.split(",")]
     genotypes = fold_genotypes(args.genotype, prepared, folds, config, args.genotype_seed)
