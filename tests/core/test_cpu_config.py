@@ -19,11 +19,15 @@ def test_cpu_config_values_are_the_documented_ones():
     assert config.space.frequency_pooling == "flatten"
     assert config.recipe.swa == pytest.approx(0.5) and config.recipe.ema == 0.0
     assert config.recipe.refit is True  # with the weight average: the final model trains on every training speaker
+    # the retrained network twice as wide as the supernet, which keeps the budget width
+    assert (config.train.init_channels, config.train.seq_hidden) == (16, 64)
+    assert (config.space.init_channels, config.space.seq_hidden) == (8, 32)
     emotionnas = load_config("emotionnas")
     assert emotionnas.space.frequency_pooling == "avg"  # as its results were measured
     # cpu.yaml's recipe, checked for the two-stream network on held-out speakers of nested splits
     assert emotionnas.recipe.swa == pytest.approx(0.5) and emotionnas.recipe.ema == 0.0
     assert emotionnas.recipe.refit is True
+    assert emotionnas.train.init_channels is None and emotionnas.train.seq_hidden is None  # its searched width
     assert emotionnas.train.stream_heads == 0.0  # measured, not adopted (docs/emotionnas.md)
     assert emotionnas.train.stream_dropout == 0.0  # measured, not adopted (docs/emotionnas.md)
 
