@@ -13,7 +13,7 @@ share of random draws that agree at least as much as the searches (``(1 + count)
 that have learnt something stable agree well above chance; searches whose alphas barely moved from their
 uniform start (see the alpha entropy column, from ``alpha_history.json``: 1.0 = uniform) agree at chance.
 
-    python benchmarks/genotype_agreement.py runs/search-s0 runs/search-s1 runs/search-s2 [--which best|final]
+    python benchmarks/genotype_agreement.py runs/search-s0 runs/search-s1 runs/search-s2 [--which best|final|perturbation]
         [--groups 1000] [--seed 0] [--json runs/agreement.json]
 
 Prints Markdown: the data and the machines (the searches' and this one's), then the tables. No TensorFlow.
@@ -41,7 +41,7 @@ from emodarts_tf.search_space.random_genotype import sample_genotypes, space_of 
 
 KEYS = ("edge", "edge_op")
 ROWS = (*CELL_KINDS, "mean")
-GENOTYPE_FILES = {"best": "genotype_best.json", "final": "genotype.json"}
+GENOTYPE_FILES = {"best": "genotype_best.json", "final": "genotype.json", "perturbation": "genotype_pt.json"}
 
 
 def _read_json(path: Path):
@@ -54,7 +54,8 @@ def _read_json(path: Path):
 def load_search(directory: str | Path, which: str = "best") -> dict:
     """``{"dir", "folds": {k: {"genotype", "file", "config", "search", "entropy"}}}`` of one search folder.
 
-    ``which``: ``best`` (``genotype_best.json``, else ``genotype.json``) or ``final`` (``genotype.json``).
+    ``which``: ``best`` (``genotype_best.json``, else ``genotype.json``), ``final`` (``genotype.json``) or
+    ``perturbation`` (``genotype_pt.json``, ``search.select: perturbation``).
     ``config`` comes from ``fold<k>/config.yaml`` (else ``search.json``'s); ``entropy`` is the last
     ``alpha_history.json`` entry's (None for searches that predate it).
     """
@@ -225,7 +226,8 @@ def main(argv: list | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("searches", nargs="+", help="search output folders, one per seed (each with fold<k>/)")
     parser.add_argument("--which", choices=tuple(GENOTYPE_FILES), default="best",
-                        help="genotype_best.json (default; genotype.json where absent) or genotype.json (final)")
+                        help="genotype_best.json (default; genotype.json where absent), genotype.json (final) or "
+                        "genotype_pt.json (perturbation)")
     parser.add_argument("--groups", type=int, default=1000, help="random draws for the chance level (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random genotypes (default 0)")
     parser.add_argument("--json", help="also write the numbers to this JSON file")

@@ -199,7 +199,13 @@ class SearchConfig:
     # paper's size). Same values; no effect on the one-graph step, where Grappler prunes them already.
     arch_only_passes: bool = True
     strategy: str = "auto"  # auto | default | mirrored | multi_worker (TF_CONFIG; README, Several machines)
-    select: str = "best"  # best | final: the genotype of genotypes.json and cells/ (both are always written)
+    # best | final | perturbation: the genotype of genotypes.json and cells/ (best and final are always written;
+    # perturbation: DARTS-PT's selection by removing candidates from the trained supernet, genotype_pt.json,
+    # search.perturbation_selection)
+    select: str = "best"
+    # perturbation selection: weight steps of the search's weight step after each projected edge and pruned node
+    # (DARTS-PT tunes the supernet between its decisions); null: one epoch of the weights part
+    pt_tune_steps: Optional[int] = None
     checkpoints_to_keep: int = 2  # latest search checkpoints kept per fold
 
 

@@ -18,7 +18,8 @@ Output (``--out``, default ``runs/search-<data>``)::
     <out>/data/                 records.csv, folds.json, prepared.json of the corpus
     <out>/fold<k>/              genotype.json (final), genotype_best.json (best validation UA),
                                 genotypes/, alpha_history.json, search.json, config.yaml, cells/*.png,
-                                checkpoints/, tensorboard/
+                                checkpoints/, tensorboard/; with search.select=perturbation also
+                                genotype_pt.json and perturbation.json (DARTS-PT selection)
     <out>/genotypes.json        {"<k>": genotype} for every finished fold searched into <out>, rebuilt from the
                                 fold folders (several hosts may search different --fold into one shared <out>)
 

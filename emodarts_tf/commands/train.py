@@ -9,7 +9,7 @@ Usage::
 ``--genotype`` is one genotype JSON (the same architecture for every fold) or a search output directory
 (``cli/search.py --out``) holding one genotype per fold; ``evaluation.genotype_source`` documents the
 lookup (by default the genotype each fold's search selected, ``search.select``: best by validation UA or
-final; ``--genotype-choice best|final`` overrides it). A genotype whose search saw a fold's test speakers is refused for that fold, with
+final or the perturbation-selected one; ``--genotype-choice best|final|perturbation`` overrides it). A genotype whose search saw a fold's test speakers is refused for that fold, with
 the reason, unless ``--allow-leak`` is given; a genotype without search meta (typed in from a paper) is
 accepted with a warning. A genotype of a search that stopped before its last epoch (killed, no
 ``search.json`` or fewer ``epochs_done`` than ``epochs``) is refused with the fold directory and the epochs
@@ -84,9 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--genotype", required=True,
                         help="a genotype JSON file, a search output directory, or random:N (N genotypes drawn "
                         "uniformly from the search space with --seed, each retrained the same way)")
-    parser.add_argument("--genotype-choice", choices=("search", "best", "final"), default="search",
+    parser.add_argument("--genotype-choice", choices=("search", "best", "final", "perturbation"), default="search",
                         help="from a search directory: what each fold's search selected (search.select; default), "
-                        "the best genotype by validation UA, or the final one")
+                        "the best genotype by validation UA, the final one, or the perturbation-selected one "
+                        "(genotype_pt.json, search.select: perturbation)")
     parser.add_argument("--folds", default="all", help="'all' (default) or fold numbers such as 1,3")
     parser.add_argument("--epochs", type=int, help="training epochs (default: train.epochs of the config)")
     parser.add_argument("--out", required=True, help="output directory (one fold<k>/ per fold and summary.json)")

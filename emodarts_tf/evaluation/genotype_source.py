@@ -9,7 +9,9 @@
 
   1. ``<dir>/fold<k>/genotype_best.json``: the genotype of the search epoch with the best validation UA
      (the issue's "best genotype"; ``choice="final"`` prefers ``genotype.json`` instead),
-  2. ``<dir>/fold<k>/genotype.json``: the genotype at the end of the search,
+  2. ``<dir>/fold<k>/genotype.json``: the genotype at the end of the search (``choice="perturbation"``, or a
+     search with ``search.select: perturbation`` under ``choice="search"``, prefers ``genotype_pt.json``, the
+     DARTS-PT genotype, before both),
   3. ``<dir>/genotypes.json``: ``{"<k>": genotype}`` as ``--fold all`` writes it,
   4. ``<dir>/genotype_best.json`` / ``<dir>/genotype.json``: a single fold's search directory, used for
      every fold (and then refused for the folds whose test speakers it saw).
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 
 BEST_FILE = "genotype_best.json"
 FINAL_FILE = "genotype.json"
+PT_FILE = "genotype_pt.json"
 ALL_FILE = "genotypes.json"
 SEARCH_FILE = "search.json"
 _SPEAKER_KEYS = ("train_speakers", "val_speakers")  # the speakers a search's genotype meta says it saw
@@ -263,13 +266,18 @@ def search_choice(search_dir: Path, choice: str) -> str:
         selected = read_json(path).get("select") if path.is_file() else None
     except (ValueError, AttributeError):
         selected = None
-    return selected if selected in ("best", "final") else "best"
+    return selected if selected in ("best", "final", "perturbation") else "best"
+
+
+def _file_order(choice: str) -> tuple:
+    """The genotype files of a search fold folder, most preferred first, for ``choice``."""
+    if choice == "perturbation":
+        return (PT_FILE, FINAL_FILE, BEST_FILE)
+    return (BEST_FILE, FINAL_FILE) if choice == "best" else (FINAL_FILE, BEST_FILE)
 
 
 def _fold_file(directory: Path, k: int, choice: str) -> Path | None:
-    choice = search_choice(directory / f"fold{k}", choice)
-    order = (BEST_FILE, FINAL_FILE) if choice == "best" else (FINAL_FILE, BEST_FILE)
-    for name in order:
+    for name in _file_order(search_choice(directory / f"fold{k}", choice)):
         path = directory / f"fold{k}" / name
         if path.is_file():
             return path
@@ -315,8 +323,8 @@ def genotypes_for_folds(
             index: the message names the cell, node and edge), a leak (:class:`GenotypeLeakError`), or a
             genotype of an unfinished search (:class:`UnfinishedSearchError`).
     """
-    if choice not in ("search", "best", "final"):
-        raise ValueError(f"choice: expected 'search', 'best' or 'final', received {choice!r}")
+    if choice not in ("search", "best", "final", "perturbation"):
+        raise ValueError(f"choice: expected 'search', 'best', 'final' or 'perturbation', received {choice!r}")
     spec = Path(spec).expanduser()
     if not spec.exists():
         raise ValueError(f"--genotype {spec}: no such file or directory")
@@ -356,7 +364,7 @@ def genotypes_for_folds(
                 # kept, is still the evidence of how far the search ran.
                 search_dir = spec / f"fold{k}" if (spec / f"fold{k}").is_dir() else None
             else:
-                order = (BEST_FILE, FINAL_FILE) if search_choice(spec, choice) == "best" else (FINAL_FILE, BEST_FILE)
+                order = _file_order(search_choice(spec, choice))
                 single = next((spec / n for n in order if (spec / n).is_file()), None)
                 if single is None:
                     available = _available_folds(spec)

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 INDEX_FILE = "genotypes.json"
 SEARCH_FILE = "search.json"
-_GENOTYPE_FILES = ("genotype_best.json", "genotype.json")
+PT_FILE = "genotype_pt.json"  # search.select: perturbation
+_GENOTYPE_FILES = ("genotype_best.json", "genotype.json", PT_FILE)
 _FOLD_DIR = re.compile(r"fold(\d+)$")
 
 

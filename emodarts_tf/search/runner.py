@@ -49,8 +49,9 @@ from emodarts_tf.search.callbacks import (
 )
 from emodarts_tf.search.checkpoint import SearchState
 from emodarts_tf.search.diagnostics import NonFiniteError
-from emodarts_tf.search.genotype_index import INDEX_FILE, rebuild_genotype_index
+from emodarts_tf.search.genotype_index import INDEX_FILE, PT_FILE, rebuild_genotype_index
 from emodarts_tf.search.model import ORDERS, SearchModel, inner_optimizer
+from emodarts_tf.search.perturbation_selection import select_by_perturbation
 from emodarts_tf.search.plots import plot_genotype
 from emodarts_tf.search.reuse import SearchCosineDecay, SupernetReuse, supernet_key
 from emodarts_tf.search_space.genotype import Genotype
@@ -64,7 +65,9 @@ from emodarts_tf.utils.seed import seed_everything
 
 log = logging.getLogger(__name__)
 
-SELECTIONS = ("best", "final")
+SELECTIONS = ("best", "final", "perturbation")
+# The selected genotype file of each search.select.
+SELECTED_FILES = {"best": "genotype_best.json", "final": "genotype.json", "perturbation": PT_FILE}
 METHODS = ("emodarts", "emotionnas")
 SEARCH_FORMAT = "emodarts-tf/search/v1"
 
@@ -73,7 +76,9 @@ SEARCH_FORMAT = "emodarts-tf/search/v1"
 # (graph_optimization: up to rounding) and variables, memory and time only; so are the runtime's thread pools.
 _RESUMABLE_KEYS = ("search.epochs", "data.root", "data.cache_dir", "data.workers", "search.checkpoints_to_keep",
                    "search.recompute_cnn", "search.recompute_seq", "search.eager_updates", "search.arch_only_passes",
-                   "data.lock_timeout_s", "search.graph_optimization", "search.reuse_supernet")
+                   "data.lock_timeout_s", "search.graph_optimization", "search.reuse_supernet",
+                   # which genotype the finished search selects: a resume with another one selects it anew
+                   "search.select", "search.pt_tune_steps")
 _IGNORED_SECTIONS = ("train", "baseline", "recipe", "runtime")
 
 
@@ -106,6 +111,8 @@ def check_search_config(s: SearchConfig) -> None:
         raise ValueError(f"search.strategy: expected one of {STRATEGIES}, received {s.strategy!r}")
     if s.select not in SELECTIONS:
         raise ValueError(f"search.select: expected one of {SELECTIONS}, received {s.select!r}")
+    if s.pt_tune_steps is not None:
+        positive_int("pt_tune_steps", s.pt_tune_steps, 0)
     if not s.w_lr > 0:
         raise ValueError(f"search.w_lr: expected > 0, received {s.w_lr!r}")
     if not 0 <= s.w_lr_min <= s.w_lr:
@@ -275,7 +282,9 @@ def _finished_or_refused(fold_dir: Path, config: ExperimentConfig, resume: bool)
     summary_path = fold_dir / "search.json"
     if resume and summary_path.is_file() and _has_checkpoint(ckpt_dir):
         done = read_json(summary_path)
-        if isinstance(done, dict) and int(done.get("epochs_done", 0)) >= s.epochs == int(done.get("epochs", -1)):
+        same_selection = (done.get("select", "best") == s.select and done.get("pt_tune_steps") == s.pt_tune_steps
+                          if isinstance(done, dict) else False)
+        if same_selection and int(done.get("epochs_done", 0)) >= s.epochs == int(done.get("epochs", -1)):
             selected_file = fold_dir / done.get("genotype_file", "genotype_best.json")
             log.info("%s: the search already finished (%d epochs); nothing to resume", fold_dir, s.epochs)
             return {**done, "genotype": Genotype.load(selected_file)}
@@ -351,6 +360,23 @@ def _fit_search(model, state, fold_data, fold_dir: Path, config: ExperimentConfi
             f"{fold_dir}: the search stopped early, after epoch {history.epoch[-1] + 1} of {s.epochs} "
             "(a callback set model.stop_training)"
         )
+
+
+def _perturbation_genotype(model, fold_data, fold_dir: Path, config: ExperimentConfig, meta: dict,
+                           steps: int) -> Genotype:
+    """The DARTS-PT genotype of the searched supernet (:mod:`emodarts_tf.search.perturbation_selection`),
+    measured on the alphas part and tuned on the search's data, written to ``genotype_pt.json`` with its record
+    ``perturbation.json``."""
+    s = config.search
+    tune_steps = steps if s.pt_tune_steps is None else int(s.pt_tune_steps)
+    weights_ds, alphas_ds = fold_data.search_split(s.batch_size)
+    genotype, record = select_by_perturbation(
+        model, fold_data.arrays("alphas"), tf.data.Dataset.zip((weights_ds, alphas_ds)), tune_steps,
+        max_skip=s.max_skip, meta=meta, seed=config.seed + 7919 * int(fold_data.fold.index),
+    )  # fmt: skip
+    write_json(fold_dir / "perturbation.json", record)
+    genotype.save(fold_dir / PT_FILE)
+    return genotype
 
 
 def run_search(
@@ -485,6 +511,10 @@ def run_search(
         final = Genotype.load(fold_dir / "genotype.json")
         best = Genotype.load(fold_dir / "genotype_best.json")
         selected, other, other_name = (best, final, "final") if s.select == "best" else (final, best, "best")
+        if s.select == "perturbation":
+            selected = _perturbation_genotype(model, fold_data, fold_dir, config, {**meta, **{
+                k: final.meta.get(k) for k in ("epoch", "val_ua", "val_wa", "val_f1")}}, steps)
+            other, other_name = final, "final"
         plot_genotype(selected, fold_dir / "cells", title_prefix=f"fold {fold.index} ({s.select}, epoch "
                       f"{selected.meta.get('epoch')}): ")  # fmt: skip
         plot_genotype(other, fold_dir / "cells" / other_name, title_prefix=f"fold {fold.index} ({other_name}, "
@@ -506,7 +536,8 @@ def run_search(
             "best": {k: best.meta.get(k) for k in ("epoch", "val_ua", "val_wa", "val_f1")},
             "final": {k: final.meta.get(k) for k in ("epoch", "val_ua", "val_wa", "val_f1")},
             "select": s.select,
-            "genotype_file": "genotype_best.json" if s.select == "best" else "genotype.json",
+            **({"pt_tune_steps": s.pt_tune_steps} if s.pt_tune_steps is not None else {}),
+            "genotype_file": SELECTED_FILES[s.select],
             "strategy": type(strategy).__name__,
             "replicas": int(strategy.num_replicas_in_sync),
             "precision": policy,
