@@ -388,7 +388,7 @@ def fit_fold(
         model, refit_state = _train_phase(
             build_model, refit_data, refit_dir, FoldCheckpoint(refit_dir), epochs=int(state["best_epoch"]),
             ramp_epochs=epochs, keep_last=True, optimizer=_fresh_optimizer(optimizer), patience=None,
-            fingerprint={**fingerprint, "refit_epochs": int(state["best_epoch"])}, label=f"{label} refit", **common,
+            fingerprint={**fingerprint, "refit_epochs": int(state["best_epoch"])}, label=f"{label} refit (validation speakers trained on)", **common,
         )  # fmt: skip
         refit = {
             "epochs": int(state["best_epoch"]),

@@ -3,6 +3,7 @@ the fold directory, resume after an interruption, and checkpoints that do not fi
 from __future__ import annotations
 
 import json
+import logging
 
 import keras
 import numpy as np
@@ -195,7 +196,8 @@ class _StopInSecondFit(_InRefit):
             raise _Interrupt(f"killed after refit epoch {self.n}")
 
 
-def test_refit_trains_on_train_and_validation_speakers_for_the_selected_epochs(tmp_path, fold1, mini_config, mini_prepared):
+def test_refit_trains_on_train_and_validation_speakers_for_the_selected_epochs(tmp_path, fold1, mini_config, mini_prepared,
+                                                                            caplog):
     from emodarts_tf.config import RecipeConfig
 
     build = standin_builder(fold1.input_shape, len(fold1.classes))
@@ -209,7 +211,12 @@ def test_refit_trains_on_train_and_validation_speakers_for_the_selected_epochs(t
     with pytest.raises(_Interrupt):
         fit_fold(build, fold1, tmp_path / "fold1", callbacks=[_StopInSecondFit(1)], **kwargs)
     assert not (tmp_path / "fold1" / "metrics.json").exists()
-    metrics = fit_fold(build, fold1, tmp_path / "fold1", **kwargs)  # resumes inside the refit
+    with caplog.at_level(logging.INFO, logger="emodarts_tf.evaluation"):
+        metrics = fit_fold(build, fold1, tmp_path / "fold1", **kwargs)  # resumes inside the refit
+    # the refit's lines say that their validation figures are on speakers it trains on
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("fold 1 refit (validation speakers trained on)") for m in messages)
+    assert not any(m.startswith("fold 1 refit ") and "trained on" not in m.split(":")[0] for m in messages)
 
     best = metrics["best_epoch"]
     refit_history = json.loads((tmp_path / "fold1" / "refit" / "history.json").read_text())
