@@ -38,7 +38,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from emodarts_tf.search.genotype_index import optional_int
+from emodarts_tf.search.genotype_index import PT_FILE, optional_int
 from emodarts_tf.search_space.genotype import Genotype
 from emodarts_tf.search_space.random_genotype import SOURCE as RANDOM_SOURCE
 from emodarts_tf.utils.io import read_json
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 
 BEST_FILE = "genotype_best.json"
 FINAL_FILE = "genotype.json"
-PT_FILE = "genotype_pt.json"
 ALL_FILE = "genotypes.json"
 SEARCH_FILE = "search.json"
 _SPEAKER_KEYS = ("train_speakers", "val_speakers")  # the speakers a search's genotype meta says it saw

@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from emodarts_tf.evaluation.split import logits_of
+from emodarts_tf.search.reuse import state_variables
 from emodarts_tf.search_space.genotype import Genotype
 from emodarts_tf.utils.numeric import softmax
 
@@ -117,8 +118,7 @@ class _LossMeter:
             self.batches.append((xb, tf.convert_to_tensor(np.asarray(y[start:start + batch_size], dtype=np.int32))))
         self.n = n
         self.evaluations = 0
-        dtypes = {k: a.dtype for k, a in zip(self.kinds, model.arch_variables)}
-        self._dtypes = dtypes
+        self._dtypes = {k: a.dtype for k, a in zip(self.kinds, model.arch_variables)}
 
         @tf.function(reduce_retracing=True)
         def batch_loss(xb, yb, weights):
@@ -181,7 +181,7 @@ def select_by_perturbation(
     backbone = model.backbone
     kinds = tuple(model.alpha_kinds)
     searched_alphas = model.alpha_arrays()
-    saved = [v.numpy() for v in _state_variables(model)]
+    saved = [v.numpy() for v in state_variables(model)]
     alpha_updates = bool(float(model.alpha_active.numpy()) > 0.5)
     searched = {k_: softmax(a.astype(np.float64)) for k_, a in searched_alphas.items()}
     ops = {k_: _cell_ops(backbone, k_) for k_ in kinds}
@@ -299,19 +299,9 @@ def select_by_perturbation(
                  "%.4f searched, %.4f selected", meter.evaluations, tuned_steps, record["seconds"], base, final_loss)
         return genotype, record
     finally:
-        for var, value in zip(_state_variables(model), saved):
+        for var, value in zip(state_variables(model), saved):
             var.assign(value)
         model.set_alpha_updates(alpha_updates)
-
-
-def _state_variables(model) -> list:
-    """The model's variables and its weight optimizer's (each once), which the tuning steps change."""
-    seen, out = set(), []
-    for v in [*model.variables, *model.w_optimizer.variables]:
-        if id(v) not in seen:
-            seen.add(id(v))
-            out.append(v)
-    return out
 
 
 def _cell_ops(backbone, kind: str) -> tuple:

@@ -51,7 +51,7 @@ def _positive_steps(decay_steps) -> float:
     return steps
 
 
-def _state_variables(model) -> list:
+def state_variables(model) -> list:
     """The model's variables and both optimizers' (each once, in a fixed order)."""
     seen, out = set(), []
     for v in [*model.variables, *model.w_optimizer.variables, *model.a_optimizer.variables]:
@@ -77,7 +77,7 @@ class SupernetReuse:
 
     def supernet(self, key: str, build):
         if self._model is not None and key == self._key:
-            for variable, value in zip(_state_variables(self._model), self._initial):
+            for variable, value in zip(state_variables(self._model), self._initial):
                 variable.assign(value)
             self.reused += 1
             log.info("reusing the supernet built and traced for the first fold, restored to its initial state")
@@ -86,7 +86,7 @@ class SupernetReuse:
         model = build()
         model.build_optimizers()
         self._key, self._model = key, model
-        self._initial = [keras.ops.convert_to_numpy(v) for v in _state_variables(model)]
+        self._initial = [keras.ops.convert_to_numpy(v) for v in state_variables(model)]
         return model
 
     def clear(self) -> None:
