@@ -1,4 +1,4 @@
-"""``fit()`` callbacks of the search: warm-up, non-finite guard, validation UA, alpha history, genotypes,
+"""``fit()`` callbacks of the search: warm-up, drop-path schedule, non-finite guard, validation UA, alpha history, genotypes,
 checkpoints, logs.
 
 Order matters (they share the epoch's ``logs`` dict): ``NonFiniteGuard`` comes before every callback that
@@ -21,6 +21,8 @@ import tensorflow as tf
 from emodarts_tf.evaluation.split import evaluate_split, inference_fn
 from emodarts_tf.search.checkpoint import describe_nonfinite, nonfinite_state
 from emodarts_tf.search.diagnostics import NonFiniteError, alpha_entropy, alpha_movement, format_alpha_diagnostics
+from emodarts_tf.search_space.network import set_search_drop_path_rate
+from emodarts_tf.search_space.validation import check_rate
 from emodarts_tf.utils.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,21 @@ class AlphaWarmup(keras.callbacks.Callback):
         self.model.set_alpha_updates(active)
         if not active:
             log.info("epoch %d: warm-up (alphas frozen, weights only)", epoch + 1)
+
+
+class SearchDropPath(keras.callbacks.Callback):
+    """Raise the supernet's drop-path rate linearly over the search: ``rate * epoch / epochs`` at the start of
+    epoch ``epoch`` (from 0), as DARTS schedules drop-path and RobustDARTS applies it to the search."""
+
+    def __init__(self, rate: float, epochs: int):
+        super().__init__()
+        self.rate = check_rate(rate, "rate")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs: expected an integer >= 1, received {epochs!r}")
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        set_search_drop_path_rate(self.model, self.rate * epoch / self.epochs)
 
 
 class NonFiniteGuard(keras.callbacks.Callback):

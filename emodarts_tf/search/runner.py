@@ -44,6 +44,7 @@ from emodarts_tf.search.callbacks import (
     GenotypeTracker,
     NonFiniteGuard,
     SaveState,
+    SearchDropPath,
     ValidationMetrics,
     format_genotype,
 )
@@ -113,6 +114,8 @@ def check_search_config(s: SearchConfig) -> None:
         raise ValueError(f"search.select: expected one of {SELECTIONS}, received {s.select!r}")
     if s.pt_tune_steps is not None:
         positive_int("pt_tune_steps", s.pt_tune_steps, 0)
+    if isinstance(s.drop_path, bool) or not isinstance(s.drop_path, (int, float)) or not 0 <= s.drop_path < 1:
+        raise ValueError(f"search.drop_path: expected a number in [0, 1), received {s.drop_path!r}")
     if not s.w_lr > 0:
         raise ValueError(f"search.w_lr: expected > 0, received {s.w_lr!r}")
     if not 0 <= s.w_lr_min <= s.w_lr:
@@ -152,11 +155,13 @@ def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, 
     if isinstance(input_shape, dict):  # EmotionNAS: {image name: (H, W, 1), "frames": (T, D)}
         input_shape = {name: tuple(shape) for name, shape in input_shape.items()}
         backbone = TwoStreamSearchBackbone(config.space, input_shape, int(num_classes), recompute=s.recompute_cnn,
-                                           seq_grouped=s.seq_grouped, recompute_seq=s.recompute_seq, name="backbone")
+                                           seq_grouped=s.seq_grouped, recompute_seq=s.recompute_seq,
+                                           drop_path=float(s.drop_path), name="backbone")
     else:
         input_shape = tuple(input_shape)
         backbone = SearchBackbone(config.space, input_shape, int(num_classes), recompute=s.recompute_cnn,
-                                  seq_grouped=s.seq_grouped, recompute_seq=s.recompute_seq, name="backbone")
+                                  seq_grouped=s.seq_grouped, recompute_seq=s.recompute_seq,
+                                  drop_path=float(s.drop_path), name="backbone")
     model = SearchModel(backbone, input_shape=input_shape, alpha_init_scale=s.alpha_init_scale, seed=config.seed)
     total_steps = max(1, s.epochs * steps_per_epoch)
     if s.w_lr_min < s.w_lr:
@@ -321,6 +326,8 @@ def _fit_search(model, state, fold_data, fold_dir: Path, config: ExperimentConfi
     # The guard comes before every callback that writes: a non-finite step or epoch raises before
     # its genotype, alpha history entry or checkpoint exists.
     search_callbacks = [AlphaWarmup(s.warmup_epochs), NonFiniteGuard()]
+    if s.drop_path > 0:
+        search_callbacks.insert(1, SearchDropPath(float(s.drop_path), s.epochs))
     if has_val:
         search_callbacks.append(ValidationMetrics(fold_data.val(batch), num_classes))
     tensorboard = keras.callbacks.TensorBoard(str(fold_dir / "tensorboard"), write_graph=False,

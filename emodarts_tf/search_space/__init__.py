@@ -15,6 +15,7 @@ _LAZY = {
     "SearchBackbone": "network",
     "build_fixed_network": "network",
     "set_drop_path_rate": "network",
+    "set_search_drop_path_rate": "network",
     "apply_train_overrides": "network",
     "TwoStreamSearchBackbone": "two_stream",
     "build_fixed_two_stream": "two_stream",

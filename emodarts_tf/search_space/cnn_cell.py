@@ -16,7 +16,14 @@ from keras import ops
 from emodarts_tf.search_space.genotype import check_cell
 from emodarts_tf.search_space.mixed_op import MixedOp
 from emodarts_tf.search_space.op_registry import make_op
-from emodarts_tf.search_space.operations import FactorizedReduce, Identity, ReLUConvBN, Zero, reduced_shape
+from emodarts_tf.search_space.operations import (
+    FactorizedReduce,
+    Identity,
+    ReLUConvBN,
+    Zero,
+    drop_path_mask,
+    reduced_shape,
+)
 from emodarts_tf.search_space.primitives import CNN_PRIMITIVES, num_edges
 from emodarts_tf.search_space.validation import (
     check_bool,
@@ -76,6 +83,8 @@ class SearchCNNCell(keras.layers.Layer):
         ops: candidate op names (the columns of the weight matrix).
         recompute: gradient checkpointing of every edge (``MixedOp(recompute=True)``): in training only
             the edges' inputs and outputs are kept for the backward pass, which recomputes each edge.
+        drop_path_rate: drop-path of every edge's candidates in training (``MixedOp(drop_path_rate=...)``);
+            0 disables it.
 
     Call arguments:
         inputs: ``[s0, s1]``, the outputs of the cells two and one steps back.
@@ -84,9 +93,11 @@ class SearchCNNCell(keras.layers.Layer):
     """
 
     def __init__(self, nodes: int, channels: int, reduction: bool, reduction_prev: bool,
-                 ops: tuple = CNN_PRIMITIVES, recompute: bool = False, reduction_stride=2, **kwargs):
+                 ops: tuple = CNN_PRIMITIVES, recompute: bool = False, reduction_stride=2,
+                 drop_path_rate: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.recompute = check_bool(recompute, "recompute")
+        self.drop_path_rate = check_rate(drop_path_rate, "drop_path_rate")
         self.nodes = check_int(nodes, "nodes")
         self.channels = check_int(channels, "channels")
         self.reduction = bool(reduction)
@@ -100,6 +111,7 @@ class SearchCNNCell(keras.layers.Layer):
             for j in range(node + 2):
                 stride = self.reduction_stride if self.reduction and j < 2 else 1
                 self.edges.append(MixedOp(self.op_names, channels, stride, kind="cnn", recompute=recompute,
+                                          drop_path_rate=self.drop_path_rate,
                                           name=f"edge_{node}_{j}"))
 
     @property
@@ -137,7 +149,8 @@ class SearchCNNCell(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "nodes": self.nodes, "channels": self.channels,
                 "reduction": self.reduction, "reduction_prev": self.reduction_prev, "ops": list(self.op_names),
-                "recompute": self.recompute, "reduction_stride": self.reduction_stride}
+                "recompute": self.recompute, "reduction_stride": self.reduction_stride,
+                "drop_path_rate": self.drop_path_rate}
 
 
 def check_genotype_cell(genotype_cell, concat, kind: str) -> tuple:
@@ -150,11 +163,8 @@ def check_genotype_cell(genotype_cell, concat, kind: str) -> tuple:
 
 def drop_path(x, rate, seed_generator):
     """Zero whole examples of ``x`` with probability ``rate`` and scale the rest by ``1 / (1 - rate)``."""
-    keep = 1.0 - ops.cast(rate, x.dtype)
-    shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
-    noise = keras.random.uniform(shape, dtype=x.dtype, seed=seed_generator)
-    mask = ops.floor(keep + noise)
-    return x / keep * mask
+    mask = drop_path_mask(ops.shape(x)[0], 1, rate, seed_generator, x.dtype)
+    return x * ops.reshape(mask, (-1,) + (1,) * (len(x.shape) - 1))
 
 
 @_register

@@ -4,9 +4,9 @@ from __future__ import annotations
 import keras
 
 from emodarts_tf.search_space.op_registry import make_op
-from emodarts_tf.search_space.operations import reduced_shape
+from emodarts_tf.search_space.operations import drop_path_mask, reduced_shape
 from emodarts_tf.search_space.recompute import recompute_grad
-from emodarts_tf.search_space.validation import check_bool, check_kind, check_ops, check_stride
+from emodarts_tf.search_space.validation import check_bool, check_kind, check_ops, check_rate, check_stride
 
 _register = keras.saving.register_keras_serializable(package="emodarts_tf")
 
@@ -29,6 +29,12 @@ class MixedOp(keras.layers.Layer):
             keeping the candidates' activations, and recomputed in the backward pass
             (:func:`~emodarts_tf.search_space.recompute.recompute_grad`); only the edge's input and
             output stay alive. Same values and gradients, about one extra forward per backward.
+        drop_path_rate: CNN only. In training, each candidate's output except ``skip_connect``'s is zeroed
+            per example with this probability and the rest scaled by ``1 / (1 - rate)`` (the scheduled
+            drop-path of the supernet in RobustDARTS, Zela et al., ICLR 2020). The masks are drawn before
+            the checkpointed sum, so its recomputation sees the same ones. The current rate lives in a
+            non-trainable variable that a schedule sets between epochs (``network.set_search_drop_path_rate``);
+            0 builds no variable and draws nothing.
 
     Call arguments:
         x: the edge's input, ``(B, H, W, channels)`` for CNN ops, ``(B, T, units)`` for SeqNN ops.
@@ -37,11 +43,15 @@ class MixedOp(keras.layers.Layer):
     """
 
     def __init__(self, ops: tuple, channels: int, stride: int = 1, kind: str = "cnn", recompute: bool = False,
-                 **kwargs):
+                 drop_path_rate: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         check_kind(kind)
         if check_bool(recompute, "recompute") and kind == "seq":
             raise ValueError(f"recompute: expected False for SeqNN ops (CNN mixed ops only), received {recompute!r}")
+        self.drop_path_rate = check_rate(drop_path_rate, "drop_path_rate")
+        if self.drop_path_rate > 0 and kind == "seq":
+            raise ValueError(f"drop_path_rate: expected 0 for SeqNN ops (CNN mixed ops only), received "
+                             f"{drop_path_rate!r}")
         self.recompute = recompute
         self.op_names = check_ops(ops, kind)
         self.channels = channels
@@ -53,6 +63,10 @@ class MixedOp(keras.layers.Layer):
                                    name=self.op_names[i])
                            for i in self.active_indices]
         self._zero = make_op(kind, "none", channels, stride, name="none")
+        # Positions (among the computed candidates) that drop-path may zero: every op but the identity.
+        self.droppable = tuple(k for k, i in enumerate(self.active_indices) if self.op_names[i] != "skip_connect")
+        self.seed_generator = keras.random.SeedGenerator() if self.drop_path_rate > 0 else None
+        self.drop_path_variable = None
 
     def op_layer(self, op_name: str) -> keras.layers.Layer:
         """The layer computing candidate ``op_name`` (``none`` has a Zero layer that is never summed)."""
@@ -66,21 +80,39 @@ class MixedOp(keras.layers.Layer):
         for layer in self.candidates:
             layer.build(input_shape)
         self._zero.build(input_shape)
+        if self.drop_path_rate > 0:
+            self.drop_path_variable = self.add_weight(
+                name="drop_path_rate", shape=(), initializer=keras.initializers.Constant(self.drop_path_rate),
+                trainable=False,
+            )
         self.built = True
 
     def call(self, x, weights, training=None):
         weights = keras.ops.cast(weights, x.dtype)
-        if (self.recompute and training and self.candidates
-                and not keras.backend.is_keras_tensor(x) and not keras.backend.is_keras_tensor(weights)):
-            return recompute_grad(lambda x, weights: self._weighted_sum(x, weights, training))(x, weights)
-        return self._weighted_sum(x, weights, training)
+        symbolic = keras.backend.is_keras_tensor(x) or keras.backend.is_keras_tensor(weights)
+        masks = None
+        if training and self.drop_path_variable is not None and self.droppable and not symbolic:
+            masks = drop_path_mask(keras.ops.shape(x)[0], len(self.droppable), self.drop_path_variable,
+                                   self.seed_generator, x.dtype)
+        if self.recompute and training and self.candidates and not symbolic:
+            if masks is None:
+                return recompute_grad(lambda x, weights: self._weighted_sum(x, weights, training))(x, weights)
+            return recompute_grad(
+                lambda x, weights, masks: self._weighted_sum(x, weights, training, masks)
+            )(x, weights, masks)
+        return self._weighted_sum(x, weights, training, masks)
 
-    def _weighted_sum(self, x, weights, training):
+    def _weighted_sum(self, x, weights, training, masks=None):
         out = None
         # One Unpack (and one Pack in the gradient) instead of a slice and a slice-gradient per op.
         weights = keras.ops.unstack(weights, num=len(self.op_names))
-        for i, layer in zip(self.active_indices, self.candidates):
-            y = weights[i] * layer(x, training=training)
+        if masks is not None:
+            masks = keras.ops.unstack(masks, num=len(self.droppable), axis=1)
+        for k, (i, layer) in enumerate(zip(self.active_indices, self.candidates)):
+            y = layer(x, training=training)
+            if masks is not None and k in self.droppable:
+                y = y * keras.ops.reshape(masks[self.droppable.index(k)], (-1,) + (1,) * (len(y.shape) - 1))
+            y = weights[i] * y
             out = y if out is None else out + y
         if out is None:  # only `none` among the candidates
             out = self._zero(x)
@@ -93,7 +125,8 @@ class MixedOp(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "ops": list(self.op_names), "channels": self.channels,
-                "stride": self.stride, "kind": self.kind, "recompute": self.recompute}
+                "stride": self.stride, "kind": self.kind, "recompute": self.recompute,
+                "drop_path_rate": self.drop_path_rate}
 
 
 @_register
@@ -122,6 +155,6 @@ class MixedSeqOp(MixedOp):
 
     def get_config(self):
         config = super().get_config()
-        for key in ("channels", "stride", "kind", "recompute"):
+        for key in ("channels", "stride", "kind", "recompute", "drop_path_rate"):
             config.pop(key)
         return {**config, "units": self.units}

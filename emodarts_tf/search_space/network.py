@@ -22,6 +22,7 @@ from keras import ops
 from emodarts_tf.config import SearchSpaceConfig
 from emodarts_tf.search_space.cnn_cell import FixedCNNCell, SearchCNNCell
 from emodarts_tf.search_space.genotype import CELL_KINDS, Genotype, derive_genotype
+from emodarts_tf.search_space.mixed_op import MixedOp
 from emodarts_tf.search_space.operations import batch_norm, reduced_dim
 from emodarts_tf.search_space.primitives import num_edges, reduction_indices, resolve_ops
 from emodarts_tf.search_space.seq_bank import share_functions
@@ -125,10 +126,10 @@ def make_stem(space: SearchSpaceConfig) -> tuple:
     return conv, batch_norm(True, name="stem_bn")
 
 
-def make_search_cnn_cells(space: SearchSpaceConfig, cnn_ops: tuple, recompute: bool) -> list:
-    """The searchable CNN cells ``cnn_cell_<i>`` of ``cnn_plan(space)``."""
+def make_search_cnn_cells(space: SearchSpaceConfig, cnn_ops: tuple, recompute: bool, drop_path: float = 0.0) -> list:
+    """The searchable CNN cells ``cnn_cell_<i>`` of ``cnn_plan(space)`` (``drop_path``: their edges' rate)."""
     return [SearchCNNCell(space.cnn_nodes, channels, reduction, reduction_prev, cnn_ops, recompute=recompute,
-                          reduction_stride=reduction_stride(space), name=f"cnn_cell_{i}")
+                          reduction_stride=reduction_stride(space), drop_path_rate=drop_path, name=f"cnn_cell_{i}")
             for i, (channels, reduction, reduction_prev) in enumerate(cnn_plan(space))]
 
 
@@ -399,11 +400,12 @@ class AuxiliaryHead(keras.layers.Layer):
         return {**super().get_config(), "num_classes": self.num_classes, "hidden": self.hidden}
 
 
-def set_search_settings(layer, space, num_classes, recompute, seq_grouped, recompute_seq) -> None:
+def set_search_settings(layer, space, num_classes, recompute, seq_grouped, recompute_seq, drop_path=0.0) -> None:
     """The settings every searchable backbone checks and keeps: ``space`` (checked), ``num_classes``, the
-    candidate ops (``cnn_ops``, ``seq_ops``) and the memory switches (``recompute``, ``seq_grouped``,
-    ``recompute_seq``, which needs ``seq_grouped``)."""
+    candidate ops (``cnn_ops``, ``seq_ops``), the memory switches (``recompute``, ``seq_grouped``,
+    ``recompute_seq``, which needs ``seq_grouped``) and the CNN edges' maximum drop-path rate (``drop_path``)."""
     layer.recompute = check_bool(recompute, "recompute")
+    layer.drop_path = check_rate(drop_path, "drop_path")
     layer.seq_grouped = check_bool(seq_grouped, "seq_grouped")
     layer.recompute_seq = check_bool(recompute_seq, "recompute_seq") and layer.seq_grouped
     layer.space = as_space(space)
@@ -434,6 +436,9 @@ class SearchBackbone(keras.layers.Layer):
         recompute_seq: gradient checkpointing of the grouped SeqNN banks (``SearchSeqCell(recompute=True)``):
             the activations of one bank's time loops at a time instead of all, one extra SeqNN forward per
             backward. Grouped cells only (ignored with ``seq_grouped=False``).
+        drop_path: drop-path of the CNN edges' candidates in training (``MixedOp(drop_path_rate=...)``; the
+            identity is never dropped): the rate the cells are built with, which
+            :func:`set_search_drop_path_rate` changes between epochs; 0 disables it.
 
     Call arguments:
         x: MFCCs ``(B, n_mfcc, frames, channels)``.
@@ -451,13 +456,13 @@ class SearchBackbone(keras.layers.Layer):
     """
 
     def __init__(self, space, input_shape, num_classes: int, recompute: bool = False, seq_grouped: bool = True,
-                 recompute_seq: bool = False, **kwargs):
+                 recompute_seq: bool = False, drop_path: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        set_search_settings(self, space, num_classes, recompute, seq_grouped, recompute_seq)
+        set_search_settings(self, space, num_classes, recompute, seq_grouped, recompute_seq, drop_path)
         self.mfcc_shape = check_image_shape(input_shape)
         space = self.space
         self.stem_conv, self.stem_bn = make_stem(space)
-        self.cnn_cells = make_search_cnn_cells(space, self.cnn_ops, recompute)
+        self.cnn_cells = make_search_cnn_cells(space, self.cnn_ops, recompute, self.drop_path)
         self.cnn_channels = cnn_out_channels(space)
         self.seq_units = space.seq_hidden or self.cnn_channels
         self.frequency_pool = FrequencyPooling(space.frequency_pooling, name="frequency_pool")
@@ -526,7 +531,7 @@ class SearchBackbone(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "space": dataclasses.asdict(self.space),
                 "input_shape": list(self.mfcc_shape), "num_classes": self.num_classes, "recompute": self.recompute,
-                "seq_grouped": self.seq_grouped, "recompute_seq": self.recompute_seq}
+                "seq_grouped": self.seq_grouped, "recompute_seq": self.recompute_seq, "drop_path": self.drop_path}
 
 
 def build_fixed_network(
@@ -582,6 +587,21 @@ def build_fixed_network(
     logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(pooled)
     outputs = {"logits": logits, "aux_logits": aux_logits} if aux else logits
     return keras.Model(inputs, outputs, name=name)
+
+
+def set_search_drop_path_rate(model: keras.layers.Layer, rate: float) -> int:
+    """Set the current drop-path rate of every searchable edge in ``model`` built with drop-path
+    (``SearchBackbone(drop_path=...)``): as in the search of RobustDARTS (Zela et al., ICLR 2020), the
+    schedule raises it linearly over the epochs (``drop_path * epoch / epochs``). Returns the number of
+    edges updated."""
+    rate = check_rate(rate, "rate")
+    edges = [layer for layer in model._flatten_layers(include_self=True, recursive=True)
+             if isinstance(layer, MixedOp) and layer.drop_path_variable is not None]
+    if rate > 0 and not edges:
+        raise ValueError("model: expected searchable CNN edges built with drop_path > 0, received none")
+    for edge in edges:
+        edge.drop_path_variable.assign(float(rate))
+    return len(edges)
 
 
 def set_drop_path_rate(model: keras.layers.Layer, rate: float) -> int:

@@ -190,6 +190,14 @@ def batch_norm(affine: bool, name: str | None = None) -> BatchNormalization:
     return BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=affine, scale=affine, name=name)
 
 
+def drop_path_mask(batch, paths: int, rate, seed_generator, dtype):
+    """``(batch, paths)`` keep factors of drop-path: each entry is 0 with probability ``rate`` and
+    ``1 / (1 - rate)`` otherwise, independently per example and path (``rate`` may be a variable)."""
+    keep = 1.0 - ops.cast(rate, dtype)
+    noise = keras.random.uniform((batch, paths), dtype=dtype, seed=seed_generator)
+    return ops.floor(keep + noise) / keep
+
+
 def reduced_dim(size, stride: int):
     """Spatial size after a "same"-padded op at ``stride``: ``ceil(size / stride)`` (None stays None)."""
     return None if size is None else int(math.ceil(size / stride))
