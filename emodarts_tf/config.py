@@ -168,9 +168,9 @@ class SearchConfig:
     alpha_init_scale: float = 1e-3
     order: str = "first"  # first | second (unrolled)
     warmup_epochs: int = 0  # epochs of weight-only training before alphas move
-    # Scheduled drop-path in the supernet (RobustDARTS, Zela et al., ICLR 2020): in both steps, each CNN edge's
-    # candidates except skip_connect are zeroed per example with probability drop_path * epoch / epochs
-    # (epoch from 0). 0: off, the paper's search.
+    # Drop-path in the supernet (one of RobustDARTS's regularisers, Zela et al., ICLR 2020): in both steps, each CNN
+    # edge's candidates but the identity are zeroed per example with probability drop_path * epoch / epochs (epoch
+    # from 0, DARTS's retraining schedule). First order only. 0: off, the paper's search.
     drop_path: float = 0.0
     max_skip: Optional[int] = 2  # cap on skip_connect per normal/SeqNN cell of the genotype (P-DARTS: 2)
     steps_per_epoch: Optional[int] = None  # None: one pass over the weights part

@@ -50,7 +50,8 @@ class AlphaWarmup(keras.callbacks.Callback):
 
 class SearchDropPath(keras.callbacks.Callback):
     """Raise the supernet's drop-path rate linearly over the search: ``rate * epoch / epochs`` at the start of
-    epoch ``epoch`` (from 0), as DARTS schedules drop-path and RobustDARTS applies it to the search."""
+    epoch ``epoch`` (from 0), the schedule of DARTS's retraining (so the last epoch runs at
+    ``rate * (epochs - 1) / epochs``)."""
 
     def __init__(self, rate: float, epochs: int):
         super().__init__()

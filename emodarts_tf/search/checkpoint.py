@@ -116,6 +116,11 @@ class SearchState:
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.best_ua = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_val_ua")
         self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
+        # Random generators' states (the supernet's drop-path) are variables but not weights; kept under their
+        # own key, present only when the model has any, so that a resumed search draws what an uninterrupted
+        # one would.
+        weights = {id(v) for v in model.weights}
+        generators = [v for v in model.variables if id(v) not in weights]
         self.checkpoint = tf.train.Checkpoint(
             model=_variable_dict(model.weights),
             w_optimizer=_variable_dict(model.w_optimizer.variables, named=False),
@@ -123,6 +128,7 @@ class SearchState:
             epoch=self.epoch,
             best_val_ua=self.best_ua,
             best_epoch=self.best_epoch,
+            **({"random_generators": _variable_dict(generators)} if generators else {}),
         )
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory), max_to_keep=max_to_keep)
         # The checkpoint this state last saved or restored (None before either): a finite one.

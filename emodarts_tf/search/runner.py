@@ -56,6 +56,7 @@ from emodarts_tf.search.perturbation_selection import select_by_perturbation
 from emodarts_tf.search.plots import plot_genotype
 from emodarts_tf.search.reuse import SearchCosineDecay, SupernetReuse, supernet_key
 from emodarts_tf.search_space.genotype import Genotype
+from emodarts_tf.search_space.validation import check_rate
 from emodarts_tf.utils.io import read_json, write_json
 from emodarts_tf.utils.cluster import check_global_batch, shard_by_data
 from emodarts_tf.utils.memory import custom_gradient_names, release_trial
@@ -114,8 +115,12 @@ def check_search_config(s: SearchConfig) -> None:
         raise ValueError(f"search.select: expected one of {SELECTIONS}, received {s.select!r}")
     if s.pt_tune_steps is not None:
         positive_int("pt_tune_steps", s.pt_tune_steps, 0)
-    if isinstance(s.drop_path, bool) or not isinstance(s.drop_path, (int, float)) or not 0 <= s.drop_path < 1:
-        raise ValueError(f"search.drop_path: expected a number in [0, 1), received {s.drop_path!r}")
+    check_rate(s.drop_path, "search.drop_path")
+    if s.drop_path > 0 and s.order != "first":
+        raise ValueError(
+            f"search.drop_path: expected 0 with search.order {s.order!r} (the second-order hypergradient compares "
+            f"two passes that would drop different paths), received {s.drop_path!r}"
+        )
     if not s.w_lr > 0:
         raise ValueError(f"search.w_lr: expected > 0, received {s.w_lr!r}")
     if not 0 <= s.w_lr_min <= s.w_lr:
@@ -156,12 +161,12 @@ def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, 
         input_shape = {name: tuple(shape) for name, shape in input_shape.items()}
         backbone = TwoStreamSearchBackbone(config.space, input_shape, int(num_classes), recompute=s.recompute_cnn,
                                            seq_grouped=s.seq_grouped, recompute_seq=s.recompute_seq,
-                                           drop_path=float(s.drop_path), name="backbone")
+                                           drop_path=float(s.drop_path), seed=config.seed, name="backbone")
     else:
         input_shape = tuple(input_shape)
         backbone = SearchBackbone(config.space, input_shape, int(num_classes), recompute=s.recompute_cnn,
                                   seq_grouped=s.seq_grouped, recompute_seq=s.recompute_seq,
-                                  drop_path=float(s.drop_path), name="backbone")
+                                  drop_path=float(s.drop_path), seed=config.seed, name="backbone")
     model = SearchModel(backbone, input_shape=input_shape, alpha_init_scale=s.alpha_init_scale, seed=config.seed)
     total_steps = max(1, s.epochs * steps_per_epoch)
     if s.w_lr_min < s.w_lr:

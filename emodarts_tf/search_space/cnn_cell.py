@@ -85,6 +85,7 @@ class SearchCNNCell(keras.layers.Layer):
             the edges' inputs and outputs are kept for the backward pass, which recomputes each edge.
         drop_path_rate: drop-path of every edge's candidates in training (``MixedOp(drop_path_rate=...)``);
             0 disables it.
+        drop_path_seed: edge ``e``'s masks are seeded with ``drop_path_seed + e`` (None: from Python's random).
 
     Call arguments:
         inputs: ``[s0, s1]``, the outputs of the cells two and one steps back.
@@ -94,10 +95,11 @@ class SearchCNNCell(keras.layers.Layer):
 
     def __init__(self, nodes: int, channels: int, reduction: bool, reduction_prev: bool,
                  ops: tuple = CNN_PRIMITIVES, recompute: bool = False, reduction_stride=2,
-                 drop_path_rate: float = 0.0, **kwargs):
+                 drop_path_rate: float = 0.0, drop_path_seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.recompute = check_bool(recompute, "recompute")
         self.drop_path_rate = check_rate(drop_path_rate, "drop_path_rate")
+        self.drop_path_seed = check_int(drop_path_seed, "drop_path_seed", minimum=0, optional=True)
         self.nodes = check_int(nodes, "nodes")
         self.channels = check_int(channels, "channels")
         self.reduction = bool(reduction)
@@ -112,6 +114,8 @@ class SearchCNNCell(keras.layers.Layer):
                 stride = self.reduction_stride if self.reduction and j < 2 else 1
                 self.edges.append(MixedOp(self.op_names, channels, stride, kind="cnn", recompute=recompute,
                                           drop_path_rate=self.drop_path_rate,
+                                          drop_path_seed=(None if self.drop_path_seed is None
+                                                          else self.drop_path_seed + len(self.edges)),
                                           name=f"edge_{node}_{j}"))
 
     @property
@@ -150,7 +154,7 @@ class SearchCNNCell(keras.layers.Layer):
         return {**super().get_config(), "nodes": self.nodes, "channels": self.channels,
                 "reduction": self.reduction, "reduction_prev": self.reduction_prev, "ops": list(self.op_names),
                 "recompute": self.recompute, "reduction_stride": self.reduction_stride,
-                "drop_path_rate": self.drop_path_rate}
+                "drop_path_rate": self.drop_path_rate, "drop_path_seed": self.drop_path_seed}
 
 
 def check_genotype_cell(genotype_cell, concat, kind: str) -> tuple:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import keras
 
 from emodarts_tf.search_space.op_registry import make_op
-from emodarts_tf.search_space.operations import drop_path_mask, reduced_shape
+from emodarts_tf.search_space.operations import Identity, drop_path_mask, reduced_shape
 from emodarts_tf.search_space.recompute import recompute_grad
-from emodarts_tf.search_space.validation import check_bool, check_kind, check_ops, check_rate, check_stride
+from emodarts_tf.search_space.validation import check_bool, check_int, check_kind, check_ops, check_rate, check_stride
 
 _register = keras.saving.register_keras_serializable(package="emodarts_tf")
 
@@ -29,12 +29,15 @@ class MixedOp(keras.layers.Layer):
             keeping the candidates' activations, and recomputed in the backward pass
             (:func:`~emodarts_tf.search_space.recompute.recompute_grad`); only the edge's input and
             output stay alive. Same values and gradients, about one extra forward per backward.
-        drop_path_rate: CNN only. In training, each candidate's output except ``skip_connect``'s is zeroed
-            per example with this probability and the rest scaled by ``1 / (1 - rate)`` (the scheduled
-            drop-path of the supernet in RobustDARTS, Zela et al., ICLR 2020). The masks are drawn before
-            the checkpointed sum, so its recomputation sees the same ones. The current rate lives in a
+        drop_path_rate: CNN only. In training, each candidate's output except the identity's (``skip_connect``
+            on a stride-1 edge; on a reduction edge it is a FactorizedReduce and is dropped too) is zeroed per
+            example with this probability and the rest scaled by ``1 / (1 - rate)``: drop-path on the supernet,
+            one of RobustDARTS's regularisers (Zela et al., ICLR 2020). The masks are drawn before the
+            checkpointed sum, so its recomputation sees the same ones. The current rate lives in a
             non-trainable variable that a schedule sets between epochs (``network.set_search_drop_path_rate``);
             0 builds no variable and draws nothing.
+        drop_path_seed: the seed of the masks' random generator. An integer leaves Python's random state alone,
+            so the other layers' initial weights do not depend on whether drop-path is on; None draws one from it.
 
     Call arguments:
         x: the edge's input, ``(B, H, W, channels)`` for CNN ops, ``(B, T, units)`` for SeqNN ops.
@@ -43,7 +46,7 @@ class MixedOp(keras.layers.Layer):
     """
 
     def __init__(self, ops: tuple, channels: int, stride: int = 1, kind: str = "cnn", recompute: bool = False,
-                 drop_path_rate: float = 0.0, **kwargs):
+                 drop_path_rate: float = 0.0, drop_path_seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         check_kind(kind)
         if check_bool(recompute, "recompute") and kind == "seq":
@@ -64,8 +67,9 @@ class MixedOp(keras.layers.Layer):
                            for i in self.active_indices]
         self._zero = make_op(kind, "none", channels, stride, name="none")
         # Positions (among the computed candidates) that drop-path may zero: every op but the identity.
-        self.droppable = tuple(k for k, i in enumerate(self.active_indices) if self.op_names[i] != "skip_connect")
-        self.seed_generator = keras.random.SeedGenerator() if self.drop_path_rate > 0 else None
+        self.droppable = tuple(k for k, layer in enumerate(self.candidates) if not isinstance(layer, Identity))
+        self.drop_path_seed = check_int(drop_path_seed, "drop_path_seed", minimum=0, optional=True)
+        self.seed_generator = keras.random.SeedGenerator(self.drop_path_seed) if self.drop_path_rate > 0 else None
         self.drop_path_variable = None
 
     def op_layer(self, op_name: str) -> keras.layers.Layer:
@@ -126,7 +130,7 @@ class MixedOp(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "ops": list(self.op_names), "channels": self.channels,
                 "stride": self.stride, "kind": self.kind, "recompute": self.recompute,
-                "drop_path_rate": self.drop_path_rate}
+                "drop_path_rate": self.drop_path_rate, "drop_path_seed": self.drop_path_seed}
 
 
 @_register
@@ -155,6 +159,6 @@ class MixedSeqOp(MixedOp):
 
     def get_config(self):
         config = super().get_config()
-        for key in ("channels", "stride", "kind", "recompute", "drop_path_rate"):
+        for key in ("channels", "stride", "kind", "recompute", "drop_path_rate", "drop_path_seed"):
             config.pop(key)
         return {**config, "units": self.units}

@@ -126,10 +126,13 @@ def make_stem(space: SearchSpaceConfig) -> tuple:
     return conv, batch_norm(True, name="stem_bn")
 
 
-def make_search_cnn_cells(space: SearchSpaceConfig, cnn_ops: tuple, recompute: bool, drop_path: float = 0.0) -> list:
-    """The searchable CNN cells ``cnn_cell_<i>`` of ``cnn_plan(space)`` (``drop_path``: their edges' rate)."""
+def make_search_cnn_cells(space: SearchSpaceConfig, cnn_ops: tuple, recompute: bool, drop_path: float = 0.0,
+                          seed: int = 0) -> list:
+    """The searchable CNN cells ``cnn_cell_<i>`` of ``cnn_plan(space)``; ``drop_path``: their edges' rate, their
+    masks seeded from ``seed`` (cell ``i``'s edge ``e``: ``1000 seed + 100 i + e``)."""
     return [SearchCNNCell(space.cnn_nodes, channels, reduction, reduction_prev, cnn_ops, recompute=recompute,
-                          reduction_stride=reduction_stride(space), drop_path_rate=drop_path, name=f"cnn_cell_{i}")
+                          reduction_stride=reduction_stride(space), drop_path_rate=drop_path,
+                          drop_path_seed=1000 * seed + 100 * i, name=f"cnn_cell_{i}")
             for i, (channels, reduction, reduction_prev) in enumerate(cnn_plan(space))]
 
 
@@ -400,12 +403,15 @@ class AuxiliaryHead(keras.layers.Layer):
         return {**super().get_config(), "num_classes": self.num_classes, "hidden": self.hidden}
 
 
-def set_search_settings(layer, space, num_classes, recompute, seq_grouped, recompute_seq, drop_path=0.0) -> None:
+def set_search_settings(layer, space, num_classes, recompute, seq_grouped, recompute_seq, drop_path=0.0,
+                        seed=0) -> None:
     """The settings every searchable backbone checks and keeps: ``space`` (checked), ``num_classes``, the
     candidate ops (``cnn_ops``, ``seq_ops``), the memory switches (``recompute``, ``seq_grouped``,
-    ``recompute_seq``, which needs ``seq_grouped``) and the CNN edges' maximum drop-path rate (``drop_path``)."""
+    ``recompute_seq``, which needs ``seq_grouped``), the CNN edges' drop-path rate (``drop_path``) and the seed
+    of its masks (``seed``)."""
     layer.recompute = check_bool(recompute, "recompute")
     layer.drop_path = check_rate(drop_path, "drop_path")
+    layer.seed = check_int(seed, "seed", minimum=0)
     layer.seq_grouped = check_bool(seq_grouped, "seq_grouped")
     layer.recompute_seq = check_bool(recompute_seq, "recompute_seq") and layer.seq_grouped
     layer.space = as_space(space)
@@ -439,6 +445,7 @@ class SearchBackbone(keras.layers.Layer):
         drop_path: drop-path of the CNN edges' candidates in training (``MixedOp(drop_path_rate=...)``; the
             identity is never dropped): the rate the cells are built with, which
             :func:`set_search_drop_path_rate` changes between epochs; 0 disables it.
+        seed: seeds the drop-path masks (:func:`make_search_cnn_cells`); the initial weights do not depend on it.
 
     Call arguments:
         x: MFCCs ``(B, n_mfcc, frames, channels)``.
@@ -456,13 +463,13 @@ class SearchBackbone(keras.layers.Layer):
     """
 
     def __init__(self, space, input_shape, num_classes: int, recompute: bool = False, seq_grouped: bool = True,
-                 recompute_seq: bool = False, drop_path: float = 0.0, **kwargs):
+                 recompute_seq: bool = False, drop_path: float = 0.0, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
-        set_search_settings(self, space, num_classes, recompute, seq_grouped, recompute_seq, drop_path)
+        set_search_settings(self, space, num_classes, recompute, seq_grouped, recompute_seq, drop_path, seed)
         self.mfcc_shape = check_image_shape(input_shape)
         space = self.space
         self.stem_conv, self.stem_bn = make_stem(space)
-        self.cnn_cells = make_search_cnn_cells(space, self.cnn_ops, recompute, self.drop_path)
+        self.cnn_cells = make_search_cnn_cells(space, self.cnn_ops, recompute, self.drop_path, self.seed)
         self.cnn_channels = cnn_out_channels(space)
         self.seq_units = space.seq_hidden or self.cnn_channels
         self.frequency_pool = FrequencyPooling(space.frequency_pooling, name="frequency_pool")
@@ -531,7 +538,8 @@ class SearchBackbone(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "space": dataclasses.asdict(self.space),
                 "input_shape": list(self.mfcc_shape), "num_classes": self.num_classes, "recompute": self.recompute,
-                "seq_grouped": self.seq_grouped, "recompute_seq": self.recompute_seq, "drop_path": self.drop_path}
+                "seq_grouped": self.seq_grouped, "recompute_seq": self.recompute_seq, "drop_path": self.drop_path,
+                "seed": self.seed}
 
 
 def build_fixed_network(
@@ -589,19 +597,23 @@ def build_fixed_network(
     return keras.Model(inputs, outputs, name=name)
 
 
+def _set_rates(model: keras.layers.Layer, rate: float, kind: type, what: str) -> int:
+    """Assign ``rate`` to the ``drop_path_variable`` of every ``kind`` layer in ``model`` that has one."""
+    rate = check_rate(rate, "rate")
+    layers = [layer for layer in model._flatten_layers(include_self=True, recursive=True)
+              if isinstance(layer, kind) and layer.drop_path_variable is not None]
+    if rate > 0 and not layers:
+        raise ValueError(f"model: expected {what} built with drop_path > 0, received none")
+    for layer in layers:
+        layer.drop_path_variable.assign(float(rate))
+    return len(layers)
+
+
 def set_search_drop_path_rate(model: keras.layers.Layer, rate: float) -> int:
     """Set the current drop-path rate of every searchable edge in ``model`` built with drop-path
-    (``SearchBackbone(drop_path=...)``): as in the search of RobustDARTS (Zela et al., ICLR 2020), the
-    schedule raises it linearly over the epochs (``drop_path * epoch / epochs``). Returns the number of
-    edges updated."""
-    rate = check_rate(rate, "rate")
-    edges = [layer for layer in model._flatten_layers(include_self=True, recursive=True)
-             if isinstance(layer, MixedOp) and layer.drop_path_variable is not None]
-    if rate > 0 and not edges:
-        raise ValueError("model: expected searchable CNN edges built with drop_path > 0, received none")
-    for edge in edges:
-        edge.drop_path_variable.assign(float(rate))
-    return len(edges)
+    (``SearchBackbone(drop_path=...)``; ``callbacks.SearchDropPath`` raises it over the search). Returns the
+    number of edges updated."""
+    return _set_rates(model, rate, MixedOp, "searchable CNN edges")
 
 
 def set_drop_path_rate(model: keras.layers.Layer, rate: float) -> int:
@@ -610,11 +622,4 @@ def set_drop_path_rate(model: keras.layers.Layer, rate: float) -> int:
     DARTS raises it linearly over the epochs (``drop_path * epoch / epochs``); call this from a
     callback's ``on_epoch_begin``. Returns the number of cells updated.
     """
-    rate = check_rate(rate, "rate")
-    cells = [layer for layer in model._flatten_layers(include_self=True, recursive=True)
-             if isinstance(layer, FixedCNNCell) and layer.drop_path_variable is not None]
-    if rate > 0 and not cells:
-        raise ValueError("model: expected FixedCNNCells built with drop_path > 0, received none")
-    for cell in cells:
-        cell.drop_path_variable.assign(float(rate))
-    return len(cells)
+    return _set_rates(model, rate, FixedCNNCell, "FixedCNNCells")

@@ -360,7 +360,9 @@ class TwoStreamSearchBackbone(keras.layers.Layer):
         seq_grouped: grouped SeqNN banks, shared traced functions (as ``SearchBackbone``).
         recompute_seq: gradient checkpointing of the grouped SeqNN banks (as ``SearchBackbone``).
         supplement_heads: attention heads of the information supplement (a divisor of ``d``).
-        drop_path: drop-path of the CNN edges' candidates in training (as ``SearchBackbone``).
+        drop_path: drop-path of the CNN edges' candidates in training (as ``SearchBackbone``); needs an image
+            stream.
+        seed: seeds the drop-path masks (as ``SearchBackbone``).
 
     Call arguments:
         x: ``{"spectrogram" | "mfcc": (B, H, W, C), "frames": (B, T, D)}`` (inputs the fusion does not read may
@@ -378,9 +380,10 @@ class TwoStreamSearchBackbone(keras.layers.Layer):
     """
 
     def __init__(self, space, input_shapes, num_classes: int, recompute: bool = False, seq_grouped: bool = True,
-                 recompute_seq: bool = False, supplement_heads: int = 1, drop_path: float = 0.0, **kwargs):
+                 recompute_seq: bool = False, supplement_heads: int = 1, drop_path: float = 0.0, seed: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
-        set_search_settings(self, space, num_classes, recompute, seq_grouped, recompute_seq, drop_path)
+        set_search_settings(self, space, num_classes, recompute, seq_grouped, recompute_seq, drop_path, seed)
         self.fusion = check_fusion(self.space.fusion, search=True)
         self.input_shapes = check_input_shapes(input_shapes, self.fusion)
         self.supplement_heads = check_int(supplement_heads, "supplement_heads")
@@ -397,7 +400,10 @@ class TwoStreamSearchBackbone(keras.layers.Layer):
         self.cnn_cells = []
         if self.image_input:
             self.stem_conv, self.stem_bn = make_stem(space)
-            self.cnn_cells = make_search_cnn_cells(space, self.cnn_ops, recompute, self.drop_path)
+            self.cnn_cells = make_search_cnn_cells(space, self.cnn_ops, recompute, self.drop_path, self.seed)
+        elif self.drop_path > 0:
+            raise ValueError(f"drop_path: expected 0 without an image stream (fusion {self.fusion!r} has no CNN "
+                             f"cells to drop paths in), received {self.drop_path!r}")
             self.frequency_pool = FrequencyPooling(space.frequency_pooling, name="frequency_pool")
         self.frames_projection = None
         self.seq_cells = []
@@ -510,7 +516,7 @@ class TwoStreamSearchBackbone(keras.layers.Layer):
                 "input_shapes": {name: list(shape) for name, shape in self.input_shapes.items()},
                 "num_classes": self.num_classes, "recompute": self.recompute, "seq_grouped": self.seq_grouped,
                 "recompute_seq": self.recompute_seq, "supplement_heads": self.supplement_heads,
-                "drop_path": self.drop_path}
+                "drop_path": self.drop_path, "seed": self.seed}
 
 
 def build_fixed_two_stream(

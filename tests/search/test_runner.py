@@ -25,7 +25,7 @@ def _config(cache, *overrides):
 def _checkpoint_tensors(fold_dir):
     path = tf.train.latest_checkpoint(str(fold_dir / "checkpoints"))
     reader = tf.train.load_checkpoint(path)
-    names = [n for n, _ in tf.train.list_variables(path) if n.startswith(("model/", "w_optimizer/", "a_optimizer/"))]
+    names = [n for n, _ in tf.train.list_variables(path) if n.startswith(("model/", "w_optimizer/", "a_optimizer/", "random_generators/"))]
     return {n: reader.get_tensor(n) for n in names}
 
 
@@ -70,6 +70,25 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, demo_cache, demo_prepa
     first = np.asarray(history_a[0]["weights"]["normal"])
     np.testing.assert_allclose(first.sum(axis=1), 1.0, atol=1e-5)
     assert np.abs(first - first.mean(axis=1, keepdims=True)).max() < 1e-3
+
+
+def test_resume_with_drop_path_draws_the_same_masks(tmp_path, demo_cache, demo_prepared):
+    """With search.drop_path the random generators' states are checkpointed: a search killed after epoch 2 and
+    resumed ends where an uninterrupted one does, and the schedule ran (the last epoch's rate, 0.5 x 2 / 3)."""
+    from emodarts_tf.search.runner import run_search
+
+    config = _config(demo_cache, "search.epochs=3", "search.warmup_epochs=1", "search.drop_path=0.5")
+    full = run_search(config, tmp_path / "full", 1, prepared=demo_prepared)
+    with pytest.raises(Killed):
+        run_search(config, tmp_path / "killed", 1, prepared=demo_prepared, callbacks=[KillAfter(2)])
+    resumed = run_search(config, tmp_path / "killed", 1, resume=True, prepared=demo_prepared)
+    a, b = _checkpoint_tensors(tmp_path / "full" / "fold1"), _checkpoint_tensors(tmp_path / "killed" / "fold1")
+    assert a.keys() == b.keys() and any(n.startswith("random_generators/") for n in a)
+    rates = [v for n, v in a.items() if "drop_path_rate" in n]
+    assert rates and all(float(r) == pytest.approx(0.5 * 2 / 3) for r in rates)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert full["final"] == resumed["final"]
 
 
 def test_cli_demo_two_folds(tmp_path, demo_cache, demo_prepared):

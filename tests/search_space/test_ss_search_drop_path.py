@@ -4,6 +4,7 @@ one by one; checkpointed edges see the same masks in their recomputation (gradie
 inference and rate 0 are the plain mixed sum; the schedule and its validation."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import keras
@@ -34,30 +35,37 @@ def _candidate_outputs(edge, x):
             for i, layer in zip(edge.active_indices, edge.candidates)}
 
 
-def test_each_example_is_a_subset_of_the_droppable_candidates_rescaled():
-    keras.utils.set_random_seed(1)
-    rate = 0.4
-    edge = MixedOp(OPS, 3, 1, drop_path_rate=rate)
-    x, w = _inputs(batch=64)
+def _kept_subsets(edge, x, w, rate):
+    """Per example, the 0/1 vector over ``edge.droppable`` whose kept candidates (rescaled by 1 / (1 - rate)) plus
+    the never-dropped ones reproduce the edge's training output; exactly one vector must fit each example."""
     y = edge(x, w, training=True).numpy()
-    outs = _candidate_outputs(edge, x)
-    weights = dict(zip(OPS, w.numpy()))
-    droppable = ["max_pool_3x3", "sep_conv_3x3", "dil_conv_3x3"]
-    assert [edge.op_names[edge.active_indices[k]] for k in edge.droppable] == droppable
-    kept_counts = np.zeros(len(droppable))
+    outs = [layer(x, training=True).numpy() for layer in edge.candidates]
+    weights = [w.numpy()[i] for i in edge.active_indices]
+    fixed = sum(weights[k] * outs[k] for k in range(len(outs)) if k not in edge.droppable)
+    rows = []
     for b in range(len(y)):
         matches = []
-        for keep in itertools.product((0, 1), repeat=len(droppable)):
-            expected = weights["skip_connect"] * outs["skip_connect"][b]  # never dropped, never rescaled
-            for op, k in zip(droppable, keep):
-                expected = expected + k * weights[op] * outs[op][b] / (1 - rate)
+        for keep in itertools.product((0, 1), repeat=len(edge.droppable)):
+            expected = fixed[b] if not isinstance(fixed, int) else 0.0
+            for k, kept in zip(edge.droppable, keep):
+                expected = expected + kept * weights[k] * outs[k][b] / (1 - rate)
             if np.allclose(y[b], expected, rtol=1e-4, atol=1e-5):
                 matches.append(keep)
         assert len(matches) == 1, (b, matches)
-        kept_counts += matches[0]
-    share_dropped = 1 - kept_counts / len(y)
+        rows.append(matches[0])
+    return np.array(rows)
+
+
+def test_each_example_is_a_subset_of_the_droppable_candidates_rescaled():
+    keras.utils.set_random_seed(1)
+    rate = 0.4
+    edge = MixedOp(OPS, 3, 1, drop_path_rate=rate, drop_path_seed=0)
+    x, w = _inputs(batch=64)
+    droppable = ["max_pool_3x3", "sep_conv_3x3", "dil_conv_3x3"]  # skip_connect is the identity here
+    assert [edge.op_names[edge.active_indices[k]] for k in edge.droppable] == droppable
+    share_dropped = 1 - _kept_subsets(edge, x, w, rate).mean(axis=0)
     # 64 examples per candidate: the dropped share is rate within 4 binomial standard deviations.
-    assert np.all(np.abs(share_dropped - rate) < 4 * np.sqrt(rate * (1 - rate) / len(y))), share_dropped
+    assert np.all(np.abs(share_dropped - rate) < 4 * np.sqrt(rate * (1 - rate) / len(x))), share_dropped
     assert 0 < share_dropped.min() and share_dropped.max() < 1
 
 
@@ -86,11 +94,10 @@ def test_checkpointed_edge_recomputes_with_the_forward_masks(graph):
     x, w = _inputs(batch=8, seed=3)
     edges = []
     for recompute in (False, True):
-        keras.utils.set_random_seed(4)
-        edge = MixedOp(OPS, 3, 1, recompute=recompute, drop_path_rate=0.5)
+        edge = MixedOp(OPS, 3, 1, recompute=recompute, drop_path_rate=0.5, drop_path_seed=4)  # same masks
         edge.build(x.shape)
         edges.append(edge)
-    edges[1].set_weights(edges[0].get_weights())  # weights, rate and seed state
+    edges[1].set_weights(edges[0].get_weights())  # weights and rate
 
     def run(edge):
         def step(x, w):
@@ -108,6 +115,35 @@ def test_checkpointed_edge_recomputes_with_the_forward_masks(graph):
     for a, b in zip(g0, g1):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
     assert np.abs(g0[1]).max() > 0
+
+
+def test_reduction_edges_drop_the_factorized_reduce_too():
+    """On a stride-2 edge ``skip_connect`` is a FactorizedReduce with weights, not the identity: droppable."""
+    keras.utils.set_random_seed(5)
+    edge = MixedOp(OPS, 3, 2, drop_path_rate=0.5, drop_path_seed=0)
+    assert edge.droppable == tuple(range(len(edge.candidates)))
+    x, w = _inputs(batch=32, seed=6)
+    kept = _kept_subsets(edge, x, w, 0.5)
+    skip = edge.droppable.index(edge.candidates.index(edge.op_layer("skip_connect")))
+    assert 0 < kept[:, skip].sum() < len(x)  # kept for some examples, dropped for others
+
+
+def test_drop_path_leaves_the_initial_weights_alone():
+    """The masks' generators are seeded explicitly, so the backbone's weights (Keras draws unseeded initializer
+    seeds from Python's random state as layers are constructed) are the same with and without drop-path."""
+    space = SearchSpaceConfig(init_channels=2, cnn_cells=3, cnn_nodes=2, stem_multiplier=1, seq_cells=1, seq_nodes=1,
+                              seq_hidden=4, cnn_ops=list(OPS))
+    nets = []
+    for drop_path in (0.0, 0.4):
+        keras.utils.set_random_seed(0)
+        net = SearchBackbone(space, (8, 8, 1), 3, drop_path=drop_path, seed=3)
+        net.build((None, 8, 8, 1))
+        nets.append(net)
+    assert len(nets[0].trainable_weights) == len(nets[1].trainable_weights)
+    for a, b in zip(nets[0].trainable_weights, nets[1].trainable_weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    seeds = [e.drop_path_seed for cell in nets[1].cnn_cells for e in cell.edges]
+    assert len(set(seeds)) == len(seeds) and seeds[0] == 3000  # one stream per edge
 
 
 def test_schedule_sets_every_edge_of_a_backbone():
@@ -211,3 +247,25 @@ def test_search_step_with_drop_path_under_mirrored_strategy():
     assert all(math.isfinite(v) for v in result["loss"])
     assert result["rate"] == [pytest.approx(0.25)] * 2  # epoch 1 of 2: 0.5 * 1 / 2, on both replicas
     assert result["alphas_moved"] > 0
+
+
+def test_two_stream_backbone_takes_drop_path_with_an_image_stream_only():
+    from emodarts_tf.search_space.two_stream import TwoStreamSearchBackbone
+
+    space = SearchSpaceConfig(init_channels=2, cnn_cells=3, cnn_nodes=1, stem_multiplier=1, seq_cells=1, seq_nodes=1,
+                              seq_hidden=4, cnn_ops=list(OPS), fusion="concat")
+    shapes = {"spectrogram": (8, 8, 1), "frames": (6, 5)}
+    net = TwoStreamSearchBackbone(space, shapes, 3, drop_path=0.3, seed=2)
+    assert all(e.drop_path_rate == 0.3 for cell in net.cnn_cells for e in cell.edges)
+    again = TwoStreamSearchBackbone.from_config(net.get_config())
+    assert (again.drop_path, again.seed) == (0.3, 2)
+    with pytest.raises(ValueError, match="drop_path.*image stream"):
+        TwoStreamSearchBackbone(dataclasses.replace(space, fusion="frames"), {"frames": (6, 5)}, 3, drop_path=0.3)
+
+
+def test_runner_refuses_drop_path_at_second_order():
+    from emodarts_tf.search.runner import check_search_config
+
+    with pytest.raises(ValueError, match="search.drop_path.*second"):
+        check_search_config(SearchConfig(drop_path=0.2, order="second"))
+    check_search_config(SearchConfig(drop_path=0.0, order="second"))
