@@ -401,10 +401,10 @@ class TwoStreamSearchBackbone(keras.layers.Layer):
         if self.image_input:
             self.stem_conv, self.stem_bn = make_stem(space)
             self.cnn_cells = make_search_cnn_cells(space, self.cnn_ops, recompute, self.drop_path, self.seed)
+            self.frequency_pool = FrequencyPooling(space.frequency_pooling, name="frequency_pool")
         elif self.drop_path > 0:
             raise ValueError(f"drop_path: expected 0 without an image stream (fusion {self.fusion!r} has no CNN "
                              f"cells to drop paths in), received {self.drop_path!r}")
-            self.frequency_pool = FrequencyPooling(space.frequency_pooling, name="frequency_pool")
         self.frames_projection = None
         self.seq_cells = []
         if self.has_frames:
