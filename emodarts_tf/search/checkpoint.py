@@ -24,6 +24,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from emodarts_tf.search.diagnostics import NonFiniteError
+from emodarts_tf.search_space.mixed_op import MixedOp
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +117,11 @@ class SearchState:
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.best_ua = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_val_ua")
         self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
-        # Random generators' states (the supernet's drop-path) are variables but not weights; kept under their
-        # own key, present only when the model has any, so that a resumed search draws what an uninterrupted
-        # one would.
-        weights = {id(v) for v in model.weights}
-        generators = [v for v in model.variables if id(v) not in weights]
+        # The drop-path masks' generator states are variables but not weights; kept under their own key, present
+        # only with drop-path (checkpoints of searches without it are unchanged), so that a resumed search draws the
+        # masks an uninterrupted one would.
+        generators = [layer.seed_generator.state for layer in model._flatten_layers(include_self=True, recursive=True)
+                      if isinstance(layer, MixedOp) and layer.seed_generator is not None]
         self.checkpoint = tf.train.Checkpoint(
             model=_variable_dict(model.weights),
             w_optimizer=_variable_dict(model.w_optimizer.variables, named=False),
