@@ -22,7 +22,7 @@ from emodarts_tf.evaluation.split import evaluate_split, inference_fn
 from emodarts_tf.search.checkpoint import describe_nonfinite, nonfinite_state
 from emodarts_tf.search.diagnostics import NonFiniteError, alpha_entropy, alpha_movement, format_alpha_diagnostics
 from emodarts_tf.search_space.network import set_search_drop_path_rate
-from emodarts_tf.search_space.validation import check_rate
+from emodarts_tf.search_space.validation import check_int, check_rate
 from emodarts_tf.utils.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,7 @@ class SearchDropPath(keras.callbacks.Callback):
     def __init__(self, rate: float, epochs: int):
         super().__init__()
         self.rate = check_rate(rate, "rate")
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs: expected an integer >= 1, received {epochs!r}")
-        self.epochs = epochs
+        self.epochs = check_int(epochs, "epochs")
 
     def on_epoch_begin(self, epoch, logs=None):
         set_search_drop_path_rate(self.model, self.rate * epoch / self.epochs)
