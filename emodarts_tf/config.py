@@ -172,6 +172,10 @@ class SearchConfig:
     # edge's candidates but the identity are zeroed per example with probability drop_path * epoch / epochs (epoch
     # from 0, DARTS's retraining schedule). First order only. 0: off, the paper's search.
     drop_path: float = 0.0
+    # Progressive pruning (P-DARTS's search-space approximation, search/pruning.py): the candidates each edge keeps
+    # after each of len(prune) + 1 equal stages of the alpha epochs, e.g. [5, 3] (P-DARTS: 8 -> 5 -> 3); at the last
+    # pruning `none` goes first. []: off, the paper's search. Not with search.select perturbation.
+    prune: list = field(default_factory=list)
     max_skip: Optional[int] = 2  # cap on skip_connect per normal/SeqNN cell of the genotype (P-DARTS: 2)
     steps_per_epoch: Optional[int] = None  # None: one pass over the weights part
     jit_compile: bool = False  # XLA; slower on CPUs, opt-in

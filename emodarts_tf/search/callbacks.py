@@ -21,6 +21,7 @@ import tensorflow as tf
 from emodarts_tf.evaluation.split import evaluate_split, inference_fn
 from emodarts_tf.search.checkpoint import describe_nonfinite, nonfinite_state
 from emodarts_tf.search.diagnostics import NonFiniteError, alpha_entropy, alpha_movement, format_alpha_diagnostics
+from emodarts_tf.search.pruning import prune_schedule
 from emodarts_tf.search_space.network import set_search_drop_path_rate
 from emodarts_tf.search_space.validation import check_int, check_rate
 from emodarts_tf.utils.io import read_json, write_json
@@ -60,6 +61,26 @@ class SearchDropPath(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         set_search_drop_path_rate(self.model, self.rate * epoch / self.epochs)
+
+
+class ProgressivePruning(keras.callbacks.Callback):
+    """Prune every edge's candidates at the ends of the stages of :func:`~emodarts_tf.search.pruning.prune_schedule`
+    (``SearchModel.prune``; ``none`` first at the last pruning). The masks are model variables: the epoch's
+    checkpoint holds them, so a resumed search goes on with the candidates an uninterrupted one has."""
+
+    def __init__(self, keep, epochs: int, warmup_epochs: int):
+        super().__init__()
+        self.schedule = prune_schedule(keep, check_int(epochs, "epochs"), check_int(warmup_epochs, "warmup_epochs",
+                                                                                   minimum=0))
+        self.last = max(self.schedule) if self.schedule else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        e = epoch + 1
+        if e not in self.schedule:
+            return
+        left = self.model.prune(self.schedule[e], drop_none=e == self.last)
+        log.info("epoch %d: pruned to %d candidates per edge%s (%s)", e, self.schedule[e],
+                 ", none dropped" if e == self.last else "", ", ".join(f"{k} {n}" for k, n in left.items()))
 
 
 class NonFiniteGuard(keras.callbacks.Callback):

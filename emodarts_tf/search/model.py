@@ -34,6 +34,7 @@ import tensorflow as tf
 from keras import ops
 
 from emodarts_tf.search import architect
+from emodarts_tf.search.pruning import masked_alphas, prune_mask
 from emodarts_tf.search.replicas import all_reduce_sum, for_optimizer, in_multi_replica_context, unscale_loss
 from emodarts_tf.search_space.genotype import CELL_KINDS, Genotype
 from emodarts_tf.search_space.validation import check_bool, check_number
@@ -125,6 +126,9 @@ class SearchModel(keras.Model):
             given, the model (and the backbone's variables) is built at once, which ``fit()`` needs.
         alpha_init_scale: alphas start as ``alpha_init_scale * N(0, 1)`` (DARTS: 1e-3).
         seed: seed of the alpha initialisation.
+        prunable: give each cell kind a keep mask (:meth:`alpha_masks`, non-trainable variables ``alpha_mask_<kind>``,
+            all ones at the start) so that :meth:`prune` can take candidates out of the mixture (progressive
+            pruning, :mod:`emodarts_tf.search.pruning`). Off: no mask variables, the checkpoints of earlier versions.
 
     Call arguments:
         x: a batch of inputs, ``(batch,) + input_shape`` (a dict of such batches for a dict ``input_shape``).
@@ -139,7 +143,8 @@ class SearchModel(keras.Model):
         ```
     """
 
-    def __init__(self, backbone, input_shape=None, alpha_init_scale: float = 1e-3, seed: int = 0, **kwargs):
+    def __init__(self, backbone, input_shape=None, alpha_init_scale: float = 1e-3, seed: int = 0,
+                 prunable: bool = False, **kwargs):
         super().__init__(**kwargs)
         for attr in ("alpha_shapes", "derive_genotype"):
             if not hasattr(backbone, attr):
@@ -176,6 +181,13 @@ class SearchModel(keras.Model):
         self.alpha_active = self.add_weight(
             shape=(), initializer="ones", dtype="float32", trainable=False, autocast=False, name="alpha_active"
         )
+        self.prunable = check_bool(prunable, "prunable")
+        # 1: the candidate takes part in its edge's softmax; 0: pruned (mixing weight 0).
+        self._alpha_masks = [
+            self.add_weight(shape=tuple(a.shape), initializer="ones", dtype=self.dtype_policy.variable_dtype,
+                            trainable=False, autocast=False, name=f"alpha_mask_{kind}")
+            for kind, a in zip(self.alpha_kinds, self._alphas)
+        ] if self.prunable else []
         self._search_compiled = False
         self.execution = "graph"  # set by compile()
         self.xla = False  # set by compile()
@@ -216,10 +228,15 @@ class SearchModel(keras.Model):
         """The softmaxed alphas, ``{kind: (num_edges, num_ops)}``, as tensors."""
         # `ensure_shape` restates the static shape that a variable read loses inside the non-inlined
         # gradient functions (grappler's cost model would warn about a Softmax of unknown rank).
-        return {
-            k: ops.softmax(tf.ensure_shape(tf.convert_to_tensor(a), a.shape), axis=-1)
-            for k, a in zip(self.alpha_kinds, self._alphas)
-        }
+        out = {}
+        for i, (kind, variable) in enumerate(zip(self.alpha_kinds, self._alphas)):
+            alpha = tf.ensure_shape(tf.convert_to_tensor(variable), variable.shape)
+            if self._alpha_masks:
+                # A pruned candidate's logit is far below any alpha: its softmax weight, and its gradient, are 0.
+                mask = tf.ensure_shape(tf.convert_to_tensor(self._alpha_masks[i]), variable.shape)
+                alpha = tf.where(mask > 0.5, alpha, tf.constant(-1e9, alpha.dtype))
+            out[kind] = ops.softmax(alpha, axis=-1)
+        return out
 
     def call(self, x, training=None):
         return self.backbone(x, self.mixing_weights(), training=training)
@@ -562,9 +579,33 @@ class SearchModel(keras.Model):
         """The raw alphas (logits), ``{kind: numpy (num_edges, num_ops)}``."""
         return {k: np.asarray(keras.ops.convert_to_numpy(a)) for k, a in zip(self.alpha_kinds, self._alphas)}
 
+    def alpha_masks(self) -> dict:
+        """The keep masks, ``{kind: numpy (num_edges, num_ops)}`` of 1 (in the mixture) and 0 (pruned); all ones
+        when the model is not ``prunable``."""
+        if not self._alpha_masks:
+            return {k: np.ones(tuple(a.shape)) for k, a in zip(self.alpha_kinds, self._alphas)}
+        return {k: np.asarray(keras.ops.convert_to_numpy(m), dtype=np.float64)
+                for k, m in zip(self.alpha_kinds, self._alpha_masks)}
+
     def alpha_weights(self) -> dict:
-        """The softmaxed alphas as numpy arrays."""
-        return {k: softmax(v.astype(np.float64)) for k, v in self.alpha_arrays().items()}
+        """The mixing weights as numpy arrays: the softmaxed alphas of the kept candidates, 0 for pruned ones."""
+        return {k: softmax(v) for k, v in masked_alphas(self.alpha_arrays(), self.alpha_masks()).items()}
+
+    def prune(self, keep: int, drop_none: bool = False) -> dict:
+        """Keep, on every edge, the ``keep`` candidates of the largest mixing weight among those still kept; with
+        ``drop_none``, ``none`` goes first (:func:`emodarts_tf.search.pruning.prune_mask`). Returns ``{kind:
+        candidates left per edge}``. ValueError when the model is not ``prunable``."""
+        if not self._alpha_masks:
+            raise ValueError("prune: this SearchModel was built with prunable=False (no keep masks)")
+        ops_of = {"normal": self.backbone.cnn_ops, "reduce": self.backbone.cnn_ops, "seq": self.backbone.seq_ops}
+        left = {}
+        for kind, alpha, mask in zip(self.alpha_kinds, self._alphas, self._alpha_masks):
+            names = tuple(ops_of[kind])
+            new = prune_mask(keras.ops.convert_to_numpy(alpha), keras.ops.convert_to_numpy(mask), keep,
+                             names.index("none") if "none" in names else None, drop_none)
+            mask.assign(new.astype(keras.backend.standardize_dtype(mask.dtype)))
+            left[kind] = int(new.sum(axis=1).max())
+        return left
 
     def initial_alpha_weights(self) -> dict:
         """The softmaxed alphas of the search's start (before any step), as ``alpha_weights()`` returned
@@ -580,7 +621,8 @@ class SearchModel(keras.Model):
     def genotype(self, max_skip: int | None = None, meta: dict | None = None) -> Genotype:
         """The DARTS genotype of the current alphas (top-2 edges per node, best non-none op each), derived by
         the backbone (``SearchBackbone.derive_genotype``: its ops and node counts)."""
-        return self.backbone.derive_genotype(self.alpha_arrays(), max_skip=max_skip, meta=meta)
+        return self.backbone.derive_genotype(masked_alphas(self.alpha_arrays(), self.alpha_masks()),
+                                             max_skip=max_skip, meta=meta)
 
     # ------------------------------------------------------------------ serialisation
     def get_config(self):
@@ -591,6 +633,7 @@ class SearchModel(keras.Model):
                 "input_shape": _shape_config(self._example_shape),
                 "alpha_init_scale": self.alpha_init_scale,
                 "seed": self.seed,
+                "prunable": self.prunable,
             }
         )
         return config

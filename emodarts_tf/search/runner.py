@@ -43,6 +43,7 @@ from emodarts_tf.search.callbacks import (
     EpochRecorder,
     GenotypeTracker,
     NonFiniteGuard,
+    ProgressivePruning,
     SaveState,
     SearchDropPath,
     ValidationMetrics,
@@ -54,6 +55,7 @@ from emodarts_tf.search.genotype_index import INDEX_FILE, PT_FILE, rebuild_genot
 from emodarts_tf.search.model import ORDERS, SearchModel, inner_optimizer
 from emodarts_tf.search.perturbation_selection import select_by_perturbation
 from emodarts_tf.search.plots import plot_genotype
+from emodarts_tf.search.pruning import check_prune
 from emodarts_tf.search.reuse import SearchCosineDecay, SupernetReuse, supernet_key
 from emodarts_tf.search_space.genotype import Genotype
 from emodarts_tf.search_space.validation import check_rate
@@ -121,6 +123,12 @@ def check_search_config(s: SearchConfig) -> None:
             f"search.drop_path: expected 0 with search.order {s.order!r} (the second-order hypergradient compares "
             f"two passes that would drop different paths), received {s.drop_path!r}"
         )
+    check_prune(s.prune, s.epochs - s.warmup_epochs)
+    if s.prune and s.select == "perturbation":
+        raise ValueError(
+            f"search.prune: expected [] with search.select perturbation (its projections would rank candidates the "
+            f"pruning has taken out of the mixture), received {s.prune!r}"
+        )
     if not s.w_lr > 0:
         raise ValueError(f"search.w_lr: expected > 0, received {s.w_lr!r}")
     if not 0 <= s.w_lr_min <= s.w_lr:
@@ -167,7 +175,8 @@ def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, 
         backbone = SearchBackbone(config.space, input_shape, int(num_classes), recompute=s.recompute_cnn,
                                   seq_grouped=s.seq_grouped, recompute_seq=s.recompute_seq,
                                   drop_path=float(s.drop_path), seed=config.seed, name="backbone")
-    model = SearchModel(backbone, input_shape=input_shape, alpha_init_scale=s.alpha_init_scale, seed=config.seed)
+    model = SearchModel(backbone, input_shape=input_shape, alpha_init_scale=s.alpha_init_scale, seed=config.seed,
+                        prunable=bool(s.prune))
     total_steps = max(1, s.epochs * steps_per_epoch)
     if s.w_lr_min < s.w_lr:
         lr = SearchCosineDecay(s.w_lr, decay_steps=total_steps, alpha=s.w_lr_min / s.w_lr)
@@ -335,6 +344,10 @@ def _fit_search(model, state, fold_data, fold_dir: Path, config: ExperimentConfi
         search_callbacks.insert(1, SearchDropPath(float(s.drop_path), s.epochs))
     if has_val:
         search_callbacks.append(ValidationMetrics(fold_data.val(batch), num_classes))
+    if s.prune:
+        # After the epoch's validation (of the supernet it trained), before its alpha history, genotype and
+        # checkpoint (which then hold the pruned mixture).
+        search_callbacks.append(ProgressivePruning(s.prune, s.epochs, s.warmup_epochs))
     tensorboard = keras.callbacks.TensorBoard(str(fold_dir / "tensorboard"), write_graph=False,
                                               update_freq="epoch")  # fmt: skip
     search_callbacks += [

@@ -392,7 +392,8 @@ def derive_cell(
     is invariant to a constant added to one edge's row, which changes nothing in the supernet but moves
     that edge's raw alphas against the other edges'; raw alphas of different edges are therefore not
     comparable, softmax weights are. The weight of ``none`` takes part in the softmax (an edge whose
-    ``none`` is strong ranks low) but ``none`` is never chosen.
+    ``none`` is strong ranks low) but ``none`` is never chosen, nor is an op whose alpha is ``-inf`` (pruned in
+    the search: mixing weight 0, ``emodarts_tf.search.pruning``).
     """
     alpha = np.asarray(alpha, dtype=np.float64)
     expected_rows = sum(i + 2 for i in range(nodes))
@@ -403,6 +404,7 @@ def derive_cell(
         )
     weights = softmax(alpha)
     banned = np.zeros_like(weights, dtype=bool)
+    banned |= np.isneginf(alpha)
     if "none" in ops:
         banned[:, ops.index("none")] = True
     skip_col = ops.index("skip_connect") if "skip_connect" in ops else None
