@@ -66,21 +66,30 @@ class SearchDropPath(keras.callbacks.Callback):
 class ProgressivePruning(keras.callbacks.Callback):
     """Prune every edge's candidates at the ends of the stages of :func:`~emodarts_tf.search.pruning.prune_schedule`
     (``SearchModel.prune``; ``none`` first at the last pruning). The masks are model variables: the epoch's
-    checkpoint holds them, so a resumed search goes on with the candidates an uninterrupted one has."""
+    checkpoint holds them. A search resumed after ``initial_epoch`` epochs first applies again, in order, every
+    pruning scheduled up to that epoch: a no-op for those its checkpoint already holds, and the catch-up for those
+    that a resume with another ``search.epochs`` moved before it."""
 
-    def __init__(self, keep, epochs: int, warmup_epochs: int):
+    def __init__(self, keep, epochs: int, warmup_epochs: int, initial_epoch: int = 0):
         super().__init__()
         self.schedule = prune_schedule(keep, check_int(epochs, "epochs"), check_int(warmup_epochs, "warmup_epochs",
                                                                                    minimum=0))
         self.last = max(self.schedule) if self.schedule else None
+        self.initial_epoch = check_int(initial_epoch, "initial_epoch", minimum=0)
+
+    def _prune(self, e: int) -> None:
+        left = self.model.prune(self.schedule[e], drop_none=e == self.last)
+        log.info("epoch %d: pruned to at most %d candidates per edge%s (%s)", e, self.schedule[e],
+                 ", none dropped" if e == self.last else "", ", ".join(f"{k} {n}" for k, n in left.items()))
+
+    def on_train_begin(self, logs=None):
+        for e in sorted(self.schedule):
+            if e <= self.initial_epoch:
+                self._prune(e)
 
     def on_epoch_end(self, epoch, logs=None):
-        e = epoch + 1
-        if e not in self.schedule:
-            return
-        left = self.model.prune(self.schedule[e], drop_none=e == self.last)
-        log.info("epoch %d: pruned to %d candidates per edge%s (%s)", e, self.schedule[e],
-                 ", none dropped" if e == self.last else "", ", ".join(f"{k} {n}" for k, n in left.items()))
+        if epoch + 1 in self.schedule:
+            self._prune(epoch + 1)
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
@@ -198,7 +207,9 @@ class EpochRecorder(keras.callbacks.Callback):
     "weights": {"normal": [[...]], "reduce": ..., "seq": ...}}``: ``entropy`` is ``diagnostics.alpha_entropy``
     of the softmaxed alphas (normalised 1.0 = the uniform random start, 0.0 = one op per edge), ``moved`` the
     largest change of a softmaxed weight since the search's start (``SearchModel.initial_alpha_weights``,
-    also right after a resume). On resume, entries after the restored epoch (written by the killed run after
+    also right after a resume). A pruned search (``search.prune``) adds ``"kept": {kind: [[0/1, ...]]}``, the keep
+    masks: ``weights`` are the mixing weights (0 for pruned candidates), each edge's entropy is normalised over
+    its kept candidates, and ``moved`` includes the weight the pruned candidates lost. On resume, entries after the restored epoch (written by the killed run after
     its last checkpoint) are dropped.
 
     With ``tensorboard_dir``, the scalars ``alpha_entropy/<kind>`` (normalised), ``alpha_entropy_nats/<kind>``
@@ -231,7 +242,8 @@ class EpochRecorder(keras.callbacks.Callback):
         current = self.model.alpha_weights()
         if self._initial is None:
             self._initial = self.model.initial_alpha_weights()
-        entropy = alpha_entropy(current)
+        kept = self.model.alpha_masks() if getattr(self.model, "prunable", False) else None
+        entropy = alpha_entropy(current, kept=kept)
         moved = alpha_movement(current, self._initial)
         weights = {k: np.round(v, 6).tolist() for k, v in current.items()}
         metrics = {k: _number(v) for k, v in (logs or {}).items() if _number(v) is not None}
@@ -246,6 +258,7 @@ class EpochRecorder(keras.callbacks.Callback):
                             for k, v in entropy.items()},
                 "moved": {k: round(v, 6) for k, v in moved.items()},
                 "weights": weights,
+                **({"kept": {k: v.astype(int).tolist() for k, v in kept.items()}} if kept is not None else {}),
             }
         )  # fmt: skip
         write_json(self.path, self.entries)
@@ -276,11 +289,13 @@ class GenotypeTracker(keras.callbacks.Callback):
 
     Writes ``genotypes/epoch_<e>.json`` and ``genotype.json`` (the latest) every epoch, and
     ``genotype_best.json`` when the validation UA improves. Epochs of the warm-up (alphas still at their
-    random start) compete only when the whole search is warm-up. The best UA and its epoch live in the
-    checkpointed ``SearchState`` so that a resumed run keeps them.
+    random start) compete only when the whole search is warm-up. With ``last_pruning`` (a pruned search) only the
+    epochs from the last pruning on compete: those whose mixture holds the candidates the genotype chooses from.
+    The best UA and its epoch live in the checkpointed ``SearchState`` so that a resumed run keeps them.
     """
 
-    def __init__(self, out_dir: str | Path, state, max_skip, meta: dict, warmup_epochs: int = 0, epochs: int = 0):
+    def __init__(self, out_dir: str | Path, state, max_skip, meta: dict, warmup_epochs: int = 0, epochs: int = 0,
+                 last_pruning: int | None = None):
         super().__init__()
         self.out_dir = Path(out_dir)
         self.state = state
@@ -288,6 +303,7 @@ class GenotypeTracker(keras.callbacks.Callback):
         self.meta = dict(meta)
         self.warmup_epochs = int(warmup_epochs)
         self.epochs = int(epochs)
+        self.last_pruning = None if last_pruning is None else int(last_pruning)
 
     def _derive(self, e: int, meta: dict):
         """The epoch's genotype, validated; NonFiniteError (nothing written) when the alphas are not finite."""
@@ -307,6 +323,8 @@ class GenotypeTracker(keras.callbacks.Callback):
         genotype.save(self.out_dir / "genotypes" / f"epoch_{e:03d}.json")
         genotype.save(self.out_dir / "genotype.json")
         eligible = e > self.warmup_epochs or self.warmup_epochs >= self.epochs
+        if self.last_pruning is not None:
+            eligible = e >= self.last_pruning
         if eligible:
             ua = val["ua"]
             first = int(self.state.best_epoch.numpy()) == 0

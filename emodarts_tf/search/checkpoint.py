@@ -1,8 +1,8 @@
 """The resumable state of a search: one ``tf.train.Checkpoint`` per epoch.
 
-It holds the search model (network weights, alphas, the warm-up flag, batch-norm statistics), both
-optimisers (momentum, Adam moments, step counts, hence the position on the cosine schedule), the number
-of finished epochs and the best validation UA so far with its epoch.
+It holds the search model (network weights, alphas, the warm-up flag, batch-norm statistics, a pruned search's
+keep masks), both optimisers (momentum, Adam moments, step counts, hence the position on the cosine schedule), the
+number of finished epochs and the best validation UA so far with its epoch.
 
 The variables are checkpointed as flat dicts keyed by position (and name: ``model.weights``,
 ``optimizer.variables``), not through the Keras object graph: ``tf.train.Checkpoint(model=model)`` does not

@@ -1,8 +1,8 @@
 """Did a search learn, and do searches agree? Figures computed from alphas and genotypes (pure numpy).
 
 - ``alpha_entropy``: per cell kind, the mean over its edges of the Shannon entropy (nats) of each edge's
-  softmaxed alphas, and the same divided by ``log(number of ops)``: 1.0 is the uniform mix of the random
-  start (alphas ~ 1e-3 N(0, 1)), 0.0 an edge that picked one op. A search whose normalised entropy stays at
+  softmaxed alphas, and the same divided by ``log(number of ops)`` (of the candidates left, in a pruned
+  search): 1.0 is the uniform mix of the random start (alphas ~ 1e-3 N(0, 1)), 0.0 an edge that picked one op. A search whose normalised entropy stays at
   0.99.. has not chosen anything yet, whatever genotype it writes (the genotype is then the argmax of
   noise).
 - ``alpha_movement``: per cell kind, the largest absolute change of any softmaxed weight since the start.
@@ -60,30 +60,43 @@ def edge_entropies(p: np.ndarray) -> np.ndarray:
     return -(p * np.log(safe)).sum(axis=-1)
 
 
-def alpha_entropy(weights: dict, from_logits: bool = False) -> dict:
+def alpha_entropy(weights: dict, from_logits: bool = False, kept: dict | None = None) -> dict:
     """Entropy of the softmaxed alphas per cell kind.
 
     Args:
         weights: ``{kind: (num_edges, num_ops)}`` softmaxed alphas (each row a distribution over the ops
             of one edge), as ``SearchModel.alpha_weights()`` returns and ``alpha_history.json`` stores.
         from_logits: ``weights`` are raw alphas (softmaxed here, row by row).
+        kept: ``{kind: (num_edges, num_ops)}`` keep masks of a pruned search (1: the candidate is in its edge's
+            mixture, ``SearchModel.alpha_masks()``); each edge's entropy is then normalised by the log of its
+            kept candidates, so that 1.0 still means "uniform over what is left to choose from". None: every
+            candidate is kept.
 
     Returns:
-        ``{kind: {"mean": nats, "normalized": mean / log(num_ops)}}``: ``mean`` is the mean over the kind's
-        edges of each edge's entropy; ``normalized`` is 1.0 for uniform edges (the random start) and 0.0
-        for one-hot edges. A kind with a single candidate op has nothing to choose: entropy 0, normalised 1.0
-        (its only distribution is the uniform one).
+        ``{kind: {"mean": nats, "normalized": ...}}``: ``mean`` is the mean over the kind's edges of each edge's
+        entropy; ``normalized`` the mean over its edges of each edge's entropy divided by ``log(candidates)``
+        (without ``kept``: ``mean / log(num_ops)``), 1.0 for uniform edges (the random start) and 0.0 for one-hot
+        edges. An edge with a single candidate has nothing to choose: entropy 0, normalised 1.0 (its only
+        distribution is the uniform one).
 
     Raises:
-        ValueError: a non-2-D or non-finite array, or (without ``from_logits``) rows that are not
-            distributions.
+        ValueError: a non-2-D or non-finite array, a mask of another shape, or (without ``from_logits``) rows that
+            are not distributions.
     """
     out = {}
     for kind in _kinds(weights):
         p = _edge_weights(kind, weights[kind], from_logits)
-        mean = float(edge_entropies(p).mean())
-        n_ops = p.shape[1]
-        out[kind] = {"mean": mean, "normalized": mean / math.log(n_ops) if n_ops > 1 else 1.0}
+        entropies = edge_entropies(p)
+        if kept is not None and kind in kept:
+            mask = np.asarray(kept[kind])
+            if mask.shape != p.shape:
+                raise ValueError(f"kept[{kind!r}]: expected shape {p.shape} (the weights'), received {mask.shape}")
+            candidates = (mask > 0.5).sum(axis=1)
+        else:
+            candidates = np.full(p.shape[0], p.shape[1])
+        logs = np.log(np.maximum(candidates, 2))
+        normalized = np.where(candidates > 1, entropies / logs, 1.0)
+        out[kind] = {"mean": float(entropies.mean()), "normalized": float(normalized.mean())}
     return out
 
 

@@ -37,7 +37,7 @@ from emodarts_tf.search import architect
 from emodarts_tf.search.pruning import masked_alphas, prune_mask
 from emodarts_tf.search.replicas import all_reduce_sum, for_optimizer, in_multi_replica_context, unscale_loss
 from emodarts_tf.search_space.genotype import CELL_KINDS, Genotype
-from emodarts_tf.search_space.validation import check_bool, check_number
+from emodarts_tf.search_space.validation import check_bool, check_int, check_number
 from emodarts_tf.utils.numeric import softmax
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,8 @@ def initial_alphas(shapes: dict, scale: float, seed: int) -> dict:
 
 @keras.saving.register_keras_serializable(package="emodarts_tf")
 class SearchModel(keras.Model):
-    """DARTS search model: ``call(x) = backbone(x, softmax(alphas))`` and an alternating ``train_step``.
+    """DARTS search model: ``call(x) = backbone(x, softmax(alphas))`` (over the kept candidates, when pruned) and an
+    alternating ``train_step``.
 
     Execution: :meth:`compile` resolves its three switches (``run_eagerly``, ``eager_updates``,
     ``jit_compile``) into one mode, :attr:`execution` (:func:`resolve_execution`), and :attr:`xla`
@@ -146,7 +147,8 @@ class SearchModel(keras.Model):
     def __init__(self, backbone, input_shape=None, alpha_init_scale: float = 1e-3, seed: int = 0,
                  prunable: bool = False, **kwargs):
         super().__init__(**kwargs)
-        for attr in ("alpha_shapes", "derive_genotype"):
+        # Pruning also reads the candidates' names (which one is `none`).
+        for attr in ("alpha_shapes", "derive_genotype") + (("cnn_ops", "seq_ops") if prunable else ()):
             if not hasattr(backbone, attr):
                 raise ValueError(
                     f"backbone: expected a searchable layer with `{attr}` (like SearchBackbone), "
@@ -225,14 +227,16 @@ class SearchModel(keras.Model):
         self.built = True
 
     def mixing_weights(self) -> dict:
-        """The softmaxed alphas, ``{kind: (num_edges, num_ops)}``, as tensors."""
+        """The softmaxed alphas, ``{kind: (num_edges, num_ops)}``, as tensors; with keep masks, each edge's softmax
+        over its kept candidates (0 for pruned ones)."""
         # `ensure_shape` restates the static shape that a variable read loses inside the non-inlined
         # gradient functions (grappler's cost model would warn about a Softmax of unknown rank).
         out = {}
         for i, (kind, variable) in enumerate(zip(self.alpha_kinds, self._alphas)):
             alpha = tf.ensure_shape(tf.convert_to_tensor(variable), variable.shape)
             if self._alpha_masks:
-                # A pruned candidate's logit is far below any alpha: its softmax weight, and its gradient, are 0.
+                # A pruned candidate's logit is far below any alpha: its softmax weight, and the loss's gradient
+                # with respect to its alpha, are 0.
                 mask = tf.ensure_shape(tf.convert_to_tensor(self._alpha_masks[i]), variable.shape)
                 alpha = tf.where(mask > 0.5, alpha, tf.constant(-1e9, alpha.dtype))
             out[kind] = ops.softmax(alpha, axis=-1)
@@ -594,18 +598,23 @@ class SearchModel(keras.Model):
     def prune(self, keep: int, drop_none: bool = False) -> dict:
         """Keep, on every edge, the ``keep`` candidates of the largest mixing weight among those still kept; with
         ``drop_none``, ``none`` goes first (:func:`emodarts_tf.search.pruning.prune_mask`). Returns ``{kind:
-        candidates left per edge}``. ValueError when the model is not ``prunable``."""
+        candidates left per edge}``. ValueError (no mask changed) when the model is not ``prunable`` or an edge
+        would be left without a candidate."""
         if not self._alpha_masks:
             raise ValueError("prune: this SearchModel was built with prunable=False (no keep masks)")
+        keep = check_int(keep, "keep")
         ops_of = {"normal": self.backbone.cnn_ops, "reduce": self.backbone.cnn_ops, "seq": self.backbone.seq_ops}
-        left = {}
+        new = {}
         for kind, alpha, mask in zip(self.alpha_kinds, self._alphas, self._alpha_masks):
             names = tuple(ops_of[kind])
-            new = prune_mask(keras.ops.convert_to_numpy(alpha), keras.ops.convert_to_numpy(mask), keep,
-                             names.index("none") if "none" in names else None, drop_none)
-            mask.assign(new.astype(keras.backend.standardize_dtype(mask.dtype)))
-            left[kind] = int(new.sum(axis=1).max())
-        return left
+            try:
+                new[kind] = prune_mask(keras.ops.convert_to_numpy(alpha), keras.ops.convert_to_numpy(mask), keep,
+                                       names.index("none") if "none" in names else None, drop_none)
+            except ValueError as exc:
+                raise ValueError(f"{kind} cell ({len(names)} ops {list(names)}): {exc}") from None
+        for kind, mask in zip(self.alpha_kinds, self._alpha_masks):
+            mask.assign(new[kind].astype(keras.backend.standardize_dtype(mask.dtype)))
+        return {kind: int(m.sum(axis=1).max()) for kind, m in new.items()}
 
     def initial_alpha_weights(self) -> dict:
         """The softmaxed alphas of the search's start (before any step), as ``alpha_weights()`` returned

@@ -177,6 +177,12 @@ def select_by_perturbation(
         raise ValueError(f"tune_steps: expected an integer >= 0, received {tune_steps!r}")
     if tune_steps and tune_data is None:
         raise ValueError("tune_steps > 0 needs tune_data (the search's zipped weights and alphas datasets)")
+    pruned = [k for k, m in model.alpha_masks().items() if (m < 0.5).any()]
+    if pruned:
+        raise ValueError(
+            f"select_by_perturbation: the supernet's {pruned} candidates were pruned (search.prune); the projections "
+            "would rank candidates that are no longer in the mixture"
+        )
     started = time.perf_counter()
     backbone = model.backbone
     kinds = tuple(model.alpha_kinds)

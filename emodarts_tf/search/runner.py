@@ -177,6 +177,13 @@ def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, 
                                   drop_path=float(s.drop_path), seed=config.seed, name="backbone")
     model = SearchModel(backbone, input_shape=input_shape, alpha_init_scale=s.alpha_init_scale, seed=config.seed,
                         prunable=bool(s.prune))
+    if s.prune:
+        ops_of = {"normal": backbone.cnn_ops, "reduce": backbone.cnn_ops, "seq": backbone.seq_ops}
+        for kind in model.alpha_kinds:
+            names = tuple(ops_of[kind])
+            if len(names) <= s.prune[-1] and "none" not in names:
+                log.warning("search.prune %s: the %s cell's %d candidates %s are never pruned (at most %d are kept)",
+                            list(s.prune), kind, len(names), list(names), s.prune[-1])
     total_steps = max(1, s.epochs * steps_per_epoch)
     if s.w_lr_min < s.w_lr:
         lr = SearchCosineDecay(s.w_lr, decay_steps=total_steps, alpha=s.w_lr_min / s.w_lr)
@@ -342,17 +349,19 @@ def _fit_search(model, state, fold_data, fold_dir: Path, config: ExperimentConfi
     search_callbacks = [AlphaWarmup(s.warmup_epochs), NonFiniteGuard()]
     if s.drop_path > 0:
         search_callbacks.insert(1, SearchDropPath(float(s.drop_path), s.epochs))
+    pruning = ProgressivePruning(s.prune, s.epochs, s.warmup_epochs, initial_epoch) if s.prune else None
+    if pruning is not None:
+        # Before the epoch's validation, alpha history, genotype and checkpoint: all of them describe the mixture
+        # the epoch ends with.
+        search_callbacks.append(pruning)
     if has_val:
         search_callbacks.append(ValidationMetrics(fold_data.val(batch), num_classes))
-    if s.prune:
-        # After the epoch's validation (of the supernet it trained), before its alpha history, genotype and
-        # checkpoint (which then hold the pruned mixture).
-        search_callbacks.append(ProgressivePruning(s.prune, s.epochs, s.warmup_epochs))
     tensorboard = keras.callbacks.TensorBoard(str(fold_dir / "tensorboard"), write_graph=False,
                                               update_freq="epoch")  # fmt: skip
     search_callbacks += [
         recorder,
-        GenotypeTracker(fold_dir, state, s.max_skip, meta, s.warmup_epochs, s.epochs),
+        GenotypeTracker(fold_dir, state, s.max_skip, meta, s.warmup_epochs, s.epochs,
+                        pruning.last if pruning is not None else None),
         tensorboard,
         SaveState(state),
         EpochLogger(s.epochs, prefix=f"fold {fold.index} ", recorder=recorder),

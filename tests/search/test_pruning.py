@@ -23,6 +23,9 @@ def test_schedule_splits_the_alpha_epochs_into_equal_stages():
     assert prune_schedule([3], 10, 0) == {5: 3}
     assert prune_schedule([4, 3, 2], 4, 0) == {1: 4, 2: 3, 3: 2}
     assert prune_schedule([], 16, 4) == {}
+    # Stages that do not divide evenly: the nearest epoch, halves up (10 / 3 = 3.33 and 6.67; 3 / 2 = 1.5).
+    assert prune_schedule([5, 3], 10, 0) == {3: 5, 7: 3}
+    assert prune_schedule([2], 5, 2) == {4: 2}
 
 
 @pytest.mark.parametrize("keep", [[3, 3], [2, 3], [1], [5, 0], "5,3", [2.5], [True, 2]])
@@ -51,6 +54,15 @@ def test_prune_mask_equals_a_hand_computation():
     np.testing.assert_array_equal(dropped, [[0, 0, 0, 1, 1], [0, 0, 1, 1, 0], [0, 1, 1, 0, 0]])
     # An edge with no more than `keep` candidates keeps them all.
     np.testing.assert_array_equal(prune_mask(alpha[:1], mask[:1], keep=4), mask[:1])
+    # Ties among many candidates (more than NumPy's insertion-sort threshold): the lowest indices, in order.
+    many = np.zeros((1, 40))
+    np.testing.assert_array_equal(np.flatnonzero(prune_mask(many, np.ones_like(many), keep=7)), np.arange(7))
+    with pytest.raises(ValueError, match="keep"):
+        prune_mask(alpha, mask, keep=0)
+    lonely = np.zeros((1, 3))
+    lonely_mask = np.array([[1.0, 0.0, 0.0]])  # only `none` left
+    with pytest.raises(ValueError, match=r"edge\(s\) \[0\] would keep no candidate"):
+        prune_mask(lonely, lonely_mask, keep=2, none_index=0, drop_none=True)
 
 
 def _model(prunable=True, seed=0):
@@ -115,11 +127,60 @@ def test_unprunable_model_has_no_masks_and_refuses_to_prune():
     assert len(_model(True).weights) == len(model.weights) + 3
 
 
+def test_prune_refusals_leave_the_masks_alone():
+    model = _model()
+    with pytest.raises(ValueError, match="keep"):
+        model.prune(-1)
+    model._alpha_masks[2].assign(np.array([[1, 0, 0, 0], [1, 1, 1, 1]], dtype="float32"))  # seq edge 0: none only
+    with pytest.raises(ValueError, match=r"seq cell .*edge\(s\) \[0\]"):
+        model.prune(2, drop_none=True)
+    assert (model.alpha_masks()["normal"] == 1).all()  # nothing assigned, not even the kinds before
+
+
+def test_config_round_trip_keeps_the_masks():
+    model = _model()
+    again = SearchModel.from_config(model.get_config())
+    assert again.prunable and len(again.weights) == len(model.weights)
+
+
+def test_a_reused_supernet_starts_unpruned(demo_cache):
+    from emodarts_tf.search.reuse import SupernetReuse, supernet_key
+    from emodarts_tf.search.runner import build_search_model
+
+    config = micro_config(demo_cache, "search.epochs=4", "search.warmup_epochs=1", "search.prune=[3,2]")
+    reuse, key = SupernetReuse(), supernet_key(config, (13, 16, 1), 4)
+    model = reuse.supernet(key, lambda: build_search_model(config, (13, 16, 1), 4, 2))
+    model.prune(2, drop_none=True)
+    assert any((m == 0).any() for m in model.alpha_masks().values())
+    again = reuse.supernet(key, lambda: pytest.fail("the kept supernet should be handed out"))
+    assert again is model and all((m == 1).all() for m in again.alpha_masks().values())
+
+
+def test_entropy_is_normalised_over_the_kept_candidates():
+    from emodarts_tf.search.diagnostics import alpha_entropy
+
+    weights = np.array([[0.5, 0.5, 0.0, 0.0], [0.2, 0.3, 0.5, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    kept = np.array([[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0]])
+    h = [np.log(2), -(0.2 * np.log(0.2) + 0.3 * np.log(0.3) + 0.5 * np.log(0.5)), 0.0]
+    out = alpha_entropy({"normal": weights}, kept={"normal": kept})["normal"]
+    assert out["mean"] == pytest.approx(np.mean(h), abs=1e-12)
+    # One kept candidate: nothing to choose, normalised 1.0 (as a single-op kind).
+    assert out["normalized"] == pytest.approx(np.mean([1.0, h[1] / np.log(3), 1.0]), abs=1e-12)
+    assert alpha_entropy({"normal": weights})["normal"]["normalized"] == pytest.approx(np.mean(h) / np.log(4))
+
+
 def test_genotype_never_chooses_a_pruned_op():
     alpha = np.array([[0.0, 0.0, 3.0, 1.0], [0.0, 0.0, 3.0, 1.0]])  # skip_connect strongest on both edges
     mask = np.array([[1, 1, 0, 1], [1, 1, 0, 1]], dtype=float)
     cell = derive_cell(masked_alphas({"n": alpha}, {"n": mask})["n"], CNN_OPS, 1)
     assert cell == [[("sep_conv_3x3", 0), ("sep_conv_3x3", 1)]]
+    # With the skip cap at 0 an edge that kept only none and skip_connect has nothing to offer: it drops out
+    # instead of choosing a pruned op (weight 0).
+    alpha2 = np.array([[0.0, 0.0, 3.0, 1.0], [0.0, 0.0, 3.0, 1.0], [0.0, 1.0, 0.0, 0.0],  # node 0; node 1:
+                       [0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0]])
+    mask2 = np.array([[1, 0, 1, 0], [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]], dtype=float)
+    cell2 = derive_cell(masked_alphas({"n": alpha2}, {"n": mask2})["n"], CNN_OPS, 2, max_skip=0)
+    assert cell2[0] == [("sep_conv_3x3", 1)]
     model = _model()
     model.arch_variables[0].assign(alpha.astype("float32"))
     model._alpha_masks[0].assign(mask.astype("float32"))
@@ -137,6 +198,19 @@ def test_search_config_checks(demo_cache):
         check_search_config(micro_config(demo_cache, "search.prune=[2,3]").search)
 
 
+def _check_history(history, ops, schedule):
+    """Every entry's keep masks hold ``schedule[epoch]`` candidates per edge (None: all), the mixing weights are 0
+    exactly where a candidate is pruned, and none is out once two are left (the last pruning)."""
+    for entry in history:
+        for kind, weights in entry["weights"].items():
+            weights, kept = np.asarray(weights), np.asarray(entry["kept"][kind])
+            expected = schedule[entry["epoch"]] or len(ops[kind])
+            assert (kept.sum(axis=1) == min(expected, len(ops[kind]))).all(), (entry["epoch"], kind, kept)
+            assert (weights[kept == 0] == 0).all() and (weights[kept == 1] > 0).all()
+            if expected == 2:
+                assert (kept[:, ops[kind].index("none")] == 0).all()
+
+
 def test_search_prunes_on_schedule_and_resumes(tmp_path, demo_cache, demo_prepared):
     """A micro search with prune [3, 2] over 3 alpha epochs: after epoch 2 three candidates per edge are in the
     mixture, after epoch 3 two and never `none`; the genotype uses kept ops only; a search killed after epoch 2
@@ -148,20 +222,17 @@ def test_search_prunes_on_schedule_and_resumes(tmp_path, demo_cache, demo_prepar
     history = json.loads((tmp_path / "full" / "fold1" / "alpha_history.json").read_text())
     cnn, seq = resolve_ops(config.space.cnn_ops, "cnn"), resolve_ops(config.space.seq_ops, "seq")
     ops = {"normal": cnn, "reduce": cnn, "seq": seq}  # the backbone's column order
-    for entry in history:
-        for kind, weights in entry["weights"].items():
-            kept = (np.asarray(weights) > 0).sum(axis=1)
-            expected = {1: len(ops[kind]), 2: min(3, len(ops[kind])), 3: 2, 4: 2}[entry["epoch"]]
-            assert (kept == expected).all(), (entry["epoch"], kind, weights)
-            if entry["epoch"] >= 3:
-                # none dropped at the last pruning
-                assert (np.asarray(weights)[:, ops[kind].index("none")] == 0).all()
+    _check_history(history, ops, {1: None, 2: 3, 3: 2, 4: 2})
     last = history[-1]["weights"]
     final = json.loads((tmp_path / "full" / "fold1" / "genotype.json").read_text())
     for kind in ("normal", "reduce", "seq"):
-        for node in final[kind]:
+        offset = 0
+        for n, node in enumerate(final[kind]):
             for op, j in node:
-                assert np.asarray(last[kind])[j, ops[kind].index(op)] > 0, (kind, op, j)
+                assert np.asarray(last[kind])[offset + j, ops[kind].index(op)] > 0, (kind, op, j)
+            offset += n + 2
+    search = json.loads((tmp_path / "full" / "fold1" / "search.json").read_text())
+    assert search["best"]["epoch"] >= 3  # only the epochs from the last pruning on compete for the best
 
     with pytest.raises(Killed):
         run_search(config, tmp_path / "killed", 1, prepared=demo_prepared, callbacks=[KillAfter(2)])
@@ -195,3 +266,18 @@ def test_initial_state_does_not_depend_on_prunable(demo_cache):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), err_msg=a.path)
     for kind in plain.alpha_kinds:
         np.testing.assert_array_equal(plain.alpha_arrays()[kind], pruned.alpha_arrays()[kind])
+
+
+def test_resume_with_fewer_epochs_catches_up_on_the_moved_pruning(tmp_path, demo_cache, demo_prepared):
+    """Killed after epoch 3 of 5 (prunings after epochs 2 and 4), resumed with 4 epochs (prunings after 2 and 3):
+    the pruning now due after epoch 3 is applied when the search resumes, so epoch 4 runs with 2 candidates."""
+    from emodarts_tf.search.runner import run_search
+
+    five = micro_config(demo_cache, "search.epochs=5", "search.warmup_epochs=1", "search.prune=[3,2]")
+    with pytest.raises(Killed):
+        run_search(five, tmp_path / "s", 1, prepared=demo_prepared, callbacks=[KillAfter(3)])
+    four = micro_config(demo_cache, "search.epochs=4", "search.warmup_epochs=1", "search.prune=[3,2]")
+    run_search(four, tmp_path / "s", 1, resume=True, prepared=demo_prepared)
+    history = json.loads((tmp_path / "s" / "fold1" / "alpha_history.json").read_text())
+    cnn, seq = resolve_ops(four.space.cnn_ops, "cnn"), resolve_ops(four.space.seq_ops, "seq")
+    _check_history(history, {"normal": cnn, "reduce": cnn, "seq": seq}, {1: None, 2: 3, 3: 3, 4: 2})
