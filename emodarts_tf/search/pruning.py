@@ -37,7 +37,8 @@ def check_prune(keep, alpha_epochs: int | None = None, name: str = "search.prune
     if alpha_epochs is not None and counts and len(counts) + 1 > alpha_epochs:
         raise ValueError(
             f"{name}: {len(counts)} prunings need at least {len(counts) + 1} alpha epochs (search.epochs minus "
-            f"search.warmup_epochs), there are {max(int(alpha_epochs), 0)}; received {keep!r}"
+            f"search.warmup_epochs), there are {max(int(alpha_epochs), 0)}; received {keep!r} (search without pruning: "
+            f"--set \"{name}=[]\")"
         )
     return counts
 

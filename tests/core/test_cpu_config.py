@@ -15,6 +15,7 @@ def test_cpu_config_values_are_the_documented_ones():
     assert config.data.normalize == "speaker"
     assert config.search.alpha_budget == pytest.approx(3.0)
     assert config.search.drop_path == 0.0  # measured, not adopted (docs/accuracy.md)
+    assert list(config.search.prune) == [5, 3]  # P-DARTS's counts, adopted on validation speakers (docs/accuracy.md)
     assert "lstm_4" not in config.space.seq_ops and "lstm_att_2" in config.space.seq_ops
     assert config.train.weight_decay_mode == "coupled"
     assert config.space.frequency_pooling == "flatten"
@@ -25,6 +26,7 @@ def test_cpu_config_values_are_the_documented_ones():
     assert (config.space.init_channels, config.space.seq_hidden) == (8, 32)
     emotionnas = load_config("emotionnas")
     assert emotionnas.space.frequency_pooling == "avg"  # as its results were measured
+    assert list(emotionnas.search.prune) == []  # as its results were searched
     # cpu.yaml's recipe, checked for the two-stream network on held-out speakers of nested splits
     assert emotionnas.recipe.swa == pytest.approx(0.5) and emotionnas.recipe.ema == 0.0
     assert emotionnas.recipe.refit is True
@@ -41,11 +43,14 @@ def test_cpu_config_searches_and_trains_on_demo(tmp_path):
 
     cache, search, train = tmp_path / "cache", tmp_path / "search", tmp_path / "train"
     common = ["--data", "demo", "--config", "cpu", "--cache", str(cache), "--set", "data.workers=1"]
-    tiny = ["--set", "search.epochs=2", "--set", "search.warmup_epochs=1", "--set", "search.steps_per_epoch=2"]
+    # 3 alpha epochs: one per stage of the shipped pruning (after alpha epochs 1 and 2)
+    tiny = ["--set", "search.epochs=4", "--set", "search.warmup_epochs=1", "--set", "search.steps_per_epoch=2"]
     assert search_main([*common, *tiny, "--fold", "1", "--out", str(search)]) == 0
     history = json.loads((search / "fold1" / "alpha_history.json").read_text())
-    assert [e["alpha_active"] for e in history] == [False, True]
+    assert [e["alpha_active"] for e in history] == [False, True, True, True]
     assert all(0.0 < e["entropy"][k]["normalized"] <= 1.0 for e in history for k in ("normal", "reduce", "seq"))
+    # pruned to 5 candidates per edge after epoch 2, to 3 (none out) after epoch 3
+    assert [max(sum(row) for row in e["kept"]["normal"]) for e in history] == [8, 5, 3, 3]
     assert train_main([*common, "--genotype", str(search), "--folds", "1", "--epochs", "2", "--out", str(train)]) == 0
     info = json.loads((train / "fold1" / "model_info.json").read_text())
     assert info["normalize"] == "speaker" and info["recipe"] == json.loads(json.dumps(info["recipe"]))
