@@ -595,6 +595,12 @@ class SearchModel(keras.Model):
         """The mixing weights as numpy arrays: the softmaxed alphas of the kept candidates, 0 for pruned ones."""
         return {k: softmax(v) for k, v in masked_alphas(self.alpha_arrays(), self.alpha_masks()).items()}
 
+    def candidate_ops(self) -> dict:
+        """``{kind: tuple of op names}``: the candidates of each cell kind's edges, in the alphas' column order (the
+        backbone's ``cnn_ops`` for normal and reduction cells, ``seq_ops`` for SeqNN cells)."""
+        ops_of = {"normal": self.backbone.cnn_ops, "reduce": self.backbone.cnn_ops, "seq": self.backbone.seq_ops}
+        return {kind: tuple(ops_of[kind]) for kind in self.alpha_kinds}
+
     def prune(self, keep: int, drop_none: bool = False) -> dict:
         """Keep, on every edge, the ``keep`` candidates of the largest mixing weight among those still kept; with
         ``drop_none``, ``none`` goes first (:func:`emodarts_tf.search.pruning.prune_mask`). Returns ``{kind:
@@ -603,10 +609,10 @@ class SearchModel(keras.Model):
         if not self._alpha_masks:
             raise ValueError("prune: this SearchModel was built with prunable=False (no keep masks)")
         keep = check_int(keep, "keep")
-        ops_of = {"normal": self.backbone.cnn_ops, "reduce": self.backbone.cnn_ops, "seq": self.backbone.seq_ops}
+        ops_of = self.candidate_ops()
         new = {}
         for kind, alpha, mask in zip(self.alpha_kinds, self._alphas, self._alpha_masks):
-            names = tuple(ops_of[kind])
+            names = ops_of[kind]
             try:
                 new[kind] = prune_mask(keras.ops.convert_to_numpy(alpha), keras.ops.convert_to_numpy(mask), keep,
                                        names.index("none") if "none" in names else None, drop_none)

@@ -178,9 +178,7 @@ def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, 
     model = SearchModel(backbone, input_shape=input_shape, alpha_init_scale=s.alpha_init_scale, seed=config.seed,
                         prunable=bool(s.prune))
     if s.prune:
-        ops_of = {"normal": backbone.cnn_ops, "reduce": backbone.cnn_ops, "seq": backbone.seq_ops}
-        for kind in model.alpha_kinds:
-            names = tuple(ops_of[kind])
+        for kind, names in model.candidate_ops().items():
             if len(names) <= s.prune[-1] and "none" not in names:
                 log.warning("search.prune %s: the %s cell's %d candidates %s are never pruned (at most %d are kept)",
                             list(s.prune), kind, len(names), list(names), s.prune[-1])
