@@ -176,6 +176,10 @@ class SearchConfig:
     # after each of len(prune) + 1 equal stages of the alpha epochs, e.g. [5, 3] (P-DARTS: 8 -> 5 -> 3); at the last
     # pruning `none` goes first. []: off, the paper's search. Not with search.select perturbation.
     prune: list = field(default_factory=list)
+    # Edge normalisation (PC-DARTS, search/edge_normalization.py): a searched weight per edge, softmaxed over the
+    # edges into each node, scales the edge's mixture and ranks the node's edges in the genotype. False: the paper's
+    # search (edges ranked by their best op's weight). Not with search.select perturbation.
+    edge_norm: bool = False
     max_skip: Optional[int] = 2  # cap on skip_connect per normal/SeqNN cell of the genotype (P-DARTS: 2)
     steps_per_epoch: Optional[int] = None  # None: one pass over the weights part
     jit_compile: bool = False  # XLA; slower on CPUs, opt-in

@@ -209,7 +209,9 @@ class EpochRecorder(keras.callbacks.Callback):
     largest change of a softmaxed weight since the search's start (``SearchModel.initial_alpha_weights``,
     also right after a resume). A pruned search (``search.prune``) adds ``"kept": {kind: [[0/1, ...]]}``, the keep
     masks: ``weights`` are the mixing weights (0 for pruned candidates), each edge's entropy is normalised over
-    its kept candidates, and ``moved`` includes the weight the pruned candidates lost. On resume, entries after the restored epoch (written by the killed run after
+    its kept candidates, and ``moved`` includes the weight the pruned candidates lost. A search with edge
+    normalisation (``search.edge_norm``) adds ``"edges": {kind: [...]}``, each edge's weight in its node (the mixture
+    scales the edge's ``weights`` row by it; ``entropy`` and ``moved`` are those of the op weights). On resume, entries after the restored epoch (written by the killed run after
     its last checkpoint) are dropped.
 
     With ``tensorboard_dir``, the scalars ``alpha_entropy/<kind>`` (normalised), ``alpha_entropy_nats/<kind>``
@@ -243,6 +245,7 @@ class EpochRecorder(keras.callbacks.Callback):
         if self._initial is None:
             self._initial = self.model.initial_alpha_weights()
         kept = self.model.alpha_masks() if getattr(self.model, "prunable", False) else None
+        edges = self.model.edge_weights() if getattr(self.model, "edge_norm", False) else None
         entropy = alpha_entropy(current, kept=kept)
         moved = alpha_movement(current, self._initial)
         weights = {k: np.round(v, 6).tolist() for k, v in current.items()}
@@ -259,6 +262,7 @@ class EpochRecorder(keras.callbacks.Callback):
                 "moved": {k: round(v, 6) for k, v in moved.items()},
                 "weights": weights,
                 **({"kept": {k: v.astype(int).tolist() for k, v in kept.items()}} if kept is not None else {}),
+                **({"edges": {k: np.round(v, 6).tolist() for k, v in edges.items()}} if edges is not None else {}),
             }
         )  # fmt: skip
         write_json(self.path, self.entries)

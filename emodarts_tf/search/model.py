@@ -20,7 +20,8 @@ inference-mode passes read the moving statistics (the search's validation metric
 ``genotype_best``); the gradients, and so the alphas and weights, do not depend on this choice.
 
 The backbone is any layer with ``call(x, weights, training=None)`` taking a dict of softmaxed
-``(num_edges, num_ops)`` matrices, ``alpha_shapes()`` and ``derive_genotype(alphas, max_skip, meta)``
+``(num_edges, num_ops)`` matrices, ``alpha_shapes()`` and ``derive_genotype(alphas, max_skip, meta)`` (with
+``edges=`` too for a model with edge normalisation)
 (``SearchBackbone``'s). Its input ``x`` is one tensor, or a dict of named tensors for a backbone of several
 inputs (``TwoStreamSearchBackbone``: ``{"spectrogram", "frames"}``); the model passes it through as it is.
 """
@@ -34,6 +35,7 @@ import tensorflow as tf
 from keras import ops
 
 from emodarts_tf.search import architect
+from emodarts_tf.search.edge_normalization import edge_weights, edge_weights_tensor, initial_betas
 from emodarts_tf.search.pruning import masked_alphas, prune_mask
 from emodarts_tf.search.replicas import all_reduce_sum, for_optimizer, in_multi_replica_context, unscale_loss
 from emodarts_tf.search_space.genotype import CELL_KINDS, Genotype
@@ -130,6 +132,11 @@ class SearchModel(keras.Model):
         prunable: give each cell kind a keep mask (:meth:`alpha_masks`, non-trainable variables ``alpha_mask_<kind>``,
             all ones at the start) so that :meth:`prune` can take candidates out of the mixture (progressive
             pruning, :mod:`emodarts_tf.search.pruning`). Off: no mask variables, the checkpoints of earlier versions.
+        edge_norm: give each cell kind one more architecture variable, ``beta_<kind>`` (one logit per edge, started
+            like the alphas from a generator of their own), and scale each edge's mixing weights by the softmax of
+            the betas of the edges into its node (PC-DARTS's edge normalisation,
+            :mod:`emodarts_tf.search.edge_normalization`); the genotype then ranks a node's edges by that weight
+            times the weight of the edge's best op. Off: no beta variables, the checkpoints of earlier versions.
 
     Call arguments:
         x: a batch of inputs, ``(batch,) + input_shape`` (a dict of such batches for a dict ``input_shape``).
@@ -145,7 +152,7 @@ class SearchModel(keras.Model):
     """
 
     def __init__(self, backbone, input_shape=None, alpha_init_scale: float = 1e-3, seed: int = 0,
-                 prunable: bool = False, **kwargs):
+                 prunable: bool = False, edge_norm: bool = False, **kwargs):
         super().__init__(**kwargs)
         # Pruning also reads the candidates' names (which one is `none`).
         for attr in ("alpha_shapes", "derive_genotype") + (("cnn_ops", "seq_ops") if prunable else ()):
@@ -190,6 +197,22 @@ class SearchModel(keras.Model):
                             trainable=False, autocast=False, name=f"alpha_mask_{kind}")
             for kind, a in zip(self.alpha_kinds, self._alphas)
         ] if self.prunable else []
+        self.edge_norm = check_bool(edge_norm, "edge_norm")
+        self._betas = []
+        if self.edge_norm:
+            betas = initial_betas({k: shapes[k][0] for k in self.alpha_kinds}, self.alpha_init_scale, self.seed)
+            for kind in self.alpha_kinds:
+                init = betas[kind]
+                var = self.add_weight(
+                    shape=init.shape,
+                    initializer=lambda shape, dtype, init=init: ops.cast(init, dtype),
+                    dtype=self.dtype_policy.variable_dtype,
+                    trainable=True,
+                    autocast=False,
+                    name=f"beta_{kind}",
+                )
+                setattr(self, f"beta_{kind}", var)
+                self._betas.append(var)
         self._search_compiled = False
         self.execution = "graph"  # set by compile()
         self.xla = False  # set by compile()
@@ -228,7 +251,7 @@ class SearchModel(keras.Model):
 
     def mixing_weights(self) -> dict:
         """The softmaxed alphas, ``{kind: (num_edges, num_ops)}``, as tensors; with keep masks, each edge's softmax
-        over its kept candidates (0 for pruned ones)."""
+        over its kept candidates (0 for pruned ones); with edge normalisation, each edge's row times its edge weight."""
         # `ensure_shape` restates the static shape that a variable read loses inside the non-inlined
         # gradient functions (grappler's cost model would warn about a Softmax of unknown rank).
         out = {}
@@ -240,6 +263,9 @@ class SearchModel(keras.Model):
                 mask = tf.ensure_shape(tf.convert_to_tensor(self._alpha_masks[i]), variable.shape)
                 alpha = tf.where(mask > 0.5, alpha, tf.constant(-1e9, alpha.dtype))
             out[kind] = ops.softmax(alpha, axis=-1)
+            if self._betas:
+                beta = tf.ensure_shape(tf.convert_to_tensor(self._betas[i]), self._betas[i].shape)
+                out[kind] = out[kind] * edge_weights_tensor(beta)[:, None]
         return out
 
     def call(self, x, training=None):
@@ -262,12 +288,13 @@ class SearchModel(keras.Model):
     # ------------------------------------------------------------------ variables
     @property
     def arch_variables(self) -> list:
-        return list(self._alphas)
+        """The alphas, then (with ``edge_norm``) the betas, in the order of :attr:`alpha_kinds`."""
+        return list(self._alphas) + list(self._betas)
 
     @property
     def weight_variables(self) -> list:
         """Every trainable variable that is not an alpha (split by identity)."""
-        arch = {id(v) for v in self._alphas}
+        arch = {id(v) for v in self.arch_variables}
         return [v for v in self.trainable_variables if id(v) not in arch]
 
     @property
@@ -592,8 +619,18 @@ class SearchModel(keras.Model):
                 for k, m in zip(self.alpha_kinds, self._alpha_masks)}
 
     def alpha_weights(self) -> dict:
-        """The mixing weights as numpy arrays: the softmaxed alphas of the kept candidates, 0 for pruned ones."""
+        """The op weights as numpy arrays: the softmaxed alphas of the kept candidates, 0 for pruned ones (each row
+        sums to 1; with edge normalisation the mixture also scales the row by :meth:`edge_weights`)."""
         return {k: softmax(v) for k, v in masked_alphas(self.alpha_arrays(), self.alpha_masks()).items()}
+
+    def beta_arrays(self) -> dict:
+        """The raw betas, ``{kind: numpy (num_edges,)}``; empty without edge normalisation."""
+        return {k: np.asarray(keras.ops.convert_to_numpy(b)) for k, b in zip(self.alpha_kinds, self._betas)}
+
+    def edge_weights(self) -> dict:
+        """Each edge's weight in its node, ``{kind: numpy (num_edges,)}`` (the softmax of the betas of the edges into
+        the node, :func:`~emodarts_tf.search.edge_normalization.edge_weights`); empty without edge normalisation."""
+        return {k: edge_weights(b) for k, b in self.beta_arrays().items()}
 
     def candidate_ops(self) -> dict:
         """``{kind: tuple of op names}``: the candidates of each cell kind's edges, in the alphas' column order (the
@@ -635,9 +672,12 @@ class SearchModel(keras.Model):
 
     def genotype(self, max_skip: int | None = None, meta: dict | None = None) -> Genotype:
         """The DARTS genotype of the current alphas (top-2 edges per node, best non-none op each), derived by
-        the backbone (``SearchBackbone.derive_genotype``: its ops and node counts)."""
-        return self.backbone.derive_genotype(masked_alphas(self.alpha_arrays(), self.alpha_masks()),
-                                             max_skip=max_skip, meta=meta)
+        the backbone (``SearchBackbone.derive_genotype``: its ops and node counts); with edge normalisation a node's
+        edges are ranked by their edge weight times their best op's weight."""
+        alphas = masked_alphas(self.alpha_arrays(), self.alpha_masks())
+        if self._betas:
+            return self.backbone.derive_genotype(alphas, max_skip=max_skip, meta=meta, edges=self.edge_weights())
+        return self.backbone.derive_genotype(alphas, max_skip=max_skip, meta=meta)
 
     # ------------------------------------------------------------------ serialisation
     def get_config(self):
@@ -649,6 +689,7 @@ class SearchModel(keras.Model):
                 "alpha_init_scale": self.alpha_init_scale,
                 "seed": self.seed,
                 "prunable": self.prunable,
+                "edge_norm": self.edge_norm,
             }
         )
         return config

@@ -41,6 +41,7 @@ import tensorflow as tf
 from emodarts_tf.evaluation.split import logits_of
 from emodarts_tf.search.reuse import state_variables
 from emodarts_tf.search_space.genotype import Genotype
+from emodarts_tf.search_space.primitives import nodes_of_edges
 from emodarts_tf.utils.numeric import softmax
 
 log = logging.getLogger(__name__)
@@ -60,16 +61,6 @@ def edge_rows(nodes: int) -> list:
             out.append((node, j, row))
             row += 1
     return out
-
-
-def nodes_of(rows: int) -> int:
-    """The nodes of a cell whose alpha matrix has ``rows`` rows (``n`` nodes have ``n (n + 3) / 2`` edges)."""
-    n = 0
-    while n * (n + 3) // 2 < rows:
-        n += 1
-    if n * (n + 3) // 2 != rows:
-        raise ValueError(f"alphas: {rows} rows are no cell's edges (1 node has 2, 2 nodes 5, 3 nodes 9, ...)")
-    return n
 
 
 def removal_weights(weights: np.ndarray, row: int, col: int | None = None) -> np.ndarray:
@@ -177,6 +168,9 @@ def select_by_perturbation(
         raise ValueError(f"tune_steps: expected an integer >= 0, received {tune_steps!r}")
     if tune_steps and tune_data is None:
         raise ValueError("tune_steps > 0 needs tune_data (the search's zipped weights and alphas datasets)")
+    if getattr(model, "edge_norm", False):
+        raise ValueError("select_by_perturbation: the supernet has edge weights (search.edge_norm); the removals "
+                         "measure edges by the loss, and the edge weights would scale what they remove")
     pruned = [k for k, m in model.alpha_masks().items() if (m < 0.5).any()]
     if pruned:
         raise ValueError(
@@ -191,7 +185,7 @@ def select_by_perturbation(
     alpha_updates = bool(float(model.alpha_active.numpy()) > 0.5)
     searched = {k_: softmax(a.astype(np.float64)) for k_, a in searched_alphas.items()}
     ops = {k_: _cell_ops(backbone, k_) for k_ in kinds}
-    nodes = {k_: nodes_of(searched[k_].shape[0]) for k_ in kinds}
+    nodes = {k_: nodes_of_edges(searched[k_].shape[0], f"alphas of the {k_} cell") for k_ in kinds}
     for k_ in kinds:
         if searched[k_].shape[1] != len(ops[k_]):
             raise ValueError(f"alphas of the {k_} cell: {searched[k_].shape[1]} columns for the {len(ops[k_])} "

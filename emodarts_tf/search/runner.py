@@ -129,6 +129,11 @@ def check_search_config(s: SearchConfig) -> None:
             f"search.prune: expected [] with search.select perturbation (its projections would rank candidates the "
             f"pruning has taken out of the mixture), received {s.prune!r}"
         )
+    if s.edge_norm and s.select == "perturbation":
+        raise ValueError(
+            f"search.edge_norm: expected false with search.select perturbation (its edge scores read the loss, not "
+            f"the edge weights), received {s.edge_norm!r}"
+        )
     if not s.w_lr > 0:
         raise ValueError(f"search.w_lr: expected > 0, received {s.w_lr!r}")
     if not 0 <= s.w_lr_min <= s.w_lr:
@@ -176,7 +181,7 @@ def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, 
                                   seq_grouped=s.seq_grouped, recompute_seq=s.recompute_seq,
                                   drop_path=float(s.drop_path), seed=config.seed, name="backbone")
     model = SearchModel(backbone, input_shape=input_shape, alpha_init_scale=s.alpha_init_scale, seed=config.seed,
-                        prunable=bool(s.prune))
+                        prunable=bool(s.prune), edge_norm=bool(s.edge_norm))
     if s.prune:
         for kind, names in model.candidate_ops().items():
             if len(names) <= s.prune[-1] and "none" not in names:

@@ -377,6 +377,7 @@ def derive_cell(
     nodes: int,
     max_skip: int | None = None,
     k: int = 2,
+    edge_weights=None,
 ) -> list:
     """DARTS rule: per node, each incoming edge's best non-``none`` op; keep the ``k`` strongest edges.
 
@@ -394,6 +395,10 @@ def derive_cell(
     comparable, softmax weights are. The weight of ``none`` takes part in the softmax (an edge whose
     ``none`` is strong ranks low) but ``none`` is never chosen, nor is an op whose alpha is ``-inf`` (pruned in
     the search: mixing weight 0, ``emodarts_tf.search.pruning``).
+
+    ``edge_weights`` (one per row, a search with edge normalisation, ``emodarts_tf.search.edge_normalization``)
+    multiplies each edge's op weights before the edges are ranked, as PC-DARTS derives its cells: a node keeps the
+    edges of the largest ``edge weight * best op weight``. The op chosen on an edge does not depend on it.
     """
     alpha = np.asarray(alpha, dtype=np.float64)
     expected_rows = sum(i + 2 for i in range(nodes))
@@ -403,6 +408,12 @@ def derive_cell(
             f"received {alpha.shape}"
         )
     weights = softmax(alpha)
+    if edge_weights is not None:
+        edge_weights = np.asarray(edge_weights, dtype=np.float64)
+        if edge_weights.shape != (expected_rows,):
+            raise ValueError(f"edge_weights: expected shape ({expected_rows},), one per edge of {nodes} nodes, "
+                             f"received {edge_weights.shape}")
+        weights = weights * edge_weights[:, None]
     banned = np.zeros_like(weights, dtype=bool)
     banned |= np.isneginf(alpha)
     if "none" in ops:
@@ -443,6 +454,7 @@ def derive_genotype(
     max_skip: int | None = None,
     meta: dict | None = None,
     streams: dict | None = None,
+    edges: dict | None = None,
 ) -> Genotype:
     """Genotype from the alpha arrays ``{"normal": ..., "reduce": ..., "seq": ...}``.
 
@@ -450,7 +462,8 @@ def derive_genotype(
     factorised reduce, not an identity, and is left uncapped. Without ``streams`` every cell kind is derived,
     also one the searched network has no cell of (``SearchBackbone.derive_genotype`` says what that cell is).
     With a ``streams`` description (:func:`check_streams`) the genotype is a two-stream one (format v2) with
-    the cells its streams list, from the alphas of those kinds only.
+    the cells its streams list, from the alphas of those kinds only. ``edges`` (``{kind: (num_edges,)}``, a search
+    with edge normalisation) are the edge weights :func:`derive_cell` ranks the edges of those kinds with.
     """
     if streams is None:
         kinds = CELL_KINDS
@@ -466,6 +479,7 @@ def derive_genotype(
     values = {}
     for kind in CELL_KINDS:
         derived = kind in kinds
-        values[kind] = derive_cell(alphas[kind], ops[kind], nodes[kind], caps[kind]) if derived else None
+        values[kind] = (derive_cell(alphas[kind], ops[kind], nodes[kind], caps[kind],
+                                    edge_weights=(edges or {}).get(kind)) if derived else None)
         values[f"{kind}_concat"] = list(range(2, 2 + nodes[kind])) if derived else None
     return Genotype(**values, meta=dict(meta or {}), streams=streams)

@@ -498,7 +498,8 @@ class SearchBackbone(keras.layers.Layer):
         """
         return search_cell_kinds(self.cnn_cells, self.seq_cells)
 
-    def derive_genotype(self, alphas: dict, max_skip: int | None = None, meta: dict | None = None) -> Genotype:
+    def derive_genotype(self, alphas: dict, max_skip: int | None = None, meta: dict | None = None,
+                        edges: dict | None = None) -> Genotype:
         """The genotype of raw (un-softmaxed) alpha arrays, with this backbone's ops and node counts
         (:func:`~emodarts_tf.search_space.genotype.derive_genotype`).
 
@@ -506,11 +507,12 @@ class SearchBackbone(keras.layers.Layer):
         kind this network has no cell of (see :attr:`cell_kinds`) is derived too, from alphas no loss
         reached (their only gradient is the alpha weight decay): that cell is arbitrary, not searched. It
         plays no part in a retrained network of the same space; one retrained with more cells
-        (``train.cnn_cells``, ``train.seq_cells``) would use it.
+        (``train.cnn_cells``, ``train.seq_cells``) would use it. ``edges``: ``{kind: (num_edges,)}`` edge weights of
+        a search with edge normalisation (``SearchModel.edge_weights()``), which rank each node's edges.
         """
         alphas = {k: keras.ops.convert_to_numpy(v) for k, v in alphas.items()}
         return derive_genotype(alphas, self.cnn_ops, self.seq_ops, self.space.cnn_nodes, self.space.seq_nodes,
-                               max_skip=max_skip, meta=meta)
+                               max_skip=max_skip, meta=meta, edges=edges)
 
     def build(self, input_shape):
         shape = tuple(input_shape)

@@ -77,6 +77,19 @@ def num_edges(nodes: int) -> int:
     return sum(i + 2 for i in range(nodes))
 
 
+def nodes_of_edges(edges: int, what: str = "edges") -> int:
+    """The intermediate nodes of a cell of ``edges`` edges (the inverse of :func:`num_edges`: 2, 5, 9, 14, ... edges
+    for 1, 2, 3, 4, ... nodes). ValueError naming ``what`` when no node count has that many edges."""
+    edges = int(edges)
+    nodes = 0
+    while num_edges(nodes) < edges:
+        nodes += 1
+    if nodes == 0 or num_edges(nodes) != edges:
+        raise ValueError(f"{what}: {edges} edges are no cell's (1 node has 2, 2 nodes 5, 3 nodes 9, ...: node i has "
+                         f"i + 2 inputs)")
+    return nodes
+
+
 def reduction_indices(cnn_cells: int) -> tuple:
     """Positions of the reduction cells among `cnn_cells` CNN cells (at 1/3 and 2/3, as in DARTS).
 

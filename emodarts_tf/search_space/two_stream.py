@@ -446,13 +446,14 @@ class TwoStreamSearchBackbone(keras.layers.Layer):
         """The streams description of this network's genotypes (``genotype.check_streams``)."""
         return stream_description(self.fusion, self.image_input, self.has_frames)
 
-    def derive_genotype(self, alphas: dict, max_skip: int | None = None, meta: dict | None = None) -> Genotype:
+    def derive_genotype(self, alphas: dict, max_skip: int | None = None, meta: dict | None = None,
+                        edges: dict | None = None) -> Genotype:
         """The two-stream genotype (format v2) of raw alpha arrays: the cells of the kinds in
         :meth:`alpha_shapes` (as ``SearchBackbone.derive_genotype``, a kind without cells is derived too) and
         :attr:`streams`."""
         alphas = {k: keras.ops.convert_to_numpy(v) for k, v in alphas.items()}
         return derive_genotype(alphas, self.cnn_ops, self.seq_ops, self.space.cnn_nodes, self.space.seq_nodes,
-                               max_skip=max_skip, meta=meta, streams=self.streams)
+                               max_skip=max_skip, meta=meta, streams=self.streams, edges=edges)
 
     # ------------------------------------------------------------------ building and calling
     def _check_named(self, received, what: str, kind: str):

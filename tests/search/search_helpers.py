@@ -112,10 +112,10 @@ class TinyBackbone(keras.layers.Layer):
     def alpha_shapes(self):
         return {"normal": (2, len(CNN_OPS)), "reduce": (2, len(CNN_OPS)), "seq": (2, len(SEQ_OPS))}
 
-    def derive_genotype(self, alphas, max_skip=None, meta=None):
+    def derive_genotype(self, alphas, max_skip=None, meta=None, edges=None):
         """One node per cell, as SearchBackbone.derive_genotype derives it."""
         alphas = {k: keras.ops.convert_to_numpy(v) for k, v in alphas.items()}
-        return derive_genotype(alphas, CNN_OPS, SEQ_OPS, 1, 1, max_skip=max_skip, meta=meta)
+        return derive_genotype(alphas, CNN_OPS, SEQ_OPS, 1, 1, max_skip=max_skip, meta=meta, edges=edges)
 
     def build(self, input_shape):
         flat = (input_shape[0], int(np.prod(input_shape[1:])))
