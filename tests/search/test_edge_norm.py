@@ -182,6 +182,27 @@ def test_genotype_ranks_edges_by_edge_weight_times_best_op():
         derive_cell(alpha, ops, 2, edge_weights=np.ones(4))
 
 
+def test_model_genotype_ranks_edges_by_the_betas(demo_cache):
+    """A supernet of 2-node cells: with equal op weights the betas alone decide which two of node 1's three edges
+    are kept, in every cell kind, as derive_genotype with those edge weights derives it."""
+    from emodarts_tf.search.runner import build_search_model
+
+    config = micro_config(demo_cache, "space.cnn_nodes=2", "space.seq_nodes=2", "search.edge_norm=true")
+    model = build_search_model(config, (40, 47, 1), 4, 2)
+    for kind, alpha, beta in zip(model.alpha_kinds, model.arch_variables[:3], model.arch_variables[3:]):
+        a = np.zeros(tuple(alpha.shape), "float32")
+        a[:, -1] = 2.0  # the last op (sep_conv_3x3, rnn_1) strongest on every edge, by the same margin
+        a[2, -1] = 2.5  # plain rule: node 1 keeps edge 2 (input 0) and one of the others
+        alpha.assign(a)
+        beta.assign(np.array([0.0, 0.0, -3.0, 1.0, 1.0], "float32"))  # edge weights: node 1 keeps inputs 1 and 2
+    genotype = model.genotype(max_skip=2)
+    for kind in model.alpha_kinds:
+        assert [j for _, j in getattr(genotype, kind)[1]] == [1, 2], kind
+        assert {op for op, _ in getattr(genotype, kind)[1]} == {model.candidate_ops()[kind][-1]}
+    model.arch_variables[3].assign(np.zeros(5, "float32"))  # equal edge weights: the op weights decide again
+    assert 0 in [j for _, j in model.genotype(max_skip=2).normal[1]]
+
+
 def test_search_config_checks(demo_cache):
     from emodarts_tf.search.runner import check_search_config
 
@@ -201,7 +222,7 @@ def test_search_with_edge_norm_records_edges_and_resumes(tmp_path, demo_cache, d
     from emodarts_tf.search_space.primitives import resolve_ops
 
     config = micro_config(demo_cache, "search.epochs=4", "search.warmup_epochs=1", "search.prune=[3]",
-                          "search.edge_norm=true")
+                          "search.edge_norm=true", "space.cnn_nodes=2", "space.seq_nodes=2")
     full = run_search(config, tmp_path / "full", 1, prepared=demo_prepared)
     history = json.loads((tmp_path / "full" / "fold1" / "alpha_history.json").read_text())
     for entry in history:
