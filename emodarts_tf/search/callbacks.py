@@ -92,6 +92,14 @@ class ProgressivePruning(keras.callbacks.Callback):
             self._prune(epoch + 1)
 
 
+def nonfinite_architecture(model) -> list:
+    """The cell kinds whose alphas are not all finite, then ``beta_<kind>`` for the betas of a model with edge
+    normalisation."""
+    arrays = list(model.alpha_arrays().items())
+    arrays += [(f"beta_{k}", b) for k, b in getattr(model, "beta_arrays", dict)().items()]
+    return [k for k, a in arrays if not np.isfinite(a).all()]
+
+
 class NonFiniteGuard(keras.callbacks.Callback):
     """Stop the search at its first non-finite step, before anything of that epoch is written.
 
@@ -140,7 +148,7 @@ class NonFiniteGuard(keras.callbacks.Callback):
             value = _float(logs.get(key)) if logs else None
             if value is not None and not math.isfinite(value):
                 found.append(f"{label} {value}")
-        bad_alphas = [k for k, a in self.model.alpha_arrays().items() if not np.isfinite(a).all()]
+        bad_alphas = nonfinite_architecture(self.model)
         if not (found or bad_alphas or full):
             return
         report = nonfinite_state(self.model)
@@ -211,11 +219,13 @@ class EpochRecorder(keras.callbacks.Callback):
     masks: ``weights`` are the mixing weights (0 for pruned candidates), each edge's entropy is normalised over
     its kept candidates, and ``moved`` includes the weight the pruned candidates lost. A search with edge
     normalisation (``search.edge_norm``) adds ``"edges": {kind: [...]}``, each edge's weight in its node (the mixture
-    scales the edge's ``weights`` row by it; ``entropy`` and ``moved`` are those of the op weights). On resume, entries after the restored epoch (written by the killed run after
+    scales the edge's ``weights`` row by it; ``entropy`` and ``moved`` are those of the op weights), and
+    ``"edges_moved": {kind: max |e - e0|}`` since the search's start. On resume, entries after the restored epoch (written by the killed run after
     its last checkpoint) are dropped.
 
     With ``tensorboard_dir``, the scalars ``alpha_entropy/<kind>`` (normalised), ``alpha_entropy_nats/<kind>``
-    and ``alpha_moved/<kind>`` go to ``<tensorboard_dir>/alphas`` (step: the 0-based epoch, as the epoch
+    and ``alpha_moved/<kind>`` (with edge normalisation also ``edge_moved/<kind>``) go to
+    ``<tensorboard_dir>/alphas`` (step: the 0-based epoch, as the epoch
     scalars of ``keras.callbacks.TensorBoard`` in ``train/`` and ``validation/``), flushed every epoch.
     """
 
@@ -246,6 +256,8 @@ class EpochRecorder(keras.callbacks.Callback):
             self._initial = self.model.initial_alpha_weights()
         kept = self.model.alpha_masks() if getattr(self.model, "prunable", False) else None
         edges = self.model.edge_weights() if getattr(self.model, "edge_norm", False) else None
+        start = self.model.initial_edge_weights() if edges is not None else None
+        edges_moved = {k: float(np.abs(v - start[k]).max()) for k, v in edges.items()} if edges is not None else None
         entropy = alpha_entropy(current, kept=kept)
         moved = alpha_movement(current, self._initial)
         weights = {k: np.round(v, 6).tolist() for k, v in current.items()}
@@ -262,7 +274,8 @@ class EpochRecorder(keras.callbacks.Callback):
                 "moved": {k: round(v, 6) for k, v in moved.items()},
                 "weights": weights,
                 **({"kept": {k: v.astype(int).tolist() for k, v in kept.items()}} if kept is not None else {}),
-                **({"edges": {k: np.round(v, 6).tolist() for k, v in edges.items()}} if edges is not None else {}),
+                **({"edges": {k: np.round(v, 6).tolist() for k, v in edges.items()},
+                    "edges_moved": {k: round(v, 6) for k, v in edges_moved.items()}} if edges is not None else {}),
             }
         )  # fmt: skip
         write_json(self.path, self.entries)
@@ -272,6 +285,8 @@ class EpochRecorder(keras.callbacks.Callback):
                     tf.summary.scalar(f"alpha_entropy/{kind}", value["normalized"], step=epoch)
                     tf.summary.scalar(f"alpha_entropy_nats/{kind}", value["mean"], step=epoch)
                     tf.summary.scalar(f"alpha_moved/{kind}", moved[kind], step=epoch)
+                for kind, value in (edges_moved or {}).items():
+                    tf.summary.scalar(f"edge_moved/{kind}", value, step=epoch)
             self._writer.flush()
 
     def close(self) -> None:
@@ -310,8 +325,9 @@ class GenotypeTracker(keras.callbacks.Callback):
         self.last_pruning = None if last_pruning is None else int(last_pruning)
 
     def _derive(self, e: int, meta: dict):
-        """The epoch's genotype, validated; NonFiniteError (nothing written) when the alphas are not finite."""
-        bad = [k for k, a in self.model.alpha_arrays().items() if not np.isfinite(a).all()]
+        """The epoch's genotype, validated; NonFiniteError (nothing written) when the alphas (or betas) are not
+        finite."""
+        bad = nonfinite_architecture(self.model)
         if bad:
             raise NonFiniteError(f"epoch {e}: non-finite alphas ({', '.join(bad)}); no genotype derived or written")
         genotype = self.model.genotype(self.max_skip, meta=meta)
@@ -367,7 +383,8 @@ class SaveState(keras.callbacks.Callback):
 class EpochLogger(keras.callbacks.Callback):
     """One INFO line per epoch: losses, accuracies, validation UA/WA, learning rate, duration, and with a
     ``recorder`` (an ``EpochRecorder`` earlier in the callback list) the alphas' normalised entropy per cell
-    kind (1.0000 = still the uniform start) and their largest move since the start."""
+    kind (1.0000 = still the uniform start) and their largest move since the start (and the edge weights' largest
+    move, with edge normalisation)."""
 
     def __init__(self, epochs: int, prefix: str = "", recorder: EpochRecorder | None = None):
         super().__init__()
@@ -389,7 +406,7 @@ class EpochLogger(keras.callbacks.Callback):
         entry = self.recorder.last if self.recorder is not None else None
         alphas = ""
         if entry is not None and int(entry.get("epoch", 0)) == epoch + 1:
-            alphas = format_alpha_diagnostics(entry.get("entropy"), entry.get("moved"))
+            alphas = format_alpha_diagnostics(entry.get("entropy"), entry.get("moved"), entry.get("edges_moved"))
         log.info(
             "%sepoch %d/%d: loss %s acc %s | alpha loss %s | val loss %s UA %s WA %s | lr %s | %.1f s%s",
             self.prefix, epoch + 1, self.epochs, fmt("loss"), fmt("accuracy"), fmt("alpha_loss"),

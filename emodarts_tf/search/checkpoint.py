@@ -68,7 +68,7 @@ def nonfinite_variables(variables) -> list:
 
 def nonfinite_state(model) -> dict:
     """``{part: [variable names]}`` of the non-finite variables of a compiled ``SearchModel``, by part:
-    ``alphas``, ``weights`` (network weights), ``statistics`` (batch-norm moving statistics and other
+    ``alphas`` (and the betas of edge normalisation), ``weights`` (network weights), ``statistics`` (batch-norm moving statistics and other
     non-trainable state), ``weight optimizer``, ``alpha optimizer``; parts without any are left out."""
     arch = {id(v) for v in model.arch_variables}
     trainable = {id(v) for v in model.trainable_variables}

@@ -118,13 +118,16 @@ def alpha_movement(weights: dict, start: dict, from_logits: bool = False) -> dic
     return out
 
 
-def format_alpha_diagnostics(entropy: dict | None, moved: dict | None = None) -> str:
-    """``alpha H normal 0.9981 reduce 0.9975 seq 0.9950 | moved normal 0.0012 ...`` (normalised entropy)."""
+def format_alpha_diagnostics(entropy: dict | None, moved: dict | None = None, edges_moved: dict | None = None) -> str:
+    """``alpha H normal 0.9981 reduce 0.9975 seq 0.9950 | moved normal 0.0012 ...`` (normalised entropy), and
+    ``| edges moved normal 0.0300 ...`` with edge normalisation."""
     parts = []
     if entropy:
         parts.append("alpha H " + " ".join(f"{k} {v['normalized']:.4f}" for k, v in entropy.items()))
     if moved:
         parts.append("moved " + " ".join(f"{k} {v:.4f}" for k, v in moved.items()))
+    if edges_moved:
+        parts.append("edges moved " + " ".join(f"{k} {v:.4f}" for k, v in edges_moved.items()))
     return " | ".join(parts)
 
 

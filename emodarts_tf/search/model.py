@@ -27,6 +27,7 @@ inputs (``TwoStreamSearchBackbone``: ``{"spectrogram", "frames"}``); the model p
 """
 from __future__ import annotations
 
+import inspect
 import logging
 
 import keras
@@ -104,8 +105,8 @@ def initial_alphas(shapes: dict, scale: float, seed: int) -> dict:
 
 @keras.saving.register_keras_serializable(package="emodarts_tf")
 class SearchModel(keras.Model):
-    """DARTS search model: ``call(x) = backbone(x, softmax(alphas))`` (over the kept candidates, when pruned) and an
-    alternating ``train_step``.
+    """DARTS search model: ``call(x) = backbone(x, softmax(alphas))`` (over the kept candidates, when pruned; each
+    edge's row times its edge weight, with edge normalisation) and an alternating ``train_step``.
 
     Execution: :meth:`compile` resolves its three switches (``run_eagerly``, ``eager_updates``,
     ``jit_compile``) into one mode, :attr:`execution` (:func:`resolve_execution`), and :attr:`xla`
@@ -161,6 +162,11 @@ class SearchModel(keras.Model):
                     f"backbone: expected a searchable layer with `{attr}` (like SearchBackbone), "
                     f"received {type(backbone).__name__}"
                 )
+        if edge_norm and "edges" not in inspect.signature(backbone.derive_genotype).parameters:
+            raise ValueError(
+                f"backbone: expected `derive_genotype(alphas, max_skip, meta, edges)` for edge_norm=True (the edge "
+                f"weights rank the edges), received {type(backbone).__name__} without `edges`"
+            )
         self.backbone = backbone
         self.alpha_init_scale = check_number(alpha_init_scale, "alpha_init_scale")
         self.seed = int(seed)
@@ -293,7 +299,7 @@ class SearchModel(keras.Model):
 
     @property
     def weight_variables(self) -> list:
-        """Every trainable variable that is not an alpha (split by identity)."""
+        """Every trainable variable that is not an architecture variable (alpha or beta; split by identity)."""
         arch = {id(v) for v in self.arch_variables}
         return [v for v in self.trainable_variables if id(v) not in arch]
 
@@ -669,6 +675,16 @@ class SearchModel(keras.Model):
             k: softmax(initial[k].astype(keras.backend.standardize_dtype(a.dtype)).astype(np.float64))
             for k, a in zip(self.alpha_kinds, self._alphas)
         }
+
+    def initial_edge_weights(self) -> dict:
+        """The edge weights of the search's start (:meth:`edge_weights` before any step), recomputed from the seeded
+        initial betas at their variable dtype; empty without edge normalisation."""
+        if not self._betas:
+            return {}
+        initial = initial_betas({k: int(b.shape[0]) for k, b in zip(self.alpha_kinds, self._betas)},
+                                self.alpha_init_scale, self.seed)
+        return {k: edge_weights(initial[k].astype(keras.backend.standardize_dtype(b.dtype)))
+                for k, b in zip(self.alpha_kinds, self._betas)}
 
     def genotype(self, max_skip: int | None = None, meta: dict | None = None) -> Genotype:
         """The DARTS genotype of the current alphas (top-2 edges per node, best non-none op each), derived by

@@ -169,8 +169,9 @@ def select_by_perturbation(
     if tune_steps and tune_data is None:
         raise ValueError("tune_steps > 0 needs tune_data (the search's zipped weights and alphas datasets)")
     if getattr(model, "edge_norm", False):
-        raise ValueError("select_by_perturbation: the supernet has edge weights (search.edge_norm); the removals "
-                         "measure edges by the loss, and the edge weights would scale what they remove")
+        raise ValueError("select_by_perturbation: expected a supernet without edge weights (search.edge_norm false: "
+                         "the removals score edges by the loss, the edge weights would scale what they remove), "
+                         "received one with edge_norm=True")
     pruned = [k for k, m in model.alpha_masks().items() if (m < 0.5).any()]
     if pruned:
         raise ValueError(

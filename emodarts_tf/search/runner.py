@@ -181,7 +181,7 @@ def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, 
                                   seq_grouped=s.seq_grouped, recompute_seq=s.recompute_seq,
                                   drop_path=float(s.drop_path), seed=config.seed, name="backbone")
     model = SearchModel(backbone, input_shape=input_shape, alpha_init_scale=s.alpha_init_scale, seed=config.seed,
-                        prunable=bool(s.prune), edge_norm=bool(s.edge_norm))
+                        prunable=bool(s.prune), edge_norm=s.edge_norm)
     if s.prune:
         for kind, names in model.candidate_ops().items():
             if len(names) <= s.prune[-1] and "none" not in names:

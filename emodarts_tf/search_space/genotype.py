@@ -398,7 +398,9 @@ def derive_cell(
 
     ``edge_weights`` (one per row, a search with edge normalisation, ``emodarts_tf.search.edge_normalization``)
     multiplies each edge's op weights before the edges are ranked, as PC-DARTS derives its cells: a node keeps the
-    edges of the largest ``edge weight * best op weight``. The op chosen on an edge does not depend on it.
+    edges of the largest ``edge weight * best op weight``. The op chosen on an edge, and the skip the cap forbids
+    (the chosen skip of the smallest op weight), do not depend on it: edge weights are a softmax over a node's
+    inputs, smaller for nodes of more inputs, and so not comparable across the nodes of a cell.
     """
     alpha = np.asarray(alpha, dtype=np.float64)
     expected_rows = sum(i + 2 for i in range(nodes))
@@ -407,7 +409,7 @@ def derive_cell(
             f"alpha: expected shape ({expected_rows}, {len(ops)}) for {nodes} nodes and {len(ops)} ops, "
             f"received {alpha.shape}"
         )
-    weights = softmax(alpha)
+    weights = op_weights = softmax(alpha)
     if edge_weights is not None:
         edge_weights = np.asarray(edge_weights, dtype=np.float64)
         if edge_weights.shape != (expected_rows,):
@@ -430,7 +432,7 @@ def derive_cell(
                 row = np.where(banned[offset + j], -np.inf, weights[offset + j])
                 best = int(np.argmax(row))
                 if np.isfinite(row[best]):
-                    candidates.append((row[best], j, best, offset + j))
+                    candidates.append((row[best], j, best, offset + j, op_weights[offset + j, best]))
             candidates.sort(key=lambda c: (-c[0], c[1]))
             top = sorted(candidates[:k], key=lambda c: c[1])
             cell.append([(ops[c[2]], c[1]) for c in top])
@@ -441,7 +443,7 @@ def derive_cell(
         skips = [c for c in chosen if c[2] == skip_col]
         if len(skips) <= max_skip:
             return cell
-        weakest = min(skips, key=lambda c: c[0])
+        weakest = min(skips, key=lambda c: c[4])
         banned[weakest[3], skip_col] = True
 
 

@@ -83,10 +83,11 @@ def test_off_has_no_betas_and_the_same_start():
         np.testing.assert_array_equal(plain.alpha_arrays()[kind], normed.alpha_arrays()[kind])
     for a, b in zip(plain.backbone.weights, normed.backbone.weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
-    want = initial_betas({"normal": 2, "reduce": 2, "seq": 2}, 1e-3, 3)
+    rng = np.random.default_rng((3, 1))  # the betas' own generator, drawn in the order of the cell kinds
     for kind, beta in normed.beta_arrays().items():
-        np.testing.assert_allclose(beta, want[kind], rtol=1e-6)
-        assert not np.allclose(beta, 0)
+        np.testing.assert_allclose(beta, 1e-3 * rng.standard_normal(2), rtol=1e-6)
+    for kind, start in normed.initial_edge_weights().items():
+        np.testing.assert_allclose(start, normed.edge_weights()[kind], rtol=1e-6)
     again = SearchModel.from_config(normed.get_config())
     assert again.edge_norm and len(again.weights) == len(normed.weights)
 
@@ -161,8 +162,9 @@ def test_train_step_moves_the_betas_only_after_the_warm_up():
 
 
 def test_genotype_ranks_edges_by_edge_weight_times_best_op():
-    """Node 1 (edges 2-4): the best ops' weights rank edge 2 > edge 3 > edge 4; edge weights 0.1 / 0.3 / 0.6 turn
-    the ranking to edge 4 > edge 3 > edge 2, and the op of each edge stays its best one."""
+    """Node 1 (edges 2-4): the best ops' weights 0.87 / 0.71 / 0.48 rank edge 2 > 3 > 4. Each node's edges are then
+    ranked by the product with the edge weights, and the op of each edge stays its best one. The two cases tell the
+    product from the edge weight alone (first) and from the sum (second)."""
     ops = CNN_OPS  # none, avg_pool_3x3, skip_connect, sep_conv_3x3
     alpha = np.array([[0.0, 1.0, 0.0, 0.0],
                       [0.0, 0.0, 0.0, 1.0],
@@ -171,15 +173,36 @@ def test_genotype_ranks_edges_by_edge_weight_times_best_op():
                       [0.0, 0.0, 0.0, 1.0]])  # sep_conv, 0.48
     plain = derive_cell(alpha, ops, 2)
     assert plain[1] == [("sep_conv_3x3", 0), ("avg_pool_3x3", 1)]
-    beta = np.array([0.0, 0.0, np.log(0.1), np.log(0.3), np.log(0.6)])
-    normed = derive_cell(alpha, ops, 2, edge_weights=edge_weights(beta))
+    def derive(node1):
+        return derive_cell(alpha, ops, 2, edge_weights=edge_weights(np.log([0.5, 0.5, *node1])))
+
+    # 0.30 / 0.33 / 0.37: products 0.261 / 0.234 / 0.178 keep inputs 0 and 1 (the edge weight alone: 1 and 2)
+    assert derive([0.30, 0.33, 0.37]) == plain
+    # 0.15 / 0.35 / 0.50: products 0.130 / 0.249 / 0.238 keep inputs 1 and 2 (the sum: 0 and 1)
+    normed = derive([0.15, 0.35, 0.50])
     assert normed[0] == plain[0]  # node 0 keeps both of its edges whatever their weights
-    # scores 0.087 / 0.213 / 0.288: node 1 keeps edges 3 and 4 (inputs 1 and 2)
     assert normed[1] == [("avg_pool_3x3", 1), ("sep_conv_3x3", 2)]
     # Equal edge weights rank as the plain rule does.
     assert derive_cell(alpha, ops, 2, edge_weights=edge_weights(np.zeros(5))) == plain
     with pytest.raises(ValueError, match="edge_weights: expected shape"):
         derive_cell(alpha, ops, 2, edge_weights=np.ones(4))
+
+
+def test_skip_cap_forbids_the_skip_of_the_smallest_op_weight():
+    """Skips on node 0's input 0 (op weight 0.5, edge weight 0.5: score 0.25) and node 1's input 1 (op weight 0.6,
+    edge weight 0.4: score 0.24), cap 1: the cap forbids the one of the smaller op weight, as without edge weights,
+    although its edge-weighted score is the larger (edge weights of nodes of different sizes do not compare)."""
+    ops = CNN_OPS  # none, avg_pool_3x3, skip_connect, sep_conv_3x3
+    l3, l45 = np.log(3.0), np.log(4.5)
+    alpha = np.array([[0.0, 0.0, l3, 0.0],  # node 0 input 0: skip 0.5
+                      [0.0, 0.0, 0.0, l3],  # node 0 input 1: sep_conv 0.5
+                      [0.0, 0.0, 0.0, 0.0],  # node 1 input 0: 0.25 each
+                      [0.0, 0.0, l45, 0.0],  # node 1 input 1: skip 0.6
+                      [0.0, 0.0, 0.0, l45]])  # node 1 input 2: sep_conv 0.6
+    expected = [[("avg_pool_3x3", 0), ("sep_conv_3x3", 1)], [("skip_connect", 1), ("sep_conv_3x3", 2)]]
+    assert derive_cell(alpha, ops, 2, max_skip=1) == expected
+    edges = edge_weights(np.log([0.5, 0.5, 0.2, 0.4, 0.4]))
+    assert derive_cell(alpha, ops, 2, max_skip=1, edge_weights=edges) == expected
 
 
 def test_model_genotype_ranks_edges_by_the_betas(demo_cache):
@@ -201,6 +224,46 @@ def test_model_genotype_ranks_edges_by_the_betas(demo_cache):
         assert {op for op, _ in getattr(genotype, kind)[1]} == {model.candidate_ops()[kind][-1]}
     model.arch_variables[3].assign(np.zeros(5, "float32"))  # equal edge weights: the op weights decide again
     assert 0 in [j for _, j in model.genotype(max_skip=2).normal[1]]
+
+
+def test_two_stream_genotype_ranks_edges_by_the_betas():
+    """The two-stream supernet (2-node cells in both streams) derives its genotype with the edge weights too."""
+    from emodarts_tf.config import SearchSpaceConfig
+    from emodarts_tf.search_space.two_stream import TwoStreamSearchBackbone
+
+    shapes = {"spectrogram": (8, 8, 1), "frames": (5, 3)}
+    space = SearchSpaceConfig(init_channels=2, cnn_cells=3, cnn_nodes=2, stem_multiplier=1, seq_cells=1, seq_nodes=2,
+                              seq_hidden=4, cnn_ops=["none", "skip_connect", "sep_conv_3x3"],
+                              seq_ops=["none", "skip_connect", "rnn_1"], fusion="supplement")
+    model = SearchModel(TwoStreamSearchBackbone(space, shapes, num_classes=2), input_shape=shapes, edge_norm=True)
+    for alpha, beta in zip(model.arch_variables[:3], model.arch_variables[3:]):
+        a = np.zeros(tuple(alpha.shape), "float32")
+        a[:, -1] = 2.0
+        a[2, -1] = 2.5  # the plain rule keeps node 1's input 0
+        alpha.assign(a)
+        beta.assign(np.array([0.0, 0.0, -3.0, 1.0, 1.0], "float32"))
+    genotype = model.genotype(max_skip=2)
+    assert genotype.streams is not None
+    for kind in model.alpha_kinds:
+        assert [j for _, j in getattr(genotype, kind)[1]] == [1, 2], kind
+
+
+def test_refusals_and_nonfinite_betas():
+    from emodarts_tf.search.callbacks import nonfinite_architecture
+    from emodarts_tf.search.perturbation_selection import select_by_perturbation
+
+    class OldBackbone(TinyBackbone):
+        def derive_genotype(self, alphas, max_skip=None, meta=None):
+            return super().derive_genotype(alphas, max_skip, meta)
+
+    with pytest.raises(ValueError, match="edge_norm=True .* OldBackbone without `edges`"):
+        SearchModel(OldBackbone(), input_shape=(4, 4, 1), edge_norm=True)
+    model = _model()
+    with pytest.raises(ValueError, match="select_by_perturbation: expected a supernet without edge weights"):
+        select_by_perturbation(model, xor_data(8))
+    assert nonfinite_architecture(model) == []
+    model.arch_variables[5].assign(np.array([0.0, np.nan], "float32"))
+    assert nonfinite_architecture(model) == ["beta_seq"]
 
 
 def test_search_config_checks(demo_cache):
@@ -236,6 +299,9 @@ def test_search_with_edge_norm_records_edges_and_resumes(tmp_path, demo_cache, d
                           config.seed)
     for kind, w in history[0]["edges"].items():
         np.testing.assert_allclose(w, edge_weights(start[kind]), atol=2e-6)
+        assert history[0]["edges_moved"][kind] == 0
+        moved = np.abs(np.asarray(history[-1]["edges"][kind]) - edge_weights(start[kind])).max()
+        assert history[-1]["edges_moved"][kind] == pytest.approx(moved, abs=2e-6)
     assert any(np.abs(np.asarray(history[-1]["edges"][k]) - np.asarray(history[0]["edges"][k])).max() > 1e-4
                for k in history[0]["edges"])
     # The final genotype from the recorded op weights (log-weights are valid alphas: the row softmax gives them
