@@ -240,9 +240,11 @@ class EpochRecorder(keras.callbacks.Callback):
         self._writer = None
         self._start = None
         self._initial = None
+        self._initial_edges = None
 
     def on_train_begin(self, logs=None):
         self._initial = self.model.initial_alpha_weights()
+        self._initial_edges = self.model.initial_edge_weights() if getattr(self.model, "edge_norm", False) else None
         if self.tensorboard_dir is not None and self._writer is None:
             self._writer = tf.summary.create_file_writer(str(self.tensorboard_dir / "alphas"))
 
@@ -256,7 +258,9 @@ class EpochRecorder(keras.callbacks.Callback):
             self._initial = self.model.initial_alpha_weights()
         kept = self.model.alpha_masks() if getattr(self.model, "prunable", False) else None
         edges = self.model.edge_weights() if getattr(self.model, "edge_norm", False) else None
-        start = self.model.initial_edge_weights() if edges is not None else None
+        if edges is not None and self._initial_edges is None:
+            self._initial_edges = self.model.initial_edge_weights()
+        start = self._initial_edges
         edges_moved = {k: float(np.abs(v - start[k]).max()) for k, v in edges.items()} if edges is not None else None
         entropy = alpha_entropy(current, kept=kept)
         moved = alpha_movement(current, self._initial)

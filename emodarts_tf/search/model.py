@@ -178,20 +178,7 @@ class SearchModel(keras.Model):
             raise ValueError(f"backbone.alpha_shapes(): unknown cell kind(s) {unknown}; expected {CELL_KINDS}")
         self.alpha_kinds = tuple(k for k in CELL_KINDS if k in shapes)
         initial = initial_alphas({k: shapes[k] for k in self.alpha_kinds}, self.alpha_init_scale, self.seed)
-        self._alphas = []
-        for kind in self.alpha_kinds:
-            init = initial[kind]
-            shape = init.shape
-            var = self.add_weight(
-                shape=shape,
-                initializer=lambda shape, dtype, init=init: ops.cast(init, dtype),
-                dtype=self.dtype_policy.variable_dtype,
-                trainable=True,
-                autocast=False,
-                name=f"alpha_{kind}",
-            )
-            setattr(self, f"alpha_{kind}", var)
-            self._alphas.append(var)
+        self._alphas = [self._architecture_variable(f"alpha_{kind}", initial[kind]) for kind in self.alpha_kinds]
         # 1.0: the train_step updates the alphas; 0.0: warm-up (set by AlphaWarmup at epoch boundaries).
         self.alpha_active = self.add_weight(
             shape=(), initializer="ones", dtype="float32", trainable=False, autocast=False, name="alpha_active"
@@ -207,18 +194,7 @@ class SearchModel(keras.Model):
         self._betas = []
         if self.edge_norm:
             betas = initial_betas({k: shapes[k][0] for k in self.alpha_kinds}, self.alpha_init_scale, self.seed)
-            for kind in self.alpha_kinds:
-                init = betas[kind]
-                var = self.add_weight(
-                    shape=init.shape,
-                    initializer=lambda shape, dtype, init=init: ops.cast(init, dtype),
-                    dtype=self.dtype_policy.variable_dtype,
-                    trainable=True,
-                    autocast=False,
-                    name=f"beta_{kind}",
-                )
-                setattr(self, f"beta_{kind}", var)
-                self._betas.append(var)
+            self._betas = [self._architecture_variable(f"beta_{kind}", betas[kind]) for kind in self.alpha_kinds]
         self._search_compiled = False
         self.execution = "graph"  # set by compile()
         self.xla = False  # set by compile()
@@ -232,6 +208,20 @@ class SearchModel(keras.Model):
         self.alpha_loss_tracker = keras.metrics.Mean(name="alpha_loss")
         if self._example_shape is not None:
             self.build(_with_batch(self._example_shape))
+
+    def _architecture_variable(self, name: str, init: np.ndarray):
+        """A trainable architecture variable (an alpha or beta matrix) started at ``init``, at the variable dtype and
+        never autocast, also reachable as the attribute ``name``."""
+        var = self.add_weight(
+            shape=init.shape,
+            initializer=lambda shape, dtype: ops.cast(init, dtype),
+            dtype=self.dtype_policy.variable_dtype,
+            trainable=True,
+            autocast=False,
+            name=name,
+        )
+        setattr(self, name, var)
+        return var
 
     # ------------------------------------------------------------------ building and calling
     def build(self, input_shape):

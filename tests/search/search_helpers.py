@@ -192,6 +192,13 @@ def micro_config(cache, *overrides):
     return load_config("demo", overrides=[*MICRO, f"data.cache_dir={cache}", *overrides])
 
 
+def model_checkpoint(run_dir) -> dict:
+    """``{name: array}`` of the model variables in the latest checkpoint of ``run_dir/fold1``."""
+    path = tf.train.latest_checkpoint(str(run_dir / "fold1" / "checkpoints"))
+    ckpt = tf.train.load_checkpoint(path)
+    return {n: ckpt.get_tensor(n) for n, _ in tf.train.list_variables(path) if n.startswith("model/")}
+
+
 class Killed(Exception):
     pass
 

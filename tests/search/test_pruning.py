@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from search_helpers import CNN_OPS, SEQ_OPS, KillAfter, Killed, TinyBackbone, micro_config
+from search_helpers import CNN_OPS, SEQ_OPS, KillAfter, Killed, TinyBackbone, micro_config, model_checkpoint
 
 from emodarts_tf.search.model import SearchModel
 from emodarts_tf.search.pruning import check_prune, masked_alphas, prune_mask, prune_schedule
@@ -237,11 +237,7 @@ def test_search_prunes_on_schedule_and_resumes(tmp_path, demo_cache, demo_prepar
     with pytest.raises(Killed):
         run_search(config, tmp_path / "killed", 1, prepared=demo_prepared, callbacks=[KillAfter(2)])
     resumed = run_search(config, tmp_path / "killed", 1, resume=True, prepared=demo_prepared)
-    reader = {}
-    for name in ("full", "killed"):
-        path = tf.train.latest_checkpoint(str(tmp_path / name / "fold1" / "checkpoints"))
-        ckpt = tf.train.load_checkpoint(path)
-        reader[name] = {n: ckpt.get_tensor(n) for n, _ in tf.train.list_variables(path) if n.startswith("model/")}
+    reader = {name: model_checkpoint(tmp_path / name) for name in ("full", "killed")}
     assert reader["full"].keys() == reader["killed"].keys()
     assert any("alpha_mask" in n for n in reader["full"])
     for n in reader["full"]:
