@@ -1,7 +1,7 @@
 """Under tf.distribute.MirroredStrategy (two logical CPU devices, in a subprocess: logical devices must be
 set before TensorFlow starts) the search step equals the single-device step on the same global batch:
 losses divided by the replica count, gradients all-reduced before the clip, the decay and the unrolled
-step, the warm-up branch taken at trace time."""
+step, the warm-up branch taken at trace time; with edge normalisation's betas and pruning masks too."""
 from __future__ import annotations
 
 import json
@@ -25,15 +25,18 @@ from emodarts_tf.search.model import SearchModel
 MIRRORED = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
-def compare(order):
+def compare(order, arch=False):
   runs = []
   for mirrored in (False, True):
       keras.utils.set_random_seed(0)
       strategy = MIRRORED if mirrored else tf.distribute.get_strategy()
       with strategy.scope():
-          model = SearchModel(TinyBackbone(), input_shape=(4, 4, 1), seed=0)
+          # arch: edge normalisation's betas and a pruned edge set (keep masks) beside the alphas
+          model = SearchModel(TinyBackbone(), input_shape=(4, 4, 1), seed=0, edge_norm=arch, prunable=arch)
           model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.optimizers.Adam(0.03, 0.5, 0.999),
                         order=order, grad_clip=0.5, eager_updates=True)
+          if arch:
+              model.prune(3)
       ds, steps = search_dataset(64, 16)
       history = model.fit(ds, steps_per_epoch=steps, epochs=2, verbose=0, shuffle=False, callbacks=[AlphaWarmup(1)])
       runs.append({
@@ -48,6 +51,7 @@ def compare(order):
   one, two = runs
   return {
       "replicas": [one["replicas"], two["replicas"]],
+      "arch_variables": len(one["alphas"]),
       "eager_updates": [one["eager_updates"], two["eager_updates"]],
       "a_iterations": [one["a_iterations"], two["a_iterations"]],
       "warmup_alpha_loss": [one["alpha_loss"][0], two["alpha_loss"][0]],
@@ -56,7 +60,7 @@ def compare(order):
       "weight_diff": max(float(np.abs(a - b).max()) for a, b in zip(one["weights"], two["weights"])),
   }
 
-print(json.dumps({order: compare(order) for order in ("first", "second")}))
+print(json.dumps({"first": compare("first"), "second": compare("second"), "second+betas+pruned": compare("second", True)}))
 """
 
 
@@ -70,6 +74,7 @@ def test_mirrored_strategy_matches_single_device():
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     for order, result in results.items():
         assert result["replicas"] == [1, 2], order
+        assert result["arch_variables"] == (6 if "betas" in order else 3), order
         # Eager updates on one device; off (the step graph) with two replicas, and the results agree.
         assert result["eager_updates"] == [True, False], order
         assert result["a_iterations"][0] == result["a_iterations"][1] == 4, order  # 1 of 2 epochs x 4 steps

@@ -14,8 +14,9 @@ from emodarts_tf.search.model import EXECUTIONS, SearchModel, resolve_execution
 from emodarts_tf.search_space.genotype import Genotype
 
 
-def _compiled(backbone=None, seed=0, order="first", alpha_lr=0.03, **compile_kwargs):
-    model = SearchModel(backbone or TinyBackbone(), input_shape=(4, 4, 1), seed=seed)
+def _compiled(backbone=None, seed=0, order="first", alpha_lr=0.03, edge_norm=False, prunable=False, **compile_kwargs):
+    model = SearchModel(backbone or TinyBackbone(), input_shape=(4, 4, 1), seed=seed, edge_norm=edge_norm,
+                        prunable=prunable)
     model.compile(
         keras.optimizers.SGD(0.05, momentum=0.9),
         keras.optimizers.Adam(alpha_lr, beta_1=0.5, beta_2=0.999),
@@ -155,12 +156,16 @@ def test_short_search_moves_alphas_to_the_only_op_that_solves_the_task(kind, ord
     assert [op for op, _ in genotype.cell(kind)[0]] == [ops[solver], ops[solver]]
 
 
-def test_mixed_precision_keeps_alphas_float32_and_scales_losses():
+@pytest.mark.parametrize("arch", [False, True], ids=["alphas", "betas+pruned"])
+def test_mixed_precision_keeps_alphas_float32_and_scales_losses(arch):
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        model = _compiled()
+        model = _compiled(edge_norm=arch, prunable=arch)
+        if arch:
+            model.prune(3)
         assert model.compute_dtype == "float16"
+        assert len(model.arch_variables) == (6 if arch else 3)
         assert all(a.dtype == "float32" for a in model.arch_variables)
         assert isinstance(model.w_optimizer, keras.optimizers.LossScaleOptimizer)
         assert isinstance(model.a_optimizer, keras.optimizers.LossScaleOptimizer)
@@ -169,6 +174,11 @@ def test_mixed_precision_keeps_alphas_float32_and_scales_losses():
         history = model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
         assert np.isfinite(history.history["loss"][-1])
         assert all(not np.array_equal(a.numpy(), b) for a, b in zip(model.arch_variables, alphas0))
+        assert all(np.isfinite(a.numpy()).all() for a in model.arch_variables)
+        if arch:  # the pruned candidates keep weight 0 in float16
+            for kind, weights in model.mixing_weights().items():
+                weights = keras.ops.convert_to_numpy(weights)
+                assert (weights[model.alpha_masks()[kind] < 0.5] == 0).all() and np.isfinite(weights).all()
     finally:
         keras.mixed_precision.set_global_policy(previous)
 
