@@ -48,10 +48,8 @@ fi
 # The commands (one per line: name, then the command line).
 LOCK="$OUT/steps.lock"
 common_search="benchmarks/bench_search.py --paper --set batch=64 --steps $STEPS --timeout $BUDGET_S --max-rss-gb 32 --step-lock $LOCK"
-# The FLOP count and GEMM calibration of bench_search.py (when it has them) cost time and are not asked for here.
-extra=""
-if "$PY" benchmarks/bench_search.py --help 2>/dev/null | grep -q -- "--no-flops"; then extra+=" --no-flops"; fi
-if "$PY" benchmarks/bench_search.py --help 2>/dev/null | grep -q -- "--gemm-n"; then extra+=" --gemm-n 0"; fi
+# The FLOP count and GEMM calibration of bench_search.py cost time and are not asked for here.
+extra=" --no-flops --gemm-n 0"
 commands=(
   "search_fp32_noxla|$PY $common_search$extra --out $OUT/search_b64_fp32_noxla.md"
   "search_mixed_noxla|$PY $common_search$extra --mixed-precision --out $OUT/search_b64_mixed_noxla.md"

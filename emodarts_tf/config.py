@@ -23,8 +23,8 @@ class FeatureConfig:
     """The 2-D feature map of an utterance (EmotionNAS: stream A): MFCCs or a log-magnitude spectrogram.
 
     The defaults are the emoDARTS paper's MFCC preset: 32750 Hz, 8 s, 128 MFCCs, max-pool 4 in time. Only the
-    fields of the chosen ``kind`` enter the cache key (``features.feature_config_hash``), so MFCC caches made
-    before ``kind`` existed stay valid.
+    fields of the chosen ``kind`` enter the cache key (``features.feature_config_hash``): an MFCC config's key
+    hashes every field but ``kind`` and the spectrogram's.
     """
 
     sample_rate: int = 32750

@@ -35,7 +35,8 @@ def add_common_args(parser: argparse.ArgumentParser, data_required: bool = True)
         help="override a config value, e.g. --set search.batch_size=16 (repeatable)",
     )
     parser.add_argument("--cache", help="feature cache folder (default: data.cache_dir of the config)")
-    parser.add_argument("--encoding", help="text encoding of a csv manifest (default: utf-8; e.g. latin-1)")
+    parser.add_argument("--encoding", help="text encoding of a csv manifest (default: data.encoding, utf-8-sig: "
+                                               "UTF-8 with or without a BOM; e.g. latin-1)")
     parser.add_argument("--seed", type=int, help="random seed (default: the config's)")
     parser.add_argument("-v", "--verbose", action="count", default=0)
 

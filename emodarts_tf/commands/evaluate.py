@@ -16,7 +16,7 @@ model trained on is allowed but flagged (the scores are then not speaker-indepen
 
 ``--split`` defaults to ``test`` of the model's own fold when the corpus and protocol are the ones it was
 trained on, and to ``all`` otherwise. Writes ``metrics.json``, ``metrics.md``, ``confusion_matrix.png``
-and ``predictions.csv`` to ``--out`` (default ``<model>/eval-<corpus>-<split>``). Exit status 0 on
+and ``predictions.csv`` to ``--out`` (default ``<model>/eval-<corpus>-<split>[-fold<k>]``). Exit status 0 on
 success, 2 on a bad model, corpus or class, or a full disk.
 """
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 ``features.kind`` chooses the map: ``mfcc`` (here) or ``spectrogram`` (:mod:`emodarts_tf.data.spectrogram`);
 :func:`validate_feature_config`, :func:`feature_shape`, :func:`feature_config_hash` and
-:func:`extract_features` serve both. The cache key of an MFCC config hashes exactly the fields MFCCs had
-before ``kind`` existed, so existing MFCC caches stay valid.
+:func:`extract_features` serve both. The cache key of an MFCC config hashes every field but ``kind`` and
+the spectrogram's.
 
 The paper's preset (the defaults of :class:`~emodarts_tf.config.FeatureConfig`): load at 32750 Hz, pad or
 cut to 8 s, ``librosa.feature.mfcc(n_mfcc=128)`` with n_fft 2048 and hop 512 (512 frames), then max-pool
@@ -123,8 +123,7 @@ def feature_shape(cfg: FeatureConfig) -> tuple[int, int]:
 
 def hashed_feature_fields(cfg: FeatureConfig) -> dict:
     """The fields of ``cfg`` that determine its kind of map: for MFCCs every field but the spectrogram's (and
-    ``kind``), i.e. exactly the FeatureConfig of before ``kind`` existed; for a spectrogram every field but
-    the MFCC's."""
+    ``kind``); for a spectrogram every field but the MFCC's."""
     values = asdict(cfg)
     dropped = SPECTROGRAM_ONLY_FIELDS if cfg.kind == "mfcc" else MFCC_ONLY_FIELDS
     return {k: v for k, v in values.items() if k not in dropped}

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from emodarts_tf.utils.io import atomic_write_text, read_json, write_json
 
-# `gender` (M, F or empty when unknown) follows the five columns of the issue; readers that only know those
-# five ignore it, and it lets validation speakers be chosen gender-balanced from a records file alone.
+# `gender` (M, F or empty when unknown) follows the five columns path, label, speaker, session, split;
+# readers that know only those five ignore it, and it lets validation speakers be chosen gender-balanced from a records file alone.
 RECORD_COLUMNS = ("path", "label", "speaker", "session", "split", "gender")
 # `features` (a precomputed (frames, dim) .npy of the utterance, from a CSV manifest's optional column) is
-# written only when some record has one, so records.csv of every other corpus stays as it was.
+# written only when some record has one: a corpus without precomputed features has exactly RECORD_COLUMNS.
 FEATURES_COLUMN = "features"
 
 

@@ -8,7 +8,7 @@
   fold ``k`` in this order:
 
   1. ``<dir>/fold<k>/genotype_best.json``: the genotype of the search epoch with the best validation UA
-     (the issue's "best genotype"; ``choice="final"`` prefers ``genotype.json`` instead),
+     (the best-validation genotype; ``choice="final"`` prefers ``genotype.json`` instead),
   2. ``<dir>/fold<k>/genotype.json``: the genotype at the end of the search (``choice="perturbation"``, or a
      search with ``search.select: perturbation`` under ``choice="search"``, prefers ``genotype_pt.json``, the
      DARTS-PT genotype, before both),

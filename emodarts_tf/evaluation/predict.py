@@ -63,7 +63,7 @@ class Predictor:
         x = np.asarray(x, dtype=np.float32)
         if x.ndim == 3:
             x = x[..., np.newaxis]
-        if len(x) == 0:  # nothing to run (exports before the empty-batch guard fail on it)
+        if len(x) == 0:  # nothing to run (an export without the empty-batch guard fails on it)
             return np.zeros((0, len(self.classes)), np.float32)
         if self.frames_config is not None:
             return np.asarray(self._run(x, batch_size, speaker, frames, frames_speaker), dtype=np.float32)
@@ -104,7 +104,7 @@ def _load_saved_model(version_dir: Path) -> Predictor:
     normalize = _normalize_of(export_info)
     source = export_info.get("source_model")
     if normalize is None and source and (Path(source) / INFO_FILE).is_file():
-        # Exports written before export_info recorded the normalisation: the source model directory says it.
+        # An export_info without `normalize`: the source model directory says it.
         normalize = _normalize_of(read_json(Path(source) / INFO_FILE))
         if normalize:
             log.info("normalisation %r: from the export's source model %s", normalize, source)

@@ -132,12 +132,12 @@ class SearchModel(keras.Model):
         seed: seed of the alpha initialisation.
         prunable: give each cell kind a keep mask (:meth:`alpha_masks`, non-trainable variables ``alpha_mask_<kind>``,
             all ones at the start) so that :meth:`prune` can take candidates out of the mixture (progressive
-            pruning, :mod:`emodarts_tf.search.pruning`). Off: no mask variables, the checkpoints of earlier versions.
+            pruning, :mod:`emodarts_tf.search.pruning`). Off: no mask variables (a checkpoint without them loads).
         edge_norm: give each cell kind one more architecture variable, ``beta_<kind>`` (one logit per edge, started
             like the alphas from a generator of their own), and scale each edge's mixing weights by the softmax of
             the betas of the edges into its node (PC-DARTS's edge normalisation,
             :mod:`emodarts_tf.search.edge_normalization`); the genotype then ranks a node's edges by that weight
-            times the weight of the edge's best op. Off: no beta variables, the checkpoints of earlier versions.
+            times the weight of the edge's best op. Off: no beta variables (a checkpoint without them loads).
 
     Call arguments:
         x: a batch of inputs, ``(batch,) + input_shape`` (a dict of such batches for a dict ``input_shape``).

@@ -22,7 +22,7 @@ uses and how the streams meet; it is written as format v2, with the cells its st
                  "streams": {"spectrogram": ["normal", "reduce"], "frames": ["seq"]}},
      "meta": {...}}
 
-A genotype without streams is written as v1, exactly as before; v1 files load as before.
+A genotype without streams is written in format v1; files of both formats load.
 """
 from __future__ import annotations
 

@@ -111,7 +111,8 @@ def cnn_plan(space: SearchSpaceConfig):
 # ---------------------------------------------------------------------------------------------------- streams
 # The parts of the networks that the single-stream network (SearchBackbone, build_fixed_network) and the
 # two-stream one (two_stream.py) share: the CNN stream (stem and DARTS cells) and the SeqNN cells, searchable
-# and fixed. The layers keep the names they always had, so saved models and configs load as before.
+# and fixed. Layer names are fixed (``stem_conv``, ``cell_<i>``, ``seq_cell_<i>``, ...): saved models and configs
+# refer to layers by name.
 
 
 def cnn_out_channels(space: SearchSpaceConfig) -> int:
