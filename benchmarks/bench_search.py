@@ -85,7 +85,8 @@ def targets(reference: dict) -> dict:
 
 
 # The paper's search configuration (config.py defaults, except batch 16, the PyTorch reference's; --set batch=64
-# gives the paper's): 8 channels, 4 CNN cells (reductions at 1 and 2), 4 SeqNN cells, 4 nodes each, all 8 CNN ops and all 14 SeqNN ops, 128 x 128 MFCCs, 4 classes.
+# gives the paper's): 8 channels, 4 CNN cells (reductions at 1 and 2), 4 SeqNN cells, 4 nodes each, all 8 CNN ops
+# and all 14 SeqNN ops, 128 x 128 MFCCs, 4 classes.
 PAPER = {
     "batch": 16, "n_mfcc": 128, "frames": 128, "init_channels": 8, "cnn_cells": 4, "cnn_nodes": 4,
     "seq_cells": 4, "seq_nodes": 4, "seq_ops": "all", "cnn_ops": "all", "stem_multiplier": 3, "classes": 4,

@@ -122,7 +122,8 @@ def main() -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--folds", default="all")
     parser.add_argument("--arm", action="append", default=[],
-                        help="NAME=key=value,... (repeatable; default: select=recipe.refit=false and refit=recipe.refit=true)")
+                        help="NAME=key=value,... (repeatable; default: select=recipe.refit=false and "
+                             "refit=recipe.refit=true)")
     parser.add_argument("--out", default="runs/refit-ablation")
     args = parser.parse_args()
     arms = parse_arms(args.arm or ["select=recipe.refit=false", "refit=recipe.refit=true"])

@@ -9,7 +9,8 @@ from pathlib import Path
 from emodarts_tf.utils.io import atomic_write_text, read_json, write_json
 
 # `gender` (M, F or empty when unknown) follows the five columns path, label, speaker, session, split;
-# readers that know only those five ignore it, and it lets validation speakers be chosen gender-balanced from a records file alone.
+# readers that know only those five ignore it, and it lets validation speakers be chosen gender-balanced from a
+# records file alone.
 RECORD_COLUMNS = ("path", "label", "speaker", "session", "split", "gender")
 # `features` (a precomputed (frames, dim) .npy of the utterance, from a CSV manifest's optional column) is
 # written only when some record has one: a corpus without precomputed features has exactly RECORD_COLUMNS.

@@ -94,9 +94,11 @@ def central_difference_gradient(model, train, val, xi, momentum_term=None, weigh
 
 
 def plain_hypergradient_check(model):
-    """For a float64 model compiled at second order with SGD(XI), no decay and no clip: the unrolled hypergradient
-    of every architecture variable, the exact nested-tape one and central differences, each a list of arrays, with
-    the exact one checked against the differences and the implementation against the exact one."""
+    """Compiles a float64 model at second order with SGD(XI), no decay and no clip (the references' step), and returns
+    the unrolled hypergradient of every architecture variable and the exact nested-tape one, each a list of arrays,
+    after checking the exact one against central differences and the implementation against the exact one."""
+    model.compile(keras.optimizers.SGD(XI), keras.optimizers.SGD(1.0), order="second", w_weight_decay=0.0,
+                  a_weight_decay=0.0, grad_clip=None)
     train = tuple(tf.constant(a) for a in xor_data(16, seed=1, dtype="float64"))
     val = tuple(tf.constant(a) for a in xor_data(16, seed=2, dtype="float64"))
     exact = exact_unrolled_gradient(model, train, val, XI)
@@ -187,7 +189,7 @@ def test_first_order_train_step_uses_the_plain_validation_gradient():
     assert _max_abs(delta, [-e for e in expected]) < 1e-12
 
 
-def test_hypergradient_of_a_two_stream_supernet_with_dict_inputs():
+def test_hypergradient_of_a_two_stream_supernet_with_dict_inputs(float64_policy):
     """The second-order step on the real two-stream supernet (dict inputs): the finite-difference hypergradient
     against central differences of the unrolled validation loss along one random direction per alpha kind, and
     the alpha update of a second-order train_step.
@@ -205,49 +207,45 @@ def test_hypergradient_of_a_two_stream_supernet_with_dict_inputs():
     space = SearchSpaceConfig(init_channels=2, cnn_cells=3, cnn_nodes=1, stem_multiplier=1, seq_cells=1, seq_nodes=1,
                               seq_hidden=4, cnn_ops=["none", "skip_connect", "sep_conv_3x3"],
                               seq_ops=["none", "skip_connect", "rnn_1"], fusion="supplement")
-    keras.config.set_dtype_policy("float64")
-    try:
-        model = SearchModel(TwoStreamSearchBackbone(space, shapes, num_classes=2), input_shape=shapes,
-                            alpha_init_scale=0.5, seed=3, dtype="float64")
-        model.compile(keras.optimizers.SGD(XI), keras.optimizers.SGD(1.0), order="second", w_weight_decay=0.0,
-                      a_weight_decay=0.0, grad_clip=None, run_eagerly=True)
+    model = SearchModel(TwoStreamSearchBackbone(space, shapes, num_classes=2), input_shape=shapes,
+                        alpha_init_scale=0.5, seed=3, dtype="float64")
+    model.compile(keras.optimizers.SGD(XI), keras.optimizers.SGD(1.0), order="second", w_weight_decay=0.0,
+                  a_weight_decay=0.0, grad_clip=None, run_eagerly=True)
 
-        def batch(seed):
-            rng = np.random.default_rng(seed)
-            x = {name: tf.constant(rng.normal(size=(8, *shape))) for name, shape in shapes.items()}
-            return x, tf.constant((rng.random(8) > 0.5).astype("int32"))
+    def batch(seed):
+        rng = np.random.default_rng(seed)
+        x = {name: tf.constant(rng.normal(size=(8, *shape))) for name, shape in shapes.items()}
+        return x, tf.constant((rng.random(8) > 0.5).astype("int32"))
 
-        train, val = batch(1), batch(2)
-        grads = tape_gradients(model._loss_only, model.weight_variables, model.arch_variables)
-        hyper, _ = unrolled_hypergradient(grads, model.weight_variables, model.arch_variables, train, val, XI,
-                                          eps_scale=1e-5)
-        first = first_order_gradient(model, val)
+    train, val = batch(1), batch(2)
+    grads = tape_gradients(model._loss_only, model.weight_variables, model.arch_variables)
+    hyper, _ = unrolled_hypergradient(grads, model.weight_variables, model.arch_variables, train, val, XI,
+                                      eps_scale=1e-5)
+    first = first_order_gradient(model, val)
 
-        def f():
-            return float(_val_loss_at(model, val, _unrolled_weights(model, train, XI, {}, 0.0)))
+    def f():
+        return float(_val_loss_at(model, val, _unrolled_weights(model, train, XI, {}, 0.0)))
 
-        rng = np.random.default_rng(0)
-        for i, alpha in enumerate(model.arch_variables):
-            a0 = alpha.numpy().copy()
-            u = rng.standard_normal(a0.shape)
-            u /= np.linalg.norm(u)
-            h = 1e-5
-            alpha.assign(a0 + h * u)
-            f_plus = f()
-            alpha.assign(a0 - h * u)
-            f_minus = f()
-            alpha.assign(a0)
-            numeric = (f_plus - f_minus) / (2 * h)
-            correction = abs(numeric - float(np.sum(first[i] * u)))  # the second-order term along u
-            assert correction > 1e-4, model.alpha_kinds[i]
-            assert abs(float(np.sum(hyper[i].numpy() * u)) - numeric) < 2e-3 * correction, model.alpha_kinds[i]
+    rng = np.random.default_rng(0)
+    for i, alpha in enumerate(model.arch_variables):
+        a0 = alpha.numpy().copy()
+        u = rng.standard_normal(a0.shape)
+        u /= np.linalg.norm(u)
+        h = 1e-5
+        alpha.assign(a0 + h * u)
+        f_plus = f()
+        alpha.assign(a0 - h * u)
+        f_minus = f()
+        alpha.assign(a0)
+        numeric = (f_plus - f_minus) / (2 * h)
+        correction = abs(numeric - float(np.sum(first[i] * u)))  # the second-order term along u
+        assert correction > 1e-4, model.alpha_kinds[i]
+        assert abs(float(np.sum(hyper[i].numpy() * u)) - numeric) < 2e-3 * correction, model.alpha_kinds[i]
 
-        # a second-order step moves the alphas by minus the hypergradient (SGD(1) on the alphas, no decay)
-        expected, _ = unrolled_hypergradient(grads, model.weight_variables, model.arch_variables, train, val, XI)
-        before = [a.numpy().copy() for a in model.arch_variables]
-        model.train_step((train, val))
-        delta = [a.numpy() - b for a, b in zip(model.arch_variables, before)]
-        assert _max_abs(delta, [-e.numpy() for e in expected]) < 1e-8
-        assert all(np.abs(d).max() > 1e-3 for d in delta)
-    finally:
-        keras.config.set_dtype_policy("float32")
+    # a second-order step moves the alphas by minus the hypergradient (SGD(1) on the alphas, no decay)
+    expected, _ = unrolled_hypergradient(grads, model.weight_variables, model.arch_variables, train, val, XI)
+    before = [a.numpy().copy() for a in model.arch_variables]
+    model.train_step((train, val))
+    delta = [a.numpy() - b for a, b in zip(model.arch_variables, before)]
+    assert _max_abs(delta, [-e.numpy() for e in expected]) < 1e-8
+    assert all(np.abs(d).max() > 1e-3 for d in delta)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from search_helpers import CNN_OPS, KillAfter, Killed, TinyBackbone, micro_config, model_checkpoint, xor_data
-from test_architect import XI, plain_hypergradient_check
+from test_architect import plain_hypergradient_check
 
 from emodarts_tf.search.edge_normalization import edge_weights, edge_weights_tensor, initial_betas, node_sizes
 from emodarts_tf.search.model import SearchModel
@@ -91,48 +91,38 @@ def test_off_has_no_betas_and_the_same_start():
     assert again.edge_norm and len(again.weights) == len(normed.weights)
 
 
-def test_beta_gradient_equals_central_differences():
+def test_beta_gradient_equals_central_differences(float64_policy):
     """First order: the tape's gradient of the training-mode loss w.r.t. the betas equals central differences of
     that loss, in float64."""
-    keras.config.set_dtype_policy("float64")
-    try:
-        model = _model(dtype="float64", scale=0.5, seed=3)
-        model.compile(keras.optimizers.SGD(0.1), keras.optimizers.SGD(1.0))
-        x, y = xor_data(16, seed=1, dtype="float64")
-        x, y = tf.constant(x), tf.constant(y)
-        betas = model.arch_variables[3:]
-        with tf.GradientTape() as tape:
-            loss = model._loss_only(x, y)
-        grads = [g.numpy() for g in tape.gradient(loss, betas)]
-        for beta, grad in zip(betas, grads):
-            b0 = beta.numpy().copy()
-            numeric = np.zeros_like(b0)
-            for i in range(b0.shape[0]):
-                for sign in (1, -1):
-                    b = b0.copy()
-                    b[i] += sign * 1e-6
-                    beta.assign(b)
-                    numeric[i] += sign * float(model._loss_only(x, y)) / 2e-6
-            beta.assign(b0)
-            assert np.abs(grad).max() > 1e-6  # the betas are reached by the loss
-            np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-9)
-    finally:
-        keras.config.set_dtype_policy("float32")
+    model = _model(dtype="float64", scale=0.5, seed=3)
+    model.compile(keras.optimizers.SGD(0.1), keras.optimizers.SGD(1.0))
+    x, y = xor_data(16, seed=1, dtype="float64")
+    x, y = tf.constant(x), tf.constant(y)
+    betas = model.arch_variables[3:]
+    with tf.GradientTape() as tape:
+        loss = model._loss_only(x, y)
+    grads = [g.numpy() for g in tape.gradient(loss, betas)]
+    for beta, grad in zip(betas, grads):
+        b0 = beta.numpy().copy()
+        numeric = np.zeros_like(b0)
+        for i in range(b0.shape[0]):
+            for sign in (1, -1):
+                b = b0.copy()
+                b[i] += sign * 1e-6
+                beta.assign(b)
+                numeric[i] += sign * float(model._loss_only(x, y)) / 2e-6
+        beta.assign(b0)
+        assert np.abs(grad).max() > 1e-6  # the betas are reached by the loss
+        np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-9)
 
 
-def test_second_order_hypergradient_of_the_betas_matches_exact_and_numeric():
+def test_second_order_hypergradient_of_the_betas_matches_exact_and_numeric(float64_policy):
     """The unrolled (second-order) gradient of alphas and betas equals the exact nested-tape reference and central
     differences of the unrolled validation loss (tests/search/test_architect.py's references)."""
-    keras.config.set_dtype_policy("float64")
-    try:
-        model = _model(dtype="float64", scale=0.5, seed=3)
-        model.compile(keras.optimizers.SGD(XI), keras.optimizers.SGD(1.0), order="second", w_weight_decay=0.0,
-                      a_weight_decay=0.0, grad_clip=None)
-        hyper, exact = plain_hypergradient_check(model)
-        assert len(hyper) == 6
-        assert max(np.abs(e).max() for e in exact[3:]) > 1e-6
-    finally:
-        keras.config.set_dtype_policy("float32")
+    model = _model(dtype="float64", scale=0.5, seed=3)
+    hyper, exact = plain_hypergradient_check(model)
+    assert len(hyper) == 6
+    assert max(np.abs(e).max() for e in exact[3:]) > 1e-6
 
 
 def test_train_step_moves_the_betas_only_after_the_warm_up():

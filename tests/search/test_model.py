@@ -409,43 +409,39 @@ def _real_supernet(dtype="float32"):
 
 
 @pytest.mark.parametrize("execution", ["eager_updates", "eager"])
-def test_arch_only_pass_gives_the_alpha_gradients_of_the_full_pass(execution):
+def test_arch_only_pass_gives_the_alpha_gradients_of_the_full_pass(execution, float64_policy):
     """The forward+backward without weight gradients (arch_only_passes) returns the loss and the alpha gradients
     of a plain tape over every variable, in float64, on a supernet with recomputation and shared bank functions."""
-    keras.config.set_dtype_policy("float64")
-    try:
-        keras.utils.set_random_seed(3)
-        model = _real_supernet("float64")
-        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.optimizers.Adam(0.03), order="second",
-                      eager_updates=execution == "eager_updates", run_eagerly=execution == "eager")
-        assert model.execution == execution and model.arch_only_passes
-        rng = np.random.default_rng(0)
-        x = tf.constant(rng.normal(size=(4, 12, 9, 1)))
-        y = tf.constant([0, 1, 2, 1])
-        with tf.GradientTape() as tape:  # the independent computation: every variable watched, no traced function
-            loss = model.loss_fn(y, model(x, training=True))
-        expected = tape.gradient(loss, model.arch_variables + model.weight_variables)
-        loss_a, logits_a, alpha_a, weights_a = model._gradients(x, y, 1.0, "arch")
-        loss_f, logits_f, alpha_f, weights_f = model._gradients(x, y, 1.0, "all")
-        assert logits_a is None and weights_a == [] and len(weights_f) == len(model.weight_variables)
-        np.testing.assert_allclose(float(loss_a), float(loss), rtol=1e-12)
-        n = len(model.arch_variables)
-        assert n == 3 and all(g is not None for g in expected[:n])
-        scale = max(float(np.abs(g).max()) for g in expected[:n])
-        assert scale > 1e-3
-        for got, full, want in zip(alpha_a, alpha_f, expected[:n]):
-            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-9, atol=1e-12 * scale)
-            np.testing.assert_allclose(full.numpy(), want.numpy(), rtol=1e-9, atol=1e-12 * scale)
-        if execution == "eager_updates":
-            assert model._arch_gradient_fn is not None and model._arch_gradient_fn is not model._gradient_fn
-            # the arch-only function computes no weight gradient: none of its outputs is weight-shaped
-            concrete = model._arch_gradient_fn.get_concrete_function(x, y, tf.constant(1.0))
-            shapes = {tuple(t.shape) for t in tf.nest.flatten(concrete.structured_outputs)}
-            assert shapes == {()} | {tuple(a.shape) for a in model.arch_variables}
-        else:
-            assert model._arch_gradient_fn is None and model._gradient_fn is None
-    finally:
-        keras.config.set_dtype_policy("float32")
+    keras.utils.set_random_seed(3)
+    model = _real_supernet("float64")
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.optimizers.Adam(0.03), order="second",
+                  eager_updates=execution == "eager_updates", run_eagerly=execution == "eager")
+    assert model.execution == execution and model.arch_only_passes
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(4, 12, 9, 1)))
+    y = tf.constant([0, 1, 2, 1])
+    with tf.GradientTape() as tape:  # the independent computation: every variable watched, no traced function
+        loss = model.loss_fn(y, model(x, training=True))
+    expected = tape.gradient(loss, model.arch_variables + model.weight_variables)
+    loss_a, logits_a, alpha_a, weights_a = model._gradients(x, y, 1.0, "arch")
+    loss_f, logits_f, alpha_f, weights_f = model._gradients(x, y, 1.0, "all")
+    assert logits_a is None and weights_a == [] and len(weights_f) == len(model.weight_variables)
+    np.testing.assert_allclose(float(loss_a), float(loss), rtol=1e-12)
+    n = len(model.arch_variables)
+    assert n == 3 and all(g is not None for g in expected[:n])
+    scale = max(float(np.abs(g).max()) for g in expected[:n])
+    assert scale > 1e-3
+    for got, full, want in zip(alpha_a, alpha_f, expected[:n]):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-9, atol=1e-12 * scale)
+        np.testing.assert_allclose(full.numpy(), want.numpy(), rtol=1e-9, atol=1e-12 * scale)
+    if execution == "eager_updates":
+        assert model._arch_gradient_fn is not None and model._arch_gradient_fn is not model._gradient_fn
+        # the arch-only function computes no weight gradient: none of its outputs is weight-shaped
+        concrete = model._arch_gradient_fn.get_concrete_function(x, y, tf.constant(1.0))
+        shapes = {tuple(t.shape) for t in tf.nest.flatten(concrete.structured_outputs)}
+        assert shapes == {()} | {tuple(a.shape) for a in model.arch_variables}
+    else:
+        assert model._arch_gradient_fn is None and model._gradient_fn is None
 
 
 @pytest.mark.parametrize("order", ["first", "second"])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from search_helpers import CNN_OPS, KillAfter, Killed, TinyBackbone, micro_config, model_checkpoint
-from test_architect import XI, plain_hypergradient_check
+from test_architect import plain_hypergradient_check
 
 from emodarts_tf.search.model import SearchModel
 from emodarts_tf.search.pruning import check_prune, masked_alphas, prune_mask, prune_schedule
@@ -119,24 +119,18 @@ def test_pruned_supernet_equals_the_plain_supernet_with_pruned_ops_far_below():
         assert (gm[masked.alpha_masks()[kind] < 0.5] == 0).all()
 
 
-def test_second_order_hypergradient_of_a_pruned_supernet_matches_exact_and_numeric():
+def test_second_order_hypergradient_of_a_pruned_supernet_matches_exact_and_numeric(float64_policy):
     """After a pruning, the unrolled (second-order) alpha gradient equals the exact nested-tape reference and central
     differences of the unrolled validation loss (tests/search/test_architect.py's references), and is zero on the
     pruned entries: the masks hold through the virtual weight step and the finite-difference Hessian term."""
-    keras.config.set_dtype_policy("float64")
-    try:
-        model = SearchModel(TinyBackbone(dtype="float64"), input_shape=(4, 4, 1), alpha_init_scale=0.5, seed=3,
-                            prunable=True, dtype="float64")
-        model.compile(keras.optimizers.SGD(XI), keras.optimizers.SGD(1.0), order="second", w_weight_decay=0.0,
-                      a_weight_decay=0.0, grad_clip=None)
-        model.prune(2)
-        hyper, exact = plain_hypergradient_check(model)
-        for kind, h, e in zip(model.alpha_kinds, hyper, exact):
-            pruned = model.alpha_masks()[kind] < 0.5
-            assert pruned.any() and (h[pruned] == 0).all()
-            assert np.abs(e[~pruned]).max() > 1e-6
-    finally:
-        keras.config.set_dtype_policy("float32")
+    model = SearchModel(TinyBackbone(dtype="float64"), input_shape=(4, 4, 1), alpha_init_scale=0.5, seed=3,
+                        prunable=True, dtype="float64")
+    model.prune(2)
+    hyper, exact = plain_hypergradient_check(model)
+    for kind, h, e in zip(model.alpha_kinds, hyper, exact):
+        pruned = model.alpha_masks()[kind] < 0.5
+        assert pruned.any() and (h[pruned] == 0).all()
+        assert np.abs(e[~pruned]).max() > 1e-6
 
 
 def test_unprunable_model_has_no_masks_and_refuses_to_prune():
