@@ -82,7 +82,7 @@ class DataConfig:
     root: Optional[str] = None  # corpus root (a CSV file for `csv`); unused for `demo`
     encoding: str = "utf-8-sig"  # text encoding of a `csv` manifest (utf-8, with or without a BOM)
     protocol: str = "default"  # default | loso | loso-session | emodarts | official | emodb5
-    classes: Optional[list] = None  # None: the corpus's standard 4-class set
+    classes: Optional[list] = None  # None: the corpus's standard 4-class set (csv: every label of the manifest)
     selection: str = "all"  # IEMOCAP: improvised | scripted | all
     merge_exc: bool = False  # IEMOCAP: count `exc` as `hap`
     msp_improv_labels: str = "consensus"  # MSP-IMPROV: consensus | target

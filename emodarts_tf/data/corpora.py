@@ -260,11 +260,14 @@ def read_msp_podcast(root: Optional[Path], data: DataConfig) -> tuple:
         missing = [c for c in _PODCAST_COLUMNS if c not in fieldnames]
         if missing:
             raise ValueError(f"{label_file}: missing column(s) {missing}; found {fieldnames}")
-        for line_no, row in enumerate(reader, 2):
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        for row in reader:
+            row, problem = _clean_row(row, len(fieldnames))
+            if problem:
+                problems.append(Problem(f"{label_file}:{reader.line_num}", problem))
+                continue
             name, split = row["FileName"], row["Split_Set"]
             if not name or not row["EmoClass"]:
-                problems.append(Problem(f"{label_file}:{line_no}", "empty FileName or EmoClass"))
+                problems.append(Problem(f"{label_file}:{reader.line_num}", "empty FileName or EmoClass"))
                 continue
             speaker = row["SpkrID"] or "Unknown"
             if speaker.lower() == "unknown":
@@ -311,6 +314,16 @@ def read_emodb(root: Optional[Path], data: DataConfig) -> tuple:
 
 
 # ------------------------------------------------------------------------------------------------ CSV
+def _clean_row(row: dict, columns: int) -> tuple:
+    """``(row, problem)``: a ``csv.DictReader`` row with stripped names and cells, and a description when the row
+    has more cells than the header has columns (the reader keeps them under the key ``None``), else ``""``."""
+    extra = row.pop(None, None)
+    if extra:
+        return row, (f"{len(extra)} cell(s) more than the header's {columns} columns (an unquoted comma in a "
+                     "path or name?)")
+    return {(k or "").strip(): (v or "").strip() for k, v in row.items()}, ""
+
+
 def read_manifest(manifest: Path, encoding: str = "utf-8-sig") -> tuple:
     """Rows of a ``path,label,speaker[,session,split,gender,features]`` CSV; relative paths (of ``path`` and
     ``features``) from its folder.
@@ -319,6 +332,8 @@ def read_manifest(manifest: Path, encoding: str = "utf-8-sig") -> tuple:
         ValueError: no such file, an unknown ``encoding``, or bytes that are not text in it (naming the file,
             line and byte), missing columns.
     """
+    if manifest.is_dir():
+        raise ValueError(f"data.root {str(manifest)!r} is a folder; corpus 'csv' reads a CSV manifest file")
     if not manifest.is_file():
         raise ValueError(f"data.root {str(manifest)!r}: no such CSV manifest")
     raw = manifest.read_bytes()
@@ -339,10 +354,12 @@ def read_manifest(manifest: Path, encoding: str = "utf-8-sig") -> tuple:
         missing = [c for c in ("path", "label", "speaker") if c not in fieldnames]
         if missing:
             raise ValueError(f"{manifest}: missing column(s) {missing}; found {fieldnames}")
-        for line_no, row in enumerate(reader, 2):
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-            if not (row["path"] and row["label"] and row["speaker"]):
-                problems.append(Problem(f"{manifest}:{line_no}", "empty path, label or speaker"))
+        for row in reader:
+            row, problem = _clean_row(row, len(fieldnames))
+            if not problem and not (row["path"] and row["label"] and row["speaker"]):
+                problem = "empty path, label or speaker"
+            if problem:
+                problems.append(Problem(f"{manifest}:{reader.line_num}", problem))
                 continue
             path = Path(row["path"]).expanduser()
             if not path.is_absolute():
@@ -469,7 +486,8 @@ def _normalise_labels(corpus: str, utterances: list) -> list:
 
 
 def drop_rare_classes(records: list, classes: list, min_speakers: int, corpus: str) -> tuple:
-    """Leave out the classes spoken by fewer than ``min_speakers`` speakers (``data.min_speakers_per_class``).
+    """Leave out the classes spoken by fewer than ``min_speakers`` speakers (``data.min_speakers_per_class``),
+    and those with no utterance left.
 
     Such a class is missing from the training part of every fold that holds all its speakers out (with one
     speaker: its own leave-one-speaker-out fold, whose test scores a class it never trained on), so the
@@ -490,9 +508,14 @@ def drop_rare_classes(records: list, classes: list, min_speakers: int, corpus: s
     for r in records:
         speakers.setdefault(r.label, set()).add(r.speaker)
         counts[r.label] += 1
+    empty = [c for c in classes if not counts[c]]
+    if empty and len(empty) < len(classes):
+        # A class with no utterance (none in the corpus, or every file of it failed extraction) would be an
+        # output that no fold trains.
+        log.warning("%s: class(es) %s dropped: no utterance left", corpus, empty)
     rare = [c for c in classes if counts[c] and len(speakers[c]) < min_speakers]
     if not rare:
-        return records, classes, {}
+        return records, [c for c in classes if counts[c]] or classes, {}
     dropped = {}
     for c in rare:
         who = sorted(speakers[c])
@@ -502,8 +525,8 @@ def drop_rare_classes(records: list, classes: list, min_speakers: int, corpus: s
             corpus, c, counts[c], len(who), ", ".join(who), min_speakers,
         )  # fmt: skip
         dropped[f"class {c}: fewer than {min_speakers} speakers"] = counts[c]
-    kept = [c for c in classes if c not in rare]
-    if not any(counts[c] for c in kept):
+    kept = [c for c in classes if c not in rare and counts[c]]
+    if not kept:
         raise ValueError(
             f"corpus {corpus!r}: every class has fewer than data.min_speakers_per_class={min_speakers} speakers "
             f"({', '.join(f'{c}: {len(speakers[c])}' for c in classes if counts[c])}); lower it or add speakers"

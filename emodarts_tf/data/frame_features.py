@@ -413,14 +413,19 @@ def npy_source(cfg: FramesConfig, features: Optional[Mapping[str, str]] = None,
     if audio_root is None:
         raise ValueError("frames.npy_dir: mirroring the audio paths needs the corpus root (audio_root)")
     npy_dir = Path(cfg.npy_dir).expanduser().resolve()
-    root = Path(audio_root).expanduser().resolve()
+    root = Path(audio_root).expanduser()
+    # The audio paths are absolute but keep their symbolic links (os.path.abspath), the root may come resolved
+    # (corpus_root): an audio path is matched to the root as written first, then with the links of both resolved.
+    roots = (Path(os.path.abspath(root)), Path(os.path.realpath(root)))
 
     def mirrored(path: str) -> Optional[str]:
-        try:
-            relative = Path(os.path.abspath(path)).relative_to(root)
-        except ValueError:
-            return None
-        return str((npy_dir / relative).with_suffix(".npy"))
+        for base, full in zip(roots, (os.path.abspath(path), os.path.realpath(path))):
+            try:
+                relative = Path(full).relative_to(base)
+            except ValueError:
+                continue
+            return str((npy_dir / relative).with_suffix(".npy"))
+        return None
 
     return mirrored
 

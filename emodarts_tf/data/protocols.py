@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from emodarts_tf.data.records import Fold, Record
 
@@ -57,11 +57,24 @@ def _held_out_groups(records: list, protocol: str, corpus: str) -> list:
     if protocol == "loso":
         return [(f"loso-{s}", [s]) for s in speakers]
     if protocol == "loso-session":
-        if any(not r.session for r in records):
-            raise ValueError(f"protocol loso-session: corpus {corpus!r} has records without a session")
+        without = [r.path for r in records if not r.session]
+        if without:
+            raise ValueError(
+                f"protocol loso-session: corpus {corpus!r} has {len(without)} record(s) without a session "
+                f"(e.g. {without[0]}); a CSV manifest gives it in a `session` column"
+            )
         by_session = defaultdict(set)
+        sessions_of = defaultdict(set)
         for r in records:
             by_session[r.session].add(r.speaker)
+            sessions_of[r.speaker].add(r.session)
+        several = sorted(s for s, found in sessions_of.items() if len(found) > 1)
+        if several:
+            log.warning(
+                "protocol loso-session: %d speaker(s) recorded in several sessions (%s); each session's fold "
+                "tests all their utterances, so these are tested in more than one fold",
+                len(several), ", ".join(several[:10]),
+            )  # fmt: skip
         groups = []
         for session in sorted(by_session):
             held = sorted(by_session[session])
@@ -87,11 +100,20 @@ def _official_fold(records: list) -> Fold:
 
     test = [r for r in records if part(r, OFFICIAL_TEST)]
     train = [r for r in records if part(r, OFFICIAL_TRAIN) or part(r, OFFICIAL_VALIDATION)]
+    accepted = (f"training {list(OFFICIAL_TRAIN)}, validation {list(OFFICIAL_VALIDATION)}, test "
+                f"{list(OFFICIAL_TEST)}, in any case")
     if not test or not any(part(r, OFFICIAL_TRAIN) for r in train):
         splits = sorted({r.split for r in records})
         raise ValueError(
-            f"protocol official: expected records with split Train and Test1 (Development optional), found {splits}"
+            f"protocol official: expected records with split Train and Test1 (Development optional), found {splits} "
+            f"(accepted: {accepted})"
         )
+    other = Counter(r.split for r in records if not part(r, OFFICIAL_TEST + OFFICIAL_TRAIN + OFFICIAL_VALIDATION))
+    if other:
+        log.warning(
+            "protocol official: %d record(s) left out, their split is in no part of the fold: %s (accepted: %s)",
+            sum(other.values()), ", ".join(f"{s!r}: {n}" for s, n in sorted(other.items())), accepted,
+        )  # fmt: skip
     shared = {r.speaker for r in train} & {r.speaker for r in test}
     if shared:
         log.warning(

@@ -72,3 +72,21 @@ def test_bad_min_speakers_per_class_is_named(tmp_path, wav_writer, make_config):
         prepare(make_config("csv", _manifest(tmp_path, wav_writer), min_speakers_per_class=0), progress=False)
     with pytest.raises(ValueError, match=r"every class has fewer than data.min_speakers_per_class=5 speakers"):
         prepare(make_config("csv", _manifest(tmp_path, wav_writer), min_speakers_per_class=5), progress=False)
+
+
+def test_a_class_left_without_utterances_is_dropped(caplog):
+    """A requested class with no utterance left (every file of it failed extraction) is not kept as an output
+    that no fold trains; the others stay in their order."""
+    import logging
+
+    from emodarts_tf.data.corpora import drop_rare_classes
+    from emodarts_tf.data.records import Record
+
+    records = [Record(f"{c}{s}.wav", c, f"s{s}") for c in ("ang", "sad") for s in range(3)]
+    with caplog.at_level(logging.WARNING):
+        kept, classes, dropped = drop_rare_classes(records, ["ang", "hap", "sad"], 2, "csv")
+    assert classes == ["ang", "sad"] and kept == records and dropped == {}
+    assert any("['hap'] dropped: no utterance left" in m for m in caplog.messages)
+    rare = records + [Record("neu0.wav", "neu", "s0")]
+    kept, classes, dropped = drop_rare_classes(rare, ["ang", "hap", "neu", "sad"], 2, "csv")
+    assert classes == ["ang", "sad"] and kept == records and dropped == {"class neu: fewer than 2 speakers": 1}

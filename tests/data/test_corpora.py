@@ -124,6 +124,33 @@ def test_csv_manifest_relative_paths_and_errors(csv_corpus, tmp_path):
     bad.write_text("file,label,speaker\na.wav,ang,s1\n")
     with pytest.raises(ValueError, match=r"bad\.csv: missing column\(s\) \['path'\]"):
         load_corpus(_data("csv", bad))
+    with pytest.raises(ValueError, match="is a folder; corpus 'csv' reads a CSV manifest file"):
+        load_corpus(_data("csv", tmp_path))
+
+
+def test_csv_rows_with_extra_cells_are_reported_with_their_line(csv_corpus):
+    """A row with more cells than the header (an unquoted comma) and a row with an empty cell are skipped and
+    named by their line in the file, counted across a blank line and a quoted cell that spans two lines; the
+    other rows load."""
+    source = csv_corpus(n_speakers=2, per_class=1)
+    with source.open(newline="") as handle:
+        wavs = [row["path"] for row in csv.DictReader(handle)]
+    manifest = source.parent / "hand.csv"
+
+    def write(speaker_cell):
+        lines = ["path,label,speaker", "", f"{wavs[0]},ang,{speaker_cell}", f"{wavs[1]},hap,s1,extra,cells",
+                 ",neu,s1", *(f"{w},sad,s2" for w in wavs[2:])]
+        manifest.write_text("\n".join(lines) + "\n")
+        return load_corpus(_data("csv", manifest))
+
+    corpus = write('"s1"')
+    assert {p.path: p.problem for p in corpus.problems} == {
+        f"{manifest}:4": "2 cell(s) more than the header's 3 columns (an unquoted comma in a path or name?)",
+        f"{manifest}:5": "empty path, label or speaker",
+    }
+    assert sorted(Path(r.path).name for r in corpus.records) == sorted(Path(w).name for w in [wavs[0], *wavs[2:]])
+    later = write('"s1\nsecond line"')  # one record over lines 3-4: the bad rows are on lines 5 and 6
+    assert sorted(p.path for p in later.problems) == [f"{manifest}:5", f"{manifest}:6"]
 
 
 def test_unknown_label_is_reported_not_fatal(tmp_path, msp_podcast_root):

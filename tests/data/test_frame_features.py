@@ -318,6 +318,28 @@ def test_npy_from_a_mirrored_folder_with_pooling(tmp_path):
     assert frame_cache(tmp_path / "cache", cfg, [], audio_root=root).shape == (5, 3)
 
 
+def test_mirrored_npy_paths_through_symbolic_links(tmp_path):
+    """The audio paths of a manifest keep their symbolic links while the corpus root comes resolved (and the
+    other way round): both find the mirrored array, and a path outside the root still has none."""
+    from emodarts_tf.data.frame_features import npy_source
+
+    real = tmp_path / "disk" / "corpus"
+    (real / "s1").mkdir(parents=True)
+    (real / "s1" / "a.wav").write_bytes(b"")
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "disk")
+    npy_dir = tmp_path / "mirror"
+    npy_dir.mkdir()
+    source = npy_source(FramesConfig(source="npy", npy_dir=str(npy_dir)), audio_root=real.resolve())
+    expected = str((npy_dir / "s1" / "a.npy").resolve())
+    assert source(str(link / "corpus" / "s1" / "a.wav")) == expected  # linked path, resolved root
+    assert source(str(real / "s1" / "a.wav")) == expected
+    through_link = npy_source(FramesConfig(source="npy", npy_dir=str(npy_dir)), audio_root=link / "corpus")
+    assert through_link(str(link / "corpus" / "s1" / "a.wav")) == expected  # both as written
+    assert through_link(str(real / "s1" / "a.wav")) == expected  # resolved path, linked root
+    assert source(str(tmp_path / "disk" / "other.wav")) is None
+
+
 def test_corpus_root_and_manifest_without_features(tmp_path):
     manifest = tmp_path / "corpus.csv"
     manifest.write_text("path,label,speaker\nx.wav,ang,s1\n", encoding="utf-8")

@@ -91,10 +91,46 @@ def test_protocol_errors():
     records = [Record("a.wav", "ang", "s1"), Record("b.wav", "hap", "s2")]
     with pytest.raises(ValueError, match="unknown protocol 'kfold'"):
         make_folds(records, "kfold", "csv")
-    with pytest.raises(ValueError, match="records without a session"):
+    with pytest.raises(ValueError, match=r"2 record\(s\) without a session \(e\.g\. a\.wav\)"):
         make_folds(records, "loso-session", "csv")
     with pytest.raises(ValueError, match="split Train and Test1"):
         make_folds(records, "official", "csv")
     one = Fold(1, "x", ["s1"], ["s2"], ["a.wav"], ["b.wav"])
     with pytest.raises(ValueError, match="1 training speaker"):
         validation_speakers(one, records, 0.2, 0)
+
+
+def test_official_reports_records_of_other_splits(caplog):
+    """Records whose split is none of the accepted spellings are in no part of the fold; they are counted by
+    value in a warning, not dropped in silence."""
+    import logging
+
+    records = [
+        Record("a.wav", "ang", "s1", split="Train"),
+        Record("b.wav", "hap", "s2", split="dev"),
+        Record("c.wav", "neu", "s3", split="Test2"),
+        Record("d.wav", "neu", "s4", split=""),
+        Record("e.wav", "sad", "s5", split="TEST"),
+        Record("f.wav", "sad", "s6", split="Test2"),
+    ]
+    with caplog.at_level(logging.WARNING):
+        (fold,) = make_folds(records, "official", "csv")
+    assert fold.train == ["a.wav", "b.wav"] and fold.test == ["e.wav"]
+    (message,) = [m for m in caplog.messages if "left out" in m]
+    assert "3 record(s)" in message and "'': 1, 'Test2': 2" in message and "'test1'" in message
+
+
+def test_loso_session_warns_about_speakers_of_several_sessions(caplog):
+    import logging
+
+    records = [
+        Record("a.wav", "ang", "s1", session="1"),
+        Record("b.wav", "hap", "s1", session="2"),
+        Record("c.wav", "neu", "s2", session="2"),
+        Record("d.wav", "sad", "s3", session="1"),
+    ]
+    with caplog.at_level(logging.WARNING):
+        folds = make_folds(records, "loso-session", "csv")
+    assert [f.test for f in folds] == [["a.wav", "b.wav", "d.wav"], ["a.wav", "b.wav", "c.wav"]]
+    (message,) = [m for m in caplog.messages if "several sessions" in m]
+    assert "1 speaker(s)" in message and "(s1)" in message
