@@ -316,8 +316,9 @@ def read_emodb(root: Optional[Path], data: DataConfig) -> tuple:
 # ------------------------------------------------------------------------------------------------ CSV
 def _clean_row(row: dict, columns: int) -> tuple:
     """``(row, problem)``: a ``csv.DictReader`` row with stripped names and cells, and a description when the row
-    has more cells than the header has columns (the reader keeps them under the key ``None``), else ``""``."""
-    extra = row.pop(None, None)
+    has more non-empty cells than the header has columns (the reader keeps them under the key ``None``; empty
+    ones, as from a trailing comma, are ignored), else ``""``."""
+    extra = [c for c in row.pop(None, None) or [] if (c or "").strip()]
     if extra:
         return row, (f"{len(extra)} cell(s) more than the header's {columns} columns (an unquoted comma in a "
                      "path or name?)")

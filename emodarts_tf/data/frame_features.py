@@ -139,8 +139,10 @@ def corpus_root(data: DataConfig) -> Path:
     if data.root is None:
         from emodarts_tf.data.demo import DEMO_NAME
 
-        return (Path(data.cache_dir).expanduser() / DEMO_NAME).resolve()
-    root = Path(data.root).expanduser().resolve()
+        return Path(os.path.abspath(Path(data.cache_dir).expanduser() / DEMO_NAME))
+    # Absolute with the symbolic links kept, as the readers make the audio paths (a linked manifest's relative
+    # paths are read from the link's folder).
+    root = Path(os.path.abspath(Path(data.root).expanduser()))
     return root.parent if root.is_file() else root
 
 
@@ -414,8 +416,8 @@ def npy_source(cfg: FramesConfig, features: Optional[Mapping[str, str]] = None,
         raise ValueError("frames.npy_dir: mirroring the audio paths needs the corpus root (audio_root)")
     npy_dir = Path(cfg.npy_dir).expanduser().resolve()
     root = Path(audio_root).expanduser()
-    # The audio paths are absolute but keep their symbolic links (os.path.abspath), the root may come resolved
-    # (corpus_root): an audio path is matched to the root as written first, then with the links of both resolved.
+    # The audio paths are absolute and keep their symbolic links (os.path.abspath), as corpus_root does: an audio
+    # path is matched to the root as written first, then with the links of both resolved (a root given resolved).
     roots = (Path(os.path.abspath(root)), Path(os.path.realpath(root)))
 
     def mirrored(path: str) -> Optional[str]:

@@ -35,6 +35,7 @@ EMODB5_FOLDS = (("03", "08"), ("10", "09"), ("11", "13"), ("12", "14"), ("15", "
 OFFICIAL_TRAIN = ("train",)
 OFFICIAL_VALIDATION = ("development", "validation", "dev", "val")
 OFFICIAL_TEST = ("test1", "test")
+OFFICIAL_OTHER_TESTS = ("test2", "test3")  # MSP-Podcast's further test sets, left out of the fold
 
 
 def _fold(index: int, name: str, records: list, test_speakers) -> Fold:
@@ -108,12 +109,13 @@ def _official_fold(records: list) -> Fold:
             f"protocol official: expected records with split Train and Test1 (Development optional), found {splits} "
             f"(accepted: {accepted})"
         )
-    other = Counter(r.split for r in records if not part(r, OFFICIAL_TEST + OFFICIAL_TRAIN + OFFICIAL_VALIDATION))
-    if other:
-        log.warning(
-            "protocol official: %d record(s) left out, their split is in no part of the fold: %s (accepted: %s)",
-            sum(other.values()), ", ".join(f"{s!r}: {n}" for s, n in sorted(other.items())), accepted,
-        )  # fmt: skip
+    outside = [r for r in records if not part(r, OFFICIAL_TEST + OFFICIAL_TRAIN + OFFICIAL_VALIDATION)]
+    for level, what, other_test in ((logging.INFO, "MSP-Podcast's other test sets", True),
+                                    (logging.WARNING, "a split in no part of the fold", False)):
+        counts = Counter(r.split for r in outside if part(r, OFFICIAL_OTHER_TESTS) == other_test)
+        if counts:
+            log.log(level, "protocol official: %d record(s) left out, %s: %s (accepted: %s)", sum(counts.values()),
+                    what, ", ".join(f"{s!r}: {n}" for s, n in sorted(counts.items())), accepted)
     shared = {r.speaker for r in train} & {r.speaker for r in test}
     if shared:
         log.warning(

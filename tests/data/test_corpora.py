@@ -131,14 +131,14 @@ def test_csv_manifest_relative_paths_and_errors(csv_corpus, tmp_path):
 def test_csv_rows_with_extra_cells_are_reported_with_their_line(csv_corpus):
     """A row with more cells than the header (an unquoted comma) and a row with an empty cell are skipped and
     named by their line in the file, counted across a blank line and a quoted cell that spans two lines; the
-    other rows load."""
+    other rows load, a trailing comma (an empty cell beyond the header) included."""
     source = csv_corpus(n_speakers=2, per_class=1)
     with source.open(newline="") as handle:
         wavs = [row["path"] for row in csv.DictReader(handle)]
     manifest = source.parent / "hand.csv"
 
     def write(speaker_cell):
-        lines = ["path,label,speaker", "", f"{wavs[0]},ang,{speaker_cell}", f"{wavs[1]},hap,s1,extra,cells",
+        lines = ["path,label,speaker", "", f"{wavs[0]},ang,{speaker_cell},", f"{wavs[1]},hap,s1,extra,cells",
                  ",neu,s1", *(f"{w},sad,s2" for w in wavs[2:])]
         manifest.write_text("\n".join(lines) + "\n")
         return load_corpus(_data("csv", manifest))

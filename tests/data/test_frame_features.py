@@ -338,6 +338,12 @@ def test_mirrored_npy_paths_through_symbolic_links(tmp_path):
     assert through_link(str(link / "corpus" / "s1" / "a.wav")) == expected  # both as written
     assert through_link(str(real / "s1" / "a.wav")) == expected  # resolved path, linked root
     assert source(str(tmp_path / "disk" / "other.wav")) is None
+    # A manifest reached through a link reads its relative paths from the link's folder: so does corpus_root.
+    from emodarts_tf.config import DataConfig
+    from emodarts_tf.data.frame_features import corpus_root
+
+    (real / "m.csv").write_text("path,label,speaker\n")
+    assert corpus_root(DataConfig(corpus="csv", root=str(link / "corpus" / "m.csv"))) == link / "corpus"
 
 
 def test_corpus_root_and_manifest_without_features(tmp_path):
