@@ -515,8 +515,9 @@ def drop_rare_classes(records: list, classes: list, min_speakers: int, corpus: s
         # output that no fold trains.
         log.warning("%s: class(es) %s dropped: no utterance left", corpus, empty)
     rare = [c for c in classes if counts[c] and len(speakers[c]) < min_speakers]
+    kept = [c for c in classes if counts[c] and c not in rare]
     if not rare:
-        return records, [c for c in classes if counts[c]] or classes, {}
+        return records, kept or classes, {}
     dropped = {}
     for c in rare:
         who = sorted(speakers[c])
@@ -526,7 +527,6 @@ def drop_rare_classes(records: list, classes: list, min_speakers: int, corpus: s
             corpus, c, counts[c], len(who), ", ".join(who), min_speakers,
         )  # fmt: skip
         dropped[f"class {c}: fewer than {min_speakers} speakers"] = counts[c]
-    kept = [c for c in classes if c not in rare and counts[c]]
     if not kept:
         raise ValueError(
             f"corpus {corpus!r}: every class has fewer than data.min_speakers_per_class={min_speakers} speakers "

@@ -418,12 +418,12 @@ def npy_source(cfg: FramesConfig, features: Optional[Mapping[str, str]] = None,
     root = Path(audio_root).expanduser()
     # The audio paths are absolute and keep their symbolic links (os.path.abspath), as corpus_root does: an audio
     # path is matched to the root as written first, then with the links of both resolved (a root given resolved).
-    roots = (Path(os.path.abspath(root)), Path(os.path.realpath(root)))
+    roots = ((Path(os.path.abspath(root)), os.path.abspath), (Path(os.path.realpath(root)), os.path.realpath))
 
     def mirrored(path: str) -> Optional[str]:
-        for base, full in zip(roots, (os.path.abspath(path), os.path.realpath(path))):
+        for base, absolute in roots:  # the links resolved only when the path as written is not under the root
             try:
-                relative = Path(full).relative_to(base)
+                relative = Path(absolute(path)).relative_to(base)
             except ValueError:
                 continue
             return str((npy_dir / relative).with_suffix(".npy"))

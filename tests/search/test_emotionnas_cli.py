@@ -101,30 +101,17 @@ def test_two_stream_search_prunes_both_streams(tmp_path, demo_cache):
     """search.prune in the two-stream search: both streams' cells (the image's normal and reduction cells, the
     frames' SeqNN cells) keep 3, then 2 candidates per edge on the schedule, the mixing weights are 0 exactly on
     the pruned ones, and the genotype of each stream uses kept candidates only."""
-    from test_pruning import _check_history
+    from test_pruning import _check_genotype_kept, _check_history, _ops
 
     from emodarts_tf.commands.search import main as search
     from emodarts_tf.config import load_config
-    from emodarts_tf.search_space.primitives import resolve_ops
 
     extra = ["search.epochs=4", "search.prune=[3,2]"]
     out = tmp_path / "search"
     assert search(["--method", "emotionnas", "--data", "demo", "--cache", str(demo_cache), "--out", str(out),
                    "--fold", "1", *_micro(*extra)]) == 0
-    space = load_config("demo", overrides=_micro(*extra)[1::2]).space
-    cnn, seq = resolve_ops(space.cnn_ops, "cnn"), resolve_ops(space.seq_ops, "seq")
-    ops = {"normal": cnn, "reduce": cnn, "seq": seq}
+    ops = _ops(load_config("demo", overrides=_micro(*extra)[1::2]).space)
     history = json.loads((out / "fold1" / "alpha_history.json").read_text())
     assert [entry["epoch"] for entry in history] == [1, 2, 3, 4]
     _check_history(history, ops, {1: None, 2: 3, 3: 2, 4: 2})
-    last = history[-1]["weights"]
-    final = json.loads((out / "fold1" / "genotype.json").read_text())
-    chosen = 0
-    for kind in ("normal", "reduce", "seq"):
-        offset = 0
-        for n, node in enumerate(final[kind]):
-            for op, j in node:
-                assert np.asarray(last[kind])[offset + j, ops[kind].index(op)] > 0, (kind, op, j)
-                chosen += 1
-            offset += n + 2
-    assert chosen > 0
+    _check_genotype_kept(json.loads((out / "fold1" / "genotype.json").read_text()), history[-1]["weights"], ops)

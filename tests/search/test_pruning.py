@@ -226,6 +226,26 @@ def _check_history(history, ops, schedule):
                 assert (kept[:, ops[kind].index("none")] == 0).all()
 
 
+def _ops(space) -> dict:
+    """The candidate ops of each alpha kind, in the backbone's column order."""
+    cnn, seq = resolve_ops(space.cnn_ops, "cnn"), resolve_ops(space.seq_ops, "seq")
+    return {"normal": cnn, "reduce": cnn, "seq": seq}
+
+
+def _check_genotype_kept(final: dict, weights: dict, ops: dict) -> None:
+    """Every (op, input) of the genotype ``final`` has a mixing weight above 0 in ``weights`` (the last alpha
+    history entry's): the genotype chooses kept candidates only."""
+    chosen = 0
+    for kind in ("normal", "reduce", "seq"):
+        offset = 0
+        for n, node in enumerate(final[kind]):
+            for op, j in node:
+                assert np.asarray(weights[kind])[offset + j, ops[kind].index(op)] > 0, (kind, op, j)
+                chosen += 1
+            offset += n + 2
+    assert chosen > 0
+
+
 def test_search_prunes_on_schedule_and_resumes(tmp_path, demo_cache, demo_prepared):
     """A micro search with prune [3, 2] over 3 alpha epochs: after epoch 2 three candidates per edge are in the
     mixture, after epoch 3 two and never `none`; the genotype uses kept ops only; a search killed after epoch 2
@@ -235,17 +255,10 @@ def test_search_prunes_on_schedule_and_resumes(tmp_path, demo_cache, demo_prepar
     config = micro_config(demo_cache, "search.epochs=4", "search.warmup_epochs=1", "search.prune=[3,2]")
     full = run_search(config, tmp_path / "full", 1, prepared=demo_prepared)
     history = json.loads((tmp_path / "full" / "fold1" / "alpha_history.json").read_text())
-    cnn, seq = resolve_ops(config.space.cnn_ops, "cnn"), resolve_ops(config.space.seq_ops, "seq")
-    ops = {"normal": cnn, "reduce": cnn, "seq": seq}  # the backbone's column order
+    ops = _ops(config.space)
     _check_history(history, ops, {1: None, 2: 3, 3: 2, 4: 2})
-    last = history[-1]["weights"]
-    final = json.loads((tmp_path / "full" / "fold1" / "genotype.json").read_text())
-    for kind in ("normal", "reduce", "seq"):
-        offset = 0
-        for n, node in enumerate(final[kind]):
-            for op, j in node:
-                assert np.asarray(last[kind])[offset + j, ops[kind].index(op)] > 0, (kind, op, j)
-            offset += n + 2
+    _check_genotype_kept(json.loads((tmp_path / "full" / "fold1" / "genotype.json").read_text()),
+                         history[-1]["weights"], ops)
     search = json.loads((tmp_path / "full" / "fold1" / "search.json").read_text())
     assert search["best"]["epoch"] >= 3  # only the epochs from the last pruning on compete for the best
 
