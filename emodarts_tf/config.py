@@ -180,6 +180,10 @@ class SearchConfig:
     # edges into each node, scales the edge's mixture and ranks the node's edges in the genotype. False: the paper's
     # search (edges ranked by their best op's weight). Not with search.select perturbation.
     edge_norm: bool = False
+    # Partial channel connections (PC-DARTS, Xu et al., ICLR 2020; MixedOp(partial_channels=K)): each CNN edge's
+    # candidates see 1/K of its channels (the rest bypass the mixture and the channels are shuffled), about 1/K of
+    # the candidates' compute and memory. K must divide every CNN cell's channels. 1: off, the paper's search.
+    partial_channels: int = 1
     max_skip: Optional[int] = 2  # cap on skip_connect per normal/SeqNN cell of the genotype (P-DARTS: 2)
     steps_per_epoch: Optional[int] = None  # None: one pass over the weights part
     jit_compile: bool = False  # XLA; slower on CPUs, opt-in

@@ -174,12 +174,14 @@ def build_search_model(config: ExperimentConfig, input_shape, num_classes: int, 
         input_shape = {name: tuple(shape) for name, shape in input_shape.items()}
         backbone = TwoStreamSearchBackbone(config.space, input_shape, int(num_classes), recompute=s.recompute_cnn,
                                            seq_grouped=s.seq_grouped, recompute_seq=s.recompute_seq,
-                                           drop_path=float(s.drop_path), seed=config.seed, name="backbone")
+                                           drop_path=float(s.drop_path), seed=config.seed,
+                                           partial_channels=s.partial_channels, name="backbone")
     else:
         input_shape = tuple(input_shape)
         backbone = SearchBackbone(config.space, input_shape, int(num_classes), recompute=s.recompute_cnn,
                                   seq_grouped=s.seq_grouped, recompute_seq=s.recompute_seq,
-                                  drop_path=float(s.drop_path), seed=config.seed, name="backbone")
+                                  drop_path=float(s.drop_path), seed=config.seed,
+                                  partial_channels=s.partial_channels, name="backbone")
     model = SearchModel(backbone, input_shape=input_shape, alpha_init_scale=s.alpha_init_scale, seed=config.seed,
                         prunable=bool(s.prune), edge_norm=s.edge_norm)
     if s.prune:

@@ -14,7 +14,7 @@ import keras
 from keras import ops
 
 from emodarts_tf.search_space.genotype import check_cell
-from emodarts_tf.search_space.mixed_op import MixedOp
+from emodarts_tf.search_space.mixed_op import MixedOp, check_partial_channels
 from emodarts_tf.search_space.op_registry import make_op
 from emodarts_tf.search_space.operations import (
     FactorizedReduce,
@@ -86,6 +86,8 @@ class SearchCNNCell(keras.layers.Layer):
         drop_path_rate: drop-path of every edge's candidates in training (``MixedOp(drop_path_rate=...)``);
             0 disables it.
         drop_path_seed: edge ``e``'s masks are seeded with ``drop_path_seed + e`` (None: from Python's random).
+        partial_channels: partial channel connections of every edge (``MixedOp(partial_channels=K)``, PC-DARTS):
+            each edge's candidates see ``channels / K`` of its input's channels; 1: all of them.
 
     Call arguments:
         inputs: ``[s0, s1]``, the outputs of the cells two and one steps back.
@@ -95,9 +97,11 @@ class SearchCNNCell(keras.layers.Layer):
 
     def __init__(self, nodes: int, channels: int, reduction: bool, reduction_prev: bool,
                  ops: tuple = CNN_PRIMITIVES, recompute: bool = False, reduction_stride=2,
-                 drop_path_rate: float = 0.0, drop_path_seed: int | None = None, **kwargs):
+                 drop_path_rate: float = 0.0, drop_path_seed: int | None = None, partial_channels: int = 1,
+                 **kwargs):
         super().__init__(**kwargs)
         self.recompute = check_bool(recompute, "recompute")
+        self.partial_channels = check_partial_channels(partial_channels, check_int(channels, "channels"), "cnn")
         self.drop_path_rate = check_rate(drop_path_rate, "drop_path_rate")
         self.drop_path_seed = check_int(drop_path_seed, "drop_path_seed", minimum=0, optional=True)
         self.nodes = check_int(nodes, "nodes")
@@ -116,7 +120,7 @@ class SearchCNNCell(keras.layers.Layer):
                                           drop_path_rate=self.drop_path_rate,
                                           drop_path_seed=(None if self.drop_path_seed is None
                                                           else self.drop_path_seed + len(self.edges)),
-                                          name=f"edge_{node}_{j}"))
+                                          partial_channels=self.partial_channels, name=f"edge_{node}_{j}"))
 
     @property
     def num_edges(self) -> int:
@@ -154,7 +158,8 @@ class SearchCNNCell(keras.layers.Layer):
         return {**super().get_config(), "nodes": self.nodes, "channels": self.channels,
                 "reduction": self.reduction, "reduction_prev": self.reduction_prev, "ops": list(self.op_names),
                 "recompute": self.recompute, "reduction_stride": self.reduction_stride,
-                "drop_path_rate": self.drop_path_rate, "drop_path_seed": self.drop_path_seed}
+                "drop_path_rate": self.drop_path_rate, "drop_path_seed": self.drop_path_seed,
+                "partial_channels": self.partial_channels}
 
 
 def check_genotype_cell(genotype_cell, concat, kind: str) -> tuple:

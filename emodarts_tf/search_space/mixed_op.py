@@ -6,7 +6,15 @@ import keras
 from emodarts_tf.search_space.op_registry import make_op
 from emodarts_tf.search_space.operations import Identity, drop_path_mask, reduced_shape
 from emodarts_tf.search_space.recompute import recompute_grad
-from emodarts_tf.search_space.validation import check_bool, check_int, check_kind, check_ops, check_rate, check_stride
+from emodarts_tf.search_space.validation import (
+    check_bool,
+    check_int,
+    check_kind,
+    check_ops,
+    check_rate,
+    check_stride,
+    stride_pair,
+)
 
 _register = keras.saving.register_keras_serializable(package="emodarts_tf")
 
@@ -38,6 +46,12 @@ class MixedOp(keras.layers.Layer):
             0 builds no variable and draws nothing.
         drop_path_seed: the seed of the masks' random generator. An integer leaves Python's random state alone,
             so the other layers' initial weights do not depend on whether drop-path is on; None draws one from it.
+        partial_channels: CNN only. ``K > 1``: partial channel connections (PC-DARTS, Xu et al., ICLR 2020). The
+            candidates are built for ``channels / K`` channels and read the first ``channels / K`` channels of the
+            input; the other channels bypass the mixture (max-pooled at the edge's stride on a reduction edge),
+            are concatenated after the mixture's output, and the ``channels`` are shuffled in ``K`` groups
+            (:func:`channel_shuffle`), so that the next edge's ops read a different part. About ``1 / K`` of
+            the candidates' compute and activations. 1: every channel goes through every candidate.
 
     Call arguments:
         x: the edge's input, ``(B, H, W, channels)`` for CNN ops, ``(B, T, units)`` for SeqNN ops.
@@ -46,9 +60,11 @@ class MixedOp(keras.layers.Layer):
     """
 
     def __init__(self, ops: tuple, channels: int, stride: int = 1, kind: str = "cnn", recompute: bool = False,
-                 drop_path_rate: float = 0.0, drop_path_seed: int | None = None, **kwargs):
+                 drop_path_rate: float = 0.0, drop_path_seed: int | None = None, partial_channels: int = 1,
+                 **kwargs):
         super().__init__(**kwargs)
         check_kind(kind)
+        self.partial_channels = check_partial_channels(partial_channels, channels, kind)
         if check_bool(recompute, "recompute") and kind == "seq":
             raise ValueError(f"recompute: expected False for SeqNN ops (CNN mixed ops only), received {recompute!r}")
         self.drop_path_rate = check_rate(drop_path_rate, "drop_path_rate")
@@ -62,10 +78,16 @@ class MixedOp(keras.layers.Layer):
         self.kind = kind
         # Only the ops that compute something; `none` is left out of the sum.
         self.active_indices = tuple(i for i, op in enumerate(self.op_names) if op != "none")
-        self.candidates = [make_op(kind, self.op_names[i], channels, stride, affine=False, pool_bn=True,
+        # The channels that go through the candidates: all of them, or 1 / K with partial channel connections.
+        self.mixed_channels = channels // self.partial_channels
+        self.candidates = [make_op(kind, self.op_names[i], self.mixed_channels, stride, affine=False, pool_bn=True,
                                    name=self.op_names[i])
                            for i in self.active_indices]
-        self._zero = make_op(kind, "none", channels, stride, name="none")
+        self._zero = make_op(kind, "none", self.mixed_channels, stride, name="none")
+        self._bypass = None
+        if self.partial_channels > 1 and stride_pair(self.stride) != (1, 1):
+            self._bypass = keras.layers.MaxPooling2D(pool_size=stride_pair(self.stride),
+                                                     strides=stride_pair(self.stride), padding="same", name="bypass")
         # Positions (among the computed candidates) that drop-path may zero: every op but the identity.
         self.droppable = tuple(k for k, layer in enumerate(self.candidates) if not isinstance(layer, Identity))
         self.drop_path_seed = check_int(drop_path_seed, "drop_path_seed", minimum=0, optional=True)
@@ -81,6 +103,12 @@ class MixedOp(keras.layers.Layer):
         return self.candidates[self.active_indices.index(self.op_names.index(op_name))]
 
     def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if self.partial_channels > 1:
+            if input_shape[-1] != self.channels:
+                raise ValueError(f"{self.name}: expected inputs of {self.channels} channels with partial_channels="
+                                 f"{self.partial_channels}, received shape {input_shape}")
+            input_shape = input_shape[:-1] + (self.mixed_channels,)
         for layer in self.candidates:
             layer.build(input_shape)
         self._zero.build(input_shape)
@@ -107,6 +135,15 @@ class MixedOp(keras.layers.Layer):
         return self._weighted_sum(x, weights, training, masks)
 
     def _weighted_sum(self, x, weights, training, masks=None):
+        if self.partial_channels == 1:
+            return self._mixture(x, weights, training, masks)
+        mixed = self._mixture(x[..., :self.mixed_channels], weights, training, masks)
+        rest = x[..., self.mixed_channels:]
+        if self._bypass is not None:
+            rest = self._bypass(rest)
+        return channel_shuffle(keras.ops.concatenate([mixed, rest], axis=-1), self.partial_channels)
+
+    def _mixture(self, x, weights, training, masks=None):
         out = None
         # One Unpack (and one Pack in the gradient) instead of a slice and a slice-gradient per op.
         weights = keras.ops.unstack(weights, num=len(self.op_names))
@@ -130,7 +167,33 @@ class MixedOp(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "ops": list(self.op_names), "channels": self.channels,
                 "stride": self.stride, "kind": self.kind, "recompute": self.recompute,
-                "drop_path_rate": self.drop_path_rate, "drop_path_seed": self.drop_path_seed}
+                "drop_path_rate": self.drop_path_rate, "drop_path_seed": self.drop_path_seed,
+                "partial_channels": self.partial_channels}
+
+
+def check_partial_channels(partial_channels, channels: int, kind: str) -> int:
+    """``partial_channels`` (K of PC-DARTS) checked against an edge of ``channels`` channels of ``kind``: an integer
+    >= 1 that divides ``channels``, and 1 for SeqNN edges."""
+    k = check_int(partial_channels, "partial_channels")
+    if k > 1 and kind == "seq":
+        raise ValueError(f"partial_channels: expected 1 for SeqNN ops (CNN mixed ops only), received {partial_channels!r}")
+    if channels % k:
+        raise ValueError(f"partial_channels: expected a divisor of the edge's {channels} channels, received "
+                         f"{partial_channels!r}")
+    return k
+
+
+def channel_shuffle(x, groups: int):
+    """Interleave the channels of ``(B, H, W, C)`` from ``groups`` groups of ``C / groups``: channel ``j * groups + g``
+    of the output is channel ``g * C / groups + j`` of the input (ShuffleNet's shuffle, as PC-DARTS applies it
+    after each edge)."""
+    if groups == 1:
+        return x
+    shape = keras.ops.shape(x)
+    channels = x.shape[-1]
+    y = keras.ops.reshape(x, (-1, shape[1], shape[2], groups, channels // groups))
+    y = keras.ops.transpose(y, (0, 1, 2, 4, 3))
+    return keras.ops.reshape(y, (-1, shape[1], shape[2], channels))
 
 
 @_register
@@ -159,6 +222,6 @@ class MixedSeqOp(MixedOp):
 
     def get_config(self):
         config = super().get_config()
-        for key in ("channels", "stride", "kind", "recompute", "drop_path_rate", "drop_path_seed"):
+        for key in ("channels", "stride", "kind", "recompute", "drop_path_rate", "drop_path_seed", "partial_channels"):
             config.pop(key)
         return {**config, "units": self.units}

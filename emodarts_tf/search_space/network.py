@@ -76,6 +76,17 @@ def check_space(space: SearchSpaceConfig) -> None:
     check_supplement_init(space.supplement_init)
 
 
+def check_partial_channels_space(space: SearchSpaceConfig, partial_channels,
+                                 argument: str = "partial_channels") -> int:
+    """PC-DARTS's K for the CNN cells of ``space``: an integer >= 1 that divides every CNN cell's channels."""
+    k = check_int(partial_channels, argument)
+    uneven = sorted({channels for channels, _, _ in cnn_plan(space) if channels % k})
+    if uneven:
+        raise ValueError(f"{argument}: expected a divisor of every CNN cell's channels (space.init_channels "
+                         f"{space.init_channels} gives cells of {uneven}), received {partial_channels!r}")
+    return k
+
+
 def check_image_shape(input_shape, argument: str = "input_shape") -> tuple:
     """``(n_mfcc, frames, channels)`` of one example (sizes positive ints or None, channels an int) as a
     tuple; raises ValueError naming ``argument``."""
@@ -128,12 +139,14 @@ def make_stem(space: SearchSpaceConfig) -> tuple:
 
 
 def make_search_cnn_cells(space: SearchSpaceConfig, cnn_ops: tuple, recompute: bool, drop_path: float = 0.0,
-                          seed: int = 0) -> list:
+                          seed: int = 0, partial_channels: int = 1) -> list:
     """The searchable CNN cells ``cnn_cell_<i>`` of ``cnn_plan(space)``; ``drop_path``: their edges' rate, their
-    masks seeded from ``seed`` (cell ``i``'s edge ``e``: ``1000 seed + 100 i + e``)."""
+    masks seeded from ``seed`` (cell ``i``'s edge ``e``: ``1000 seed + 100 i + e``); ``partial_channels``: their
+    edges' K of PC-DARTS (1: every channel through every candidate)."""
     return [SearchCNNCell(space.cnn_nodes, channels, reduction, reduction_prev, cnn_ops, recompute=recompute,
                           reduction_stride=reduction_stride(space), drop_path_rate=drop_path,
-                          drop_path_seed=1000 * seed + 100 * i, name=f"cnn_cell_{i}")
+                          drop_path_seed=1000 * seed + 100 * i, partial_channels=partial_channels,
+                          name=f"cnn_cell_{i}")
             for i, (channels, reduction, reduction_prev) in enumerate(cnn_plan(space))]
 
 
@@ -405,11 +418,12 @@ class AuxiliaryHead(keras.layers.Layer):
 
 
 def set_search_settings(layer, space, num_classes, recompute, seq_grouped, recompute_seq, drop_path=0.0,
-                        seed=0) -> None:
+                        seed=0, partial_channels=1) -> None:
     """The settings every searchable backbone checks and keeps: ``space`` (checked), ``num_classes``, the
     candidate ops (``cnn_ops``, ``seq_ops``), the memory switches (``recompute``, ``seq_grouped``,
-    ``recompute_seq``, which needs ``seq_grouped``), the CNN edges' drop-path rate (``drop_path``) and the seed
-    of its masks (``seed``)."""
+    ``recompute_seq``, which needs ``seq_grouped``), the CNN edges' drop-path rate (``drop_path``), the seed
+    of its masks (``seed``) and their partial channel connections (``partial_channels``, checked against every
+    CNN cell's channels)."""
     layer.recompute = check_bool(recompute, "recompute")
     layer.drop_path = check_rate(drop_path, "drop_path")
     layer.seed = check_int(seed, "seed", minimum=0)
@@ -418,6 +432,7 @@ def set_search_settings(layer, space, num_classes, recompute, seq_grouped, recom
     layer.space = as_space(space)
     check_space(layer.space)
     layer.num_classes = check_int(num_classes, "num_classes")
+    layer.partial_channels = check_partial_channels_space(layer.space, partial_channels)
     layer.cnn_ops = resolve_ops(layer.space.cnn_ops, "cnn")
     layer.seq_ops = resolve_ops(layer.space.seq_ops, "seq")
 
@@ -447,6 +462,8 @@ class SearchBackbone(keras.layers.Layer):
             identity is never dropped): the rate the cells are built with, which
             :func:`set_search_drop_path_rate` changes between epochs; 0 disables it.
         seed: seeds the drop-path masks (:func:`make_search_cnn_cells`); the initial weights do not depend on it.
+        partial_channels: partial channel connections of the CNN edges (PC-DARTS's K, ``MixedOp(partial_channels=K)``):
+            each edge's candidates see ``1 / K`` of its channels; 1 (the default): all of them.
 
     Call arguments:
         x: MFCCs ``(B, n_mfcc, frames, channels)``.
@@ -464,13 +481,16 @@ class SearchBackbone(keras.layers.Layer):
     """
 
     def __init__(self, space, input_shape, num_classes: int, recompute: bool = False, seq_grouped: bool = True,
-                 recompute_seq: bool = False, drop_path: float = 0.0, seed: int = 0, **kwargs):
+                 recompute_seq: bool = False, drop_path: float = 0.0, seed: int = 0, partial_channels: int = 1,
+                 **kwargs):
         super().__init__(**kwargs)
-        set_search_settings(self, space, num_classes, recompute, seq_grouped, recompute_seq, drop_path, seed)
+        set_search_settings(self, space, num_classes, recompute, seq_grouped, recompute_seq, drop_path, seed,
+                            partial_channels)
         self.mfcc_shape = check_image_shape(input_shape)
         space = self.space
         self.stem_conv, self.stem_bn = make_stem(space)
-        self.cnn_cells = make_search_cnn_cells(space, self.cnn_ops, recompute, self.drop_path, self.seed)
+        self.cnn_cells = make_search_cnn_cells(space, self.cnn_ops, recompute, self.drop_path, self.seed,
+                                               self.partial_channels)
         self.cnn_channels = cnn_out_channels(space)
         self.seq_units = space.seq_hidden or self.cnn_channels
         self.frequency_pool = FrequencyPooling(space.frequency_pooling, name="frequency_pool")
@@ -542,7 +562,7 @@ class SearchBackbone(keras.layers.Layer):
         return {**super().get_config(), "space": dataclasses.asdict(self.space),
                 "input_shape": list(self.mfcc_shape), "num_classes": self.num_classes, "recompute": self.recompute,
                 "seq_grouped": self.seq_grouped, "recompute_seq": self.recompute_seq, "drop_path": self.drop_path,
-                "seed": self.seed}
+                "seed": self.seed, "partial_channels": self.partial_channels}
 
 
 def build_fixed_network(

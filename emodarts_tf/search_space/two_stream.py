@@ -363,6 +363,8 @@ class TwoStreamSearchBackbone(keras.layers.Layer):
         drop_path: drop-path of the CNN edges' candidates in training (as ``SearchBackbone``); needs an image
             stream.
         seed: seeds the drop-path masks (as ``SearchBackbone``).
+        partial_channels: partial channel connections of the CNN edges (PC-DARTS's K, as ``SearchBackbone``); 1:
+            none.
 
     Call arguments:
         x: ``{"spectrogram" | "mfcc": (B, H, W, C), "frames": (B, T, D)}`` (inputs the fusion does not read may
@@ -381,9 +383,10 @@ class TwoStreamSearchBackbone(keras.layers.Layer):
 
     def __init__(self, space, input_shapes, num_classes: int, recompute: bool = False, seq_grouped: bool = True,
                  recompute_seq: bool = False, supplement_heads: int = 1, drop_path: float = 0.0, seed: int = 0,
-                 **kwargs):
+                 partial_channels: int = 1, **kwargs):
         super().__init__(**kwargs)
-        set_search_settings(self, space, num_classes, recompute, seq_grouped, recompute_seq, drop_path, seed)
+        set_search_settings(self, space, num_classes, recompute, seq_grouped, recompute_seq, drop_path, seed,
+                            partial_channels)
         self.fusion = check_fusion(self.space.fusion, search=True)
         self.input_shapes = check_input_shapes(input_shapes, self.fusion)
         self.supplement_heads = check_int(supplement_heads, "supplement_heads")
@@ -400,7 +403,8 @@ class TwoStreamSearchBackbone(keras.layers.Layer):
         self.cnn_cells = []
         if self.image_input:
             self.stem_conv, self.stem_bn = make_stem(space)
-            self.cnn_cells = make_search_cnn_cells(space, self.cnn_ops, recompute, self.drop_path, self.seed)
+            self.cnn_cells = make_search_cnn_cells(space, self.cnn_ops, recompute, self.drop_path, self.seed,
+                                                   self.partial_channels)
             self.frequency_pool = FrequencyPooling(space.frequency_pooling, name="frequency_pool")
         elif self.drop_path > 0:
             raise ValueError(f"drop_path: expected 0 without an image stream (fusion {self.fusion!r} has no CNN "
@@ -517,7 +521,7 @@ class TwoStreamSearchBackbone(keras.layers.Layer):
                 "input_shapes": {name: list(shape) for name, shape in self.input_shapes.items()},
                 "num_classes": self.num_classes, "recompute": self.recompute, "seq_grouped": self.seq_grouped,
                 "recompute_seq": self.recompute_seq, "supplement_heads": self.supplement_heads,
-                "drop_path": self.drop_path, "seed": self.seed}
+                "drop_path": self.drop_path, "seed": self.seed, "partial_channels": self.partial_channels}
 
 
 def build_fixed_two_stream(

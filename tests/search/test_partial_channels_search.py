@@ -1,0 +1,68 @@
+"""search.partial_channels (PC-DARTS) through the runner and the command: the supernet's CNN edges mix 1/K of their
+channels, the alphas move at first and second order, the genotype is derived from them, the two-stream supernet
+takes the setting too, and an impossible K is refused before any work."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from search_helpers import MICRO, micro_config
+
+from emodarts_tf.search_space.genotype import Genotype
+
+
+@pytest.mark.parametrize("order", ["first", "second"])
+def test_search_with_partial_channels(tmp_path, demo_cache, demo_prepared, order):
+    from emodarts_tf.search.runner import build_search_model, run_search
+    from emodarts_tf.search_space.genotype import derive_genotype
+    from emodarts_tf.search_space.primitives import resolve_ops
+
+    config = micro_config(demo_cache, "search.epochs=3", "search.warmup_epochs=1", "search.partial_channels=2",
+                          f"search.order={order}")
+    model = build_search_model(config, demo_prepared.input_shape, len(demo_prepared.classes), steps_per_epoch=1)
+    edges = [edge for cell in model.backbone.cnn_cells for edge in cell.edges]
+    assert edges and {edge.partial_channels for edge in edges} == {2}
+    assert all(edge.mixed_channels * 2 == edge.channels for edge in edges)
+
+    run_search(config, tmp_path / "s", 1, prepared=demo_prepared)
+    fold = tmp_path / "s" / "fold1"
+    assert json.loads((fold / "search.json").read_text())["config"]["search"]["partial_channels"] == 2
+    history = json.loads((fold / "alpha_history.json").read_text())
+    first, last = history[0]["weights"], history[-1]["weights"]
+    assert any(np.abs(np.asarray(last[k]) - np.asarray(first[k])).max() > 1e-4 for k in ("normal", "reduce"))
+    # The genotype is the one the final alphas derive (log-weights are valid alphas: the row softmax returns them).
+    with np.errstate(divide="ignore"):
+        alphas = {k: np.log(np.asarray(v)) for k, v in last.items()}
+    expected = derive_genotype(alphas, resolve_ops(config.space.cnn_ops, "cnn"), resolve_ops(config.space.seq_ops, "seq"),
+                               config.space.cnn_nodes, config.space.seq_nodes, max_skip=config.search.max_skip)
+    final = Genotype.load(fold / "genotype.json")
+    for kind in ("normal", "reduce", "seq"):
+        assert [[tuple(e) for e in node] for node in getattr(final, kind)] == \
+            [[tuple(e) for e in node] for node in getattr(expected, kind)], kind
+
+
+def test_two_stream_supernet_takes_partial_channels():
+    from emodarts_tf.config import SearchSpaceConfig
+    from emodarts_tf.search_space.two_stream import TwoStreamSearchBackbone
+
+    space = SearchSpaceConfig(init_channels=2, cnn_cells=3, cnn_nodes=1, stem_multiplier=1, seq_cells=1, seq_nodes=1,
+                              seq_hidden=4, cnn_ops=["none", "skip_connect", "sep_conv_3x3"],
+                              seq_ops=["none", "skip_connect", "rnn_1"])
+    net = TwoStreamSearchBackbone(space, {"spectrogram": (8, 12, 1), "frames": (10, 6)}, 4, partial_channels=2)
+    assert {edge.mixed_channels * 2 == edge.channels for cell in net.cnn_cells for edge in cell.edges} == {True}
+    assert TwoStreamSearchBackbone.from_config(net.get_config()).partial_channels == 2
+    with pytest.raises(ValueError, match="partial_channels: expected a divisor of every CNN cell's channels"):
+        TwoStreamSearchBackbone(space, {"spectrogram": (8, 12, 1), "frames": (10, 6)}, 4, partial_channels=4)
+
+
+def test_command_refuses_a_k_that_does_not_divide_the_channels(tmp_path, demo_cache, caplog):
+    from emodarts_tf.commands.search import main
+
+    args = ["--data", "demo", "--cache", str(demo_cache), "--out", str(tmp_path / "x"), "--epochs", "1"]
+    for item in MICRO:
+        args += ["--set", item]
+    assert main([*args, "--set", "search.partial_channels=3"]) == 2
+    assert "search.partial_channels: expected a divisor of every CNN cell's channels" in caplog.text
+    assert main([*args, "--set", "search.partial_channels=0"]) == 2
+    assert not (tmp_path / "x").exists()
