@@ -58,6 +58,7 @@ from emodarts_tf.search.plots import plot_genotype
 from emodarts_tf.search.pruning import check_prune
 from emodarts_tf.search.reuse import SearchCosineDecay, SupernetReuse, supernet_key
 from emodarts_tf.search_space.genotype import Genotype
+from emodarts_tf.search_space.network import check_partial_channels_space
 from emodarts_tf.search_space.validation import check_rate
 from emodarts_tf.utils.io import read_json, write_json
 from emodarts_tf.utils.cluster import check_global_batch, shard_by_data
@@ -128,6 +129,12 @@ def check_search_config(s: SearchConfig) -> None:
         raise ValueError(
             f"search.prune: expected [] with search.select perturbation (its projections would rank candidates the "
             f"pruning has taken out of the mixture), received {s.prune!r}"
+        )
+    positive_int("partial_channels", s.partial_channels)
+    if s.partial_channels > 1 and s.select == "perturbation":
+        raise ValueError(
+            f"search.partial_channels: expected 1 with search.select perturbation (a removed edge or op would still "
+            f"pass the channels that bypass the mixture), received {s.partial_channels!r}"
         )
     if s.edge_norm and s.select == "perturbation":
         raise ValueError(
@@ -456,6 +463,7 @@ def run_search(
 
     s = config.search
     check_search_config(s)
+    check_partial_channels_space(config.space, s.partial_channels, "search.partial_channels")
     fold_dir = Path(out_dir) / f"fold{int(fold_index)}"
     ckpt_dir = fold_dir / "checkpoints"
     config_path = fold_dir / "config.yaml"

@@ -50,8 +50,11 @@ class MixedOp(keras.layers.Layer):
             candidates are built for ``channels / K`` channels and read the first ``channels / K`` channels of the
             input; the other channels bypass the mixture (max-pooled at the edge's stride on a reduction edge),
             are concatenated after the mixture's output, and the ``channels`` are shuffled in ``K`` groups
-            (:func:`channel_shuffle`), so that the next edge's ops read a different part. About ``1 / K`` of
-            the candidates' compute and activations. 1: every channel goes through every candidate.
+            (:func:`channel_shuffle`), so that the next edge's ops read a different part. The bypassed channels
+            are scaled by the sum of the mixing weights: 1 for a softmax, the edge's weight under edge
+            normalisation (whose mixing weights are the op weights times the edge weight), which PC-DARTS applies
+            to the whole edge. About ``1 / K`` of the candidates' compute and activations. 1: every channel goes
+            through every candidate.
 
     Call arguments:
         x: the edge's input, ``(B, H, W, channels)`` for CNN ops, ``(B, T, units)`` for SeqNN ops.
@@ -141,6 +144,7 @@ class MixedOp(keras.layers.Layer):
         rest = x[..., self.mixed_channels:]
         if self._bypass is not None:
             rest = self._bypass(rest)
+        rest = rest * keras.ops.sum(weights)
         return channel_shuffle(keras.ops.concatenate([mixed, rest], axis=-1), self.partial_channels)
 
     def _mixture(self, x, weights, training, masks=None):

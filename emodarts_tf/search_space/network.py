@@ -78,12 +78,20 @@ def check_space(space: SearchSpaceConfig) -> None:
 
 def check_partial_channels_space(space: SearchSpaceConfig, partial_channels,
                                  argument: str = "partial_channels") -> int:
-    """PC-DARTS's K for the CNN cells of ``space``: an integer >= 1 that divides every CNN cell's channels."""
+    """PC-DARTS's K for the CNN cells of ``space``: an integer >= 1 that divides every CNN cell's channels and, when
+    ``skip_connect`` is a candidate, leaves a reduction cell's edges the 2 channels of a factorized reduce."""
     k = check_int(partial_channels, argument)
-    uneven = sorted({channels for channels, _, _ in cnn_plan(space) if channels % k})
+    plan = cnn_plan(space)
+    uneven = sorted({channels for channels, _, _ in plan if channels % k})
     if uneven:
         raise ValueError(f"{argument}: expected a divisor of every CNN cell's channels (space.init_channels "
                          f"{space.init_channels} gives cells of {uneven}), received {partial_channels!r}")
+    if "skip_connect" in resolve_ops(space.cnn_ops, "cnn"):
+        thin = sorted({channels for channels, reduction, _ in plan if reduction and channels // k < 2})
+        if thin:
+            raise ValueError(f"{argument}: expected at least 2 channels per reduction edge for skip_connect's "
+                             f"factorized reduce (space.init_channels {space.init_channels} gives reduction cells of "
+                             f"{thin} channels), received {partial_channels!r}")
     return k
 
 

@@ -409,6 +409,9 @@ class TwoStreamSearchBackbone(keras.layers.Layer):
         elif self.drop_path > 0:
             raise ValueError(f"drop_path: expected 0 without an image stream (fusion {self.fusion!r} has no CNN "
                              f"cells to drop paths in), received {self.drop_path!r}")
+        elif self.partial_channels > 1:
+            raise ValueError(f"partial_channels: expected 1 without an image stream (fusion {self.fusion!r} has no "
+                             f"CNN cells), received {self.partial_channels!r}")
         self.frames_projection = None
         self.seq_cells = []
         if self.has_frames:

@@ -3,10 +3,12 @@ channels, the alphas move at first and second order, the genotype is derived fro
 takes the setting too, and an impossible K is refused before any work."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from search_helpers import MICRO, micro_config
 
 from emodarts_tf.search_space.genotype import Genotype
@@ -54,6 +56,34 @@ def test_two_stream_supernet_takes_partial_channels():
     assert TwoStreamSearchBackbone.from_config(net.get_config()).partial_channels == 2
     with pytest.raises(ValueError, match="partial_channels: expected a divisor of every CNN cell's channels"):
         TwoStreamSearchBackbone(space, {"spectrogram": (8, 12, 1), "frames": (10, 6)}, 4, partial_channels=4)
+    frames_only = dataclasses.replace(space, fusion="frames")
+    with pytest.raises(ValueError, match="partial_channels: expected 1 without an image stream"):
+        TwoStreamSearchBackbone(frames_only, {"frames": (10, 6)}, 4, partial_channels=2)
+    # A forward pass and the gradient of every architecture weight that reaches the image stream.
+    weights = {k: tf.Variable(tf.nn.softmax(tf.zeros(s))) for k, s in net.alpha_shapes().items()}
+    x = {"spectrogram": np.ones((2, 8, 12, 1), "float32"), "frames": np.ones((2, 10, 6), "float32")}
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(net(x, {k: tf.convert_to_tensor(v) for k, v in weights.items()}, training=True) ** 2)
+    grads = tape.gradient(loss, list(weights.values()))
+    assert all(g is not None and np.all(np.isfinite(g)) for g in grads)
+
+
+def test_config_checks(demo_cache):
+    from emodarts_tf.search.runner import check_search_config
+
+    check_search_config(micro_config(demo_cache, "search.partial_channels=2").search)
+    with pytest.raises(ValueError, match="search.partial_channels: expected 1 with search.select perturbation"):
+        check_search_config(micro_config(demo_cache, "search.partial_channels=2", "search.select=perturbation").search)
+    with pytest.raises(ValueError, match="search.partial_channels: expected an integer >= 1"):
+        check_search_config(micro_config(demo_cache, "search.partial_channels=0").search)
+
+
+def test_run_search_names_the_setting(tmp_path, demo_cache):
+    from emodarts_tf.search.runner import run_search
+
+    with pytest.raises(ValueError, match=r"search.partial_channels: expected a divisor .* received 3"):
+        run_search(micro_config(demo_cache, "search.partial_channels=3"), tmp_path / "s", 1)
+    assert not (tmp_path / "s").exists()
 
 
 def test_command_refuses_a_k_that_does_not_divide_the_channels(tmp_path, demo_cache, caplog):

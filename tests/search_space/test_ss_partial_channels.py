@@ -3,6 +3,8 @@ the published rule (mixture on the first C/K channels, the rest bypassed or max-
 recomputation, the settings' checks and the backbone's config."""
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -64,7 +66,7 @@ def test_edge_equals_the_published_rule(stride, k):
                   for i, op in enumerate(OPS) if op != "none")
     if stride != 1:
         rest = _numpy_max_pool_same(rest, stride)
-    expected = _numpy_shuffle(np.concatenate([mixture, rest], axis=-1), k)
+    expected = _numpy_shuffle(np.concatenate([mixture, rest * weights.sum()], axis=-1), k)
     assert y.shape == expected.shape == edge.compute_output_shape(x.shape)
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
     # The candidates are built for C/K channels: 1/K of the weights of a full edge's convolutions.
@@ -72,6 +74,19 @@ def test_edge_equals_the_published_rule(stride, k):
     full(x, weights)
     assert edge.op_layer("sep_conv_3x3").count_params() < full.op_layer("sep_conv_3x3").count_params()
     assert {v.shape[-2] for v in edge.op_layer("sep_conv_3x3").weights if len(v.shape) == 4} == {channels // k}
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_edge_normalisation_scales_the_whole_edge(stride):
+    """Under edge normalisation the mixing weights are the op weights times the edge weight ``b``; PC-DARTS multiplies
+    the whole edge (bypassed channels included) by ``b``."""
+    x = _x((2, 6, 5, 8))
+    edge = MixedOp(OPS, 8, stride, partial_channels=2)
+    ops_weights = np.random.default_rng(4).dirichlet(np.ones(len(OPS))).astype("float32")
+    plain = keras.ops.convert_to_numpy(edge(x, ops_weights, training=False))
+    for b in (0.0, 0.3):
+        scaled = keras.ops.convert_to_numpy(edge(x, b * ops_weights, training=False))
+        np.testing.assert_allclose(scaled, b * plain, rtol=1e-5, atol=1e-6)
 
 
 def test_mixing_weight_gradients_are_the_candidates_outputs_on_the_part():
@@ -83,14 +98,16 @@ def test_mixing_weight_gradients_are_the_candidates_outputs_on_the_part():
         tape.watch(weights)
         loss = tf.reduce_sum(edge(x, weights, training=False) * probe)
     grad = tape.gradient(loss, weights).numpy()
-    # d loss / d w_i = <probe at the mixture's channels after the shuffle, op_i(part)>
+    # d loss / d w_i = <probe at the mixture's channels after the shuffle, op_i(part)> + <probe at the rest, rest>
     unshuffled = np.empty_like(probe)
     shuffled_index = _numpy_shuffle(np.arange(8, dtype="float32").reshape(1, 1, 1, 8), 2).ravel().astype(int)
     unshuffled[..., shuffled_index] = probe
-    assert grad[0] == 0.0
+    # The bypassed channels are scaled by the sum of the weights: each weight's gradient also has their share.
+    bypass = np.sum(x[..., 4:] * unshuffled[..., 4:])
+    np.testing.assert_allclose(grad[0], bypass, rtol=1e-4, atol=1e-4)
     for i, op in enumerate(OPS[1:], start=1):
         y = keras.ops.convert_to_numpy(edge.op_layer(op)(x[..., :4], training=False))
-        np.testing.assert_allclose(grad[i], np.sum(y * unshuffled[..., :4]), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(grad[i], np.sum(y * unshuffled[..., :4]) + bypass, rtol=1e-4, atol=1e-4)
 
 
 def test_recomputation_gives_the_same_values_and_gradients():
@@ -125,6 +142,11 @@ def test_bad_settings_are_named():
     space = SearchSpaceConfig(init_channels=3, cnn_cells=3, cnn_nodes=1, seq_cells=1, seq_nodes=1, seq_hidden=4)
     with pytest.raises(ValueError, match=r"space.init_channels 3 gives cells of \[3\]\), received 2"):
         SearchBackbone(space, (8, 8, 1), 4, partial_channels=2)
+    thin = SearchSpaceConfig(init_channels=2, stem_multiplier=1, cnn_cells=2, cnn_nodes=1, seq_cells=1, seq_nodes=1,
+                             seq_hidden=4, cnn_ops=list(OPS))
+    with pytest.raises(ValueError, match=r"at least 2 channels per reduction edge .* cells of \[4\] channels"):
+        SearchBackbone(thin, (8, 8, 1), 4, partial_channels=4)
+    SearchBackbone(dataclasses.replace(thin, cnn_ops=["none", "sep_conv_3x3"]), (8, 8, 1), 4, partial_channels=4)
     edge = MixedOp(OPS, 8, 1, partial_channels=2)
     with pytest.raises(ValueError, match="expected inputs of 8 channels"):
         edge.build((2, 6, 6, 4))
