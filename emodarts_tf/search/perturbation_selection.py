@@ -172,6 +172,10 @@ def select_by_perturbation(
         raise ValueError("select_by_perturbation: expected a supernet without edge weights (search.edge_norm false: "
                          "the removals score edges by the loss, the edge weights would scale what they remove), "
                          "received one with edge_norm=True")
+    if getattr(getattr(model, "backbone", None), "partial_channels", 1) > 1:
+        raise ValueError(f"select_by_perturbation: expected a supernet without partial channel connections "
+                         f"(search.partial_channels 1: removing an op would also rescale the channels that bypass the "
+                         f"mixture), received partial_channels={model.backbone.partial_channels}")
     pruned = [k for k, m in model.alpha_masks().items() if (m < 0.5).any()]
     if pruned:
         raise ValueError(

@@ -133,8 +133,9 @@ def check_search_config(s: SearchConfig) -> None:
     positive_int("partial_channels", s.partial_channels)
     if s.partial_channels > 1 and s.select == "perturbation":
         raise ValueError(
-            f"search.partial_channels: expected 1 with search.select perturbation (a removed edge or op would still "
-            f"pass the channels that bypass the mixture), received {s.partial_channels!r}"
+            f"search.partial_channels: expected 1 with search.select perturbation (removing an op would also rescale "
+            f"the channels that bypass the mixture, and an edge projected on `none` would still pass them), "
+            f"received {s.partial_channels!r}"
         )
     if s.edge_norm and s.select == "perturbation":
         raise ValueError(
@@ -160,6 +161,18 @@ def check_search_config(s: SearchConfig) -> None:
 def two_stream(config: ExperimentConfig) -> bool:
     """Whether ``config`` searches two streams (``search.method: emotionnas``)."""
     return config.search.method == "emotionnas"
+
+
+def check_partial_channels(config: ExperimentConfig) -> None:
+    """Raise ValueError naming ``search.partial_channels`` unless it suits the CNN cells that ``config`` searches: 1
+    when there are none (EmotionNAS with ``space.fusion: frames``), else a K that every CNN cell's channels allow."""
+    k = config.search.partial_channels
+    if two_stream(config) and config.space.fusion == "frames":
+        if k != 1:
+            raise ValueError(f"search.partial_channels: expected 1 without an image stream (space.fusion 'frames' "
+                             f"searches no CNN cells), received {k!r}")
+        return
+    check_partial_channels_space(config.space, k, "search.partial_channels")
 
 
 def _json_shape(shape):
@@ -463,7 +476,7 @@ def run_search(
 
     s = config.search
     check_search_config(s)
-    check_partial_channels_space(config.space, s.partial_channels, "search.partial_channels")
+    check_partial_channels(config)
     fold_dir = Path(out_dir) / f"fold{int(fold_index)}"
     ckpt_dir = fold_dir / "checkpoints"
     config_path = fold_dir / "config.yaml"

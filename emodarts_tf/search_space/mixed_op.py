@@ -144,7 +144,7 @@ class MixedOp(keras.layers.Layer):
         rest = x[..., self.mixed_channels:]
         if self._bypass is not None:
             rest = self._bypass(rest)
-        rest = rest * keras.ops.sum(weights)
+        rest = rest * keras.ops.sum(weights)  # weights arrive cast to x.dtype: 1 up to that dtype's rounding
         return channel_shuffle(keras.ops.concatenate([mixed, rest], axis=-1), self.partial_channels)
 
     def _mixture(self, x, weights, training, masks=None):

@@ -14,14 +14,13 @@ from search_helpers import MICRO, micro_config
 from emodarts_tf.search_space.genotype import Genotype
 
 
-@pytest.mark.parametrize("order", ["first", "second"])
-def test_search_with_partial_channels(tmp_path, demo_cache, demo_prepared, order):
+@pytest.mark.parametrize("setting", ["search.order=first", "search.order=second", "search.edge_norm=true"])
+def test_search_with_partial_channels(tmp_path, demo_cache, demo_prepared, setting):
     from emodarts_tf.search.runner import build_search_model, run_search
     from emodarts_tf.search_space.genotype import derive_genotype
     from emodarts_tf.search_space.primitives import resolve_ops
 
-    config = micro_config(demo_cache, "search.epochs=3", "search.warmup_epochs=1", "search.partial_channels=2",
-                          f"search.order={order}")
+    config = micro_config(demo_cache, "search.epochs=3", "search.warmup_epochs=1", "search.partial_channels=2", setting)
     model = build_search_model(config, demo_prepared.input_shape, len(demo_prepared.classes), steps_per_epoch=1)
     edges = [edge for cell in model.backbone.cnn_cells for edge in cell.edges]
     assert edges and {edge.partial_channels for edge in edges} == {2}
@@ -31,13 +30,16 @@ def test_search_with_partial_channels(tmp_path, demo_cache, demo_prepared, order
     fold = tmp_path / "s" / "fold1"
     assert json.loads((fold / "search.json").read_text())["config"]["search"]["partial_channels"] == 2
     history = json.loads((fold / "alpha_history.json").read_text())
-    first, last = history[0]["weights"], history[-1]["weights"]
+    last_entry = history[-1]
+    first, last = history[0]["weights"], last_entry["weights"]
     assert any(np.abs(np.asarray(last[k]) - np.asarray(first[k])).max() > 1e-4 for k in ("normal", "reduce"))
     # The genotype is the one the final alphas derive (log-weights are valid alphas: the row softmax returns them).
     with np.errstate(divide="ignore"):
         alphas = {k: np.log(np.asarray(v)) for k, v in last.items()}
+    edges = {k: np.asarray(v) for k, v in last_entry["edges"].items()} if config.search.edge_norm else None
     expected = derive_genotype(alphas, resolve_ops(config.space.cnn_ops, "cnn"), resolve_ops(config.space.seq_ops, "seq"),
-                               config.space.cnn_nodes, config.space.seq_nodes, max_skip=config.search.max_skip)
+                               config.space.cnn_nodes, config.space.seq_nodes, max_skip=config.search.max_skip,
+                               edges=edges)
     final = Genotype.load(fold / "genotype.json")
     for kind in ("normal", "reduce", "seq"):
         assert [[tuple(e) for e in node] for node in getattr(final, kind)] == \
@@ -76,6 +78,26 @@ def test_config_checks(demo_cache):
         check_search_config(micro_config(demo_cache, "search.partial_channels=2", "search.select=perturbation").search)
     with pytest.raises(ValueError, match="search.partial_channels: expected an integer >= 1"):
         check_search_config(micro_config(demo_cache, "search.partial_channels=0").search)
+
+
+def test_frames_only_two_stream_search_refuses_partial_channels(demo_cache):
+    from emodarts_tf.search.runner import check_partial_channels
+
+    frames_only = ("search.method=emotionnas", "space.fusion=frames")
+    check_partial_channels(micro_config(demo_cache, *frames_only))
+    for k in (2, 3):  # named as the missing image stream, not as a divisor of channels that do not exist
+        with pytest.raises(ValueError, match="search.partial_channels: expected 1 without an image stream"):
+            check_partial_channels(micro_config(demo_cache, *frames_only, f"search.partial_channels={k}"))
+
+
+def test_perturbation_selection_refuses_partial_channels(demo_cache, demo_prepared):
+    from emodarts_tf.search.perturbation_selection import select_by_perturbation
+    from emodarts_tf.search.runner import build_search_model
+
+    config = micro_config(demo_cache, "search.partial_channels=2")
+    model = build_search_model(config, demo_prepared.input_shape, len(demo_prepared.classes), steps_per_epoch=1)
+    with pytest.raises(ValueError, match="select_by_perturbation: expected a supernet without partial channel"):
+        select_by_perturbation(model, None)
 
 
 def test_run_search_names_the_setting(tmp_path, demo_cache):
