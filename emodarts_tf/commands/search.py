@@ -85,12 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.WARNING)  # tf.train.CheckpointManager's chatter
     out = Path(args.out or f"runs/search-{config.data.corpus}")
 
-    from emodarts_tf.search.runner import check_partial_channels, check_search_config
+    from emodarts_tf.search.runner import check_search_config, check_search_partial_channels
     from emodarts_tf.utils.cluster import start_strategies, sync_workers, worker_output_dir
 
     try:
         check_search_config(config.search)
-        check_partial_channels(config)
+        check_search_partial_channels(config)
         # search.strategy=multi_worker: the strategy must exist before TensorFlow runs anything.
         start_strategies(config.search.strategy)
     except ValueError as exc:

@@ -163,7 +163,7 @@ def two_stream(config: ExperimentConfig) -> bool:
     return config.search.method == "emotionnas"
 
 
-def check_partial_channels(config: ExperimentConfig) -> None:
+def check_search_partial_channels(config: ExperimentConfig) -> None:
     """Raise ValueError naming ``search.partial_channels`` unless it suits the CNN cells that ``config`` searches: 1
     when there are none (EmotionNAS with ``space.fusion: frames``), else a K that every CNN cell's channels allow."""
     k = config.search.partial_channels
@@ -476,7 +476,7 @@ def run_search(
 
     s = config.search
     check_search_config(s)
-    check_partial_channels(config)
+    check_search_partial_channels(config)
     fold_dir = Path(out_dir) / f"fold{int(fold_index)}"
     ckpt_dir = fold_dir / "checkpoints"
     config_path = fold_dir / "config.yaml"

@@ -14,7 +14,7 @@ import keras
 from keras import ops
 
 from emodarts_tf.search_space.genotype import check_cell
-from emodarts_tf.search_space.mixed_op import MixedOp, check_partial_channels
+from emodarts_tf.search_space.mixed_op import MixedOp
 from emodarts_tf.search_space.op_registry import make_op
 from emodarts_tf.search_space.operations import (
     FactorizedReduce,
@@ -101,7 +101,6 @@ class SearchCNNCell(keras.layers.Layer):
                  **kwargs):
         super().__init__(**kwargs)
         self.recompute = check_bool(recompute, "recompute")
-        self.partial_channels = check_partial_channels(partial_channels, check_int(channels, "channels"), "cnn")
         self.drop_path_rate = check_rate(drop_path_rate, "drop_path_rate")
         self.drop_path_seed = check_int(drop_path_seed, "drop_path_seed", minimum=0, optional=True)
         self.nodes = check_int(nodes, "nodes")
@@ -120,7 +119,8 @@ class SearchCNNCell(keras.layers.Layer):
                                           drop_path_rate=self.drop_path_rate,
                                           drop_path_seed=(None if self.drop_path_seed is None
                                                           else self.drop_path_seed + len(self.edges)),
-                                          partial_channels=self.partial_channels, name=f"edge_{node}_{j}"))
+                                          partial_channels=partial_channels, name=f"edge_{node}_{j}"))
+        self.partial_channels = self.edges[0].partial_channels  # each edge checks K against its channels
 
     @property
     def num_edges(self) -> int:

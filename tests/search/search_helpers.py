@@ -192,6 +192,24 @@ def micro_config(cache, *overrides):
     return load_config("demo", overrides=[*MICRO, f"data.cache_dir={cache}", *overrides])
 
 
+def check_genotype_of_entry(fold_dir, config, entry) -> None:
+    """``fold_dir/genotype.json`` is the genotype that the alpha history ``entry``'s mixing weights derive (log-weights
+    are valid alphas: the row softmax gives them back), with its edge weights under edge normalisation."""
+    from emodarts_tf.search_space.genotype import Genotype
+    from emodarts_tf.search_space.primitives import resolve_ops
+
+    with np.errstate(divide="ignore"):
+        alphas = {k: np.log(np.asarray(v)) for k, v in entry["weights"].items()}
+    edges = {k: np.asarray(v) for k, v in entry["edges"].items()} if config.search.edge_norm else None
+    expected = derive_genotype(alphas, resolve_ops(config.space.cnn_ops, "cnn"), resolve_ops(config.space.seq_ops, "seq"),
+                               config.space.cnn_nodes, config.space.seq_nodes, max_skip=config.search.max_skip,
+                               edges=edges)
+    final = Genotype.load(fold_dir / "genotype.json")
+    for kind in ("normal", "reduce", "seq"):
+        assert [[tuple(e) for e in node] for node in getattr(final, kind)] == \
+            [[tuple(e) for e in node] for node in getattr(expected, kind)], kind
+
+
 def model_checkpoint(run_dir) -> dict:
     """``{name: array}`` of the model variables in the latest checkpoint of ``run_dir/fold1``."""
     path = tf.train.latest_checkpoint(str(run_dir / "fold1" / "checkpoints"))

@@ -9,7 +9,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from search_helpers import CNN_OPS, KillAfter, Killed, TinyBackbone, micro_config, model_checkpoint, xor_data
+from search_helpers import (
+    CNN_OPS,
+    KillAfter,
+    Killed,
+    TinyBackbone,
+    check_genotype_of_entry,
+    micro_config,
+    model_checkpoint,
+    xor_data,
+)
 from test_architect import plain_hypergradient_check
 
 from emodarts_tf.search.edge_normalization import edge_weights, edge_weights_tensor, initial_betas, node_sizes
@@ -262,8 +271,6 @@ def test_search_with_edge_norm_records_edges_and_resumes(tmp_path, demo_cache, d
     (a softmax per node, moving once the alphas move), the genotype is the one its final alphas and betas derive, and
     a search killed after epoch 2 and resumed ends with the checkpoint (betas included) of an uninterrupted one."""
     from emodarts_tf.search.runner import build_search_model, run_search
-    from emodarts_tf.search_space.genotype import Genotype, derive_genotype
-    from emodarts_tf.search_space.primitives import resolve_ops
 
     config = micro_config(demo_cache, "search.epochs=4", "search.warmup_epochs=1", "search.prune=[3]",
                           "search.edge_norm=true", "space.cnn_nodes=2", "space.seq_nodes=2")
@@ -285,19 +292,8 @@ def test_search_with_edge_norm_records_edges_and_resumes(tmp_path, demo_cache, d
         assert history[-1]["edges_moved"][kind] == pytest.approx(moved, abs=2e-6)
     assert any(np.abs(np.asarray(history[-1]["edges"][k]) - np.asarray(history[0]["edges"][k])).max() > 1e-4
                for k in history[0]["edges"])
-    # The final genotype from the recorded op weights (log-weights are valid alphas: the row softmax gives them
-    # back) and edge weights.
-    last = history[-1]
-    cnn, seq = resolve_ops(config.space.cnn_ops, "cnn"), resolve_ops(config.space.seq_ops, "seq")
-    with np.errstate(divide="ignore"):
-        alphas = {k: np.log(np.asarray(v)) for k, v in last["weights"].items()}
-    expected = derive_genotype(alphas, cnn, seq, config.space.cnn_nodes, config.space.seq_nodes,
-                               max_skip=config.search.max_skip,
-                               edges={k: np.asarray(v) for k, v in last["edges"].items()})
-    final = Genotype.load(tmp_path / "full" / "fold1" / "genotype.json")
-    for kind in ("normal", "reduce", "seq"):
-        assert [[tuple(e) for e in node] for node in getattr(final, kind)] == \
-            [[tuple(e) for e in node] for node in getattr(expected, kind)], kind
+    # The final genotype from the recorded op weights and edge weights.
+    check_genotype_of_entry(tmp_path / "full" / "fold1", config, history[-1])
     model = build_search_model(config, (40, 47, 1), 4, 2)
     assert model.edge_norm
 

@@ -9,16 +9,12 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from search_helpers import MICRO, micro_config
-
-from emodarts_tf.search_space.genotype import Genotype
+from search_helpers import MICRO, check_genotype_of_entry, micro_config
 
 
 @pytest.mark.parametrize("setting", ["search.order=first", "search.order=second", "search.edge_norm=true"])
 def test_search_with_partial_channels(tmp_path, demo_cache, demo_prepared, setting):
     from emodarts_tf.search.runner import build_search_model, run_search
-    from emodarts_tf.search_space.genotype import derive_genotype
-    from emodarts_tf.search_space.primitives import resolve_ops
 
     config = micro_config(demo_cache, "search.epochs=3", "search.warmup_epochs=1", "search.partial_channels=2", setting)
     model = build_search_model(config, demo_prepared.input_shape, len(demo_prepared.classes), steps_per_epoch=1)
@@ -30,20 +26,10 @@ def test_search_with_partial_channels(tmp_path, demo_cache, demo_prepared, setti
     fold = tmp_path / "s" / "fold1"
     assert json.loads((fold / "search.json").read_text())["config"]["search"]["partial_channels"] == 2
     history = json.loads((fold / "alpha_history.json").read_text())
-    last_entry = history[-1]
-    first, last = history[0]["weights"], last_entry["weights"]
+    first, last = history[0]["weights"], history[-1]["weights"]
     assert any(np.abs(np.asarray(last[k]) - np.asarray(first[k])).max() > 1e-4 for k in ("normal", "reduce"))
-    # The genotype is the one the final alphas derive (log-weights are valid alphas: the row softmax returns them).
-    with np.errstate(divide="ignore"):
-        alphas = {k: np.log(np.asarray(v)) for k, v in last.items()}
-    edges = {k: np.asarray(v) for k, v in last_entry["edges"].items()} if config.search.edge_norm else None
-    expected = derive_genotype(alphas, resolve_ops(config.space.cnn_ops, "cnn"), resolve_ops(config.space.seq_ops, "seq"),
-                               config.space.cnn_nodes, config.space.seq_nodes, max_skip=config.search.max_skip,
-                               edges=edges)
-    final = Genotype.load(fold / "genotype.json")
-    for kind in ("normal", "reduce", "seq"):
-        assert [[tuple(e) for e in node] for node in getattr(final, kind)] == \
-            [[tuple(e) for e in node] for node in getattr(expected, kind)], kind
+    # The genotype is the one the final alphas (and edge weights) derive.
+    check_genotype_of_entry(fold, config, history[-1])
 
 
 def test_two_stream_supernet_takes_partial_channels():
@@ -81,13 +67,13 @@ def test_config_checks(demo_cache):
 
 
 def test_frames_only_two_stream_search_refuses_partial_channels(demo_cache):
-    from emodarts_tf.search.runner import check_partial_channels
+    from emodarts_tf.search.runner import check_search_partial_channels
 
     frames_only = ("search.method=emotionnas", "space.fusion=frames")
-    check_partial_channels(micro_config(demo_cache, *frames_only))
+    check_search_partial_channels(micro_config(demo_cache, *frames_only))
     for k in (2, 3):  # named as the missing image stream, not as a divisor of channels that do not exist
         with pytest.raises(ValueError, match="search.partial_channels: expected 1 without an image stream"):
-            check_partial_channels(micro_config(demo_cache, *frames_only, f"search.partial_channels={k}"))
+            check_search_partial_channels(micro_config(demo_cache, *frames_only, f"search.partial_channels={k}"))
 
 
 def test_perturbation_selection_refuses_partial_channels(demo_cache, demo_prepared):
