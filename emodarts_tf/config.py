@@ -35,8 +35,10 @@ class FeatureConfig:
     n_mels: int = 128
     fmin: float = 0.0
     fmax: Optional[float] = None
-    time_pool: int = 4  # max-pooling over time, both kinds
-    kind: str = "mfcc"  # mfcc | spectrogram (emodarts_tf/data/spectrogram.py)
+    time_pool: int = 4  # max-pooling over time, every kind
+    # mfcc | logmel (the MFCCs' log-mel energies in dB, before their DCT: (n_mels, frames)) | spectrogram
+    # (emodarts_tf/data/spectrogram.py)
+    kind: str = "mfcc"
     # kind spectrogram: Hamming window and hop in milliseconds, and the frequency bands the STFT bins are
     # averaged into (the map's height).
     window_ms: float = 25.0

@@ -121,7 +121,7 @@ class Extractor:
 
 
 def feature_extractor(cfg: FeatureConfig) -> Extractor:
-    """The :class:`Extractor` of the 2-D feature maps of ``cfg`` (``features.kind``: mfcc or spectrogram)."""
+    """The :class:`Extractor` of the 2-D feature maps of ``cfg`` (``features.kind``: mfcc, logmel or spectrogram)."""
     return Extractor(
         kind=cfg.kind,
         key=F.feature_config_hash(cfg),
@@ -129,7 +129,7 @@ def feature_extractor(cfg: FeatureConfig) -> Extractor:
         config=asdict(cfg),
         extract=partial(F.extract_features, cfg=cfg),
         version=F.FEATURE_VERSION,
-        label={"mfcc": "MFCCs", "spectrogram": "spectrograms"}.get(cfg.kind, ""),
+        label=F.feature_extractor_label(cfg),
     )
 
 

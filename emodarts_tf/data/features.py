@@ -1,9 +1,10 @@
-"""Audio loading and MFCC features (librosa), as in the emoDARTS paper; the entry points of both 2-D maps.
+"""Audio loading and MFCC features (librosa), as in the emoDARTS paper; the entry points of every 2-D map.
 
-``features.kind`` chooses the map: ``mfcc`` (here) or ``spectrogram`` (:mod:`emodarts_tf.data.spectrogram`);
-:func:`validate_feature_config`, :func:`feature_shape`, :func:`feature_config_hash` and
-:func:`extract_features` serve both. The cache key of an MFCC config hashes every field but ``kind`` and
-the spectrogram's.
+``features.kind`` chooses the map: ``mfcc`` (here), ``logmel`` (here: the same computation without its final
+DCT, the log-mel filterbank energies in dB that MFCCs are the cosine transform of) or ``spectrogram``
+(:mod:`emodarts_tf.data.spectrogram`); :func:`validate_feature_config`, :func:`feature_shape`,
+:func:`feature_config_hash` and :func:`extract_features` serve all three. The cache key of an MFCC config hashes
+every field but ``kind`` and the spectrogram's; a log-mel config's hashes ``kind`` and the fields it reads.
 
 The paper's preset (the defaults of :class:`~emodarts_tf.config.FeatureConfig`): load at 32750 Hz, pad or
 cut to 8 s, ``librosa.feature.mfcc(n_mfcc=128)`` with n_fft 2048 and hop 512 (512 frames), then max-pool
@@ -37,11 +38,13 @@ from emodarts_tf.config import FeatureConfig
 # cache key, so that an old cache is never mistaken for a new one.
 FEATURE_VERSION = 1
 
-FEATURE_KINDS = ("mfcc", "spectrogram")
+FEATURE_KINDS = ("mfcc", "logmel", "spectrogram")
 # Fields of FeatureConfig that only the spectrogram reads; with `kind`, they are left out of an MFCC cache key.
 SPECTROGRAM_ONLY_FIELDS = ("kind", "window_ms", "hop_ms", "freq_bins")
-# Fields that only MFCCs read; left out of a spectrogram's cache key.
+# Fields that only the mel-scale maps (MFCC, log-mel) read; left out of a spectrogram's cache key.
 MFCC_ONLY_FIELDS = ("n_mfcc", "n_fft", "hop_length", "n_mels", "fmin", "fmax")
+# Fields a log-mel config does not read: the spectrogram's and the number of cepstral coefficients.
+LOGMEL_UNUSED_FIELDS = ("window_ms", "hop_ms", "freq_bins", "n_mfcc")
 
 # Peak amplitude (full scale 1.0) below which a file counts as silent: about -80 dBFS, i.e. under 4 LSB
 # of 16-bit PCM.
@@ -77,11 +80,12 @@ def validate_feature_config(cfg: FeatureConfig) -> None:
 
         validate_spectrogram_config(cfg)
         return
-    for name in ("n_mfcc", "n_fft", "hop_length", "n_mels", "time_pool"):
+    names = ("n_fft", "hop_length", "n_mels", "time_pool")
+    for name in names if cfg.kind == "logmel" else ("n_mfcc", *names):
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"features.{name}: expected a positive integer, received {value!r}")
-    if cfg.n_mfcc > cfg.n_mels:
+    if cfg.kind == "mfcc" and cfg.n_mfcc > cfg.n_mels:
         raise ValueError(
             f"features.n_mfcc: expected at most n_mels ({cfg.n_mels}) coefficients, received {cfg.n_mfcc}"
         )
@@ -100,8 +104,13 @@ def validate_feature_config(cfg: FeatureConfig) -> None:
     frames = 1 + num_samples(cfg) // cfg.hop_length
     if frames < cfg.time_pool:
         raise ValueError(
-            f"features.time_pool: expected at most the {frames} MFCC frames, received {cfg.time_pool}"
+            f"features.time_pool: expected at most the {frames} STFT frames, received {cfg.time_pool}"
         )
+
+
+def feature_extractor_label(cfg: FeatureConfig) -> str:
+    """What the logs call the maps of ``cfg.kind``: ``MFCCs``, ``log-mel maps`` or ``spectrograms``."""
+    return {"mfcc": "MFCCs", "logmel": "log-mel maps", "spectrogram": "spectrograms"}[cfg.kind]
 
 
 def num_samples(cfg: FeatureConfig) -> int:
@@ -110,22 +119,23 @@ def num_samples(cfg: FeatureConfig) -> int:
 
 
 def feature_shape(cfg: FeatureConfig) -> tuple[int, int]:
-    """``(n_mfcc, frames)`` after time pooling (the paper preset gives ``(128, 128)``); for a spectrogram
-    ``(freq_bins, frames)``."""
+    """``(n_mfcc, frames)`` after time pooling (the paper preset gives ``(128, 128)``); for log-mel maps
+    ``(n_mels, frames)``, for a spectrogram ``(freq_bins, frames)``."""
     validate_feature_config(cfg)
     if cfg.kind == "spectrogram":
         from emodarts_tf.data.spectrogram import spectrogram_shape
 
         return spectrogram_shape(cfg)
     frames = 1 + num_samples(cfg) // cfg.hop_length  # librosa's centred framing
-    return cfg.n_mfcc, frames // cfg.time_pool
+    return (cfg.n_mels if cfg.kind == "logmel" else cfg.n_mfcc), frames // cfg.time_pool
 
 
 def hashed_feature_fields(cfg: FeatureConfig) -> dict:
     """The fields of ``cfg`` that determine its kind of map: for MFCCs every field but the spectrogram's (and
-    ``kind``); for a spectrogram every field but the MFCC's."""
+    ``kind``); for log-mel maps every field but the spectrogram's and ``n_mfcc``; for a spectrogram every field
+    but the mel-scale maps'."""
     values = asdict(cfg)
-    dropped = SPECTROGRAM_ONLY_FIELDS if cfg.kind == "mfcc" else MFCC_ONLY_FIELDS
+    dropped = {"mfcc": SPECTROGRAM_ONLY_FIELDS, "logmel": LOGMEL_UNUSED_FIELDS}.get(cfg.kind, MFCC_ONLY_FIELDS)
     return {k: v for k, v in values.items() if k not in dropped}
 
 
@@ -298,6 +308,25 @@ def mfcc_from_waveform(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return np.ascontiguousarray(time_max_pool(m, cfg.time_pool), dtype=np.float32)
 
 
+def logmel_from_waveform(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """``(n_mels, frames)`` float32: the log-mel energies (dB) of ``y`` that :func:`mfcc_from_waveform` takes the
+    DCT of (``librosa.power_to_db`` of the mel power spectrogram, ``ref=1``, 80 dB below the utterance's peak
+    floored), max-pooled in time."""
+    import librosa
+
+    mel = librosa.feature.melspectrogram(
+        y=np.asarray(y, dtype=np.float32),
+        sr=cfg.sample_rate,
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        n_mels=cfg.n_mels,
+        fmin=cfg.fmin,
+        fmax=cfg.fmax,
+    )
+    m = librosa.power_to_db(mel)
+    return np.ascontiguousarray(time_max_pool(m, cfg.time_pool), dtype=np.float32)
+
+
 def extract_mfcc(path: str | os.PathLike, cfg: FeatureConfig) -> np.ndarray:
     """:func:`load_audio` then :func:`mfcc_from_waveform`; shape :func:`feature_shape` ``(cfg)``."""
     return mfcc_from_waveform(load_audio(path, cfg), cfg)
@@ -305,23 +334,29 @@ def extract_mfcc(path: str | os.PathLike, cfg: FeatureConfig) -> np.ndarray:
 
 def map_from_waveform(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """The map of ``cfg.kind`` of a waveform at ``cfg.sample_rate`` and of ``cfg.duration_s``:
-    :func:`mfcc_from_waveform` or :func:`~emodarts_tf.data.spectrogram.spectrogram_from_waveform`."""
+    :func:`mfcc_from_waveform`, :func:`logmel_from_waveform` or
+    :func:`~emodarts_tf.data.spectrogram.spectrogram_from_waveform`."""
     if cfg.kind == "spectrogram":
         from emodarts_tf.data.spectrogram import spectrogram_from_waveform
 
         return spectrogram_from_waveform(y, cfg)
+    if cfg.kind == "logmel":
+        return logmel_from_waveform(y, cfg)
     if cfg.kind != "mfcc":
         raise ValueError(f"features.kind: expected one of {list(FEATURE_KINDS)}, received {cfg.kind!r}")
     return mfcc_from_waveform(y, cfg)
 
 
 def extract_features(path: str | os.PathLike, cfg: FeatureConfig) -> np.ndarray:
-    """The map of ``cfg.kind`` for one file: :func:`extract_mfcc` or
-    :func:`~emodarts_tf.data.spectrogram.extract_spectrogram`; shape :func:`feature_shape` ``(cfg)``."""
+    """The map of ``cfg.kind`` for one file: :func:`extract_mfcc`, :func:`logmel_from_waveform` of
+    :func:`load_audio` or :func:`~emodarts_tf.data.spectrogram.extract_spectrogram`; shape :func:`feature_shape`
+    ``(cfg)``."""
     if cfg.kind == "spectrogram":
         from emodarts_tf.data.spectrogram import extract_spectrogram
 
         return extract_spectrogram(path, cfg)
+    if cfg.kind == "logmel":
+        return logmel_from_waveform(load_audio(path, cfg), cfg)
     if cfg.kind != "mfcc":
         raise ValueError(f"features.kind: expected one of {list(FEATURE_KINDS)}, received {cfg.kind!r}")
     return extract_mfcc(path, cfg)

@@ -87,5 +87,5 @@ def speed_extractor(cfg: FeatureConfig, factor: float):
         config={**F.hashed_feature_fields(cfg), "speed": factor},
         extract=partial(extract_speed_perturbed, cfg=cfg, factor=factor),
         version=SPEED_VERSION,
-        label=f"{'MFCCs' if cfg.kind == 'mfcc' else 'spectrograms'} at speed {factor:g}",
+        label=f"{F.feature_extractor_label(cfg)} at speed {factor:g}",
     )
