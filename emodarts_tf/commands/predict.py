@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)  # before anything imports TensorFlow
     from emodarts_tf.evaluation.predict import OUTPUT_FORMATS, collect_audio_files, load_predictor, predict_files
+    from emodarts_tf.data.features import feature_extractor_label, feature_shape
 
     if args.out and not args.out.lower().endswith(OUTPUT_FORMATS):
         log.error("--out %s: expected a .csv or .json file name (the extension picks the format)", args.out)
@@ -67,10 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     files, problems = collect_audio_files(args.inputs)
-    log.info("predicting %d file(s) with %s (%s; classes %s; features %d MFCCs, %g s at %d Hz)",
+    fcfg = predictor.feature_config
+    log.info("predicting %d file(s) with %s (%s; classes %s; features: %s of %d x %d, %g s at %d Hz)",
              len(files), predictor.path, "exported SavedModel" if predictor.kind == "saved_model" else "trained model",
-             predictor.classes, predictor.feature_config.n_mfcc, predictor.feature_config.duration_s,
-             predictor.feature_config.sample_rate)  # fmt: skip
+             predictor.classes, feature_extractor_label(fcfg), *feature_shape(fcfg), fcfg.duration_s,
+             fcfg.sample_rate)  # fmt: skip
     result = predict_files(predictor, files, batch_size=args.batch_size, problems=problems)
     for line in result.lines():
         sys.stdout.write(line + "\n")

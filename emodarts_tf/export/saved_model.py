@@ -14,7 +14,8 @@ Signatures (inputs and outputs by name):
 
 - ``serving_default``: ``mfcc`` float32 ``(batch, n_mfcc, frames, 1)``: RAW librosa MFCCs as
   ``data.features.extract_mfcc`` computes them (normalisation with the training fold's statistics happens
-  inside the graph) -> ``probabilities`` float32 ``(batch, classes)``, ``class_id`` int64 ``(batch,)``.
+  inside the graph); a model trained on ``features.kind: logmel`` takes its raw log-mel energies in dB,
+  ``(batch, n_mels, frames, 1)``, as ``data.features.extract_features`` computes them, under the same input name -> ``probabilities`` float32 ``(batch, classes)``, ``class_id`` int64 ``(batch,)``.
 - ``serving_waveform``: ``waveform`` float32 ``(batch, samples)``: mono audio at 16 kHz, samples in
   [-1, 1], any length (cut or zero-padded to the model's duration; pad a batch's shorter waveforms with
   zeros at the end), and ``sample_rate`` int32, one per waveform ``(batch,)`` or a scalar, which must be
@@ -104,14 +105,14 @@ def is_speaker_normalised(trained) -> bool:
     return trained.info.get("normalize") == "speaker"
 
 
-# The FeatureConfig fields WaveformMFCC takes (the config also holds its ``kind`` and the spectrogram's fields).
-MFCC_LAYER_FIELDS = ("sample_rate", "duration_s", "n_mfcc", "n_fft", "hop_length", "n_mels", "fmin", "fmax",
+# The FeatureConfig fields WaveformMFCC takes (the config also holds the spectrogram's fields).
+MFCC_LAYER_FIELDS = ("kind", "sample_rate", "duration_s", "n_mfcc", "n_fft", "hop_length", "n_mels", "fmin", "fmax",
                      "time_pool")
 
 
 def mfcc_layer_arguments(cfg) -> dict:
     """The keyword arguments of :class:`~emodarts_tf.export.waveform_mfcc.WaveformMFCC` for a FeatureConfig."""
-    values = asdict(cfg)
+    values = {"kind": "mfcc", **asdict(cfg)}
     return {key: values[key] for key in MFCC_LAYER_FIELDS}
 
 
@@ -126,16 +127,16 @@ def _build_archive(trained, input_rate: int):
     shape = trained.input_shape
     mean = tf.constant(np.broadcast_to(trained.mean, shape).astype(np.float32))
     std = tf.constant(np.broadcast_to(trained.std, shape).astype(np.float32))
-    if getattr(cfg, "kind", "mfcc") != "mfcc":
+    if getattr(cfg, "kind", "mfcc") not in ("mfcc", "logmel"):
         raise ValueError(
             f"{trained.path}: a model trained on features.kind {cfg.kind!r} cannot be exported as a one-stream model: "
-            "the waveform signature computes MFCCs in the graph and the spectrogram front end has no in-graph "
-            "implementation"
+            "the waveform signature computes MFCCs or log-mel maps in the graph and the spectrogram front end has no "
+            "in-graph implementation"
         )
     features = WaveformMFCC(**mfcc_layer_arguments(cfg), input_rate=input_rate, name="waveform_mfcc")
-    if (features.n_mfcc, features.frames, 1) != tuple(shape):
+    if (features.rows, features.frames, 1) != tuple(shape):
         raise ValueError(
-            f"{trained.path}: the feature config gives MFCC maps {(features.n_mfcc, features.frames, 1)} but the "
+            f"{trained.path}: the feature config gives {cfg.kind} maps {(features.rows, features.frames, 1)} but the "
             f"model expects {tuple(shape)}"
         )
 
@@ -173,7 +174,7 @@ def _build_archive(trained, input_rate: int):
         padded = tf.pad(actual, [[0, 5]])  # never fails, whatever the rank
         ok = tf.reduce_all(tf.equal(padded[1:5], expected))
         check = tf.debugging.Assert(
-            ok, [f"{name}: expected mfcc of shape {shape_text} (raw librosa MFCCs), received shape", actual],
+            ok, [f"{name}: expected mfcc of shape {shape_text} ({_raw_maps(cfg)}), received shape", actual],
             summarize=8,
         )
         with tf.control_dependencies([check]):
@@ -331,10 +332,19 @@ def frames_shape(trained) -> tuple:
     return tuple(int(s) for s in trained.info["input_shapes"][FRAMES_INPUT])
 
 
+def _raw_maps(cfg) -> str:
+    """What the image input of a model trained on ``cfg`` holds, in a few words."""
+    return {"logmel": "raw log-mel energies in dB", "spectrogram": "raw log-magnitude spectrogram bands"}.get(
+        getattr(cfg, "kind", "mfcc"), "raw librosa MFCCs")
+
+
 def _image_meaning(trained) -> str:
     if trained.feature_config.kind == "spectrogram":
         return ("raw (un-normalised) log-magnitude spectrogram bands as data.spectrogram.extract_spectrogram "
                 "computes them (the feature cache's maps)")
+    if trained.feature_config.kind == "logmel":
+        return ("raw (un-normalised) log-mel energies in dB as data.features.extract_features computes them for "
+                "features.kind logmel (the feature cache's maps)")
     return "raw (un-normalised) librosa MFCCs as data.features.extract_mfcc computes them (the feature cache's maps)"
 
 
@@ -623,11 +633,12 @@ def export_info(trained, features, version: int, input_rate: int) -> dict:
     speaker = is_speaker_normalised(trained)
     n_mfcc = shape[0]
     outputs = _outputs(classes)
+    unit = "band" if trained.feature_config.kind == "logmel" else "coefficient"
     speaker_inputs = {
         "speaker_mean": {"dtype": "float32", "shape": [None, n_mfcc],
-                         "meaning": "per-coefficient mean of the instance's speaker's raw MFCCs"},
+                         "meaning": f"per-{unit} mean of the instance's speaker's {_raw_maps(trained.feature_config)}"},
         "speaker_std": {"dtype": "float32", "shape": [None, n_mfcc],
-                        "meaning": "per-coefficient standard deviation of the same (> 0)"},
+                        "meaning": f"per-{unit} standard deviation of the same (> 0)"},
     } if speaker else {}  # fmt: skip
     waveform_inputs = {"waveform": {"dtype": "float32", "shape": [None, None],
                                     "meaning": f"mono audio at {input_rate} Hz, samples in [-1, 1]"},
@@ -636,7 +647,7 @@ def export_info(trained, features, version: int, input_rate: int) -> dict:
     signatures = {
         SIGNATURE_MFCC: {
             "inputs": {"mfcc": {"dtype": "float32", "shape": [None, *shape],
-                                "meaning": "raw (un-normalised) librosa MFCCs"}, **speaker_inputs},
+                                "meaning": _image_meaning(trained)}, **speaker_inputs},
             "outputs": outputs,
         },
         SIGNATURE_WAVEFORM: {
@@ -691,7 +702,7 @@ def two_stream_export_info(trained, version: int) -> dict:
         FRAMES_INPUT: {"dtype": "float32", "shape": [None, *f_shape], "meaning": _frames_meaning(trained)},
     }
     if speaker:
-        unit = "band" if trained.feature_config.kind == "spectrogram" else "coefficient"
+        unit = "coefficient" if trained.feature_config.kind == "mfcc" else "band"
         inputs.update({
             "speaker_mean": {"dtype": "float32", "shape": [None, image_shape[0]],
                              "meaning": f"per-{unit} mean of the instance's speaker's raw {image_name} maps"},

@@ -1,4 +1,4 @@
-"""In-graph MFCCs (tf.signal) that reproduce the librosa features of ``emodarts_tf.data.features``.
+"""In-graph MFCCs or log-mel maps (tf.signal) that reproduce the librosa features of ``emodarts_tf.data.features``.
 
 The waveform signature of an exported model computes its features with this layer, so that a client
 sends raw audio and needs no librosa. Every step mirrors librosa 0.11 at its defaults:
@@ -12,10 +12,11 @@ sends raw audio and needs no librosa. Every step mirrors librosa 0.11 at its def
 4. power spectrogram ``|X| ** 2`` times librosa's mel filterbank (``librosa.filters.mel``: Slaney mel
    scale and Slaney area normalisation), computed once when the layer is built and embedded as a constant;
 5. ``power_to_db(ref=1.0, amin=1e-10, top_db=80.0)``, the ``top_db`` floor taken per utterance;
-6. DCT-II with orthonormal scaling over the mel axis, the first ``n_mfcc`` coefficients;
+6. DCT-II with orthonormal scaling over the mel axis, the first ``n_mfcc`` coefficients (``kind="mfcc"``;
+   ``kind="logmel"`` keeps the ``n_mels`` log-mel energies of step 5);
 7. max-pool over time by ``time_pool``, dropping the frames that do not fill a window.
 
-The output has the model's input layout ``(batch, n_mfcc, frames, 1)``.
+The output has the model's input layout ``(batch, rows, frames, 1)``: ``rows`` is ``n_mfcc`` or ``n_mels``.
 """
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-_FEATURE_KEYS = ("sample_rate", "duration_s", "n_mfcc", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "time_pool")
+_FEATURE_KEYS = ("kind", "sample_rate", "duration_s", "n_mfcc", "n_fft", "hop_length", "n_mels", "fmin", "fmax",
+                 "time_pool")
+KINDS = ("mfcc", "logmel")
 
 
 def target_samples(sample_rate: int, duration_s: float) -> int:
@@ -40,9 +43,11 @@ def mfcc_frames(samples: int, hop_length: int, time_pool: int) -> int:
 
 @keras.saving.register_keras_serializable(package="emodarts_tf")
 class WaveformMFCC(keras.layers.Layer):
-    """Raw mono waveforms -> the pooled MFCC maps the models are trained on.
+    """Raw mono waveforms -> the pooled MFCC (or log-mel) maps the models are trained on.
 
     Args:
+        kind: ``"mfcc"`` (``data.features.extract_mfcc``) or ``"logmel"`` (the log-mel energies the MFCCs are
+            the DCT of, ``features.kind: logmel``; ``n_mfcc`` is then not read).
         sample_rate: feature sample rate (Hz) the librosa features were computed at.
         duration_s: utterance length after padding/cutting, in seconds.
         n_mfcc, n_fft, hop_length, n_mels, fmin, fmax, time_pool: as in ``FeatureConfig``.
@@ -53,7 +58,8 @@ class WaveformMFCC(keras.layers.Layer):
             any length (cut or zero-padded to ``duration_s``).
 
     Returns:
-        float32 tensor ``(batch, n_mfcc, frames, 1)`` of un-normalised MFCCs.
+        float32 tensor ``(batch, rows, frames, 1)`` of un-normalised MFCCs (``rows = n_mfcc``) or log-mel
+        energies in dB (``rows = n_mels``).
 
     Example:
 
@@ -75,10 +81,13 @@ class WaveformMFCC(keras.layers.Layer):
         fmax: float | None = None,
         time_pool: int = 4,
         input_rate: int = 16000,
+        kind: str = "mfcc",
         **kwargs,
     ):
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
+        if kind not in KINDS:
+            raise ValueError(f"WaveformMFCC: kind expected one of {list(KINDS)}, received {kind!r}")
         for name, value in (
             ("sample_rate", sample_rate),
             ("n_mfcc", n_mfcc),
@@ -92,8 +101,9 @@ class WaveformMFCC(keras.layers.Layer):
                 raise ValueError(f"WaveformMFCC: {name} expected a positive integer, received {value!r}")
         if not duration_s or float(duration_s) <= 0:
             raise ValueError(f"WaveformMFCC: duration_s expected > 0, received {duration_s!r}")
-        if n_mfcc > n_mels:
+        if kind == "mfcc" and n_mfcc > n_mels:
             raise ValueError(f"WaveformMFCC: n_mfcc ({n_mfcc}) cannot exceed n_mels ({n_mels})")
+        self.kind = kind
         self.sample_rate = int(sample_rate)
         self.duration_s = float(duration_s)
         self.n_mfcc = int(n_mfcc)
@@ -104,6 +114,7 @@ class WaveformMFCC(keras.layers.Layer):
         self.fmax = None if fmax is None else float(fmax)
         self.time_pool = int(time_pool)
         self.input_rate = int(input_rate)
+        self.rows = self.n_mels if kind == "logmel" else self.n_mfcc  # the map's height
 
         self.samples = target_samples(self.sample_rate, self.duration_s)
         self.frames = mfcc_frames(self.samples, self.hop_length, self.time_pool)
@@ -133,7 +144,7 @@ class WaveformMFCC(keras.layers.Layer):
         return {k: getattr(self, k) for k in _FEATURE_KEYS}
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.n_mfcc, self.frames, 1)
+        return (input_shape[0], self.rows, self.frames, 1)
 
     def _fit_length(self, x, length: int):
         """Cut ``x`` (batch, n) to ``length`` samples or pad it with zeros at the end."""
@@ -178,13 +189,16 @@ class WaveformMFCC(keras.layers.Layer):
         mel = tf.matmul(power, tf.constant(self._mel_t))  # (batch, stft_frames, n_mels)
         log_mel = (10.0 / math.log(10.0)) * tf.math.log(tf.maximum(mel, 1e-10))  # ref = 1.0
         log_mel = tf.maximum(log_mel, tf.reduce_max(log_mel, axis=[1, 2], keepdims=True) - 80.0)
-        mfcc = tf.signal.dct(log_mel, type=2, norm="ortho")[:, :, : self.n_mfcc]  # (batch, frames, n_mfcc)
+        if self.kind == "logmel":
+            rows = log_mel
+        else:
+            rows = tf.signal.dct(log_mel, type=2, norm="ortho")[:, :, : self.n_mfcc]  # (batch, frames, n_mfcc)
 
         pooled_frames = self.frames * self.time_pool
-        mfcc = mfcc[:, :pooled_frames, :]
-        mfcc = tf.reshape(mfcc, [-1, self.frames, self.time_pool, self.n_mfcc])
-        mfcc = tf.reduce_max(mfcc, axis=2)  # (batch, frames, n_mfcc)
-        return tf.transpose(mfcc, [0, 2, 1])[..., tf.newaxis]
+        rows = rows[:, :pooled_frames, :]
+        rows = tf.reshape(rows, [-1, self.frames, self.time_pool, self.rows])
+        rows = tf.reduce_max(rows, axis=2)  # (batch, frames, rows)
+        return tf.transpose(rows, [0, 2, 1])[..., tf.newaxis]
 
     def get_config(self):
         config = super().get_config()
