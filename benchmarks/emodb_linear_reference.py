@@ -43,6 +43,7 @@ def main() -> int:
 
     from emodarts_tf.config import load_config
     from emodarts_tf.data.prepare import prepare
+    from emodarts_tf.data.features import feature_extractor_label
     from emodarts_tf.evaluation.metrics import classification_metrics
     from emodarts_tf.evaluation.summary import markdown_table, summarise
 
@@ -93,8 +94,9 @@ def main() -> int:
           f"classes {prepared.classes}, protocol {prepared.protocol}, features {prepared.input_shape} ({args.config}, "
           f"normalisation {config.data.normalize}), streams {args.streams}"
           + (f", frames {prepared.frames_shape}" if two_stream else ""))
-    what = {"image": f"{prepared.image_name} statistics", "frames": "frame-level feature statistics",
-            "both": f"{prepared.image_name} and frame-level feature statistics"}[args.streams]
+    image = feature_extractor_label(config.features)
+    what = {"image": f"{image} statistics", "frames": "frame-level feature statistics",
+            "both": f"{image} and frame-level feature statistics"}[args.streams]
     print(markdown_table(summary, f"logistic regression on pooled {what}"))
     return 0
 

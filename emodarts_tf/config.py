@@ -20,11 +20,12 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 @dataclass
 class FeatureConfig:
-    """The 2-D feature map of an utterance (EmotionNAS: stream A): MFCCs or a log-magnitude spectrogram.
+    """The 2-D feature map of an utterance (EmotionNAS: stream A): MFCCs, their log-mel energies or a
+    log-magnitude spectrogram.
 
     The defaults are the emoDARTS paper's MFCC preset: 32750 Hz, 8 s, 128 MFCCs, max-pool 4 in time. Only the
     fields of the chosen ``kind`` enter the cache key (``features.feature_config_hash``): an MFCC config's key
-    hashes every field but ``kind`` and the spectrogram's.
+    hashes every field but ``kind`` and the spectrogram's, a log-mel config's ``kind`` and the fields it reads.
     """
 
     sample_rate: int = 32750

@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)  # before anything imports TensorFlow
-    from emodarts_tf.evaluation.predict import OUTPUT_FORMATS, collect_audio_files, load_predictor, predict_files
     from emodarts_tf.data.features import feature_extractor_label, feature_shape
+    from emodarts_tf.evaluation.predict import OUTPUT_FORMATS, collect_audio_files, load_predictor, predict_files
 
     if args.out and not args.out.lower().endswith(OUTPUT_FORMATS):
         log.error("--out %s: expected a .csv or .json file name (the extension picks the format)", args.out)
@@ -64,14 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         predictor = load_predictor(args.model)
+        fcfg = predictor.feature_config
+        rows, frames = feature_shape(fcfg)  # also checks the saved feature config
     except ValueError as exc:
         log.error("%s", exc)
         return 2
     files, problems = collect_audio_files(args.inputs)
-    fcfg = predictor.feature_config
     log.info("predicting %d file(s) with %s (%s; classes %s; features: %s of %d x %d, %g s at %d Hz)",
              len(files), predictor.path, "exported SavedModel" if predictor.kind == "saved_model" else "trained model",
-             predictor.classes, feature_extractor_label(fcfg), *feature_shape(fcfg), fcfg.duration_s,
+             predictor.classes, feature_extractor_label(fcfg), rows, frames, fcfg.duration_s,
              fcfg.sample_rate)  # fmt: skip
     result = predict_files(predictor, files, batch_size=args.batch_size, problems=problems)
     for line in result.lines():

@@ -29,6 +29,7 @@ _EXPORTS = {
     "extract_mfcc": "emodarts_tf.data.features",
     "load_audio": "emodarts_tf.data.features",
     "mfcc_from_waveform": "emodarts_tf.data.features",
+    "logmel_from_waveform": "emodarts_tf.data.features",
     "AudioError": "emodarts_tf.data.features",
     "load_corpus": "emodarts_tf.data.corpora",
     "Record": "emodarts_tf.data.records",

@@ -110,7 +110,7 @@ def validate_feature_config(cfg: FeatureConfig) -> None:
 
 def feature_extractor_label(cfg: FeatureConfig) -> str:
     """What the logs call the maps of ``cfg.kind``: ``MFCCs``, ``log-mel maps`` or ``spectrograms``."""
-    return {"mfcc": "MFCCs", "logmel": "log-mel maps", "spectrogram": "spectrograms"}[cfg.kind]
+    return {"mfcc": "MFCCs", "logmel": "log-mel maps", "spectrogram": "spectrograms"}.get(cfg.kind, f"{cfg.kind} maps")
 
 
 def num_samples(cfg: FeatureConfig) -> int:

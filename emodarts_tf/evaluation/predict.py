@@ -9,8 +9,8 @@
   raw MFCCs (:class:`emodarts_tf.export.client.ServedModel`); a serving directory holding numbered versions
   uses the highest one, as TF Serving does.
 
-:func:`predict_files` computes each file's MFCCs with the model's own feature config through
-:func:`emodarts_tf.data.features.extract_mfcc`, the function that fills the feature cache, so the
+:func:`predict_files` computes each file's feature map with the model's own feature config through
+:func:`emodarts_tf.data.features.extract_features`, the function that fills the feature cache, so the
 probabilities equal those ``cli/evaluate.py`` computes for the same files. Files that cannot be used
 (missing, unreadable, empty, silent, truncated, not audio) are skipped with their reason; very short ones
 are kept and reported (:func:`emodarts_tf.data.features.find_short_audio`).

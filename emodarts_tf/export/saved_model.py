@@ -7,19 +7,21 @@ Serving loads from a model base path) with ``keras.export.ExportArchive``::
       saved_model.pb, variables/      the graph and the weights
       assets.extra/classes.json       ["ang", "hap", ...]: class_id -> name
       assets.extra/labels.txt         the same, one name per line
-      assets.extra/feature_config.json  the librosa MFCC settings the model was trained with
+      assets.extra/feature_config.json  the librosa feature settings (MFCC or log-mel) the model was trained with
       assets.extra/export_info.json   signatures, shapes, rates, source model, versions
 
 Signatures (inputs and outputs by name):
 
 - ``serving_default``: ``mfcc`` float32 ``(batch, n_mfcc, frames, 1)``: RAW librosa MFCCs as
   ``data.features.extract_mfcc`` computes them (normalisation with the training fold's statistics happens
-  inside the graph); a model trained on ``features.kind: logmel`` takes its raw log-mel energies in dB,
-  ``(batch, n_mels, frames, 1)``, as ``data.features.extract_features`` computes them, under the same input name -> ``probabilities`` float32 ``(batch, classes)``, ``class_id`` int64 ``(batch,)``.
+  inside the graph) -> ``probabilities`` float32 ``(batch, classes)``, ``class_id`` int64 ``(batch,)``. A model
+  trained on ``features.kind: logmel`` takes its raw log-mel energies in dB, ``(batch, n_mels, frames, 1)``, as
+  ``data.features.extract_features`` computes them, under the same input name; "coefficient" below then means
+  "band".
 - ``serving_waveform``: ``waveform`` float32 ``(batch, samples)``: mono audio at 16 kHz, samples in
   [-1, 1], any length (cut or zero-padded to the model's duration; pad a batch's shorter waveforms with
   zeros at the end), and ``sample_rate`` int32, one per waveform ``(batch,)`` or a scalar, which must be
-  16000 -> the same outputs. The MFCCs are computed in the graph
+  16000 -> the same outputs. The MFCCs (or log-mel maps) are computed in the graph
   (:class:`~emodarts_tf.export.waveform_mfcc.WaveformMFCC`).
 
 Models trained with ``data.normalize: speaker`` (``"normalize": "speaker"`` in ``model_info.json``) expect
@@ -671,7 +673,7 @@ def export_info(trained, features, version: int, input_rate: int) -> dict:
             "signatures_with_speaker_inputs": [SIGNATURE_MFCC, SIGNATURE_WAVEFORM],
             "formula": "(mfcc - speaker_mean[:, :, None, None]) / speaker_std[:, :, None, None], then the model's",
             "statistics": (
-                f"{SIGNATURE_SPEAKER} signature: mean and std of each coefficient over every frame of every given "
+                f"{SIGNATURE_SPEAKER} signature: mean and std of each {unit} over every frame of every given "
                 f"utterance of the speaker (unlabelled audio), std set to 1 below {STD_FLOOR:g}"
             ),
         })  # fmt: skip

@@ -90,7 +90,7 @@ class WaveformMFCC(keras.layers.Layer):
             raise ValueError(f"WaveformMFCC: kind expected one of {list(KINDS)}, received {kind!r}")
         for name, value in (
             ("sample_rate", sample_rate),
-            ("n_mfcc", n_mfcc),
+            ("n_mfcc", 1 if kind == "logmel" else n_mfcc),  # not read by a log-mel layer
             ("n_fft", n_fft),
             ("hop_length", hop_length),
             ("n_mels", n_mels),
@@ -106,7 +106,7 @@ class WaveformMFCC(keras.layers.Layer):
         self.kind = kind
         self.sample_rate = int(sample_rate)
         self.duration_s = float(duration_s)
-        self.n_mfcc = int(n_mfcc)
+        self.n_mfcc = n_mfcc if kind == "logmel" else int(n_mfcc)
         self.n_fft = int(n_fft)
         self.hop_length = int(hop_length)
         self.n_mels = int(n_mels)
