@@ -291,20 +291,17 @@ def time_max_pool(m: np.ndarray, pool: int) -> np.ndarray:
     return m[..., :keep].reshape(*m.shape[:-1], keep // pool, pool).max(axis=-1)
 
 
+def _mel_arguments(y: np.ndarray, cfg: FeatureConfig) -> dict:
+    """The librosa keyword arguments shared by the MFCCs and their log-mel energies."""
+    return dict(y=np.asarray(y, dtype=np.float32), sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+                n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
+
+
 def mfcc_from_waveform(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """``(n_mfcc, frames)`` float32: librosa MFCCs of ``y`` (at ``cfg.sample_rate``), max-pooled in time."""
     import librosa
 
-    m = librosa.feature.mfcc(
-        y=np.asarray(y, dtype=np.float32),
-        sr=cfg.sample_rate,
-        n_mfcc=cfg.n_mfcc,
-        n_fft=cfg.n_fft,
-        hop_length=cfg.hop_length,
-        n_mels=cfg.n_mels,
-        fmin=cfg.fmin,
-        fmax=cfg.fmax,
-    )
+    m = librosa.feature.mfcc(**_mel_arguments(y, cfg), n_mfcc=cfg.n_mfcc)
     return np.ascontiguousarray(time_max_pool(m, cfg.time_pool), dtype=np.float32)
 
 
@@ -314,16 +311,7 @@ def logmel_from_waveform(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     floored), max-pooled in time."""
     import librosa
 
-    mel = librosa.feature.melspectrogram(
-        y=np.asarray(y, dtype=np.float32),
-        sr=cfg.sample_rate,
-        n_fft=cfg.n_fft,
-        hop_length=cfg.hop_length,
-        n_mels=cfg.n_mels,
-        fmin=cfg.fmin,
-        fmax=cfg.fmax,
-    )
-    m = librosa.power_to_db(mel)
+    m = librosa.power_to_db(librosa.feature.melspectrogram(**_mel_arguments(y, cfg)))
     return np.ascontiguousarray(time_max_pool(m, cfg.time_pool), dtype=np.float32)
 
 
