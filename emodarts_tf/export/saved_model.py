@@ -114,7 +114,7 @@ MFCC_LAYER_FIELDS = ("kind", "sample_rate", "duration_s", "n_mfcc", "n_fft", "ho
 
 def mfcc_layer_arguments(cfg) -> dict:
     """The keyword arguments of :class:`~emodarts_tf.export.waveform_mfcc.WaveformMFCC` for a FeatureConfig."""
-    values = {"kind": "mfcc", **asdict(cfg)}
+    values = asdict(cfg)
     return {key: values[key] for key in MFCC_LAYER_FIELDS}
 
 
@@ -332,6 +332,11 @@ def image_input_name(trained) -> str:
 def frames_shape(trained) -> tuple:
     """``(frames, dim)`` of one raw frame-level sequence of a two-stream model."""
     return tuple(int(s) for s in trained.info["input_shapes"][FRAMES_INPUT])
+
+
+def _row_unit(cfg) -> str:
+    """What one row of the image input of a model trained on ``cfg`` is: a cepstral coefficient or a band."""
+    return "coefficient" if getattr(cfg, "kind", "mfcc") == "mfcc" else "band"
 
 
 def _raw_maps(cfg) -> str:
@@ -635,7 +640,7 @@ def export_info(trained, features, version: int, input_rate: int) -> dict:
     speaker = is_speaker_normalised(trained)
     n_mfcc = shape[0]
     outputs = _outputs(classes)
-    unit = "band" if trained.feature_config.kind == "logmel" else "coefficient"
+    unit = _row_unit(trained.feature_config)
     speaker_inputs = {
         "speaker_mean": {"dtype": "float32", "shape": [None, n_mfcc],
                          "meaning": f"per-{unit} mean of the instance's speaker's {_raw_maps(trained.feature_config)}"},
@@ -704,7 +709,7 @@ def two_stream_export_info(trained, version: int) -> dict:
         FRAMES_INPUT: {"dtype": "float32", "shape": [None, *f_shape], "meaning": _frames_meaning(trained)},
     }
     if speaker:
-        unit = "coefficient" if trained.feature_config.kind == "mfcc" else "band"
+        unit = _row_unit(trained.feature_config)
         inputs.update({
             "speaker_mean": {"dtype": "float32", "shape": [None, image_shape[0]],
                              "meaning": f"per-{unit} mean of the instance's speaker's raw {image_name} maps"},
