@@ -6,7 +6,9 @@
 #   bash benchmarks/emodb_cpu.sh              # 4 classes (ang/hap/neu/sad)
 #   CLASSES=all bash benchmarks/emodb_cpu.sh  # all 7 EmoDB classes
 # Environment: PYTHON (default .venv/bin/python), EMODB_ROOT (default ../shared/data/emodb), OUT (default
-# runs/emodb-cpu[-7]), RANDOM_N (default 8), FAMILIES (default "cnn_lstm cnn lstm cnn_lstm_att"; empty: no baselines).
+# runs/emodb-cpu[-7]), RANDOM_N (default 8), FAMILIES (default "cnn_lstm cnn lstm cnn_lstm_att"; empty: no baselines),
+# EXTRA (more --set arguments for every stage, e.g. EXTRA="--set features.kind=mfcc --set features.n_mels=64" for
+# the MFCC maps of cpu.yaml before 2026-12-06, with its own OUT).
 # Every stage resumes after a kill (rerun the script). Prints wall-clock seconds per stage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +25,8 @@ if [ "$CLASSES" = "all" ]; then
 else
   OUT=${OUT:-runs/emodb-cpu}
 fi
+read -r -a EXTRA_SETS <<< "${EXTRA:-}"
+SETS+=("${EXTRA_SETS[@]}")
 COMMON=(--data emodb --root "$EMODB_ROOT" --protocol emodb5 --config cpu "${SETS[@]}")
 
 stage() { local name=$1; shift; local s; s=$(date +%s); "$@"; echo "$name: $(( $(date +%s) - s )) s" | tee -a "$OUT/times.txt"; }

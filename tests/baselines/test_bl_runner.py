@@ -238,7 +238,7 @@ def test_a_run_saved_before_new_feature_settings_still_resumes(tmp_path):
     from emodarts_tf.baselines.runner import RUN_FILE, _check_run_dir
     from emodarts_tf.config import load_config
 
-    config = load_config("cpu")
+    config = load_config("cpu", ["features.kind=mfcc", "features.n_mels=64"])  # the maps of the runs saved then
     _check_run_dir(tmp_path, config)
     saved = json.loads((tmp_path / RUN_FILE).read_text())
     for key in ("kind", "window_ms", "hop_ms", "freq_bins"):

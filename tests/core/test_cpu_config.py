@@ -13,6 +13,8 @@ from emodarts_tf.config import load_config
 def test_cpu_config_values_are_the_documented_ones():
     config = load_config("cpu")
     assert config.data.normalize == "speaker"
+    # 40 log-mel bands, adopted on held-out speakers of nested splits (docs/accuracy.md): the 40 x 47 image
+    assert (config.features.kind, config.features.n_mels, config.features.time_pool) == ("logmel", 40, 4)
     assert config.search.alpha_budget == pytest.approx(3.0)
     assert config.search.drop_path == 0.0  # measured, not adopted (docs/accuracy.md)
     assert list(config.search.prune) == [5, 3]  # P-DARTS's counts, adopted on validation speakers (docs/accuracy.md)
