@@ -8,6 +8,7 @@ import json
 import pytest
 
 from emodarts_tf.config import load_config
+from emodarts_tf.data.features import feature_shape
 
 
 def test_cpu_config_values_are_the_documented_ones():
@@ -15,6 +16,7 @@ def test_cpu_config_values_are_the_documented_ones():
     assert config.data.normalize == "speaker"
     # 40 log-mel bands, adopted on held-out speakers of nested splits (docs/accuracy.md): the 40 x 47 image
     assert (config.features.kind, config.features.n_mels, config.features.time_pool) == ("logmel", 40, 4)
+    assert tuple(feature_shape(config.features)) == (40, 47)
     assert config.search.alpha_budget == pytest.approx(3.0)
     assert config.search.drop_path == 0.0  # measured, not adopted (docs/accuracy.md)
     assert list(config.search.prune) == [5, 3]  # P-DARTS's counts, adopted on validation speakers (docs/accuracy.md)
@@ -28,6 +30,8 @@ def test_cpu_config_values_are_the_documented_ones():
     assert (config.space.init_channels, config.space.seq_hidden) == (8, 32)
     emotionnas = load_config("emotionnas")
     assert emotionnas.space.frequency_pooling == "avg"  # as its results were measured
+    # its own image stream; n_mels as its searches recorded it (a spectrogram does not read it)
+    assert (emotionnas.features.kind, emotionnas.features.n_mels) == ("spectrogram", 64)
     assert list(emotionnas.search.prune) == []  # as its results were searched
     # cpu.yaml's recipe, checked for the two-stream network on held-out speakers of nested splits
     assert emotionnas.recipe.swa == pytest.approx(0.5) and emotionnas.recipe.ema == 0.0
