@@ -106,6 +106,9 @@ def test_changed_config_is_refused(tmp_path, mini_manifest, mini_cache, mini_pre
     _check_run_config(tmp_path, first)  # the same config resumes
     moved = load_config(None, overrides=["data.corpus=csv", *tiny_overrides(mini_manifest, tmp_path / "elsewhere")])
     _check_run_config(tmp_path, moved)  # another cache folder changes nothing
+    threads = load_config(None, overrides=["data.corpus=csv", *tiny_overrides(mini_manifest, mini_cache),
+                                           "runtime.intra_op_threads=1", "runtime.inter_op_threads=1"])  # fmt: skip
+    _check_run_config(tmp_path, threads)  # other thread pools compute the same run
     changed = load_config(None, overrides=["data.corpus=csv", *tiny_overrides(mini_manifest, mini_cache),
                                            "train.lr=0.1", "space.init_channels=4"])  # fmt: skip
     with pytest.raises(ValueError, match=r"another config \(differing: space\.init_channels, train\.lr\)"):
