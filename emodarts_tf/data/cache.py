@@ -58,11 +58,14 @@ import numpy as np
 from emodarts_tf.config import FeatureConfig
 from emodarts_tf.data import features as F
 from emodarts_tf.utils.io import atomic_write_bytes, read_json, write_json
+from emodarts_tf.utils.open_files import raise_open_file_limit
+from emodarts_tf.utils.threads import usable_cores
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = 1
 SHARD_SIZE = 128  # utterances per shard at most (8 MB at the paper's 128 x 128 float32)
+OPEN_FILES_MARGIN = 1024  # descriptors left for what a run opens besides the mapped shards
 LOCK_TIMEOUT_S = 300.0  # the default of data.lock_timeout_s
 _LOCK_POLL_S = 0.25  # how often a waiting process tries the lock again
 _LOCK_LOG_EVERY_S = 60.0  # how often it says again that it is still waiting
@@ -229,6 +232,12 @@ def _lock_timeout_error(lock_path: Path, waited: float, timeout_s: float) -> Cac
     )
 
 
+def _check_lock_timeout(timeout_s) -> None:
+    if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
+                                  or timeout_s < 0):
+        raise ValueError(f"data.lock_timeout_s: expected a number of seconds >= 0, received {timeout_s!r}")
+
+
 @contextlib.contextmanager
 def _locked(lock_path: Path, timeout_s: Optional[float] = LOCK_TIMEOUT_S):
     """An exclusive lock on ``lock_path`` (POSIX); yields its file descriptor (None where ``fcntl`` does not
@@ -245,9 +254,7 @@ def _locked(lock_path: Path, timeout_s: Optional[float] = LOCK_TIMEOUT_S):
     except ImportError:  # pragma: no cover - Windows
         yield None
         return
-    if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
-                                  or timeout_s < 0):
-        raise ValueError(f"data.lock_timeout_s: expected a number of seconds >= 0, received {timeout_s!r}")
+    _check_lock_timeout(timeout_s)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     deadline = None if timeout_s is None else started + float(timeout_s)
@@ -470,8 +477,8 @@ class FeatureCache:
 
         Args:
             paths: absolute audio paths.
-            workers: processes; 0 = ``os.cpu_count()``; 1 = in this process (always, for an extractor that
-                runs ``in_process``).
+            workers: processes; 0 = the usable cores (the CPU affinity); 1 = in this process (always, for an
+                extractor that runs ``in_process``).
             progress: show a tqdm progress bar.
             shard_size: utterances per shard at most.
             lock_timeout_s: longest wait for another process's extraction into this folder
@@ -485,13 +492,19 @@ class FeatureCache:
 
         if shard_size < 1:
             raise ValueError(f"shard_size: expected a positive integer, received {shard_size!r}")
+        _check_lock_timeout(lock_timeout_s)
         paths = list(dict.fromkeys(str(p) for p in paths))
         self.dir.mkdir(parents=True, exist_ok=True)
+        # Everything cached already (the manifest is written atomically): no lock, so a run on cached files does
+        # not wait for another process's extraction of other files into the same folder.
+        self._read_manifest()
+        if not self.status(paths)[2]:
+            return self.errors(paths)
         with _locked(self.dir / ".lock", lock_timeout_s) as lock_fd:
             self._read_manifest()  # another process may have extracted meanwhile
             _, _, todo = self.status(paths)
             if todo:
-                workers = workers or os.cpu_count() or 1
+                workers = workers or usable_cores()
                 if workers < 0:
                     raise ValueError(f"data.workers: expected 0 (all cores) or more, received {workers}")
                 # Enough chunks to keep every worker busy to the end, none larger than a shard.
@@ -542,6 +555,9 @@ class FeatureCache:
     # ------------------------------------------------------------------------------------ loading
     def _array(self, name: str) -> np.ndarray:
         if name not in self._arrays:
+            if not self._arrays:  # every shard may be mapped, and each mapping holds a file descriptor
+                raise_open_file_limit(len(self._shards) + OPEN_FILES_MARGIN,
+                                      f"{len(self._shards)} shards of {self.dir}")
             array = np.load(self.dir / name, mmap_mode="r")
             expected = (self._shards[name], *self.shape)
             if array.shape != expected or array.dtype != np.float32:

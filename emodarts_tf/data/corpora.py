@@ -28,6 +28,7 @@ Corpora (layouts in ``../shared/docs/background.md``):
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import io
@@ -339,7 +340,9 @@ def read_manifest(manifest: Path, encoding: str = "utf-8-sig") -> tuple:
         raise ValueError(f"data.root {str(manifest)!r}: no such CSV manifest")
     raw = manifest.read_bytes()
     try:
-        text = raw.decode(encoding)
+        # A byte-order mark is not part of the header, whatever the spelling of UTF-8 asked for.
+        decode_as = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+        text = raw.decode(decode_as)
     except LookupError:
         raise ValueError(f"data.encoding {encoding!r}: unknown text encoding (e.g. utf-8, latin-1, cp1252)") from None
     except UnicodeDecodeError as exc:

@@ -189,23 +189,29 @@ def validation_speakers(fold: Fold, records: list, val_fraction: float, seed: in
 
     When the training part carries an official validation split (MSP-Podcast ``Development``), its
     speakers are returned (a speaker found in both Train and Development then validates with all of
-    its utterances, so training stays speaker-disjoint from validation). Otherwise ``max(1, round(val_fraction * n))`` of the ``n`` training speakers
-    are drawn with ``seed``, alternating genders when genders are known (``Record.gender``), and at least
-    one speaker is left for training.
+    its utterances, so training stays speaker-disjoint from validation; logged). Otherwise
+    ``max(1, round(val_fraction * n))`` of the ``n`` training speakers are drawn with ``seed``, alternating
+    genders when genders are known (``Record.gender``), and at least one speaker is left for training. A drawn
+    speaker is passed over (logged) when taking it would leave a class of the training part without a training
+    speaker (a class that only it and validation speakers speak); the draw is the same as without this rule
+    wherever no class is at stake.
 
     Raises:
-        ValueError: ``val_fraction`` outside [0, 1), or fewer than two training speakers.
+        ValueError: ``val_fraction`` outside [0, 1), fewer than two training speakers, or an official
+            validation split that takes every training speaker.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"data.val_fraction: expected a share in [0, 1), received {val_fraction!r}")
     official = official_validation_speakers(fold, records)
     if official:
-        return official
+        return _checked_official(fold, records, official)
     train = set(fold.train)
     gender_of = {}
+    classes_of = defaultdict(set)
     for r in records:
         if r.path in train:
             gender_of.setdefault(r.speaker, r.gender)
+            classes_of[r.speaker].add(r.label)
     speakers = sorted(gender_of)
     if len(speakers) < 2:
         raise ValueError(
@@ -221,9 +227,59 @@ def validation_speakers(fold: Fold, records: list, val_fraction: float, seed: in
         rng.shuffle(group)
     # Round-robin over genders (the larger groups first, ties in random order), one speaker at a time.
     order = sorted(by_gender, key=lambda g: (-len(by_gender[g]), rng.random()))
-    chosen: list = []
-    while len(chosen) < n_val:
+    drawn: list = []
+    while len(drawn) < len(speakers):
         for g in order:
-            if by_gender[g] and len(chosen) < n_val:
-                chosen.append(by_gender[g].pop())
+            if by_gender[g]:
+                drawn.append(by_gender[g].pop())
+    # Take the draw in its order; pass over a speaker who is the last training speaker of a class.
+    speakers_of = defaultdict(set)
+    for s, labels in classes_of.items():
+        for label in labels:
+            speakers_of[label].add(s)
+    chosen: list = []
+    passed: list = []
+    for s in drawn:
+        if len(chosen) == n_val:
+            break
+        lost = sorted(c for c in classes_of[s] if speakers_of[c] <= set(chosen) | {s})
+        if lost:
+            passed.append((s, lost))
+            continue
+        chosen.append(s)
+    if passed:
+        log.warning(
+            "fold %d (%s): validation passed over speaker(s) %s, each the last training speaker of a class; "
+            "%d validation speaker(s) of %d wanted",
+            fold.index, fold.name, ", ".join(f"{s} ({'/'.join(c)})" for s, c in passed), len(chosen), n_val,
+        )  # fmt: skip
+    if not chosen:
+        raise ValueError(
+            f"fold {fold.index} ({fold.name}): every training speaker is the last one of some class "
+            f"({', '.join(f'{s}: {c}' for s, c in passed)}); no speaker can validate without leaving a class "
+            "out of training (add speakers, or data.classes without these classes)"
+        )
     return sorted(chosen)
+
+
+def _checked_official(fold: Fold, records: list, official: list) -> list:
+    """The official validation speakers, with what they take from training reported; ``ValueError`` when they
+    take every training speaker (a split column that splits utterances, not speakers)."""
+    train = set(fold.train)
+    val = set(official)
+    mixed = Counter(r.speaker for r in records
+                    if r.path in train and r.speaker in val and r.split.strip().lower() not in OFFICIAL_VALIDATION)
+    left = {r.speaker for r in records if r.path in train} - val
+    if not left:
+        raise ValueError(
+            f"fold {fold.index} ({fold.name}): every training speaker has records in a validation split "
+            f"({list(OFFICIAL_VALIDATION)}), so none is left to train; validation is speaker-independent and takes "
+            "all of a speaker's utterances. The split column must split speakers, not utterances"
+        )
+    if mixed:
+        log.warning(
+            "fold %d (%s): %d speaker(s) have records in both a training and a validation split (%s); they validate "
+            "with all %d of their training-split utterances too (a split column must split speakers, not utterances)",
+            fold.index, fold.name, len(mixed), ", ".join(sorted(mixed)[:10]), sum(mixed.values()),
+        )  # fmt: skip
+    return official

@@ -154,3 +154,26 @@ def test_waiting_for_the_lock_names_the_holder_and_gives_up(csv_corpus, tiny_fea
     assert not (cache.dir / ".lock.info").exists()
     with pytest.raises(ValueError, match=r"data.lock_timeout_s: expected a number of seconds >= 0, received -1"):
         cache.extract(paths, workers=1, progress=False, lock_timeout_s=-1)
+
+
+def test_cached_files_do_not_wait_for_the_lock(csv_corpus, tiny_features, tmp_path):
+    """Another process's extraction holds the folder's lock: a run whose files are all cached reads them without
+    waiting, and one with a file still to extract waits (and gives up after its timeout)."""
+    audio = sorted(str(p) for p in (csv_corpus(n_speakers=1, per_class=2).parent / "audio").rglob("*.wav"))
+    cached, missing = audio[:-1], audio[-1]
+    cache = FeatureCache(tmp_path / "cache", tiny_features)
+    assert cache.extract(cached, workers=1, progress=False) == {}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(cache.dir / ".lock")], stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        reader = FeatureCache(tmp_path / "cache", tiny_features)
+        assert reader.extract(cached, workers=1, progress=False, lock_timeout_s=30.0) == {}
+        assert time.monotonic() - started < 10
+        assert reader.load(cached).shape == (len(cached), *reader.shape)
+        with pytest.raises(CacheLockTimeout):
+            reader.extract([*cached, missing], workers=1, progress=False, lock_timeout_s=0.5)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)

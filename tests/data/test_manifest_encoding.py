@@ -14,3 +14,11 @@ def test_latin1_manifest_error_names_line_and_encoding_reads_it(tmp_path):
     assert [u.speaker for u in utterances] == ["s1", "J\u00e4rvi"] and not problems
     with pytest.raises(ValueError, match="data.encoding 'nope'"):
         read_csv(manifest, DataConfig(corpus="csv", encoding="nope"))
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "UTF8", "utf-8-sig"])
+def test_byte_order_mark_is_not_part_of_the_header(tmp_path, encoding):
+    manifest = tmp_path / "corpus.csv"
+    manifest.write_bytes(b"\xef\xbb\xbf" + "path,label,speaker\na.wav,ang,s1\n".encode("utf-8"))
+    utterances, problems = read_csv(manifest, DataConfig(corpus="csv", encoding=encoding))
+    assert [(u.code, u.speaker) for u in utterances] == [("ang", "s1")] and not problems

@@ -138,3 +138,101 @@ def test_loso_session_warns_about_speakers_of_several_sessions(caplog):
     assert [f.test for f in folds] == [["a.wav", "b.wav", "d.wav"], ["a.wav", "b.wav", "c.wav"]]
     (message,) = [m for m in caplog.messages if "several sessions" in m]
     assert "1 speaker(s)" in message and "(s1)" in message
+
+
+def _draw_without_class_rule(fold, records, val_fraction, seed):
+    """The gender round-robin draw of validation speakers, classes not looked at: an independent reference."""
+    import random
+    from collections import defaultdict
+
+    train = set(fold.train)
+    gender_of = {}
+    for r in records:
+        if r.path in train:
+            gender_of.setdefault(r.speaker, r.gender)
+    speakers = sorted(gender_of)
+    n_val = min(len(speakers) - 1, max(1, int(round(val_fraction * len(speakers)))))
+    rng = random.Random(f"{seed}-{fold.index}-{fold.name}")
+    by_gender = defaultdict(list)
+    for s in speakers:
+        by_gender[gender_of[s] or "?"].append(s)
+    for group in by_gender.values():
+        rng.shuffle(group)
+    order = sorted(by_gender, key=lambda g: (-len(by_gender[g]), rng.random()))
+    chosen = []
+    while len(chosen) < n_val:
+        for g in order:
+            if by_gender[g] and len(chosen) < n_val:
+                chosen.append(by_gender[g].pop())
+    return sorted(chosen)
+
+
+def _corpus(speakers_of_class: dict, n_speakers: int) -> list:
+    """Two utterances of every common class per speaker s0.. and the given speakers of the other classes."""
+    records = []
+    for i in range(n_speakers):
+        s = f"s{i}"
+        for label in ("ang", "neu"):
+            records += [Record(f"{s}-{label}-{k}.wav", label, s, gender="MF"[i % 2]) for k in range(2)]
+        for label, who in speakers_of_class.items():
+            if s in who:
+                records.append(Record(f"{s}-{label}.wav", label, s, gender="MF"[i % 2]))
+    return records
+
+
+def test_validation_never_takes_the_last_training_speakers_of_a_class(emodb_root, caplog):
+    """A class spoken by two training speakers keeps one of them in training for every seed, and where no class
+    is at stake the draw is the plain gender round-robin (so EmoDB's validation speakers are unchanged)."""
+    import logging
+
+    records = _corpus({"fea": {"s1", "s2"}}, n_speakers=10)
+    folds = make_folds(records, "loso", "csv")
+    passed_over = 0
+    for fold in folds:
+        for seed in range(12):
+            caplog.clear()
+            with caplog.at_level(logging.WARNING):
+                val = validation_speakers(fold, records, 0.2, seed)
+            train_classes = {r.label for r in records if r.path in set(fold.train) and r.speaker not in val}
+            assert train_classes == {r.label for r in records if r.path in set(fold.train)}
+            reference = _draw_without_class_rule(fold, records, 0.2, seed)
+            fea_train = {"s1", "s2"} - set(fold.test_speakers)
+            if fea_train <= set(reference):  # the plain draw would take fea's last training speakers
+                passed_over += 1
+                assert len(val) == len(reference) and "last training speaker of a class" in caplog.text
+            else:
+                assert val == reference and not caplog.text
+    assert passed_over > 0  # the rule was exercised
+    loaded = load_corpus(DataConfig(corpus="emodb", root=str(emodb_root)))
+    for fold in make_folds(loaded.records, "emodb5", "emodb"):
+        for seed in range(4):
+            assert validation_speakers(fold, loaded.records, 0.2, seed) == _draw_without_class_rule(
+                fold, loaded.records, 0.2, seed)
+
+
+def test_validation_refuses_when_every_speaker_is_the_last_of_a_class():
+    records = [Record("a.wav", "ang", "s1"), Record("b.wav", "hap", "s2"), Record("c.wav", "ang", "s3")]
+    fold = Fold(1, "x", ["s1", "s2"], ["s3"], ["a.wav", "b.wav"], ["c.wav"])
+    with pytest.raises(ValueError, match=r"every training speaker is the last one of some class \(s\d: \['(ang|hap)'\]"):
+        validation_speakers(fold, records, 0.5, 0)
+
+
+def test_official_validation_that_splits_utterances_is_reported(caplog):
+    """A split column drawn per utterance puts speakers in training and validation splits: validation takes all of
+    such a speaker's utterances (logged); when it takes every training speaker, the error names the split column."""
+    import logging
+
+    records = [
+        Record("a1.wav", "ang", "s1", split="Train"), Record("a2.wav", "hap", "s1", split="dev"),
+        Record("b1.wav", "ang", "s2", split="Train"), Record("b2.wav", "hap", "s2", split="Train"),
+        Record("c1.wav", "hap", "s3", split="Test1"),
+    ]  # fmt: skip
+    (fold,) = make_folds(records, "official", "csv")
+    with caplog.at_level(logging.WARNING):
+        assert validation_speakers(fold, records, 0.2, 0) == ["s1"]
+    assert "1 speaker(s) have records in both a training and a validation split (s1)" in caplog.text
+    assert "all 1 of their training-split utterances" in caplog.text
+    everyone = records[:2] + [Record("b1.wav", "ang", "s2", split="val"), records[3], records[4]]
+    (fold,) = make_folds(everyone, "official", "csv")
+    with pytest.raises(ValueError, match="must split speakers, not utterances"):
+        validation_speakers(fold, everyone, 0.2, 0)
