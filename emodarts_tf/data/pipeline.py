@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 NORMALIZATIONS = ("coefficient", "global", "none", "speaker")
 SEARCH_SPLITS = ("utterance", "speaker")
 PARTS = ("train", "val", "test", "weights", "alphas")
+NORM_BLOCK = 1024  # utterances per block of normalization_stats
 
 
 def normalization_stats(x: np.ndarray, mode: str) -> tuple:
@@ -55,13 +56,18 @@ def normalization_stats(x: np.ndarray, mode: str) -> tuple:
         raise ValueError(f"data.normalize: expected one of {list(NORMALIZATIONS)}, received {mode!r}")
     if mode in ("none", "speaker"):  # speaker: the features are already z-scored per speaker
         return np.zeros((1, 1, 1), np.float32), np.ones((1, 1, 1), np.float32)
-    x64 = np.asarray(x, dtype=np.float64)
-    if mode == "coefficient":
-        mean = x64.mean(axis=(0, 2)).reshape(-1, 1, 1)
-        std = x64.std(axis=(0, 2)).reshape(-1, 1, 1)
-    else:
-        mean = np.full((1, 1, 1), x64.mean())
-        std = np.full((1, 1, 1), x64.std())
+    # Two passes in float64 over blocks of utterances: the memory beyond x is one block, not a float64 copy of
+    # the whole part (gigabytes for a large corpus at the paper's 128 x 128 maps).
+    x = np.asarray(x)
+    axes = (0, 2) if mode == "coefficient" else None
+    count = x.size // (x.shape[1] if mode == "coefficient" else 1)
+    blocks = [slice(i, i + NORM_BLOCK) for i in range(0, len(x), NORM_BLOCK)]
+    total = sum(x[b].astype(np.float64).sum(axis=axes) for b in blocks)
+    mean = np.asarray(total / count)
+    centred = mean.reshape(1, -1, 1) if mode == "coefficient" else mean
+    squares = sum(np.square(x[b].astype(np.float64) - centred).sum(axis=axes) for b in blocks)
+    std = np.sqrt(np.asarray(squares / count))
+    mean, std = mean.reshape(-1, 1, 1), std.reshape(-1, 1, 1)
     std = np.where(std < 1e-6, 1.0, std)  # a constant coefficient is centred, not blown up
     return mean.astype(np.float32), std.astype(np.float32)
 

@@ -198,3 +198,26 @@ def test_official_development_split_is_the_validation_part(msp_podcast_root, mak
     assert {split[p] for p in fd.val_paths} == {"Development"} and len(fd.val_paths) == 2
     assert {split[p] for p in fd.train_paths} == {"Train"} and {split[p] for p in fd.test_paths} == {"Test1"}
     assert fd.val_speakers == ["200", "201"]
+
+
+@pytest.mark.parametrize("mode", ["coefficient", "global"])
+def test_normalization_stats_in_blocks_equal_numpy_over_the_whole_part(monkeypatch, mode):
+    """Blocks of 3 utterances (the last one short) give NumPy's float64 mean and std of the whole part; a constant
+    coefficient gets std 1."""
+    from emodarts_tf.data import pipeline as P
+
+    monkeypatch.setattr(P, "NORM_BLOCK", 3)
+    rng = np.random.default_rng(7)
+    x = (rng.normal(size=(10, 5, 6)) * 4 + 3).astype(np.float32)
+    x[:, 2, :] = -1.5
+    mean, std = P.normalization_stats(x, mode)
+    x64 = x.astype(np.float64)
+    axes, keep = ((0, 2), (-1, 1, 1)) if mode == "coefficient" else (None, (1, 1, 1))
+    expected_mean = np.reshape(x64.mean(axis=axes), keep)
+    expected_std = np.reshape(x64.std(axis=axes), keep)
+    expected_std = np.where(expected_std < 1e-6, 1.0, expected_std)
+    assert mean.dtype == std.dtype == np.float32 and mean.shape == expected_mean.shape
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(std, expected_std, rtol=1e-6)
+    if mode == "coefficient":
+        assert std[2, 0, 0] == 1.0
