@@ -70,7 +70,7 @@ log = logging.getLogger("emodarts_tf.train")
 # Config keys that may differ between a run and its resumption (they do not change the results).
 _VOLATILE = {("data", "cache_dir"), ("data", "workers"), ("data", "root"), ("data", "lock_timeout_s")}
 # The search and baseline sections do not shape a retraining; runtime (thread pools) changes how fast it runs, not
-# what it computes, so a run may resume with other thread counts (as a search may, search/runner.py).
+# what it computes (up to rounding), so a run may resume with other thread counts (as a search may, search/runner.py).
 _IRRELEVANT_SECTIONS = ("search", "baseline", "runtime")
 # What --allow-unfinished records in a fold's model_info.json (GenotypeChoice.unfinished) and its summary entry.
 UNFINISHED_KEYS = ("unfinished_search", "search_epochs_done", "search_epochs", "search_dir")

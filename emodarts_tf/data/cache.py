@@ -498,8 +498,9 @@ class FeatureCache:
         # Everything cached already (the manifest is written atomically): no lock, so a run on cached files does
         # not wait for another process's extraction of other files into the same folder.
         self._read_manifest()
-        if not self.status(paths)[2]:
-            return self.errors(paths)
+        _, errors, todo = self.status(paths)
+        if not todo:
+            return errors
         with _locked(self.dir / ".lock", lock_timeout_s) as lock_fd:
             self._read_manifest()  # another process may have extracted meanwhile
             _, _, todo = self.status(paths)

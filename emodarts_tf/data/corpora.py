@@ -346,10 +346,11 @@ def read_manifest(manifest: Path, encoding: str = "utf-8-sig") -> tuple:
     except LookupError:
         raise ValueError(f"data.encoding {encoding!r}: unknown text encoding (e.g. utf-8, latin-1, cp1252)") from None
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+        decoded = exc.object  # the bytes after a byte-order mark, which exc.start counts in
+        line = decoded[: exc.start].count(b"\n") + 1
         raise ValueError(
-            f"{manifest}: line {line} is not {encoding} text (byte 0x{raw[exc.start]:02x}); pass the file's encoding "
-            "with --encoding (e.g. --encoding latin-1)"
+            f"{manifest}: line {line} is not {encoding} text (byte 0x{decoded[exc.start]:02x}); pass the file's "
+            "encoding with --encoding (e.g. --encoding latin-1)"
         ) from None
     utterances, problems = [], []
     with io.StringIO(text, newline="") as handle:

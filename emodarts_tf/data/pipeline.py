@@ -56,16 +56,23 @@ def normalization_stats(x: np.ndarray, mode: str) -> tuple:
         raise ValueError(f"data.normalize: expected one of {list(NORMALIZATIONS)}, received {mode!r}")
     if mode in ("none", "speaker"):  # speaker: the features are already z-scored per speaker
         return np.zeros((1, 1, 1), np.float32), np.ones((1, 1, 1), np.float32)
-    # Two passes in float64 over blocks of utterances: the memory beyond x is one block, not a float64 copy of
-    # the whole part (gigabytes for a large corpus at the paper's 128 x 128 maps).
+    # Two passes in float64 over blocks of utterances: the memory beyond x is a float64 block or two, not a float64
+    # copy of the whole part (gigabytes for a large corpus at the paper's 128 x 128 maps).
     x = np.asarray(x)
+    if x.ndim != 3 or len(x) == 0:
+        raise ValueError(f"normalization_stats: expected a non-empty (n, rows, frames) array, received shape "
+                         f"{x.shape}")
     axes = (0, 2) if mode == "coefficient" else None
     count = x.size // (x.shape[1] if mode == "coefficient" else 1)
     blocks = [slice(i, i + NORM_BLOCK) for i in range(0, len(x), NORM_BLOCK)]
     total = sum(x[b].astype(np.float64).sum(axis=axes) for b in blocks)
     mean = np.asarray(total / count)
     centred = mean.reshape(1, -1, 1) if mode == "coefficient" else mean
-    squares = sum(np.square(x[b].astype(np.float64) - centred).sum(axis=axes) for b in blocks)
+    squares = 0.0
+    for b in blocks:
+        d = x[b].astype(np.float64)
+        d -= centred
+        squares = squares + np.square(d, out=d).sum(axis=axes)
     std = np.sqrt(np.asarray(squares / count))
     mean, std = mean.reshape(-1, 1, 1), std.reshape(-1, 1, 1)
     std = np.where(std < 1e-6, 1.0, std)  # a constant coefficient is centred, not blown up

@@ -197,8 +197,8 @@ def validation_speakers(fold: Fold, records: list, val_fraction: float, seed: in
     wherever no class is at stake.
 
     Raises:
-        ValueError: ``val_fraction`` outside [0, 1), fewer than two training speakers, or an official
-            validation split that takes every training speaker.
+        ValueError: ``val_fraction`` outside [0, 1), fewer than two training speakers, every training speaker
+            the last one of some class, or an official validation split that takes every training speaker.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"data.val_fraction: expected a share in [0, 1), received {val_fraction!r}")

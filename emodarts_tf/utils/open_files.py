@@ -32,7 +32,12 @@ def raise_open_file_limit(needed: int, what: str = "") -> int:
         return soft
     target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
     if target > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:  # e.g. above macOS's OPEN_MAX, or a sandbox that refuses
+            log.warning("open-file limit: could not raise it from %d to %d (%s; %s); raise it (ulimit -n) if "
+                        "loading fails with 'Too many open files'", soft, target, what or "requested", exc)
+            return soft
         log.info("open-file limit raised from %d to %d (%s)", soft, target, what or "requested")
     if target < needed:
         log.warning("open-file limit: the hard limit %d is below the %d descriptors wanted (%s); raise it "

@@ -22,3 +22,10 @@ def test_byte_order_mark_is_not_part_of_the_header(tmp_path, encoding):
     manifest.write_bytes(b"\xef\xbb\xbf" + "path,label,speaker\na.wav,ang,s1\n".encode("utf-8"))
     utterances, problems = read_csv(manifest, DataConfig(corpus="csv", encoding=encoding))
     assert [(u.code, u.speaker) for u in utterances] == [("ang", "s1")] and not problems
+
+
+def test_error_after_a_byte_order_mark_names_the_right_line_and_byte(tmp_path):
+    manifest = tmp_path / "corpus.csv"
+    manifest.write_bytes(b"\xef\xbb\xbfpath,label,speaker\n\xe4.wav,ang,s1\n")
+    with pytest.raises(ValueError, match=r"line 2 is not utf-8 text \(byte 0xe4\)"):
+        read_csv(manifest, DataConfig(corpus="csv", encoding="utf-8"))

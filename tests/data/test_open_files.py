@@ -36,7 +36,7 @@ def test_soft_limit_is_raised_to_the_need_and_capped_by_the_hard_limit(restored_
 
 
 def test_cache_loading_raises_the_limit_for_its_shards(csv_corpus, tiny_features, tmp_path, restored_limit):
-    """A cache of more shards than the soft limit allows mappings for loads all of them."""
+    """Loading a cache raises a low soft limit to its shards plus the margin, and loads every shard."""
     from emodarts_tf.data import cache as cache_module
     from emodarts_tf.data.cache import FeatureCache
 
@@ -50,3 +50,20 @@ def test_cache_loading_raises_the_limit_for_its_shards(csv_corpus, tiny_features
     loaded = FeatureCache(tmp_path / "cache", tiny_features).load(paths)
     assert loaded.shape == (len(paths), *cache.shape)
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= len(paths) + cache_module.OPEN_FILES_MARGIN
+
+
+def test_a_refused_raise_is_a_warning_not_a_crash(restored_limit, monkeypatch, caplog):
+    import logging
+
+    soft, hard = restored_limit
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"hard open-file limit {hard}: nothing to raise to")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    def refuse(*_):
+        raise ValueError("not allowed")
+
+    monkeypatch.setattr(resource, "setrlimit", refuse)
+    with caplog.at_level(logging.WARNING):
+        assert raise_open_file_limit(300, "test") == 256
+    assert "could not raise it from 256 to 300" in caplog.text and "not allowed" in caplog.text
