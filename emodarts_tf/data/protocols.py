@@ -95,24 +95,26 @@ def _held_out_groups(records: list, protocol: str, corpus: str) -> list:
     )
 
 
-def _official_fold(records: list) -> Fold:
-    def part(r: Record, names) -> bool:
-        return r.split.strip().lower() in names
+def _in_split(r: Record, names) -> bool:
+    """Whether the record's official split is one of ``names`` (lower case), in any case and spacing."""
+    return r.split.strip().lower() in names
 
-    test = [r for r in records if part(r, OFFICIAL_TEST)]
-    train = [r for r in records if part(r, OFFICIAL_TRAIN) or part(r, OFFICIAL_VALIDATION)]
+
+def _official_fold(records: list) -> Fold:
+    test = [r for r in records if _in_split(r, OFFICIAL_TEST)]
+    train = [r for r in records if _in_split(r, OFFICIAL_TRAIN) or _in_split(r, OFFICIAL_VALIDATION)]
     accepted = (f"training {list(OFFICIAL_TRAIN)}, validation {list(OFFICIAL_VALIDATION)}, test "
                 f"{list(OFFICIAL_TEST)}, in any case")
-    if not test or not any(part(r, OFFICIAL_TRAIN) for r in train):
+    if not test or not any(_in_split(r, OFFICIAL_TRAIN) for r in train):
         splits = sorted({r.split for r in records})
         raise ValueError(
             f"protocol official: expected records with split Train and Test1 (Development optional), found {splits} "
             f"(accepted: {accepted})"
         )
-    outside = [r for r in records if not part(r, OFFICIAL_TEST + OFFICIAL_TRAIN + OFFICIAL_VALIDATION)]
+    outside = [r for r in records if not _in_split(r, OFFICIAL_TEST + OFFICIAL_TRAIN + OFFICIAL_VALIDATION)]
     for level, what, other_test in ((logging.INFO, "MSP-Podcast's other test sets", True),
                                     (logging.WARNING, "a split in no part of the fold", False)):
-        counts = Counter(r.split for r in outside if part(r, OFFICIAL_OTHER_TESTS) == other_test)
+        counts = Counter(r.split for r in outside if _in_split(r, OFFICIAL_OTHER_TESTS) == other_test)
         if counts:
             log.log(level, "protocol official: %d record(s) left out, %s: %s (accepted: %s)", sum(counts.values()),
                     what, ", ".join(f"{s!r}: {n}" for s, n in sorted(counts.items())), accepted)
@@ -180,7 +182,7 @@ def official_validation_speakers(fold: Fold, records: list) -> list:
     """Speakers of the fold's training part whose records carry an official validation split."""
     train = set(fold.train)
     return sorted(
-        {r.speaker for r in records if r.path in train and r.split.strip().lower() in OFFICIAL_VALIDATION}
+        {r.speaker for r in records if r.path in train and _in_split(r, OFFICIAL_VALIDATION)}
     )
 
 
@@ -207,11 +209,12 @@ def validation_speakers(fold: Fold, records: list, val_fraction: float, seed: in
         return _checked_official(fold, records, official)
     train = set(fold.train)
     gender_of = {}
-    classes_of = defaultdict(set)
+    classes_of, speakers_of = defaultdict(set), defaultdict(set)
     for r in records:
         if r.path in train:
             gender_of.setdefault(r.speaker, r.gender)
             classes_of[r.speaker].add(r.label)
+            speakers_of[r.label].add(r.speaker)
     speakers = sorted(gender_of)
     if len(speakers) < 2:
         raise ValueError(
@@ -233,10 +236,6 @@ def validation_speakers(fold: Fold, records: list, val_fraction: float, seed: in
             if by_gender[g]:
                 drawn.append(by_gender[g].pop())
     # Take the draw in its order; pass over a speaker who is the last training speaker of a class.
-    speakers_of = defaultdict(set)
-    for s, labels in classes_of.items():
-        for label in labels:
-            speakers_of[label].add(s)
     chosen: list = []
     passed: list = []
     for s in drawn:
@@ -267,8 +266,8 @@ def _checked_official(fold: Fold, records: list, official: list) -> list:
     take every training speaker (a split column that splits utterances, not speakers)."""
     train = set(fold.train)
     val = set(official)
-    mixed = Counter(r.speaker for r in records
-                    if r.path in train and r.speaker in val and r.split.strip().lower() not in OFFICIAL_VALIDATION)
+    mixed = Counter(r.speaker for r in records if r.path in train and r.speaker in val
+                    and not _in_split(r, OFFICIAL_VALIDATION))
     left = {r.speaker for r in records if r.path in train} - val
     if not left:
         raise ValueError(

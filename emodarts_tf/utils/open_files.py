@@ -25,6 +25,7 @@ def raise_open_file_limit(needed: int, what: str = "") -> int:
         import resource
     except ImportError:  # not POSIX: no such limit to raise
         return needed
+    what = what or "requested"
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return needed
@@ -36,10 +37,10 @@ def raise_open_file_limit(needed: int, what: str = "") -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError) as exc:  # e.g. above macOS's OPEN_MAX, or a sandbox that refuses
             log.warning("open-file limit: could not raise it from %d to %d (%s; %s); raise it (ulimit -n) if "
-                        "loading fails with 'Too many open files'", soft, target, what or "requested", exc)
+                        "loading fails with 'Too many open files'", soft, target, what, exc)
             return soft
-        log.info("open-file limit raised from %d to %d (%s)", soft, target, what or "requested")
+        log.info("open-file limit raised from %d to %d (%s)", soft, target, what)
     if target < needed:
         log.warning("open-file limit: the hard limit %d is below the %d descriptors wanted (%s); raise it "
-                    "(ulimit -Hn) if loading fails with 'Too many open files'", hard, needed, what or "requested")
+                    "(ulimit -Hn) if loading fails with 'Too many open files'", hard, needed, what)
     return target
