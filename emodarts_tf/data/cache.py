@@ -11,13 +11,19 @@ Layout (``<cache_dir>/<kind>-<hash>/``, e.g. ``mfcc-<hash>``)::
     manifest.json        extractor config, its hash, shape, and for each audio file (absolute path) its size,
                          mtime and either the shard/row of its features or the error it raised (and, when
                          the features are read from another file, that file: ``source``)
+    manifest.journal     while an extraction runs: one JSON line per finished shard (its rows and its files'
+                         entries), appended to the manifest's state when read
     shard-00000.npy      float32 (rows, *shape), e.g. (rows, n_mfcc, frames)
     shard-00001.npy      ...
 
 - The same extractor finds the same folder and reuses it; another config hashes to another folder.
 - Extraction runs in parallel (``concurrent.futures.ProcessPoolExecutor``), one chunk of files per task;
-  each finished chunk becomes a shard written atomically, then the manifest is rewritten atomically. An
-  interrupted extraction keeps its finished shards, and the next run extracts only what is missing.
+  each finished chunk becomes a shard written atomically, then one line appended to the journal and flushed
+  to disk. The manifest is rewritten atomically (and the journal dropped) when the journal has grown as large
+  as the manifest and when the extraction ends, so the writes stay proportional to the corpus (rewriting a
+  150k-file manifest after each of its 1,200 shards would write it 1,200 times). An interrupted extraction
+  keeps its finished shards (a line cut off by a kill loses only its own shard), and the next run extracts
+  only what is missing.
 - A file whose size or mtime changed is extracted again (for features read from another file, e.g. a
   precomputed ``.npy``: when that file changed, or another one is named).
 - A file that failed (unreadable, empty, silent, truncated, not audio) is recorded with its error, so it
@@ -36,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import json
 import logging
 import math
 import multiprocessing
@@ -57,13 +64,14 @@ import numpy as np
 
 from emodarts_tf.config import FeatureConfig
 from emodarts_tf.data import features as F
-from emodarts_tf.utils.io import atomic_write_bytes, read_json, write_json
+from emodarts_tf.utils.io import append_durably, atomic_write_bytes, read_json, write_json
 from emodarts_tf.utils.open_files import raise_open_file_limit
 from emodarts_tf.utils.threads import usable_cores
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = 1
+JOURNAL_NAME = "manifest.journal"
 SHARD_SIZE = 128  # utterances per shard at most (8 MB at the paper's 128 x 128 float32)
 OPEN_FILES_MARGIN = 1024  # descriptors left for what a run opens besides the mapped shards
 LOCK_TIMEOUT_S = 300.0  # the default of data.lock_timeout_s
@@ -362,34 +370,77 @@ class FeatureCache:
         self.key = self.extractor.key
         self.dir = Path(cache_dir).expanduser() / self.extractor.folder
         self.manifest_path = self.dir / "manifest.json"
+        self.journal_path = self.dir / JOURNAL_NAME
         self._files: dict = {}
         self._shards: dict = {}  # shard name -> rows
         self._arrays: dict = {}  # shard name -> loaded array (memory-mapped)
+        self._manifest_bytes = 0  # size of manifest.json as last read or written (0: none usable)
+        self._journal_bytes = 0  # size of the journal as last read or appended to
         self._read_manifest()
 
     # ----------------------------------------------------------------------------------- manifest
     def _read_manifest(self) -> None:
+        """The state: manifest.json, then the journal's records in the order they were appended."""
         self._files, self._shards, self._arrays = {}, {}, {}
-        if not self.manifest_path.is_file():
-            return
-        try:
-            data = read_json(self.manifest_path)
-            if data.get("feature_hash") != self.key or data.get("format") != MANIFEST_FORMAT:
-                raise ValueError("feature hash or format differs from this folder's")
-            if "shape" in data and list(data["shape"]) != list(self.shape):
-                raise ValueError(f"its shape {data['shape']} differs from this extractor's {list(self.shape)}")
-            shards, files = dict(data["shards"]), dict(data["files"])
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("%s: unusable cache manifest (%s); extracting again", self.manifest_path, exc)
-            return
+        shards, files = {}, {}
+        self._manifest_bytes = 0
+        if self.manifest_path.is_file():
+            try:
+                data = read_json(self.manifest_path)
+                if data.get("feature_hash") != self.key or data.get("format") != MANIFEST_FORMAT:
+                    raise ValueError("feature hash or format differs from this folder's")
+                if "shape" in data and list(data["shape"]) != list(self.shape):
+                    raise ValueError(f"its shape {data['shape']} differs from this extractor's {list(self.shape)}")
+                shards = {str(name): {"rows": int(v["rows"])} for name, v in dict(data["shards"]).items()}
+                files = dict(data["files"])
+                self._manifest_bytes = self.manifest_path.stat().st_size
+            except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+                log.warning("%s: unusable cache manifest (%s); extracting again", self.manifest_path, exc)
+                shards, files = {}, {}
+        for record in self._journal_records():
+            shards.update(record["shards"])
+            files.update(record["files"])
         # Entries whose shard went missing are dropped, and their files extracted again.
         present = {name for name in shards if (self.dir / name).is_file()}
         for name in sorted(set(shards) - present):
             log.warning("%s: shard %s is missing; its files will be extracted again", self.dir, name)
-        self._shards = {name: int(shards[name]["rows"]) for name in present}
+        self._shards = {name: shards[name]["rows"] for name in present}
         self._files = {p: e for p, e in files.items() if "error" in e or e.get("shard") in present}
 
+    def _journal_records(self) -> list:
+        """The journal's usable records (``{"shards": ..., "files": ...}``), in order; none when there is none."""
+        try:
+            raw = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            self._journal_bytes = 0
+            return []
+        self._journal_bytes = len(raw)
+        lines = raw.split(b"\n")
+        if lines[-1]:
+            log.info("%s: its last record was cut off (an extraction was killed while writing it); that shard's "
+                     "files will be extracted again", self.journal_path)
+        records = []
+        for number, line in enumerate(lines[:-1], start=1):
+            try:
+                record = json.loads(line)
+                if record.get("feature_hash") != self.key:
+                    raise ValueError(f"feature hash {record.get('feature_hash')!r}, expected {self.key!r}")
+                shards = {str(name): {"rows": int(v["rows"])} for name, v in dict(record["shards"]).items()}
+                records.append({"shards": shards, "files": dict(record["files"])})
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.warning("%s: record %d is unusable (%s); its files will be extracted again",
+                            self.journal_path, number, exc)
+        return records
+
+    def _append_journal(self, shards: dict, files: dict) -> None:
+        """One finished shard's record (or a chunk's errors alone), appended to the journal and flushed."""
+        line = json.dumps({"feature_hash": self.key, "shards": shards, "files": files}, separators=(",", ":"))
+        self._journal_bytes = append_durably(self.journal_path, (line + "\n").encode("utf-8"))
+
     def _write_manifest(self) -> None:
+        """The whole state as manifest.json (atomically), then the journal dropped: its records are in it now. A
+        kill between the two leaves a journal whose records the manifest holds already; reading it again
+        changes nothing."""
         write_json(
             self.manifest_path,
             {
@@ -404,6 +455,10 @@ class FeatureCache:
                 "files": self._files,
             },
         )
+        self._manifest_bytes = self.manifest_path.stat().st_size
+        with contextlib.suppress(FileNotFoundError):
+            self.journal_path.unlink()
+        self._journal_bytes = 0
 
     # -------------------------------------------------------------------------------------- state
     def _source(self, path: str) -> Optional[str]:
@@ -449,18 +504,30 @@ class FeatureCache:
         return max(indices, default=-1) + 1
 
     def _store(self, ok: list, array: np.ndarray, errors: dict, shard_index: int) -> None:
+        """Write one chunk's shard, then record it: in the journal, or by rewriting the manifest when there is
+        none yet or the journal has grown as large as it (so the bytes written stay proportional to the
+        corpus: each rewrite at least doubles what the manifest holds since the previous one)."""
+        shards, files = {}, {}
         if ok:
             name = f"shard-{shard_index:05d}.npy"
             buf = io.BytesIO()
             np.save(buf, np.ascontiguousarray(array, dtype=np.float32))
             atomic_write_bytes(self.dir / name, buf.getvalue())
-            self._shards[name] = len(ok)
-            self._arrays.pop(name, None)
+            shards[name] = {"rows": len(ok)}
             for row, path in enumerate(ok):
-                self._files[path] = {**self._dated(path), "shard": name, "row": row}
+                files[path] = {**self._dated(path), "shard": name, "row": row}
         for path, problem in errors.items():
-            self._files[path] = {**self._dated(path), "error": problem}
-        self._write_manifest()
+            files[path] = {**self._dated(path), "error": problem}
+        for name, info in shards.items():
+            self._shards[name] = info["rows"]
+            self._arrays.pop(name, None)
+        self._files.update(files)
+        if not self._manifest_bytes:
+            self._write_manifest()
+            return
+        self._append_journal(shards, files)
+        if self._journal_bytes >= self._manifest_bytes:
+            self._write_manifest()
 
     def _dated(self, path: str) -> dict:
         """Size and mtime of the file behind ``path`` (and that file, when it is another one)."""
@@ -505,6 +572,10 @@ class FeatureCache:
             self._read_manifest()  # another process may have extracted meanwhile
             _, _, todo = self.status(paths)
             if todo:
+                if self.journal_path.exists():
+                    # A killed extraction's journal (its last line possibly cut off) is folded into the
+                    # manifest before this one appends to it.
+                    self._write_manifest()
                 workers = workers or usable_cores()
                 if workers < 0:
                     raise ValueError(f"data.workers: expected 0 (all cores) or more, received {workers}")
@@ -545,12 +616,19 @@ class FeatureCache:
                                     next_index += 1
                                     bar.update(len(part))
                         except BaseException:
-                            # Interrupted: the finished shards are in the manifest; drop the rest quickly.
+                            # Interrupted: the finished shards are recorded; drop the rest quickly.
                             pool.shutdown(wait=False, cancel_futures=True)
                             raise
                         pool.shutdown(wait=True)
                 finally:
                     bar.close()
+                    if self._journal_bytes:
+                        try:
+                            self._write_manifest()
+                        except OSError as exc:
+                            # The journal still records every finished shard; the next extraction folds it in.
+                            log.warning("%s: could not rewrite the cache manifest (%s); %s keeps its state",
+                                        self.manifest_path, exc, self.journal_path.name)
         return self.errors(paths)
 
     # ------------------------------------------------------------------------------------ loading

@@ -104,6 +104,32 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
+def append_durably(path: str | Path, data: bytes) -> int:
+    """Append ``data`` to ``path`` (created when missing) in one write, flushed to disk; returns the file's size
+    after it. A reader sees either the whole of ``data`` or a prefix of it (a process killed mid-write), never
+    another writer's bytes inside it: writers append with ``O_APPEND``.
+
+    Raises:
+        DiskFullError: (an OSError) the disk or quota filled up; ``filename`` is ``path``.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        full = find_disk_full(exc)
+        if full is not None:
+            raise DiskFullError(full.errno, full.reason, str(path)) from exc
+        raise
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
