@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         role = distributed_role()
         out = Path(args.out)
         # Workers prepare from the same cache but write nothing into --out (the chief owns it).
-        prepared = prepare(config, out_dir=None if role == "worker" else out / "data", progress=progress_bars())
+        # A rerun resumes (tuners and finished folds are kept), so it must see the same folds.
+        prepared = prepare(config, out_dir=None if role == "worker" else out / "data", progress=progress_bars(),
+                           resuming=True)
         folds = parse_folds(args.folds, [f.index for f in prepared.folds])
         summary = run_baseline(config, out, folds=folds, prepared=prepared)
     except ValueError as exc:

@@ -112,7 +112,7 @@ def _search(args, config, out: Path, written: Path) -> int:
     out = written
     try:
         prepared = prepare(config, out_dir=out / "data", progress=progress_bars(),
-                           two_stream=config.search.method == "emotionnas")
+                           two_stream=config.search.method == "emotionnas", resuming=args.resume)
         folds = parse_folds(args.fold, [f.index for f in prepared.folds], flag="--fold")
         log.info("searching fold(s) %s of %s (%s) into %s", folds, prepared.corpus, prepared.protocol, out)
         results = run_search_folds(config, out, folds, resume=args.resume, prepared=prepared)

@@ -253,8 +253,9 @@ def _build_summary(out: Path, prepared, choices: dict, config, kind: str, extra:
 
 
 def _restart(out: Path) -> None:
-    """Remove what a previous run wrote into ``out`` (fold runs, random runs, summaries, config)."""
+    """Remove what a previous run wrote into ``out`` (fold runs, random runs, summaries, config, prepared data)."""
     children = list(out.glob("fold*")) + [p for p in out.glob("random*") if p.is_dir() and p.name[6:].isdigit()]
+    children.append(out / "data")
     names = ("summary.json", "summary.md", "config.yaml", "random_summary.json", "random_summary.md")
     children += [out / name for name in names]
     for child in children:
@@ -470,7 +471,8 @@ def _train(args, config, out: Path) -> int:
         _check_mode(out, random_n is not None)
         _check_run_config(out, config)
         two_stream = random_n is None and spec_is_two_stream(args.genotype)
-        prepared = prepare(config, out_dir=out / "data", progress=progress_bars(), two_stream=two_stream)
+        prepared = prepare(config, out_dir=out / "data", progress=progress_bars(), two_stream=two_stream,
+                           resuming=True)
         folds = parse_folds(args.folds, [f.index for f in prepared.folds])
         if random_n is not None:
             summary = _train_random(out, config, prepared, folds, random_n)

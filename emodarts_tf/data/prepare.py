@@ -190,6 +190,41 @@ def _log_summary(prepared: PreparedCorpus) -> None:
             log.warning("  ... and %d more (all listed in prepared.json)", len(prepared.problems) - 20)
 
 
+def check_same_folds(out_dir: str | Path, folds: list) -> None:
+    """Refuse to resume a run whose first preparation (``<out_dir>/folds.json``) dealt other speakers to its
+    folds: another corpus (``data.root`` may change between a run and its resumption, since a corpus may move)
+    would mix its results with the finished folds'. Speakers are compared, not paths, so a moved corpus passes;
+    the same speakers with other utterance counts (a file fixed or newly unreadable) pass with a warning.
+
+    Raises:
+        ValueError: the fold count or a fold's training or test speakers differ; the message names the fold.
+    """
+    path = Path(out_dir) / "folds.json"
+    if not path.is_file():
+        return
+    try:
+        before = {f.index: f for f in read_folds(path)}
+    except ValueError as exc:
+        log.warning("%s: unreadable (%s); not compared with this preparation", path, exc)
+        return
+    now = {f.index: f for f in folds}
+    advice = ("the run being resumed was prepared from another corpus or split: choose another --out, or start "
+              "over (cli/train.py --restart, cli/search.py without --resume)")
+    if sorted(before) != sorted(now):
+        raise ValueError(f"{path}: folds {sorted(before)} there, {sorted(now)} now; {advice}")
+    for k in sorted(now):
+        for part in ("train", "test"):
+            old = sorted(getattr(before[k], f"{part}_speakers"))
+            new = sorted(getattr(now[k], f"{part}_speakers"))
+            if old != new:
+                raise ValueError(f"{path}: fold {k}'s {part} speakers differ ({len(set(old) ^ set(new))} of "
+                                 f"{len(set(old) | set(new))}: {sorted(set(old) ^ set(new))[:6]}); {advice}")
+            counts = len(getattr(before[k], part)), len(getattr(now[k], part))
+            if counts[0] != counts[1]:
+                log.warning("fold %d: %d %s utterances now, %d when this run was first prepared (%s); the finished "
+                            "folds keep what they were trained on", k, counts[1], part, counts[0], path)
+
+
 def _warn_missing_training_classes(folds: list, records: list, classes: list) -> None:
     """Name each fold whose training part has no utterance of a class that the corpus has.
 
@@ -244,7 +279,7 @@ def extract_streams(config: ExperimentConfig, corpus: CorpusData, two_stream: bo
 
 
 def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progress: bool = True,
-            two_stream: bool = False) -> PreparedCorpus:
+            two_stream: bool = False, resuming: bool = False) -> PreparedCorpus:
     """Load the corpus, extract or reuse the cached MFCCs, build the folds, and write the tables.
 
     Args:
@@ -253,10 +288,13 @@ def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progres
         progress: show a progress bar during extraction.
         two_stream: also extract the frame-level stream (``config.frames``, EmotionNAS); an utterance is
             kept only when both streams could be computed.
+        resuming: the tables in ``out_dir`` belong to a run being resumed: its folds must deal the same
+            speakers (:func:`check_same_folds`) before they are written again.
 
     Raises:
-        ValueError: wrong corpus root, missing label files, unknown protocol or classes, or no usable
-            utterance. Bad single files are not errors: they are reported, skipped and listed in ``problems``.
+        ValueError: wrong corpus root, missing label files, unknown protocol or classes, no usable
+            utterance, or (``resuming``) other speakers than the run's first preparation. Bad single files are
+            not errors: they are reported, skipped and listed in ``problems``.
     """
     data, fcfg = config.data, config.features
     n_mfcc, frames = feature_shape(fcfg)
@@ -288,6 +326,8 @@ def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progres
     )
     if out_dir is not None:
         out = Path(out_dir)
+        if resuming:
+            check_same_folds(out, folds)
         write_records(out / "records.csv", records)
         write_folds(out / "folds.json", folds)
         write_json(

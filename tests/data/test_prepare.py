@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +76,36 @@ def test_prepare_writes_tables_and_reports_bad_files(csv_corpus, make_config, tm
     again = PreparedCorpus.load(out)
     np.testing.assert_array_equal(again.features(fold.test), x)
     assert again.folds == prepared.folds and len(again.problems) == 5
+
+
+def test_a_resumed_preparation_refuses_other_speakers_and_accepts_a_moved_corpus(csv_corpus, make_config, tmp_path,
+                                                                                  caplog):
+    manifest = csv_corpus(n_speakers=4, per_class=2)
+    out = tmp_path / "run" / "data"
+    first = prepare(make_config("csv", manifest), out_dir=out, progress=False)
+    # The same corpus moved elsewhere (data.root may change on resume): the same speakers in every fold.
+    moved = tmp_path / "moved"
+    shutil.copytree(manifest.parent, moved)
+    again = prepare(make_config("csv", moved / "manifest.csv"), out_dir=out, progress=False, resuming=True)
+    assert [f.test_speakers for f in again.folds] == [f.test_speakers for f in first.folds]
+    # The same speakers with an utterance fewer: resumed, with a warning per fold whose counts changed.
+    rows = (moved / "manifest.csv").read_text().splitlines()
+    (moved / "manifest.csv").write_text("\n".join(rows[:-1]) + "\n")
+    with caplog.at_level(logging.WARNING, logger="emodarts_tf.data.prepare"):
+        fewer = prepare(make_config("csv", moved / "manifest.csv"), out_dir=out, progress=False, resuming=True)
+    changed = [f.index for f, g in zip(first.folds, fewer.folds) if (len(f.train), len(f.test)) != (len(g.train), len(g.test))]
+    warned = [m for m in caplog.messages if "utterances now" in m]
+    assert changed and len(warned) == len(changed)
+    # Another corpus (other speakers, as many folds): refused before anything is written.
+    other = csv_corpus(n_speakers=4, per_class=2, name="other")
+    other.write_text(other.read_text().replace(",spk", ",talker"))  # the speaker column only
+    written = (out / "folds.json").read_text()
+    with pytest.raises(ValueError, match=r"folds\.json: fold 1's train speakers differ .*choose another --out"):
+        prepare(make_config("csv", other), out_dir=out, progress=False, resuming=True)
+    assert (out / "folds.json").read_text() == written
+    # A new run into the folder (not resuming) writes the other corpus's tables.
+    fresh = prepare(make_config("csv", other), out_dir=out, progress=False)
+    assert read_folds(out / "folds.json")[0].train_speakers == fresh.folds[0].train_speakers
 
 
 def test_cache_reused_and_failures_reported_without_rereading(csv_corpus, make_config, monkeypatch):
