@@ -36,6 +36,10 @@ OFFICIAL_TRAIN = ("train",)
 OFFICIAL_VALIDATION = ("development", "validation", "dev", "val")
 OFFICIAL_TEST = ("test1", "test")
 OFFICIAL_OTHER_TESTS = ("test2", "test3")  # MSP-Podcast's further test sets, left out of the fold
+# Every fold lists all its utterances' paths (folds.json, written by every command), so folds x utterances bounds
+# what a protocol may build: 20 M paths make a folds.json of about 1.5 GB. CREMA-D's 91-speaker LOSO lists 0.7 M;
+# LOSO over MSP-Podcast's ~1,400 speakers would list about 200 M (and mean as many trainings).
+MAX_FOLD_PATHS = 20_000_000
 
 
 def _fold(index: int, name: str, records: list, test_speakers) -> Fold:
@@ -153,7 +157,8 @@ def make_folds(records: list, protocol: str, corpus: str) -> list:
     numbers, so fold 3 of ``emodarts`` is always Ses03_M+Ses04_F.
 
     Raises:
-        ValueError: unknown protocol, one that does not apply to ``corpus``, or no usable fold.
+        ValueError: unknown protocol, one that does not apply to ``corpus``, no usable fold, or more than
+            ``MAX_FOLD_PATHS`` paths in all folds together (LOSO over a corpus of a thousand speakers).
     """
     records = list(records)
     if not records:
@@ -161,8 +166,16 @@ def make_folds(records: list, protocol: str, corpus: str) -> list:
     if protocol == "official":
         folds = [_official_fold(records)]
     else:
+        groups = _held_out_groups(records, protocol, corpus)
+        if len(groups) * len(records) > MAX_FOLD_PATHS:
+            raise ValueError(
+                f"protocol {protocol}: {len(groups):,} folds of {len(records):,} utterances each would list "
+                f"{len(groups) * len(records):,} paths (more than {MAX_FOLD_PATHS:,}), one training run per fold; for "
+                "a corpus of this size use loso-session (a CSV `session` column grouping speakers) or official (a "
+                "`split` column: Train/Development/Test1)"
+            )
         folds = []
-        for index, (name, held) in enumerate(_held_out_groups(records, protocol, corpus), 1):
+        for index, (name, held) in enumerate(groups, 1):
             fold = _fold(index, name, records, held)
             if not fold.test:
                 log.warning("protocol %s: fold %d (%s) has no test utterances; left out", protocol, index, name)

@@ -87,6 +87,21 @@ def test_validation_speakers_gender_balanced_and_seeded(emodb_root):
     assert len(validation_speakers(folds[0], loaded.records, 0.99, seed=0)) == 7  # at least one left
 
 
+def test_a_protocol_too_large_to_list_is_refused_before_building_it(monkeypatch):
+    import emodarts_tf.data.protocols as protocols
+
+    records = [Record(f"s{s}/{u}.wav", "ang" if u % 2 else "sad", f"s{s:03d}", session=str(s // 10))
+               for s in range(120) for u in range(10)]  # fmt: skip
+    monkeypatch.setattr(protocols, "MAX_FOLD_PATHS", 100 * len(records))
+    with pytest.raises(ValueError, match=r"protocol loso: 120 folds of 1,200 utterances each would list 144,000 paths "
+                                         r"\(more than 120,000\).*loso-session"):
+        make_folds(records, "loso", "csv")
+    folds = make_folds(records, "loso-session", "csv")  # 12 sessions of 10 speakers
+    assert len(folds) == 12 and all(len(f.train) + len(f.test) == len(records) for f in folds)
+    monkeypatch.setattr(protocols, "MAX_FOLD_PATHS", 120 * len(records))  # the bound itself is allowed
+    assert len(make_folds(records, "loso", "csv")) == 120
+
+
 def test_protocol_errors():
     records = [Record("a.wav", "ang", "s1"), Record("b.wav", "hap", "s2")]
     with pytest.raises(ValueError, match="unknown protocol 'kfold'"):
