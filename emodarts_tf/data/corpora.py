@@ -270,10 +270,7 @@ def read_msp_podcast(root: Optional[Path], data: DataConfig) -> tuple:
             if not name or not row["EmoClass"]:
                 problems.append(Problem(f"{label_file}:{reader.line_num}", "empty FileName or EmoClass"))
                 continue
-            speaker = row["SpkrID"] or "Unknown"
-            if speaker.lower() == "unknown":
-                # One group per split, so that unknown speakers never tie training to test.
-                speaker = f"Unknown-{split or 'none'}"
+            speaker = unknown_speaker_group(row["SpkrID"] or "Unknown", split)
             gender = {"male": "M", "female": "F", "m": "M", "f": "F"}.get(row["Gender"].lower(), "")
             utterances.append(
                 Utterance(
@@ -326,9 +323,17 @@ def _clean_row(row: dict, columns: int) -> tuple:
     return {(k or "").strip(): (v or "").strip() for k, v in row.items()}, ""
 
 
+def unknown_speaker_group(speaker: str, split: str) -> str:
+    """``speaker``, or for MSP-Podcast's ``Unknown`` (any case) one group per split, ``Unknown-<split>``: the
+    utterances of unknown speakers are not one person's, and one group across splits would tie training to test
+    (the official protocol would then drop every unknown speaker's training utterances)."""
+    return f"Unknown-{split or 'none'}" if speaker.lower() == "unknown" else speaker
+
+
 def read_manifest(manifest: Path, encoding: str = "utf-8-sig") -> tuple:
     """Rows of a ``path,label,speaker[,session,split,gender,features]`` CSV; relative paths (of ``path`` and
-    ``features``) from its folder.
+    ``features``) from its folder. A speaker ``Unknown`` (MSP-Podcast's word for it, any case) becomes one group
+    per split (:func:`unknown_speaker_group`), as the MSP-Podcast reader does; the rows are counted in a warning.
 
     Raises:
         ValueError: no such file, an unknown ``encoding``, or bytes that are not text in it (naming the file,
@@ -353,6 +358,7 @@ def read_manifest(manifest: Path, encoding: str = "utf-8-sig") -> tuple:
             "encoding with --encoding (e.g. --encoding latin-1)"
         ) from None
     utterances, problems = [], []
+    unknown = Counter()
     with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         fieldnames = [f.strip() for f in (reader.fieldnames or [])]
@@ -373,17 +379,26 @@ def read_manifest(manifest: Path, encoding: str = "utf-8-sig") -> tuple:
             if features:  # optional: a precomputed .npy of the utterance
                 npy = Path(features).expanduser()
                 features = os.path.abspath(npy if npy.is_absolute() else manifest.parent / npy)
+            speaker = unknown_speaker_group(row["speaker"], row.get("split", ""))
+            if speaker != row["speaker"]:
+                unknown[speaker] += 1
             utterances.append(
                 Utterance(
                     path=os.path.abspath(path),
                     code=row["label"],
-                    speaker=row["speaker"],
+                    speaker=speaker,
                     session=row.get("session", ""),
                     split=row.get("split", ""),
                     gender=row.get("gender", "").upper()[:1],
                     features=features,
                 )
             )
+    if unknown:
+        log.warning(
+            "%s: %d row(s) of speaker 'Unknown' grouped per split, as for MSP-Podcast (%s): unknown speakers are not "
+            "one person, and one group would tie training to test",
+            manifest, sum(unknown.values()), ", ".join(f"{k}: {v}" for k, v in sorted(unknown.items())),
+        )  # fmt: skip
     return utterances, problems
 
 

@@ -220,3 +220,25 @@ def test_emodb_real_corpus(emodb_root):
     assert [f.test_speakers for f in folds] == [["03", "08"], ["09", "10"], ["11", "13"], ["12", "14"], ["15", "16"]]
     assert sum(len(f.test) for f in folds) == 339
     assert len(make_folds(four.records, "loso", "emodb")) == 10
+
+
+def test_csv_unknown_speakers_are_grouped_per_split_like_msp_podcast(tmp_path, caplog):
+    import logging
+
+    from emodarts_tf.data.corpora import read_manifest
+
+    manifest = tmp_path / "podcast.csv"
+    rows = [("a.wav", "ang", "Unknown", "Train"), ("b.wav", "hap", "unknown", "Train"), ("c.wav", "neu", "UNKNOWN", "Test1"),
+            ("d.wav", "sad", "spk7", "Train"), ("e.wav", "sad", "spk8", "Test1"), ("f.wav", "ang", "Unknown", "Development")]  # fmt: skip
+    manifest.write_text("path,label,speaker,split\n" + "".join(",".join(r) + "\n" for r in rows))
+    with caplog.at_level(logging.WARNING, logger="emodarts_tf.data.corpora"):
+        utterances, problems = read_manifest(manifest)
+    assert not problems
+    assert [u.speaker for u in utterances] == ["Unknown-Train", "Unknown-Train", "Unknown-Test1", "spk7", "spk8",
+                                               "Unknown-Development"]  # fmt: skip
+    assert any("4 row(s) of speaker 'Unknown' grouped per split" in m and "Unknown-Train: 2" in m for m in caplog.messages)
+    # The official fold keeps the unknown speakers' training utterances (one group would tie them to the test).
+    records = load_corpus(DataConfig(corpus="csv", root=str(manifest), protocol="official")).records
+    fold = make_folds(records, "official", "csv")[0]
+    assert sorted(Path(p).name for p in fold.train) == ["a.wav", "b.wav", "d.wav", "f.wav"]
+    assert sorted(Path(p).name for p in fold.test) == ["c.wav", "e.wav"]
