@@ -11,19 +11,19 @@ Layout (``<cache_dir>/<kind>-<hash>/``, e.g. ``mfcc-<hash>``)::
     manifest.json        extractor config, its hash, shape, and for each audio file (absolute path) its size,
                          mtime and either the shard/row of its features or the error it raised (and, when
                          the features are read from another file, that file: ``source``)
-    manifest.journal     while an extraction runs: one JSON line per finished shard (its rows and its files'
-                         entries), appended to the manifest's state when read
+    manifest.journal     one JSON line per shard finished since the manifest was last written (its rows and its
+                         files' entries), applied on top of the manifest when read
     shard-00000.npy      float32 (rows, *shape), e.g. (rows, n_mfcc, frames)
     shard-00001.npy      ...
 
 - The same extractor finds the same folder and reuses it; another config hashes to another folder.
 - Extraction runs in parallel (``concurrent.futures.ProcessPoolExecutor``), one chunk of files per task;
   each finished chunk becomes a shard written atomically, then one line appended to the journal and flushed
-  to disk. The manifest is rewritten atomically (and the journal dropped) when the journal has grown as large
-  as the manifest and when the extraction ends, so the writes stay proportional to the corpus (rewriting a
-  150k-file manifest after each of its 1,200 shards would write it 1,200 times). An interrupted extraction
-  keeps its finished shards (a line cut off by a kill loses only its own shard), and the next run extracts
-  only what is missing.
+  to disk. The manifest is rewritten atomically (and the journal removed) when there is none yet and when the
+  journal has grown as large as it, so each rewrite at least doubles what the manifest holds and the bytes
+  written stay a small multiple of the final manifest's, however many shards (a 150k-file corpus makes about
+  1,200). An interrupted extraction keeps its finished shards (a line cut off by a kill loses only its own
+  shard), and the next run extracts only what is missing.
 - A file whose size or mtime changed is extracted again (for features read from another file, e.g. a
   precomputed ``.npy``: when that file changed, or another one is named).
 - A file that failed (unreadable, empty, silent, truncated, not audio) is recorded with its error, so it
@@ -72,12 +72,22 @@ log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = 1
 JOURNAL_NAME = "manifest.journal"
+_READ_ATTEMPTS = 5  # reads of manifest + journal when a writer replaces the manifest meanwhile
 SHARD_SIZE = 128  # utterances per shard at most (8 MB at the paper's 128 x 128 float32)
 OPEN_FILES_MARGIN = 1024  # descriptors left for what a run opens besides the mapped shards
 LOCK_TIMEOUT_S = 300.0  # the default of data.lock_timeout_s
 _LOCK_POLL_S = 0.25  # how often a waiting process tries the lock again
 _LOCK_LOG_EVERY_S = 60.0  # how often it says again that it is still waiting
 _SHARD_RE = re.compile(r"^shard-(\d{5,})\.npy$")
+
+
+def _file_identity(path: Path) -> Optional[tuple]:
+    """(device, inode) of ``path``; None when it does not exist or cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _signature(path: Optional[str]) -> Optional[tuple]:
@@ -376,30 +386,36 @@ class FeatureCache:
         self._arrays: dict = {}  # shard name -> loaded array (memory-mapped)
         self._manifest_bytes = 0  # size of manifest.json as last read or written (0: none usable)
         self._journal_bytes = 0  # size of the journal as last read or appended to
+        self._journal_cut = False  # its last line was incomplete when read
         self._read_manifest()
 
     # ----------------------------------------------------------------------------------- manifest
     def _read_manifest(self) -> None:
-        """The state: manifest.json, then the journal's records in the order they were appended."""
-        self._files, self._shards, self._arrays = {}, {}, {}
-        shards, files = {}, {}
-        self._manifest_bytes = 0
-        if self.manifest_path.is_file():
+        """The state: manifest.json, then the journal's records in the order they were appended.
+
+        Read without the lock: a writer replaces manifest.json before it removes the journal whose records the
+        new manifest holds, so a manifest that is still the same file after the journal was read makes a state
+        the writer had; when it was replaced meanwhile, both are read again. The manifest stays open until that
+        comparison, so that its inode cannot be reused by a newer file in between."""
+        for attempt in range(1, _READ_ATTEMPTS + 1):
             try:
-                data = read_json(self.manifest_path)
-                if data.get("feature_hash") != self.key or data.get("format") != MANIFEST_FORMAT:
-                    raise ValueError("feature hash or format differs from this folder's")
-                if "shape" in data and list(data["shape"]) != list(self.shape):
-                    raise ValueError(f"its shape {data['shape']} differs from this extractor's {list(self.shape)}")
-                shards = {str(name): {"rows": int(v["rows"])} for name, v in dict(data["shards"]).items()}
-                files = dict(data["files"])
-                self._manifest_bytes = self.manifest_path.stat().st_size
-            except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
-                log.warning("%s: unusable cache manifest (%s); extracting again", self.manifest_path, exc)
-                shards, files = {}, {}
-        for record in self._journal_records():
-            shards.update(record["shards"])
-            files.update(record["files"])
+                handle = self.manifest_path.open("rb")
+            except FileNotFoundError:
+                handle = None
+            except OSError as exc:
+                log.warning("%s: unreadable cache manifest (%s); extracting again", self.manifest_path, exc)
+                handle = None
+            with handle if handle is not None else contextlib.nullcontext():
+                shards, files, identity, usable = self._read_snapshot(handle)
+                if usable:
+                    for record in self._journal_records():
+                        shards.update(record["shards"])
+                        files.update(record["files"])
+                same = identity == _file_identity(self.manifest_path)
+            if same or attempt == _READ_ATTEMPTS:
+                break
+            log.debug("%s was rewritten while it was read; reading it again", self.manifest_path)
+        self._arrays = {}
         # Entries whose shard went missing are dropped, and their files extracted again.
         present = {name for name in shards if (self.dir / name).is_file()}
         for name in sorted(set(shards) - present):
@@ -407,18 +423,49 @@ class FeatureCache:
         self._shards = {name: shards[name]["rows"] for name in present}
         self._files = {p: e for p, e in files.items() if "error" in e or e.get("shard") in present}
 
+    def _read_snapshot(self, handle) -> tuple:
+        """``(shards, files, identity, usable)`` of manifest.json open as ``handle`` (None: none could be opened):
+        ``identity`` (device, inode) of the file read, or of whatever is at its path when none was opened; not
+        ``usable``: no entries, and the journal, which only extends a manifest, is not read."""
+        self._manifest_bytes, self._journal_bytes, self._journal_cut = 0, 0, False
+        if handle is None:
+            return {}, {}, _file_identity(self.manifest_path), False
+        try:
+            st = os.fstat(handle.fileno())
+            raw = handle.read()
+        except OSError as exc:
+            log.warning("%s: unreadable cache manifest (%s); extracting again", self.manifest_path, exc)
+            return {}, {}, _file_identity(self.manifest_path), False
+        try:
+            data = json.loads(raw.decode("utf-8"))
+            if data.get("feature_hash") != self.key or data.get("format") != MANIFEST_FORMAT:
+                raise ValueError("feature hash or format differs from this folder's")
+            if "shape" in data and list(data["shape"]) != list(self.shape):
+                raise ValueError(f"its shape {data['shape']} differs from this extractor's {list(self.shape)}")
+            shards = {str(name): {"rows": int(v["rows"])} for name, v in dict(data["shards"]).items()}
+            files = dict(data["files"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSON and UTF-8 errors are ValueErrors
+            journal = f"; {self.journal_path.name} is not read either" if self.journal_path.exists() else ""
+            log.warning("%s: unusable cache manifest (%s); extracting again%s", self.manifest_path, exc, journal)
+            return {}, {}, (st.st_dev, st.st_ino), False
+        self._manifest_bytes = len(raw)
+        return shards, files, (st.st_dev, st.st_ino), True
+
     def _journal_records(self) -> list:
         """The journal's usable records (``{"shards": ..., "files": ...}``), in order; none when there is none."""
         try:
             raw = self.journal_path.read_bytes()
         except FileNotFoundError:
-            self._journal_bytes = 0
+            return []
+        except OSError as exc:
+            log.warning("%s: unreadable (%s); the files it records will be extracted again", self.journal_path, exc)
             return []
         self._journal_bytes = len(raw)
         lines = raw.split(b"\n")
         if lines[-1]:
-            log.info("%s: its last record was cut off (an extraction was killed while writing it); that shard's "
-                     "files will be extracted again", self.journal_path)
+            self._journal_cut = True
+            log.info("%s: its last record is cut off (still being written, or its writer was killed); until it is "
+                     "complete, that shard's files count as not extracted", self.journal_path)
         records = []
         for number, line in enumerate(lines[:-1], start=1):
             try:
@@ -456,9 +503,14 @@ class FeatureCache:
             },
         )
         self._manifest_bytes = self.manifest_path.stat().st_size
-        with contextlib.suppress(FileNotFoundError):
+        self._journal_bytes, self._journal_cut = 0, False
+        try:
             self.journal_path.unlink()
-        self._journal_bytes = 0
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("%s: could not remove it (%s); the manifest holds its records, so reading them again "
+                        "changes nothing", self.journal_path, exc)
 
     # -------------------------------------------------------------------------------------- state
     def _source(self, path: str) -> Optional[str]:
@@ -562,7 +614,8 @@ class FeatureCache:
         _check_lock_timeout(lock_timeout_s)
         paths = list(dict.fromkeys(str(p) for p in paths))
         self.dir.mkdir(parents=True, exist_ok=True)
-        # Everything cached already (the manifest is written atomically): no lock, so a run on cached files does
+        # Everything cached already (the manifest is replaced atomically, the journal appended to, and
+        # _read_manifest reads a state some writer had): no lock, so a run on cached files does
         # not wait for another process's extraction of other files into the same folder.
         self._read_manifest()
         _, errors, todo = self.status(paths)
@@ -572,9 +625,9 @@ class FeatureCache:
             self._read_manifest()  # another process may have extracted meanwhile
             _, _, todo = self.status(paths)
             if todo:
-                if self.journal_path.exists():
-                    # A killed extraction's journal (its last line possibly cut off) is folded into the
-                    # manifest before this one appends to it.
+                if self._journal_cut or (self.journal_path.exists() and not self._manifest_bytes):
+                    # A killed extraction's cut-off line (under the lock, nobody is writing it), or a journal
+                    # that extends no usable manifest: the state is written anew before anything is appended.
                     self._write_manifest()
                 workers = workers or usable_cores()
                 if workers < 0:
@@ -622,13 +675,6 @@ class FeatureCache:
                         pool.shutdown(wait=True)
                 finally:
                     bar.close()
-                    if self._journal_bytes:
-                        try:
-                            self._write_manifest()
-                        except OSError as exc:
-                            # The journal still records every finished shard; the next extraction folds it in.
-                            log.warning("%s: could not rewrite the cache manifest (%s); %s keeps its state",
-                                        self.manifest_path, exc, self.journal_path.name)
         return self.errors(paths)
 
     # ------------------------------------------------------------------------------------ loading

@@ -190,6 +190,40 @@ def _log_summary(prepared: PreparedCorpus) -> None:
             log.warning("  ... and %d more (all listed in prepared.json)", len(prepared.problems) - 20)
 
 
+def _resume_advice(out_dir: Path) -> str:
+    return (f"the run in {out_dir.parent} was prepared from another corpus or split: choose another --out, or remove "
+            "that run to start over (cli/train.py --restart does)")
+
+
+def _first_folds(out_dir: str | Path) -> Optional[list]:
+    """The folds of ``<out_dir>/folds.json`` as the run's first preparation wrote them; None when there are none."""
+    path = Path(out_dir) / "folds.json"
+    if not path.is_file():
+        return None
+    try:
+        return read_folds(path)
+    except ValueError as exc:
+        log.warning("%s: unreadable (%s); not compared with this preparation", path, exc)
+        return None
+
+
+def check_same_speakers(out_dir: str | Path, speakers) -> None:
+    """Before any extraction: every speaker of the run's first preparation must be in the corpus now (the
+    cheap half of :func:`check_same_folds`, so that a wrong ``--root`` is refused before hours of extraction).
+
+    Raises:
+        ValueError: speakers of ``<out_dir>/folds.json`` missing from ``speakers``; the message names some.
+    """
+    folds = _first_folds(out_dir)
+    if folds is None:
+        return
+    before = {s for f in folds for s in (*f.train_speakers, *f.test_speakers)}
+    missing = sorted(before - set(speakers))
+    if missing:
+        raise ValueError(f"{Path(out_dir) / 'folds.json'}: {len(missing)} of its {len(before)} speakers are not in "
+                         f"the corpus now ({missing[:6]}); {_resume_advice(Path(out_dir))}")
+
+
 def check_same_folds(out_dir: str | Path, folds: list) -> None:
     """Refuse to resume a run whose first preparation (``<out_dir>/folds.json``) dealt other speakers to its
     folds: another corpus (``data.root`` may change between a run and its resumption, since a corpus may move)
@@ -199,26 +233,22 @@ def check_same_folds(out_dir: str | Path, folds: list) -> None:
     Raises:
         ValueError: the fold count or a fold's training or test speakers differ; the message names the fold.
     """
-    path = Path(out_dir) / "folds.json"
-    if not path.is_file():
+    out_dir = Path(out_dir)
+    first = _first_folds(out_dir)
+    if first is None:
         return
-    try:
-        before = {f.index: f for f in read_folds(path)}
-    except ValueError as exc:
-        log.warning("%s: unreadable (%s); not compared with this preparation", path, exc)
-        return
+    path = out_dir / "folds.json"
+    before = {f.index: f for f in first}
     now = {f.index: f for f in folds}
-    advice = ("the run being resumed was prepared from another corpus or split: choose another --out, or start "
-              "over (cli/train.py --restart, cli/search.py without --resume)")
     if sorted(before) != sorted(now):
-        raise ValueError(f"{path}: folds {sorted(before)} there, {sorted(now)} now; {advice}")
+        raise ValueError(f"{path}: folds {sorted(before)} there, {sorted(now)} now; {_resume_advice(out_dir)}")
     for k in sorted(now):
         for part in ("train", "test"):
-            old = sorted(getattr(before[k], f"{part}_speakers"))
-            new = sorted(getattr(now[k], f"{part}_speakers"))
+            old = set(getattr(before[k], f"{part}_speakers"))
+            new = set(getattr(now[k], f"{part}_speakers"))
             if old != new:
-                raise ValueError(f"{path}: fold {k}'s {part} speakers differ ({len(set(old) ^ set(new))} of "
-                                 f"{len(set(old) | set(new))}: {sorted(set(old) ^ set(new))[:6]}); {advice}")
+                raise ValueError(f"{path}: fold {k}'s {part} speakers differ (only there: {sorted(old - new)[:6]}, "
+                                 f"only now: {sorted(new - old)[:6]}); {_resume_advice(out_dir)}")
             counts = len(getattr(before[k], part)), len(getattr(now[k], part))
             if counts[0] != counts[1]:
                 log.warning("fold %d: %d %s utterances now, %d when this run was first prepared (%s); the finished "
@@ -288,8 +318,9 @@ def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progres
         progress: show a progress bar during extraction.
         two_stream: also extract the frame-level stream (``config.frames``, EmotionNAS); an utterance is
             kept only when both streams could be computed.
-        resuming: the tables in ``out_dir`` belong to a run being resumed: its folds must deal the same
-            speakers (:func:`check_same_folds`) before they are written again.
+        resuming: the tables in ``out_dir`` belong to a run being resumed: its speakers must all be in the
+            corpus before extraction (:func:`check_same_speakers`), and its folds must deal the same speakers
+            (:func:`check_same_folds`) before the tables are written again.
 
     Raises:
         ValueError: wrong corpus root, missing label files, unknown protocol or classes, no usable
@@ -299,6 +330,8 @@ def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progres
     data, fcfg = config.data, config.features
     n_mfcc, frames = feature_shape(fcfg)
     corpus: CorpusData = load_corpus(data)
+    if resuming and out_dir is not None:
+        check_same_speakers(out_dir, {r.speaker for r in corpus.records})
     cache, frames_cache, errors, records = extract_streams(config, corpus, two_stream, progress)
     problems = list(corpus.problems) + [Problem(path, problem) for path, problem in sorted(errors.items())]
     # After the failed files are gone: a class must still have enough speakers for every fold to train it.

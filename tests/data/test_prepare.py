@@ -100,12 +100,31 @@ def test_a_resumed_preparation_refuses_other_speakers_and_accepts_a_moved_corpus
     other = csv_corpus(n_speakers=4, per_class=2, name="other")
     other.write_text(other.read_text().replace(",spk", ",talker"))  # the speaker column only
     written = (out / "folds.json").read_text()
-    with pytest.raises(ValueError, match=r"folds\.json: fold 1's train speakers differ .*choose another --out"):
+    with pytest.raises(ValueError, match=r"folds\.json: 4 of its 4 speakers are not in the corpus now .*choose "
+                                         r"another --out"):
         prepare(make_config("csv", other), out_dir=out, progress=False, resuming=True)
     assert (out / "folds.json").read_text() == written
+    other_paths = [str(p) for p in sorted((other.parent / "audio").rglob("*.wav"))]
+    assert FeatureCache(tmp_path / "cache", make_config("csv").features).status(other_paths)[0] == []  # not extracted
     # A new run into the folder (not resuming) writes the other corpus's tables.
     fresh = prepare(make_config("csv", other), out_dir=out, progress=False)
     assert read_folds(out / "folds.json")[0].train_speakers == fresh.folds[0].train_speakers
+
+
+def test_check_same_folds_names_the_fold_and_the_speakers_that_moved(tmp_path):
+    from emodarts_tf.data.prepare import check_same_folds
+    from emodarts_tf.data.records import Fold, write_folds
+
+    first = [Fold(1, "a", ["s1", "s2"], ["s3"], ["1.wav", "2.wav"], ["3.wav"]),
+             Fold(2, "b", ["s1", "s3"], ["s2"], ["1.wav", "3.wav"], ["2.wav"])]  # fmt: skip
+    write_folds(tmp_path / "folds.json", first)
+    check_same_folds(tmp_path, first)  # the same folds
+    swapped = [first[0], Fold(2, "b", ["s1", "s2"], ["s3"], ["1.wav", "2.wav"], ["3.wav"])]
+    with pytest.raises(ValueError, match=r"fold 2's train speakers differ \(only there: \['s3'\], only now: \['s2'\]\)"):
+        check_same_folds(tmp_path, swapped)
+    with pytest.raises(ValueError, match=r"folds \[1, 2\] there, \[1\] now"):
+        check_same_folds(tmp_path, first[:1])
+    check_same_folds(tmp_path / "elsewhere", swapped)  # no earlier preparation: nothing to compare
 
 
 def test_cache_reused_and_failures_reported_without_rereading(csv_corpus, make_config, monkeypatch):
