@@ -113,3 +113,16 @@ def test_changed_config_is_refused(tmp_path, mini_manifest, mini_cache, mini_pre
                                            "train.lr=0.1", "space.init_channels=4"])  # fmt: skip
     with pytest.raises(ValueError, match=r"another config \(differing: space\.init_channels, train\.lr\)"):
         _check_run_config(tmp_path, changed)
+
+
+def test_restart_removes_the_previous_run_and_its_prepared_tables(tmp_path):
+    from emodarts_tf.commands.train import _restart
+
+    out = tmp_path / "run"
+    for folder in ("fold1", "random3/fold2", "data"):
+        (out / folder).mkdir(parents=True)
+    for name in ("summary.json", "config.yaml", "random_summary.md", "data/folds.json", "fold1/metrics.json", "notes.txt"):
+        (out / name).write_text("{}")
+    (out / "randomness").mkdir()  # not a random<i>/ run folder
+    _restart(out)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "randomness"]
