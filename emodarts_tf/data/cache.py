@@ -19,11 +19,11 @@ Layout (``<cache_dir>/<kind>-<hash>/``, e.g. ``mfcc-<hash>``)::
 - The same extractor finds the same folder and reuses it; another config hashes to another folder.
 - Extraction runs in parallel (``concurrent.futures.ProcessPoolExecutor``), one chunk of files per task;
   each finished chunk becomes a shard written atomically, then one line appended to the journal and flushed
-  to disk. The manifest is rewritten atomically (and the journal removed) when there is none yet and when the
-  journal has grown as large as it, so each rewrite at least doubles what the manifest holds and the bytes
-  written stay a small multiple of the final manifest's, however many shards (a 150k-file corpus makes about
-  1,200). An interrupted extraction keeps its finished shards (a line cut off by a kill loses only its own
-  shard), and the next run extracts only what is missing.
+  to disk. The manifest is rewritten atomically (and the journal removed) when there is none yet, when the
+  journal has grown as large as it, and when an extraction finishes; during an extraction each rewrite at least
+  doubles what the manifest holds, so the bytes written stay a small multiple of the final manifest's, however
+  many shards (a 150k-file corpus makes about 1,200). An interrupted extraction keeps its finished shards (a line
+  cut off by a kill loses only its own shard), and the next run extracts only what is missing.
 - A file whose size or mtime changed is extracted again (for features read from another file, e.g. a
   precomputed ``.npy``: when that file changed, or another one is named).
 - A file that failed (unreadable, empty, silent, truncated, not audio) is recorded with its error, so it
@@ -386,7 +386,7 @@ class FeatureCache:
         self._arrays: dict = {}  # shard name -> loaded array (memory-mapped)
         self._manifest_bytes = 0  # size of manifest.json as last read or written (0: none usable)
         self._journal_bytes = 0  # size of the journal as last read or appended to
-        self._journal_cut = False  # its last line was incomplete when read
+        self._journal_dirty = False  # it was unreadable, or held a cut-off or unusable line, when read
         self._read_manifest()
 
     # ----------------------------------------------------------------------------------- manifest
@@ -412,7 +412,11 @@ class FeatureCache:
                         shards.update(record["shards"])
                         files.update(record["files"])
                 same = identity == _file_identity(self.manifest_path)
-            if same or attempt == _READ_ATTEMPTS:
+            if same:
+                break
+            if attempt == _READ_ATTEMPTS:
+                log.warning("%s was rewritten during each of %d reads; the state read may lack the latest shards, "
+                            "whose files then count as not extracted", self.manifest_path, _READ_ATTEMPTS)
                 break
             log.debug("%s was rewritten while it was read; reading it again", self.manifest_path)
         self._arrays = {}
@@ -427,8 +431,11 @@ class FeatureCache:
         """``(shards, files, identity, usable)`` of manifest.json open as ``handle`` (None: none could be opened):
         ``identity`` (device, inode) of the file read, or of whatever is at its path when none was opened; not
         ``usable``: no entries, and the journal, which only extends a manifest, is not read."""
-        self._manifest_bytes, self._journal_bytes, self._journal_cut = 0, 0, False
+        self._manifest_bytes, self._journal_bytes, self._journal_dirty = 0, 0, False
         if handle is None:
+            if self.journal_path.exists():
+                log.warning("%s: no manifest to extend; not read, and its files will be extracted again",
+                            self.journal_path)
             return {}, {}, _file_identity(self.manifest_path), False
         try:
             st = os.fstat(handle.fileno())
@@ -458,12 +465,13 @@ class FeatureCache:
         except FileNotFoundError:
             return []
         except OSError as exc:
+            self._journal_dirty = True
             log.warning("%s: unreadable (%s); the files it records will be extracted again", self.journal_path, exc)
             return []
         self._journal_bytes = len(raw)
         lines = raw.split(b"\n")
         if lines[-1]:
-            self._journal_cut = True
+            self._journal_dirty = True
             log.info("%s: its last record is cut off (still being written, or its writer was killed); until it is "
                      "complete, that shard's files count as not extracted", self.journal_path)
         records = []
@@ -475,6 +483,7 @@ class FeatureCache:
                 shards = {str(name): {"rows": int(v["rows"])} for name, v in dict(record["shards"]).items()}
                 records.append({"shards": shards, "files": dict(record["files"])})
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                self._journal_dirty = True
                 log.warning("%s: record %d is unusable (%s); its files will be extracted again",
                             self.journal_path, number, exc)
         return records
@@ -503,7 +512,7 @@ class FeatureCache:
             },
         )
         self._manifest_bytes = self.manifest_path.stat().st_size
-        self._journal_bytes, self._journal_cut = 0, False
+        self._journal_bytes, self._journal_dirty = 0, False
         try:
             self.journal_path.unlink()
         except FileNotFoundError:
@@ -625,9 +634,10 @@ class FeatureCache:
             self._read_manifest()  # another process may have extracted meanwhile
             _, _, todo = self.status(paths)
             if todo:
-                if self._journal_cut or (self.journal_path.exists() and not self._manifest_bytes):
-                    # A killed extraction's cut-off line (under the lock, nobody is writing it), or a journal
-                    # that extends no usable manifest: the state is written anew before anything is appended.
+                if self._journal_dirty or (self.journal_path.exists() and not self._manifest_bytes):
+                    # A killed extraction's cut-off line (under the lock, nobody is writing it), an unusable or
+                    # unreadable journal, or one that extends no usable manifest: the state is written anew
+                    # before anything is appended, so that no reader warns about them again.
                     self._write_manifest()
                 workers = workers or usable_cores()
                 if workers < 0:
@@ -675,6 +685,10 @@ class FeatureCache:
                         pool.shutdown(wait=True)
                 finally:
                     bar.close()
+                if self._journal_bytes:
+                    # A finished extraction leaves one manifest (one more write per extraction), which is also
+                    # what a reader that knows no journal reads.
+                    self._write_manifest()
         return self.errors(paths)
 
     # ------------------------------------------------------------------------------------ loading

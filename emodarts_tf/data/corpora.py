@@ -332,8 +332,7 @@ def unknown_speaker_group(speaker: str, split: str) -> str:
 
 def read_manifest(manifest: Path, encoding: str = "utf-8-sig") -> tuple:
     """Rows of a ``path,label,speaker[,session,split,gender,features]`` CSV; relative paths (of ``path`` and
-    ``features``) from its folder. A speaker ``Unknown`` (MSP-Podcast's word for it, any case) becomes one group
-    per split (:func:`unknown_speaker_group`), as the MSP-Podcast reader does; the rows are counted in a warning.
+    ``features``) from its folder.
 
     Raises:
         ValueError: no such file, an unknown ``encoding``, or bytes that are not text in it (naming the file,
@@ -358,7 +357,6 @@ def read_manifest(manifest: Path, encoding: str = "utf-8-sig") -> tuple:
             "encoding with --encoding (e.g. --encoding latin-1)"
         ) from None
     utterances, problems = [], []
-    unknown = Counter()
     with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         fieldnames = [f.strip() for f in (reader.fieldnames or [])]
@@ -379,27 +377,40 @@ def read_manifest(manifest: Path, encoding: str = "utf-8-sig") -> tuple:
             if features:  # optional: a precomputed .npy of the utterance
                 npy = Path(features).expanduser()
                 features = os.path.abspath(npy if npy.is_absolute() else manifest.parent / npy)
-            speaker = unknown_speaker_group(row["speaker"], row.get("split", ""))
-            if speaker != row["speaker"]:
-                unknown[speaker] += 1
             utterances.append(
                 Utterance(
                     path=os.path.abspath(path),
                     code=row["label"],
-                    speaker=speaker,
+                    speaker=row["speaker"],
                     session=row.get("session", ""),
                     split=row.get("split", ""),
                     gender=row.get("gender", "").upper()[:1],
                     features=features,
                 )
             )
-    if unknown:
-        log.warning(
-            "%s: %d row(s) of speaker 'Unknown' grouped per split, as for MSP-Podcast (%s): unknown speakers are not "
-            "one person, and one group would tie training to test",
-            manifest, sum(unknown.values()), ", ".join(f"{k}: {v}" for k, v in sorted(unknown.items())),
-        )  # fmt: skip
     return utterances, problems
+
+
+def _group_unknown_per_split(manifest: Optional[Path], utterances: list) -> list:
+    """A CSV manifest under the ``official`` protocol: its ``Unknown`` speakers (any case) one group per split, as
+    the MSP-Podcast reader does (:func:`unknown_speaker_group`), counted in a warning. Under ``official`` one group
+    across splits would sit on both sides, and the fold would drop all its training utterances. Other protocols
+    keep the manifest's speakers: there, unknown speakers of different splits may be the same people."""
+    counts = Counter()
+    out = []
+    for utt in utterances:
+        speaker = unknown_speaker_group(utt.speaker, utt.split)
+        if speaker != utt.speaker:
+            counts[speaker] += 1
+            utt = dataclasses.replace(utt, speaker=speaker)
+        out.append(utt)
+    if counts:
+        log.warning(
+            "%s: %d row(s) of speaker 'Unknown' grouped per split for protocol official (%s), as for MSP-Podcast: "
+            "one group across splits would tie training to test",
+            manifest, sum(counts.values()), ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
+        )  # fmt: skip
+    return out
 
 
 def read_csv(root: Optional[Path], data: DataConfig) -> tuple:
@@ -565,6 +576,8 @@ def load_corpus(data: DataConfig) -> CorpusData:
     protocol = resolve_protocol(data.corpus, data.protocol)
     root = Path(data.root).expanduser() if data.root else None
     utterances, problems = spec.reader(root, data)
+    if spec.name == "csv" and protocol == "official":
+        utterances = _group_unknown_per_split(root, utterances)
     if spec.codes is None:
         # Labels written by hand (a CSV manifest): `Ang`, `ang ` and `ANG` are one class.
         utterances = _normalise_labels(spec.name, utterances)

@@ -29,7 +29,7 @@ from emodarts_tf.config import ExperimentConfig, FeatureConfig, FramesConfig
 from emodarts_tf.data.cache import FeatureCache
 from emodarts_tf.data.corpora import CorpusData, Problem, drop_rare_classes, load_corpus
 from emodarts_tf.data.features import feature_shape
-from emodarts_tf.data.protocols import make_folds
+from emodarts_tf.data.protocols import check_protocol_size, make_folds
 from emodarts_tf.data.records import Fold, Record, read_folds, read_records, write_folds, write_records
 from emodarts_tf.utils.io import read_json, write_json
 
@@ -192,7 +192,7 @@ def _log_summary(prepared: PreparedCorpus) -> None:
 
 def _resume_advice(out_dir: Path) -> str:
     return (f"the run in {out_dir.parent} was prepared from another corpus or split: choose another --out, or remove "
-            "that run to start over (cli/train.py --restart does)")
+            "that folder to start over (cli/train.py --restart removes its run)")
 
 
 def _first_folds(out_dir: str | Path) -> Optional[list]:
@@ -330,6 +330,7 @@ def prepare(config: ExperimentConfig, out_dir: str | Path | None = None, progres
     data, fcfg = config.data, config.features
     n_mfcc, frames = feature_shape(fcfg)
     corpus: CorpusData = load_corpus(data)
+    check_protocol_size(corpus.records, corpus.protocol, corpus.name)  # before hours of extraction
     if resuming and out_dir is not None:
         check_same_speakers(out_dir, {r.speaker for r in corpus.records})
     cache, frames_cache, errors, records = extract_streams(config, corpus, two_stream, progress)

@@ -150,6 +150,32 @@ def check_speaker_independent(fold: Fold, records: list) -> None:
         raise ValueError(f"fold {fold.index} ({fold.name}): speakers {sorted(shared)} in both train and test")
 
 
+def _check_fold_paths(n_folds: int, n_records: int, protocol: str, corpus: str) -> None:
+    if n_folds * n_records <= MAX_FOLD_PATHS:
+        return
+    advice = {
+        "msp-podcast": "use protocol official (its Split_Set)",
+        "csv": "use loso-session (a `session` column grouping speakers) or official (a `split` column: "
+               "Train/Development/Test1)",
+    }.get(corpus, "use loso-session")
+    raise ValueError(
+        f"protocol {protocol} on corpus {corpus!r}: {n_folds:,} folds of {n_records:,} utterances each would list "
+        f"{n_folds * n_records:,} paths (more than {MAX_FOLD_PATHS:,}), one training run per fold; for a corpus of "
+        f"this size {advice}"
+    )
+
+
+def check_protocol_size(records: list, protocol: str, corpus: str) -> None:
+    """Refuse a protocol whose folds would list more than ``MAX_FOLD_PATHS`` paths in all, from the records as read
+    (before extraction; files that fail later only make the folds smaller).
+
+    Raises:
+        ValueError: naming the protocol, corpus, fold count and what to use instead.
+    """
+    if protocol != "official" and records:
+        _check_fold_paths(len(_held_out_groups(records, protocol, corpus)), len(records), protocol, corpus)
+
+
 def make_folds(records: list, protocol: str, corpus: str) -> list:
     """Speaker-independent folds of ``records`` (already selected) under ``protocol``.
 
@@ -167,13 +193,7 @@ def make_folds(records: list, protocol: str, corpus: str) -> list:
         folds = [_official_fold(records)]
     else:
         groups = _held_out_groups(records, protocol, corpus)
-        if len(groups) * len(records) > MAX_FOLD_PATHS:
-            raise ValueError(
-                f"protocol {protocol}: {len(groups):,} folds of {len(records):,} utterances each would list "
-                f"{len(groups) * len(records):,} paths (more than {MAX_FOLD_PATHS:,}), one training run per fold; for "
-                "a corpus of this size use loso-session (a CSV `session` column grouping speakers) or official (a "
-                "`split` column: Train/Development/Test1)"
-            )
+        _check_fold_paths(len(groups), len(records), protocol, corpus)
         folds = []
         for index, (name, held) in enumerate(groups, 1):
             fold = _fold(index, name, records, held)

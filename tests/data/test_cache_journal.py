@@ -58,6 +58,7 @@ def test_a_reader_sees_the_writers_state_after_every_shard(tmp_path, monkeypatch
     errors = writer.extract(paths, workers=1, progress=False, shard_size=3)
     assert seen["checks"] == 14 and seen["journal"] > 0  # 14 chunks of at most 3; some recorded in the journal only
     assert set(errors) == bad and all("unreadable" in e for e in errors.values())
+    assert not writer.journal_path.exists()  # folded into the manifest when the extraction finished
     reader = FeatureCache(tmp_path, _extractor())
     assert _state(reader) == _state(writer)
     good = [p for p in paths if p not in bad]
@@ -86,8 +87,7 @@ def test_manifest_writes_grow_linearly_with_the_corpus(tmp_path, monkeypatch):
     cache = FeatureCache(tmp_path, _extractor())
     cache.extract(paths, workers=1, progress=False, shard_size=4)  # 300 shards
     total, rewrites = written["manifest"] + written["journal"], written["rewrites"]
-    cache._write_manifest()
-    final = cache.manifest_path.stat().st_size  # the whole state in one manifest
+    final = cache.manifest_path.stat().st_size  # the whole state, written when the extraction finished
     # A rewrite after every shard would write the growing manifest 300 times, about 150 x its final size.
     assert total < 5 * final and rewrites < 20
     np.testing.assert_array_equal(FeatureCache(tmp_path, _extractor()).load(paths), np.stack([_value(p) for p in paths]))
@@ -120,7 +120,7 @@ def test_a_cut_off_or_damaged_journal_line_loses_only_its_own_shard(tmp_path, ca
     # The next extraction writes the state anew before appending (the cut-off line would spoil the next one),
     # and extracts only the rest.
     assert reader.extract(first + second + third + fourth, workers=1, progress=False) == {}
-    assert cache.journal_path.read_bytes().endswith(b"\n") if cache.journal_path.exists() else True
+    assert not reader.journal_path.exists()  # a finished extraction leaves one manifest
     everything = first + second + third + fourth
     again = FeatureCache(tmp_path, _extractor())
     assert sorted(again.status(everything)[0]) == sorted(everything)
@@ -174,6 +174,23 @@ def test_a_journal_record_of_another_extractor_is_refused(tmp_path, caplog):
         reader = FeatureCache(tmp_path, _extractor())
     assert "/nonexistent/utt-99" not in reader._files
     assert any("feature hash 'other'" in m for m in caplog.messages)
+
+
+def test_a_journal_without_a_usable_manifest_is_not_read_and_is_replaced(tmp_path, caplog):
+    cache = FeatureCache(tmp_path, _extractor())
+    cache.extract(_paths(30), workers=1, progress=False)
+    part = _paths(4, 30)
+    cache._store(part, np.stack([_value(p) for p in part]), {}, cache._next_shard_index())
+    assert cache.journal_path.is_file()
+    cache.manifest_path.write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger=cache_module.__name__):
+        reader = FeatureCache(tmp_path, _extractor())
+    assert reader.status(_paths(34))[0] == []  # neither the manifest's entries nor the journal's
+    assert any("is not read either" in m for m in caplog.messages)
+    assert reader.extract(_paths(34), workers=1, progress=False) == {}
+    assert not reader.journal_path.exists()
+    again = FeatureCache(tmp_path, _extractor())
+    np.testing.assert_array_equal(again.load(_paths(34)), np.stack([_value(p) for p in _paths(34)]))
 
 
 @pytest.mark.parametrize("size", [0, 5])

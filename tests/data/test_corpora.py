@@ -222,23 +222,24 @@ def test_emodb_real_corpus(emodb_root):
     assert len(make_folds(four.records, "loso", "emodb")) == 10
 
 
-def test_csv_unknown_speakers_are_grouped_per_split_like_msp_podcast(tmp_path, caplog):
+def test_csv_unknown_speakers_are_grouped_per_split_under_official(tmp_path, caplog):
     import logging
 
-    from emodarts_tf.data.corpora import read_manifest
-
     manifest = tmp_path / "podcast.csv"
-    rows = [("a.wav", "ang", "Unknown", "Train"), ("b.wav", "hap", "unknown", "Train"), ("c.wav", "neu", "UNKNOWN", "Test1"),
+    rows = [("a.wav", "ang", "Unknown", "Train"), ("b.wav", "hap", "unknown", "Train"), ("c.wav", "neu", "Unknown", "Test1"),
             ("d.wav", "sad", "spk7", "Train"), ("e.wav", "sad", "spk8", "Test1"), ("f.wav", "ang", "Unknown", "Development")]  # fmt: skip
     manifest.write_text("path,label,speaker,split\n" + "".join(",".join(r) + "\n" for r in rows))
     with caplog.at_level(logging.WARNING, logger="emodarts_tf.data.corpora"):
-        utterances, problems = read_manifest(manifest)
-    assert not problems
-    assert [u.speaker for u in utterances] == ["Unknown-Train", "Unknown-Train", "Unknown-Test1", "spk7", "spk8",
-                                               "Unknown-Development"]  # fmt: skip
+        records = load_corpus(DataConfig(corpus="csv", root=str(manifest), protocol="official")).records
+    speaker = {Path(r.path).name: r.speaker for r in records}
+    assert speaker == {"a.wav": "Unknown-Train", "b.wav": "Unknown-Train", "c.wav": "Unknown-Test1", "d.wav": "spk7",
+                       "e.wav": "spk8", "f.wav": "Unknown-Development"}  # fmt: skip
     assert any("4 row(s) of speaker 'Unknown' grouped per split" in m and "Unknown-Train: 2" in m for m in caplog.messages)
-    # The official fold keeps the unknown speakers' training utterances (one group would tie them to the test).
-    records = load_corpus(DataConfig(corpus="csv", root=str(manifest), protocol="official")).records
+    # The official fold keeps the unknown speakers' training utterances: one group named Unknown in Train and
+    # Test1 would sit on both sides, and its training rows would be dropped.
     fold = make_folds(records, "official", "csv")[0]
     assert sorted(Path(p).name for p in fold.train) == ["a.wav", "b.wav", "d.wav", "f.wav"]
     assert sorted(Path(p).name for p in fold.test) == ["c.wav", "e.wav"]
+    # Other protocols keep the manifest's speakers (unknown speakers of two splits may be the same people).
+    loso = load_corpus(DataConfig(corpus="csv", root=str(manifest), protocol="loso")).records
+    assert sorted({r.speaker for r in loso}) == ["Unknown", "spk7", "spk8", "unknown"]

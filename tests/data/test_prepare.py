@@ -105,6 +105,7 @@ def test_a_resumed_preparation_refuses_other_speakers_and_accepts_a_moved_corpus
         prepare(make_config("csv", other), out_dir=out, progress=False, resuming=True)
     assert (out / "folds.json").read_text() == written
     other_paths = [str(p) for p in sorted((other.parent / "audio").rglob("*.wav"))]
+    assert len(other_paths) == 32
     assert FeatureCache(tmp_path / "cache", make_config("csv").features).status(other_paths)[0] == []  # not extracted
     # A new run into the folder (not resuming) writes the other corpus's tables.
     fresh = prepare(make_config("csv", other), out_dir=out, progress=False)

@@ -93,9 +93,11 @@ def test_a_protocol_too_large_to_list_is_refused_before_building_it(monkeypatch)
     records = [Record(f"s{s}/{u}.wav", "ang" if u % 2 else "sad", f"s{s:03d}", session=str(s // 10))
                for s in range(120) for u in range(10)]  # fmt: skip
     monkeypatch.setattr(protocols, "MAX_FOLD_PATHS", 100 * len(records))
-    with pytest.raises(ValueError, match=r"protocol loso: 120 folds of 1,200 utterances each would list 144,000 paths "
-                                         r"\(more than 120,000\).*loso-session"):
+    with pytest.raises(ValueError, match=r"protocol loso on corpus 'csv': 120 folds of 1,200 utterances each would "
+                                         r"list 144,000 paths \(more than 120,000\).*loso-session"):
         make_folds(records, "loso", "csv")
+    with pytest.raises(ValueError, match=r"120 folds.*use protocol official"):
+        protocols.check_protocol_size(records, "loso", "msp-podcast")  # before extraction, in prepare()
     folds = make_folds(records, "loso-session", "csv")  # 12 sessions of 10 speakers
     assert len(folds) == 12 and all(len(f.train) + len(f.test) == len(records) for f in folds)
     monkeypatch.setattr(protocols, "MAX_FOLD_PATHS", 120 * len(records))  # the bound itself is allowed
