@@ -69,6 +69,14 @@ def find_disk_full(exc: BaseException | None) -> DiskFull | None:
     return None
 
 
+def _raise_named_disk_full(exc: BaseException, path: Path) -> None:
+    """Raise :class:`DiskFullError` naming ``path`` when ``exc`` is (or was raised from) a full disk; else return.
+    Named after the file being written, not a temporary name (a write() or fsync() error names no file at all)."""
+    full = find_disk_full(exc) if isinstance(exc, Exception) else None
+    if full is not None:
+        raise DiskFullError(full.errno, full.reason, str(path)) from exc
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically, on failure it
@@ -87,11 +95,7 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        full = find_disk_full(exc) if isinstance(exc, Exception) else None
-        if full is not None:
-            # Named after the file being written, not its temporary name (a write() or fsync() error
-            # names no file at all); ``path`` itself is untouched.
-            raise DiskFullError(full.errno, full.reason, str(path)) from exc
+        _raise_named_disk_full(exc, path)  # ``path`` itself is untouched
         raise
 
 
@@ -105,9 +109,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def append_durably(path: str | Path, data: bytes) -> int:
-    """Append ``data`` to ``path`` (created when missing) in one write, flushed to disk; returns the file's size
-    after it. A reader sees either the whole of ``data`` or a prefix of it (a process killed mid-write), never
-    another writer's bytes inside it: writers append with ``O_APPEND``.
+    """Append ``data`` to ``path`` (created when missing), flushed to disk; returns the file's size after it. A
+    reader sees the whole of ``data`` or a prefix of it (a process killed mid-write). Writes are appended with
+    ``O_APPEND``; callers serialise writers (the feature cache holds its lock).
 
     Raises:
         DiskFullError: (an OSError) the disk or quota filled up; ``filename`` is ``path``.
@@ -124,9 +128,7 @@ def append_durably(path: str | Path, data: bytes) -> int:
         finally:
             os.close(fd)
     except OSError as exc:
-        full = find_disk_full(exc)
-        if full is not None:
-            raise DiskFullError(full.errno, full.reason, str(path)) from exc
+        _raise_named_disk_full(exc, path)
         raise
 
 
