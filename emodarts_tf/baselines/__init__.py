@@ -5,4 +5,5 @@
 - :mod:`~emodarts_tf.baselines.runner`: tuning on validation speakers, retraining, test once, ``summary.json``.
 - :mod:`~emodarts_tf.baselines.compare`: side-by-side table and chart of emoDARTS and baseline runs.
 - :mod:`~emodarts_tf.baselines.layers`: attention pooling over time.
+- :mod:`~emodarts_tf.baselines.names`: the family and tuner names (imports nothing heavy, for the command line).
 """

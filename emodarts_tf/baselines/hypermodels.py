@@ -30,9 +30,9 @@ from emodarts_tf.baselines.layers import AttentionPooling
 from emodarts_tf.search_space.network import FrequencyPooling
 from emodarts_tf.search_space.operations import BN_MOMENTUM
 from emodarts_tf.baselines.objective import ValidationUA
+from emodarts_tf.baselines.names import FAMILIES
 from emodarts_tf.config import load_yaml_dict
 
-FAMILIES = ("cnn", "lstm", "cnn_lstm", "cnn_lstm_att")
 MAX_FILTERS = 256
 
 _COMMON = ("dropout", "learning_rate")

@@ -44,6 +44,7 @@ from emodarts_tf.baselines.hypermodels import (
     fixed_hyperparameters,
     make_hypermodel,
 )
+from emodarts_tf.baselines.names import TUNERS
 from emodarts_tf.baselines.objective import OBJECTIVE_NAME
 from emodarts_tf.config import BaselineConfig, ExperimentConfig, save_config
 from emodarts_tf.evaluation import recipe as recipes
@@ -55,7 +56,6 @@ from emodarts_tf.utils.memory import custom_gradient_names, release_trial
 
 log = logging.getLogger(__name__)
 
-TUNERS = ("hyperband", "bayesian", "random")
 BEST_HP_FILE = "best_hp.json"
 TUNING_TIME_FILE = "tuning_time.json"
 RUN_FILE = "baseline_run.json"

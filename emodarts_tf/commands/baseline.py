@@ -41,8 +41,7 @@ log = logging.getLogger("emodarts_tf.baseline")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from emodarts_tf.baselines.hypermodels import FAMILIES
-    from emodarts_tf.baselines.runner import TUNERS
+    from emodarts_tf.baselines.names import FAMILIES, TUNERS
 
     parser = argparse.ArgumentParser(
         prog="baseline",

@@ -47,6 +47,10 @@ def config_from_args(args: argparse.Namespace, epochs_key: str | None = None, th
     With ``threads`` (commands that run TensorFlow) it also sizes TensorFlow's thread pools by the config's
     ``runtime`` section before the command's first op (:func:`~emodarts_tf.utils.threads.configure_threads`);
     a command that does not run TensorFlow passes False and does not import it.
+
+    Raises:
+        ValueError: a bad config, override or ``runtime`` thread count, or a corpus without ``--root`` (the
+            commands report it in one line, exit status 2).
     """
     setup_logging(getattr(args, "verbose", 0))
     data = getattr(args, "data", None)
@@ -69,13 +73,10 @@ def config_from_args(args: argparse.Namespace, epochs_key: str | None = None, th
         updates.setdefault(section, {})[key] = args.epochs
     config = load_config(path, overrides=list(getattr(args, "overrides", []) or []), updates=updates)
     if config.data.corpus not in ("demo",) and not config.data.root:
-        raise SystemExit(f"--data {config.data.corpus} needs --root (the corpus folder, or the CSV manifest for csv)")
+        raise ValueError(f"--data {config.data.corpus} needs --root (the corpus folder, or the CSV manifest for csv)")
     logging.getLogger(__name__).debug("config: %s", config)
     if threads:
-        try:
-            configure_threads(config.runtime.inter_op_threads, config.runtime.intra_op_threads)
-        except ValueError as exc:
-            raise SystemExit(str(exc)) from None
+        configure_threads(config.runtime.inter_op_threads, config.runtime.intra_op_threads)
     return config
 
 

@@ -1,5 +1,5 @@
-"""TensorFlow's C++ start-up lines are silenced by the commands: every command module imports TensorFlow only
-inside main(), after ``setup_logging`` has set ``TF_CPP_MIN_LOG_LEVEL`` (unless the user set it)."""
+"""TensorFlow's C++ start-up lines are silenced by the commands: every command module and parser imports TensorFlow
+only inside main(), after ``setup_logging`` has set ``TF_CPP_MIN_LOG_LEVEL`` (unless the user set it)."""
 from __future__ import annotations
 
 import os
@@ -14,6 +14,8 @@ def test_command_modules_do_not_import_tensorflow(project_root):
         "import sys\n"
         + "".join(f"import emodarts_tf.commands.{name}\n" for name in COMMANDS)
         + "import emodarts_tf.evaluation.predict\n"
+        # every parser too: main() builds it before setup_logging runs
+        + "".join(f"emodarts_tf.commands.{name}.build_parser()\n" for name in COMMANDS)
         + "loaded = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
         + "assert not loaded, loaded\n"
     )

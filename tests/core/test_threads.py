@@ -39,6 +39,19 @@ def test_bad_thread_counts_are_refused_by_name(bad):
         thread_plan(None, bad, cores=2, gpu=False)
 
 
+@pytest.mark.parametrize("command", ["train", "search", "evaluate", "baseline"])
+def test_a_command_reports_a_bad_thread_count_in_one_line_with_status_2(command, tmp_path, caplog):
+    import importlib
+
+    main = importlib.import_module(f"emodarts_tf.commands.{command}").main
+    argv = {"train": ["--genotype", "random:1"], "evaluate": ["--model", str(tmp_path / "model")]}.get(command, [])
+    argv += ["--data", "demo", "--set", "runtime.intra_op_threads=-1"]
+    argv += [] if command == "evaluate" else ["--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert any("runtime.intra_op_threads must be null" in m for m in caplog.messages)
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
 def test_runtime_section_of_the_config():
     config = load_config(None, overrides=["runtime.intra_op_threads=0"])
     assert config.runtime.intra_op_threads == 0 and config.runtime.inter_op_threads is None

@@ -46,5 +46,6 @@ def test_cli_errors(tmp_path, caplog):
     argv = ["--data", "emodb", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]
     assert main(argv + ["--cache", str(tmp_path / "cache")]) == 2
     assert any("nowhere" in m for m in caplog.messages)
-    with pytest.raises(SystemExit):
-        main(["--data", "iemocap", "--out", str(tmp_path / "out")])  # no --root
+    caplog.clear()
+    assert main(["--data", "iemocap", "--out", str(tmp_path / "out")]) == 2  # no --root: one line, status 2
+    assert any("--data iemocap needs --root" in m for m in caplog.messages)
