@@ -140,8 +140,11 @@ def main() -> int:
     setup_logging(0)
     logging.getLogger("emodarts_tf.evaluation.fitting").setLevel(logging.WARNING)
     base = argparse.Namespace(config=args.config, data=args.data, root=args.root, protocol=args.protocol)
-    configs = {name: config_from_args(argparse.Namespace(**vars(base), overrides=[*args.overrides, *overrides]))
-               for name, overrides in arms.items()}  # fmt: skip
+    try:
+        configs = {name: config_from_args(argparse.Namespace(**vars(base), overrides=[*args.overrides, *overrides]))
+                   for name, overrides in arms.items()}  # fmt: skip
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     config = next(iter(configs.values()))
     configure_threads(config.runtime.inter_op_threads, config.runtime.intra_op_threads)
     prepared = prepare(config, progress=False, two_stream=spec_is_two_stream(args.genotype))  # a search or a genotype JSON

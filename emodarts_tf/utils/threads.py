@@ -13,7 +13,8 @@ usable cores). docs/performance.md has the measurements; with a GPU the plan kee
 ``runtime.inter_op_threads`` and ``runtime.intra_op_threads`` override the plan: ``null`` (the default)
 for the automatic plan, ``0`` for TensorFlow's own default, ``n >= 1`` for n threads. The pools are fixed
 once TensorFlow's runtime has started, so :func:`configure_threads` must run before the first op; the
-commands that run TensorFlow call it right after reading their config (``commands.common.config_from_args``).
+commands that read a config and run TensorFlow (search, train, evaluate, baseline) call it right after reading it
+(``commands.common.config_from_args``); predict and export keep TensorFlow's pools.
 """
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ def test_a_command_reports_a_bad_thread_count_in_one_line_with_status_2(command,
     main = importlib.import_module(f"emodarts_tf.commands.{command}").main
     argv = {"train": ["--genotype", "random:1"], "evaluate": ["--model", str(tmp_path / "model")]}.get(command, [])
     argv += ["--data", "demo", "--set", "runtime.intra_op_threads=-1"]
-    argv += [] if command == "evaluate" else ["--out", str(tmp_path / "out")]
+    argv += ["--out", str(tmp_path / "out")]  # evaluate: where its report would go
     assert main(argv) == 2
     assert any("runtime.intra_op_threads must be null" in m for m in caplog.messages)
     assert not (tmp_path / "out").exists()  # refused before anything was written
