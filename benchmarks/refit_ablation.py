@@ -141,12 +141,14 @@ def main() -> int:
     logging.getLogger("emodarts_tf.evaluation.fitting").setLevel(logging.WARNING)
     base = argparse.Namespace(config=args.config, data=args.data, root=args.root, protocol=args.protocol)
     try:
-        configs = {name: config_from_args(argparse.Namespace(**vars(base), overrides=[*args.overrides, *overrides]))
+        # threads=False: the pools are sized once, by the first arm's runtime section
+        configs = {name: config_from_args(argparse.Namespace(**vars(base), overrides=[*args.overrides, *overrides]),
+                                          threads=False)
                    for name, overrides in arms.items()}  # fmt: skip
+        config = next(iter(configs.values()))
+        configure_threads(config.runtime.inter_op_threads, config.runtime.intra_op_threads)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
-    config = next(iter(configs.values()))
-    configure_threads(config.runtime.inter_op_threads, config.runtime.intra_op_threads)
     prepared = prepare(config, progress=False, two_stream=spec_is_two_stream(args.genotype))  # a search or a genotype JSON
     corpus = _InnerCorpus(prepared, inner_folds(prepared, config))
     folds = [f.index for f in prepared.folds] if args.folds == "all" else [int(k) for k in args.folds.split(",")]

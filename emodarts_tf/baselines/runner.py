@@ -38,13 +38,12 @@ from typing import Callable, Iterable
 import numpy as np
 
 from emodarts_tf.baselines.hypermodels import (
-    FAMILIES,
     BaselineHyperModel,
     count_combinations,
     fixed_hyperparameters,
     make_hypermodel,
 )
-from emodarts_tf.baselines.names import TUNERS
+from emodarts_tf.baselines.names import FAMILIES, TUNERS
 from emodarts_tf.baselines.objective import OBJECTIVE_NAME
 from emodarts_tf.config import BaselineConfig, ExperimentConfig, save_config
 from emodarts_tf.evaluation import recipe as recipes
