@@ -27,7 +27,7 @@ import hashlib
 import json
 import os
 import struct
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +137,28 @@ def hashed_feature_fields(cfg: FeatureConfig) -> dict:
     values = asdict(cfg)
     dropped = {"mfcc": SPECTROGRAM_ONLY_FIELDS, "logmel": LOGMEL_UNUSED_FIELDS}.get(cfg.kind, MFCC_ONLY_FIELDS)
     return {k: v for k, v in values.items() if k not in dropped}
+
+
+def read_feature_fields(features: dict) -> dict:
+    """``kind`` and the fields of a saved ``features`` section (a config or fingerprint read back from disk)
+    that its kind of map reads (those of :func:`hashed_feature_fields`), so that two runs which compute the
+    same maps compare equal whatever they hold in the fields their kind ignores. A field the section lacks
+    (saved before the field existed) takes its default, which reproduces such runs; a key FeatureConfig does
+    not know is kept as it is, so that it still counts as a difference."""
+    known = {f.name for f in fields(FeatureConfig)}
+    cfg = FeatureConfig(**{k: v for k, v in features.items() if k in known})
+    unknown = {k: v for k, v in features.items() if k not in known}
+    return {"kind": cfg.kind, **hashed_feature_fields(cfg), **unknown}
+
+
+def comparable_features(old: dict, new: dict) -> tuple[dict, dict]:
+    """Two saved ``features`` sections reduced to what decides whether they compute the same maps: the fields
+    their kind reads (:func:`read_feature_fields`), or only ``kind`` when the kinds differ (every other field
+    then differs or is not read by one of them)."""
+    a, b = read_feature_fields(old), read_feature_fields(new)
+    if a["kind"] != b["kind"]:
+        return {"kind": a["kind"]}, {"kind": b["kind"]}
+    return a, b
 
 
 def feature_config_hash(cfg: FeatureConfig) -> str:

@@ -85,6 +85,7 @@ _RESUMABLE_KEYS = ("search.epochs", "data.root", "data.cache_dir", "data.workers
                    # which genotype the finished search selects: a resume with another one selects it anew
                    "search.select", "search.pt_tune_steps")
 _IGNORED_SECTIONS = ("train", "baseline", "recipe", "runtime")
+_MISSING = object()  # a key only one side has (a field only one kind of feature map reads)
 
 
 class SearchDivergedError(RuntimeError, ValueError):
@@ -278,15 +279,21 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def config_differences(old: dict, new: dict) -> list:
     """Keys whose values differ between two config dicts, ignoring what a resume may change. A key that one
-    of them lacks (a setting added since the search started) counts as its default."""
+    of them lacks (a setting added since the search started) counts as its default. ``features`` is compared
+    on the fields its kind of map reads, or on its ``kind`` alone when that differs
+    (``data.features.comparable_features``)."""
     from emodarts_tf.config import ExperimentConfig
+    from emodarts_tf.data.features import comparable_features
 
-    defaults = _flatten(asdict(ExperimentConfig()))
+    defaults = {k: v for k, v in _flatten(asdict(ExperimentConfig())).items() if not k.startswith("features.")}
+    features = comparable_features(old.get("features") or {}, new.get("features") or {})
+    old, new = {**old, "features": features[0]}, {**new, "features": features[1]}
     a, b = ({**{k: v for k, v in defaults.items() if k not in d}, **d} for d in (_flatten(old), _flatten(new)))
     keys = sorted(set(a) | set(b))
     return [
         k for k in keys
-        if k not in _RESUMABLE_KEYS and k.split(".")[0] not in _IGNORED_SECTIONS and a.get(k) != b.get(k)
+        if k not in _RESUMABLE_KEYS and k.split(".")[0] not in _IGNORED_SECTIONS
+        and a.get(k, _MISSING) != b.get(k, _MISSING)
     ]  # fmt: skip
 
 

@@ -248,3 +248,5 @@ def test_a_run_saved_before_new_feature_settings_still_resumes(tmp_path):
     other = dataclasses.replace(config, features=dataclasses.replace(config.features, n_mfcc=20))
     with pytest.raises(ValueError, match="holds another baseline run"):
         _check_run_dir(tmp_path, other)
+    ignored = dataclasses.replace(config, features=dataclasses.replace(config.features, window_ms=32.0))
+    _check_run_dir(tmp_path, ignored)  # an MFCC map does not read the spectrogram's window

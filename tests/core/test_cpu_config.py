@@ -30,7 +30,7 @@ def test_cpu_config_values_are_the_documented_ones():
     assert (config.space.init_channels, config.space.seq_hidden) == (8, 32)
     emotionnas = load_config("emotionnas")
     assert emotionnas.space.frequency_pooling == "avg"  # as its results were measured
-    # its own image stream; n_mels as its searches recorded it (a spectrogram does not read it)
+    # its own image stream; n_mels for --set features.kind=mfcc (a spectrogram does not read it)
     assert (emotionnas.features.kind, emotionnas.features.n_mels) == ("spectrogram", 64)
     assert list(emotionnas.search.prune) == []  # as its results were searched
     # cpu.yaml's recipe, checked for the two-stream network on held-out speakers of nested splits

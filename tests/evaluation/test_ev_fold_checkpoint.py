@@ -24,3 +24,21 @@ def test_settings_added_at_a_default_that_reproduces_old_runs_are_not_difference
     assert diff_keys(old, new) == []  # saved before the spectrogram kind and the frame stream existed
     assert diff_keys(old, {**new, "features": {**new["features"], "kind": "spectrogram"}}) == ["features.kind"]
     assert diff_keys({**new, "frames": {"frames": 100}}, new) == ["frames.frames", "frames.source"]
+
+
+def test_features_compare_on_the_fields_their_kind_reads():
+    """A log-mel run ignores the spectrogram's window and n_mfcc, a spectrogram the mel-scale fields: changing
+    them changes no map and resumes; a field the kind reads, or the kind itself, is a difference."""
+    logmel = {"kind": "logmel", "n_mels": 40, "n_mfcc": 40, "window_ms": 25.0, "hop_ms": 11.0, "freq_bins": 128}
+    assert diff_keys({"features": logmel}, {"features": {**logmel, "window_ms": 32.0, "n_mfcc": 13}}) == []
+    assert diff_keys({"features": logmel}, {"features": {**logmel, "n_mels": 64}}) == ["features.n_mels"]
+    spec = {"kind": "spectrogram", "n_mels": 64, "freq_bins": 40}
+    assert diff_keys({"features": spec}, {"features": {**spec, "n_mels": 40, "n_fft": 512}}) == []
+    assert diff_keys({"features": spec}, {"features": {**spec, "freq_bins": 64}}) == ["features.freq_bins"]
+    mfcc = {"n_mfcc": 40, "n_mels": 64}  # saved before features.kind existed: an MFCC run
+    assert diff_keys({"features": mfcc}, {"features": {**mfcc, "kind": "mfcc", "freq_bins": 40}}) == []
+    assert diff_keys({"features": mfcc}, {"features": {**mfcc, "kind": "logmel"}}) == ["features.kind"]
+    assert diff_keys({"features": {**mfcc, "future": 1}}, {"features": mfcc}) == ["features.future"]
+    # only the top-level section: a nested "features" key is compared as it is
+    assert diff_keys({"a": {"features": logmel}}, {"a": {"features": {**logmel, "window_ms": 32.0}}}) == [
+        "a.features.window_ms"]

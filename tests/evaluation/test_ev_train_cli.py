@@ -109,6 +109,9 @@ def test_changed_config_is_refused(tmp_path, mini_manifest, mini_cache, mini_pre
     threads = load_config(None, overrides=["data.corpus=csv", *tiny_overrides(mini_manifest, mini_cache),
                                            "runtime.intra_op_threads=1", "runtime.inter_op_threads=1"])  # fmt: skip
     _check_run_config(tmp_path, threads)  # other thread pools compute the same run
+    unread = load_config(None, overrides=["data.corpus=csv", *tiny_overrides(mini_manifest, mini_cache),
+                                          "features.window_ms=32.0", "features.freq_bins=64"])  # fmt: skip
+    _check_run_config(tmp_path, unread)  # fields an MFCC map does not read compute the same run
     changed = load_config(None, overrides=["data.corpus=csv", *tiny_overrides(mini_manifest, mini_cache),
                                            "train.lr=0.1", "space.init_channels=4"])  # fmt: skip
     with pytest.raises(ValueError, match=r"another config \(differing: space\.init_channels, train\.lr\)"):

@@ -482,3 +482,20 @@ def test_arch_only_passes_compute_the_same_step(order):
     assert config.search.arch_only_passes is True
     off = dataclasses.replace(config, search=dataclasses.replace(config.search, arch_only_passes=False))
     assert config_differences(config.to_dict(), off.to_dict()) == []
+
+
+def test_a_search_resumes_when_only_fields_its_feature_kind_ignores_changed():
+    import dataclasses
+
+    from emodarts_tf.config import load_config
+    from emodarts_tf.search.runner import config_differences
+
+    config = load_config("emotionnas", ["features.kind=logmel", "features.n_mels=40"])
+    features = config.features
+    ignored = dataclasses.replace(config, features=dataclasses.replace(features, window_ms=32.0, freq_bins=64))
+    assert config_differences(config.to_dict(), ignored.to_dict()) == []
+    read = dataclasses.replace(config, features=dataclasses.replace(features, n_mels=64, time_pool=2))
+    assert config_differences(config.to_dict(), read.to_dict()) == ["features.n_mels", "features.time_pool"]
+    spectrogram = dataclasses.replace(config, features=dataclasses.replace(features, kind="spectrogram"))
+    assert config_differences(config.to_dict(), spectrogram.to_dict()) == ["features.kind"]
+    assert config_differences(config.to_dict(), dataclasses.replace(config, seed=3).to_dict()) == ["seed"]
