@@ -133,29 +133,37 @@ def feature_shape(cfg: FeatureConfig) -> tuple[int, int]:
 def hashed_feature_fields(cfg: FeatureConfig) -> dict:
     """The fields of ``cfg`` that determine its kind of map: for MFCCs every field but the spectrogram's (and
     ``kind``); for log-mel maps every field but the spectrogram's and ``n_mfcc``; for a spectrogram every field
-    but the mel-scale maps'."""
-    values = asdict(cfg)
-    dropped = {"mfcc": SPECTROGRAM_ONLY_FIELDS, "logmel": LOGMEL_UNUSED_FIELDS}.get(cfg.kind, MFCC_ONLY_FIELDS)
-    return {k: v for k, v in values.items() if k not in dropped}
+    but the mel-scale maps'; for a kind not in ``FEATURE_KINDS`` (which ``validate_feature_config`` refuses)
+    every field."""
+    kind = cfg.kind if isinstance(cfg.kind, str) else None
+    dropped = {"mfcc": SPECTROGRAM_ONLY_FIELDS, "logmel": LOGMEL_UNUSED_FIELDS,
+               "spectrogram": MFCC_ONLY_FIELDS}.get(kind, ())  # fmt: skip
+    return {k: v for k, v in asdict(cfg).items() if k not in dropped}
 
 
-def read_feature_fields(features: dict) -> dict:
+def read_feature_fields(features: dict, defaults: dict | None = None) -> dict:
     """``kind`` and the fields of a saved ``features`` section (a config or fingerprint read back from disk)
     that its kind of map reads (those of :func:`hashed_feature_fields`), so that two runs which compute the
-    same maps compare equal whatever they hold in the fields their kind ignores. A field the section lacks
-    (saved before the field existed) takes its default, which reproduces such runs; a key FeatureConfig does
-    not know is kept as it is, so that it still counts as a difference."""
+    same maps compare equal whatever they hold in the fields their kind ignores.
+
+    A field the section lacks (saved before the field existed) takes its value in ``defaults``, the value runs
+    saved before it existed ran with; ``None`` gives every field its ``FeatureConfig`` default. A field that
+    is neither in the section nor in ``defaults`` stays out of the result, and a key ``FeatureConfig`` does
+    not know is kept as it is, so that either still counts as a difference."""
     known = {f.name for f in fields(FeatureConfig)}
-    cfg = FeatureConfig(**{k: v for k, v in features.items() if k in known})
-    unknown = {k: v for k, v in features.items() if k not in known}
-    return {"kind": cfg.kind, **hashed_feature_fields(cfg), **unknown}
+    given = {k: v for k, v in features.items() if k in known}
+    filled = {**(defaults or {}), **given} if defaults is not None else None
+    cfg = FeatureConfig(**(filled if filled is not None else given))
+    kind = cfg.kind if isinstance(cfg.kind, str) else repr(cfg.kind)
+    read = {k: v for k, v in hashed_feature_fields(cfg).items() if filled is None or k in filled}
+    return {**read, "kind": kind, **{k: v for k, v in features.items() if k not in known}}
 
 
-def comparable_features(old: dict, new: dict) -> tuple[dict, dict]:
+def comparable_features(old: dict, new: dict, defaults: dict | None = None) -> tuple[dict, dict]:
     """Two saved ``features`` sections reduced to what decides whether they compute the same maps: the fields
-    their kind reads (:func:`read_feature_fields`), or only ``kind`` when the kinds differ (every other field
-    then differs or is not read by one of them)."""
-    a, b = read_feature_fields(old), read_feature_fields(new)
+    their kind reads (:func:`read_feature_fields`, a missing field taking its value in ``defaults``), or only
+    ``kind`` when the kinds differ (every other field then differs or is not read by one of them)."""
+    a, b = read_feature_fields(old, defaults), read_feature_fields(new, defaults)
     if a["kind"] != b["kind"]:
         return {"kind": a["kind"]}, {"kind": b["kind"]}
     return a, b

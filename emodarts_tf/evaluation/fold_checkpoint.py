@@ -49,14 +49,15 @@ def diff_keys(old, new, prefix: str = "") -> list[str]:
     earlier runs, and a run saved before one existed ran as that value does. A section of
     ``ADDED_SECTIONS`` that only ``new`` has is not a difference either. A top-level ``features`` section
     is compared on the fields its kind of map reads, or on its ``kind`` alone when that differs
-    (``data.features.comparable_features``): a log-mel run's ``window_ms`` or a spectrogram's ``n_mels``
-    change nothing it computes.
+    (``data.features.comparable_features``, a field it lacks taking its ``ADDED_DEFAULTS`` value): a log-mel
+    run's ``window_ms`` or a spectrogram's ``n_mels`` change nothing it computes.
     """
     if isinstance(old, dict) and isinstance(new, dict):
         if not prefix and isinstance(old.get("features"), dict) and isinstance(new.get("features"), dict):
             from emodarts_tf.data.features import comparable_features
 
-            features = comparable_features(old["features"], new["features"])
+            added = {k.split(".", 1)[1]: v for k, v in ADDED_DEFAULTS.items() if k.startswith("features.")}
+            features = comparable_features(old["features"], new["features"], added)
             old, new = {**old, "features": features[0]}, {**new, "features": features[1]}
         out = []
         for key in sorted(set(old) | set(new), key=str):

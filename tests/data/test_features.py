@@ -92,3 +92,29 @@ def test_bad_audio_raises_naming_file_and_problem(tmp_path, tiny_features, wav_w
             load_audio(path, tiny_features)
         assert str(path) in str(info.value) and problem in str(info.value), kind
         assert isinstance(info.value, ValueError) and info.value.path == str(path)
+
+
+def test_the_fields_each_kind_of_map_reads():
+    """What a resume compares (read_feature_fields) against the fields each map's code reads, listed by hand:
+    librosa's mel arguments (+ n_mfcc for MFCCs), the spectrogram's window, hop and bands."""
+    from dataclasses import asdict
+
+    from emodarts_tf.data.features import comparable_features, hashed_feature_fields, read_feature_fields
+
+    common = {"sample_rate", "duration_s", "time_pool"}
+    mel = {"n_fft", "hop_length", "n_mels", "fmin", "fmax"}
+    expected = {"mfcc": common | mel | {"n_mfcc"}, "logmel": common | mel | {"kind"},
+                "spectrogram": common | {"kind", "window_ms", "hop_ms", "freq_bins"}}  # fmt: skip
+    for kind, names in expected.items():
+        cfg = FeatureConfig(kind=kind)
+        assert set(hashed_feature_fields(cfg)) == names, kind
+        assert set(read_feature_fields(asdict(cfg))) == names | {"kind"}, kind
+    # a kind the code does not know (refused by validate_feature_config) drops nothing
+    unknown = {"kind": "cqt", "n_fft": 512}
+    a, b = comparable_features(unknown, {**unknown, "n_fft": 1024})
+    assert a != b and a["n_fft"] == 512
+    # a field missing from a saved section takes its default only where `defaults` names it
+    assert read_feature_fields({"n_mfcc": 40}, {"kind": "mfcc"}) == {"n_mfcc": 40, "kind": "mfcc"}
+    assert read_feature_fields({"n_mfcc": 40})["sample_rate"] == FeatureConfig().sample_rate
+    assert read_feature_fields({"kind": ["mfcc"], "n_mfcc": 40})["kind"] == "['mfcc']"  # hand-edited: no crash
+    assert read_feature_fields({"n_mfcc": 40, "future": 1}, {})["future"] == 1

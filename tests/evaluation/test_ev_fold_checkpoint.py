@@ -42,3 +42,12 @@ def test_features_compare_on_the_fields_their_kind_reads():
     # only the top-level section: a nested "features" key is compared as it is
     assert diff_keys({"a": {"features": logmel}}, {"a": {"features": {**logmel, "window_ms": 32.0}}}) == [
         "a.features.window_ms"]
+
+
+def test_a_feature_field_missing_from_an_old_run_is_forgiven_only_at_its_added_default():
+    """Only features.kind / window_ms / hop_ms / freq_bins were added after runs were saved; any other field a
+    saved section lacks is compared as missing (a difference unless off), not filled with today's default."""
+    old = {"features": {"n_mfcc": 40}}
+    assert diff_keys(old, {"features": {"n_mfcc": 40, "sample_rate": 16000}}) == ["features.sample_rate"]
+    assert diff_keys(old, {"features": {"n_mfcc": 40, "fmin": 0.0}}) == []  # off
+    assert diff_keys(old, {"features": {"n_mfcc": 40, "kind": "mfcc", "hop_ms": 11.0}}) == []
