@@ -152,10 +152,12 @@ def read_feature_fields(features: dict, defaults: dict | None = None) -> dict:
     not know is kept as it is, so that either still counts as a difference."""
     known = {f.name for f in fields(FeatureConfig)}
     given = {k: v for k, v in features.items() if k in known}
-    filled = {**(defaults or {}), **given} if defaults is not None else None
-    cfg = FeatureConfig(**(filled if filled is not None else given))
+    values = given if defaults is None else {**defaults, **given}
+    cfg = FeatureConfig(**values)
+    read = hashed_feature_fields(cfg)
+    if defaults is not None:  # only the fields the section holds or `defaults` fills
+        read = {k: v for k, v in read.items() if k in values}
     kind = cfg.kind if isinstance(cfg.kind, str) else repr(cfg.kind)
-    read = {k: v for k, v in hashed_feature_fields(cfg).items() if filled is None or k in filled}
     return {**read, "kind": kind, **{k: v for k, v in features.items() if k not in known}}
 
 

@@ -39,6 +39,8 @@ ADDED_DEFAULTS = {
 # Sections added after runs were saved that such runs did not use (the frame-level stream of EmotionNAS:
 # a one-stream run has no frames).
 ADDED_SECTIONS = ("frames",)
+# ADDED_DEFAULTS of the features section, by field name (what data.features.comparable_features fills in)
+_ADDED_FEATURE_DEFAULTS = {k.split(".", 1)[1]: v for k, v in ADDED_DEFAULTS.items() if k.startswith("features.")}
 
 
 def diff_keys(old, new, prefix: str = "") -> list[str]:
@@ -56,8 +58,7 @@ def diff_keys(old, new, prefix: str = "") -> list[str]:
         if not prefix and isinstance(old.get("features"), dict) and isinstance(new.get("features"), dict):
             from emodarts_tf.data.features import comparable_features
 
-            added = {k.split(".", 1)[1]: v for k, v in ADDED_DEFAULTS.items() if k.startswith("features.")}
-            features = comparable_features(old["features"], new["features"], added)
+            features = comparable_features(old["features"], new["features"], _ADDED_FEATURE_DEFAULTS)
             old, new = {**old, "features": features[0]}, {**new, "features": features[1]}
         out = []
         for key in sorted(set(old) | set(new), key=str):
