@@ -169,10 +169,10 @@ def _log_summary(prepared: PreparedCorpus) -> None:
     s = prepared.summary()
     tag = " (SYNTHETIC)" if prepared.synthetic else ""
     log.info(
-        "%s%s: %d utterances, %d speakers, classes %s, protocol %s with %d fold(s), features %s%s",
+        "%s%s: %d utterances, %d speakers, classes %s, protocol %s with %d fold(s), features %s %s%s",
         prepared.corpus, tag, s["utterances"], s["speakers"], prepared.classes, prepared.protocol,
-        len(prepared.folds), prepared.input_shape,
-        "" if prepared.frames_shape is None else f" ({prepared.image_name}) and frames {prepared.frames_shape} "
+        len(prepared.folds), getattr(prepared.feature_config, "kind", "mfcc"), prepared.input_shape,
+        "" if prepared.frames_shape is None else f" (input {prepared.image_name!r}) and frames {prepared.frames_shape} "
         f"({prepared.frames_config.source}{'' if prepared.frames_config.source != 'opensmile' else ' ' + prepared.frames_config.opensmile_set})",
     )  # fmt: skip
     log.info("per class: %s", s["per_class"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -76,6 +77,18 @@ def test_prepare_writes_tables_and_reports_bad_files(csv_corpus, make_config, tm
     again = PreparedCorpus.load(out)
     np.testing.assert_array_equal(again.features(fold.test), x)
     assert again.folds == prepared.folds and len(again.problems) == 5
+
+
+def test_the_summary_line_names_the_kind_of_map(csv_corpus, make_config, tmp_path, caplog):
+    # A log-mel map is fed to the input named "mfcc": the summary says which map it is.
+    manifest = csv_corpus(n_speakers=4, per_class=2)
+    config = make_config("csv", manifest)
+    config.features = dataclasses.replace(config.features, kind="logmel")
+    with caplog.at_level(logging.INFO, logger="emodarts_tf.data.prepare"):
+        prepared = prepare(config, out_dir=tmp_path / "out", progress=False)
+    shape = prepared.input_shape
+    assert shape[0] == config.features.n_mels  # one row per mel band, not per coefficient
+    assert any(f"features logmel {shape}" in m for m in caplog.messages), caplog.messages
 
 
 def test_a_resumed_preparation_refuses_other_speakers_and_accepts_a_moved_corpus(csv_corpus, make_config, tmp_path,
