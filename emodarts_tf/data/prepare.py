@@ -84,9 +84,14 @@ class PreparedCorpus:
         return self.cache.load(list(paths))
 
     @property
+    def map_kind(self) -> str:
+        """``features.kind`` of the maps: ``"mfcc"``, ``"logmel"`` or ``"spectrogram"``."""
+        return getattr(self.feature_config, "kind", "mfcc")
+
+    @property
     def image_name(self) -> str:
-        """The model input name of the image stream: ``"mfcc"`` or ``"spectrogram"``."""
-        return "spectrogram" if getattr(self.feature_config, "kind", "mfcc") == "spectrogram" else "mfcc"
+        """The model input name of the image stream: ``"mfcc"`` (MFCC and log-mel maps) or ``"spectrogram"``."""
+        return "spectrogram" if self.map_kind == "spectrogram" else "mfcc"
 
     @property
     def frames_shape(self) -> Optional[tuple]:
@@ -171,7 +176,7 @@ def _log_summary(prepared: PreparedCorpus) -> None:
     log.info(
         "%s%s: %d utterances, %d speakers, classes %s, protocol %s with %d fold(s), features %s %s%s",
         prepared.corpus, tag, s["utterances"], s["speakers"], prepared.classes, prepared.protocol,
-        len(prepared.folds), getattr(prepared.feature_config, "kind", "mfcc"), prepared.input_shape,
+        len(prepared.folds), prepared.map_kind, prepared.input_shape,
         "" if prepared.frames_shape is None else f" (input {prepared.image_name!r}) and frames {prepared.frames_shape} "
         f"({prepared.frames_config.source}{'' if prepared.frames_config.source != 'opensmile' else ' ' + prepared.frames_config.opensmile_set})",
     )  # fmt: skip
