@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="output folder for records.csv, folds.json, prepared.json "
                         "(default: runs/data/<corpus>-<protocol>)")  # fmt: skip
     parser.add_argument("--workers", type=int, help="extraction processes (default: data.workers; 0 = all cores)")
+    parser.add_argument("--prune", action="store_true",
+                        help="then delete the cache shards of this feature config that no file reads any more "
+                        "(their files were extracted again, e.g. after the corpus was copied anew); run it when "
+                        "no other command reads the cache")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (there is none anyway when stderr is not a terminal)")
     return parser
@@ -58,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     report_short_audio(prepared)
+    if args.prune:
+        try:
+            for cache in prepared.caches():
+                cache.prune(config.data.lock_timeout_s)
+        except ValueError as exc:  # the cache stayed locked by another process
+            log.error("%s", exc)
+            return 2
     log.info(
         "wrote %s, %s and %s (features cached in %s)%s",
         out / "records.csv", out / "folds.json", out / "prepared.json", prepared.cache_dir,

@@ -28,6 +28,8 @@ Layout (``<cache_dir>/<kind>-<hash>/``, e.g. ``mfcc-<hash>``)::
   precomputed ``.npy``: when that file changed, or another one is named).
 - A file that failed (unreadable, empty, silent, truncated, not audio) is recorded with its error, so it
   is reported again next time without being read again.
+- Old rows are never overwritten: :meth:`FeatureCache.prune` (``cli/prepare.py --prune``) deletes the shards
+  that no entry reads any more (all their files extracted again), unrecorded shards and temporary files.
 - Concurrent extractions into the same folder are serialised by a lock file (``.lock``, a POSIX record
   lock, which the kernel releases when its process dies and which forked children never inherit). Its
   holder writes ``.lock.info`` (pid, host, since when, command); a process that has to wait logs whose
@@ -79,6 +81,8 @@ LOCK_TIMEOUT_S = 300.0  # the default of data.lock_timeout_s
 _LOCK_POLL_S = 0.25  # how often a waiting process tries the lock again
 _LOCK_LOG_EVERY_S = 60.0  # how often it says again that it is still waiting
 _SHARD_RE = re.compile(r"^shard-(\d{5,})\.npy$")
+# Temporary files of utils.io.atomic_path beside a shard or the manifest (".<name>.<random>.tmp"), left by a kill.
+_TEMP_RE = re.compile(r"^\.(shard-\d{5,}\.npy|manifest\.json)\..+\.tmp$")
 
 
 def _file_identity(path: Path) -> Optional[tuple]:
@@ -357,6 +361,22 @@ def _worker_init(parent_pid: int, lock_fd: Optional[int]) -> None:
         with contextlib.suppress(OSError):
             os.close(lock_fd)
     _die_with_parent(parent_pid)
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What :meth:`FeatureCache.prune` deleted from ``folder``, and the stale rows it had to keep."""
+
+    folder: Path
+    removed: tuple  # file names deleted: unread and unrecorded shards, temporary files of killed writes
+    freed_bytes: int
+    stale_rows: int  # rows of kept shards that no entry reads (their files were extracted again)
+    stale_bytes: int
+
+    def describe(self) -> str:
+        kept = (f"; {self.stale_rows} stale row(s) ({self.stale_bytes / 1e6:.1f} MB) stay in shards that still hold "
+                f"live rows (delete the folder to rebuild it without them)" if self.stale_rows else "")
+        return (f"{self.folder}: pruned {len(self.removed)} file(s), {self.freed_bytes / 1e6:.1f} MB freed{kept}")
 
 
 class FeatureCache:
@@ -690,6 +710,60 @@ class FeatureCache:
                     # what a reader that knows no journal reads.
                     self._write_manifest()
         return self.errors(paths)
+
+    # ------------------------------------------------------------------------------------ pruning
+    def prune(self, lock_timeout_s: Optional[float] = LOCK_TIMEOUT_S) -> "PruneReport":
+        """Delete what no entry of this folder reads any more; returns a :class:`PruneReport`.
+
+        A file extracted again (its size or mtime changed, e.g. a corpus copied anew) gets a row in a new shard,
+        and its old row stays where it was; a shard all of whose rows were replaced that way is read by nothing.
+        Those shards go, and so do the shard files that no record names (written by an extraction killed before
+        it recorded them; only when the manifest is usable) and the temporary files of killed writes. A shard
+        that still holds one live row is kept whole: its stale rows are counted in the report (deleting the
+        folder rebuilds it without them).
+
+        Runs under the folder's lock, so no extraction into it runs meanwhile. A run that read this folder's
+        state before some of its files were extracted again, and has not yet opened their old shard, would not
+        find it: prune when no other run reads the folder.
+
+        Raises:
+            CacheLockTimeout: (a ValueError) the folder stayed locked for ``lock_timeout_s`` seconds.
+        """
+        _check_lock_timeout(lock_timeout_s)
+        if not self.dir.is_dir():
+            return PruneReport(self.dir, (), 0, 0, 0)
+        with _locked(self.dir / ".lock", lock_timeout_s):
+            self._read_manifest()
+            live: dict = {}
+            for entry in self._files.values():
+                if "shard" in entry:
+                    live[entry["shard"]] = live.get(entry["shard"], 0) + 1
+            unread = sorted(name for name in self._shards if name not in live)
+            on_disk = sorted(p.name for p in self.dir.iterdir())
+            # Without a usable manifest nothing says which shard files are recorded: those are left alone.
+            unrecorded = [n for n in on_disk if _SHARD_RE.match(n) and n not in self._shards] \
+                if self._manifest_bytes else []
+            leftovers = [n for n in on_disk if _TEMP_RE.match(n)]
+            row_bytes = 4 * math.prod(self.shape)
+            stale_rows = sum(rows - live[name] for name, rows in self._shards.items() if name in live)
+            if unread or self._journal_bytes or self._journal_dirty:
+                for name in unread:
+                    del self._shards[name]
+                    self._arrays.pop(name, None)
+                self._write_manifest()  # first, so that no manifest names a deleted shard
+            removed, freed = [], 0
+            for name in unread + unrecorded + leftovers:
+                path = self.dir / name
+                try:
+                    size = path.stat().st_size
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                removed.append(name)
+                freed += size
+        report = PruneReport(self.dir, tuple(removed), freed, stale_rows, stale_rows * row_bytes)
+        log.info("%s", report.describe())
+        return report
 
     # ------------------------------------------------------------------------------------ loading
     def _array(self, name: str) -> np.ndarray:

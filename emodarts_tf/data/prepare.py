@@ -73,6 +73,10 @@ class PreparedCorpus:
             self._cache = FeatureCache(self.cache_dir.parent, self.feature_config)
         return self._cache
 
+    def caches(self) -> list:
+        """The feature caches this corpus reads: the maps', then the frame-level stream's (two streams)."""
+        return [self.cache] + ([self._frames_cache] if self._frames_cache is not None else [])
+
     def record(self, path: str) -> Record:
         try:
             return self._by_path[path]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 
 import pytest
 
@@ -49,3 +51,24 @@ def test_cli_errors(tmp_path, caplog):
     caplog.clear()
     assert main(["--data", "iemocap", "--out", str(tmp_path / "out")]) == 2  # no --root: one line, status 2
     assert any("--data iemocap needs --root" in m for m in caplog.messages)
+
+
+def test_cli_prune_deletes_the_shards_of_a_corpus_copied_anew(csv_corpus, tmp_path, caplog):
+    manifest = csv_corpus(n_speakers=4, per_class=2)
+    cache = tmp_path / "cache"
+    argv = ["--data", "csv", "--root", str(manifest), "--out", str(tmp_path / "out"), "--cache", str(cache),
+            "--workers", "1"] + TINY  # fmt: skip
+    assert main(argv) == 0
+    (folder,) = [p for p in cache.iterdir() if p.is_dir()]
+    before = {p.name for p in folder.glob("shard-*.npy")}
+    for wav in (manifest.parent / "audio").rglob("*.wav"):  # every file "copied anew": a later mtime
+        st = wav.stat()
+        os.utime(wav, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(argv + ["--prune"]) == 0
+    after = {p.name for p in folder.glob("shard-*.npy")}
+    assert before and after and not before & after  # every old shard deleted, the new ones kept
+    assert any(f"pruned {len(before)} file(s)" in m for m in caplog.messages)
+    entries = json.loads((folder / "manifest.json").read_text())["files"].values()
+    assert {e["shard"] for e in entries if "shard" in e} == after

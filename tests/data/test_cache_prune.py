@@ -1,0 +1,80 @@
+"""FeatureCache.prune: the shards that no entry reads any more, unrecorded shard files and the temporary files of
+killed writes are deleted; everything an entry reads stays and loads as before."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from emodarts_tf.data.cache import Extractor, FeatureCache
+
+SHAPE = (2, 3)
+
+
+def _read(path: str) -> np.ndarray:
+    """The fake extractor: the number written in the file, broadcast to SHAPE."""
+    with open(path) as handle:
+        return np.full(SHAPE, float(handle.read()), dtype=np.float32)
+
+
+def _extractor() -> Extractor:
+    return Extractor(kind="fake", key="k0", shape=SHAPE, config={}, extract=_read, in_process=True)
+
+
+def _write(paths, offset: int, mtime: int) -> None:
+    for i, path in enumerate(paths):
+        with open(path, "w") as handle:
+            handle.write(str(i + offset))
+        os.utime(path, ns=(mtime, mtime))
+
+
+def _referenced(folder) -> set:
+    """Shard names that manifest.json's entries read, from the file itself (the journal is folded in by then)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return {e["shard"] for e in manifest["files"].values() if "shard" in e}
+
+
+def _shard_files(folder) -> set:
+    return {p.name for p in folder.iterdir() if p.name.startswith("shard-")}
+
+
+def test_prune_deletes_shards_whose_files_were_all_extracted_again(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    paths = [str(audio / f"utt-{i}.txt") for i in range(10)]
+    _write(paths, 0, 10**18)
+    cache = FeatureCache(tmp_path / "cache", _extractor())
+    cache.extract(paths, workers=1, progress=False, shard_size=4)  # chunks of 3: files 0-2, 3-5, 6-8, 9
+    assert _shard_files(cache.dir) == {f"shard-0000{i}.npy" for i in range(4)}
+    # Files 0-4 change: shard 0 (files 0-2) is read by nothing now; shard 1 (files 3-5) keeps 1 live row.
+    _write(paths[:5], 100, 2 * 10**18)
+    cache.extract(paths, workers=1, progress=False, shard_size=4)
+    (cache.dir / "shard-00099.npy").write_bytes(b"written, never recorded")
+    (cache.dir / ".shard-00100.npy.abc123.tmp").write_bytes(b"a killed atomic write")
+    (cache.dir / ".manifest.json.xyz.tmp").write_bytes(b"{")
+    expected = [100 + i for i in range(5)] + list(range(5, 10))
+
+    report = FeatureCache(tmp_path / "cache", _extractor()).prune()
+
+    assert sorted(report.removed) == [".manifest.json.xyz.tmp", ".shard-00100.npy.abc123.tmp", "shard-00000.npy",
+                                      "shard-00099.npy"]
+    assert report.stale_rows == 2 and report.stale_bytes == 2 * 4 * 2 * 3  # files 3 and 4 in shard 1
+    assert report.freed_bytes > 0
+    assert _shard_files(cache.dir) == _referenced(cache.dir)
+    assert "shard-00000.npy" not in json.loads((cache.dir / "manifest.json").read_text())["shards"]
+    again = FeatureCache(tmp_path / "cache", _extractor())
+    assert sorted(again.status(paths)[0]) == sorted(paths)  # nothing to extract again
+    np.testing.assert_array_equal(again.load(paths)[:, 0, 0], np.asarray(expected, dtype=np.float32))
+    second = again.prune()
+    assert second.removed == () and second.freed_bytes == 0 and second.stale_rows == 2
+
+
+def test_prune_leaves_shard_files_alone_without_a_usable_manifest(tmp_path):
+    cache = FeatureCache(tmp_path, _extractor())
+    cache.dir.mkdir(parents=True)
+    (cache.dir / "shard-00000.npy").write_bytes(b"x")
+    (cache.dir / "manifest.json").write_text("{not json")
+    report = cache.prune()
+    assert report.removed == () and (cache.dir / "shard-00000.npy").exists()
+    assert FeatureCache(tmp_path / "none", _extractor()).prune().removed == ()  # no folder: nothing to do
