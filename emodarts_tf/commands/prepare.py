@@ -13,7 +13,10 @@ The output folder holds ``records.csv`` (path,label,speaker,session,split,gender
 ``prepared.json`` (corpus, protocol, classes, feature config and cache, counts per class and speaker, folds,
 and every file reported and skipped with its reason). Very short utterances (under max(0.25 s, 10 % of
 ``features.duration_s``)) are kept, zero-padded like the others, and named with their count in the summary
-as a warning. Exit status 0 on success, 2 on a bad corpus or config, or a full disk.
+as a warning. With a two-stream config (``--config emotionnas``: ``search.method: emotionnas``) the frame-level
+stream is extracted too, into its own cache folder. ``--prune`` then deletes the shards of this config's cache
+folders that no file reads any more (``FeatureCache.prune``). Exit status 0 on success, 2 on a bad corpus or
+config, a cache that could not be pruned, or a full disk.
 """
 from __future__ import annotations
 
@@ -37,9 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: runs/data/<corpus>-<protocol>)")  # fmt: skip
     parser.add_argument("--workers", type=int, help="extraction processes (default: data.workers; 0 = all cores)")
     parser.add_argument("--prune", action="store_true",
-                        help="then delete the cache shards of this feature config that no file reads any more "
-                        "(their files were extracted again, e.g. after the corpus was copied anew); run it when "
-                        "no other command reads the cache")  # fmt: skip
+                        help="then delete the cache shards of this config's features (both streams for "
+                        "--config emotionnas) that no file reads any more (their files were extracted again, e.g. "
+                        "after the corpus was copied anew); run it when no other command reads the cache")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (there is none anyway when stderr is not a terminal)")
     return parser
@@ -57,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
         protocol = resolve_protocol(config.data.corpus, config.data.protocol)
         out = Path(args.out) if args.out else Path("runs") / "data" / f"{config.data.corpus}-{protocol}"
-        prepared = prepare(config, out_dir=out, progress=not args.no_progress and progress_bars())
+        prepared = prepare(config, out_dir=out, progress=not args.no_progress and progress_bars(),
+                           two_stream=config.search.method == "emotionnas")
     except ValueError as exc:
         log.error("%s", exc)
         return 2
@@ -66,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for cache in prepared.caches():
                 cache.prune(config.data.lock_timeout_s)
-        except ValueError as exc:  # the cache stayed locked by another process
+        except (ValueError, OSError) as exc:  # the cache stayed locked, an unreadable journal, a file not deletable
             log.error("%s", exc)
             return 2
     log.info(

@@ -81,8 +81,9 @@ LOCK_TIMEOUT_S = 300.0  # the default of data.lock_timeout_s
 _LOCK_POLL_S = 0.25  # how often a waiting process tries the lock again
 _LOCK_LOG_EVERY_S = 60.0  # how often it says again that it is still waiting
 _SHARD_RE = re.compile(r"^shard-(\d{5,})\.npy$")
-# Temporary files of utils.io.atomic_path beside a shard or the manifest (".<name>.<random>.tmp"), left by a kill.
-_TEMP_RE = re.compile(r"^\.(shard-\d{5,}\.npy|manifest\.json)\..+\.tmp$")
+# Temporary files of utils.io.atomic_path (".<name>.<random>.tmp") beside a shard, the manifest or the lock's holder
+# information, left by a kill.
+_TEMP_RE = re.compile(r"^\.(shard-\d{5,}\.npy|manifest\.json|lock\.info)\..+\.tmp$")
 
 
 def _file_identity(path: Path) -> Optional[tuple]:
@@ -376,7 +377,7 @@ class PruneReport:
     def describe(self) -> str:
         kept = (f"; {self.stale_rows} stale row(s) ({self.stale_bytes / 1e6:.1f} MB) stay in shards that still hold "
                 f"live rows (delete the folder to rebuild it without them)" if self.stale_rows else "")
-        return (f"{self.folder}: pruned {len(self.removed)} file(s), {self.freed_bytes / 1e6:.1f} MB freed{kept}")
+        return f"{self.folder}: pruned {len(self.removed)} file(s), {self.freed_bytes / 1e6:.1f} MB freed{kept}"
 
 
 class FeatureCache:
@@ -407,6 +408,8 @@ class FeatureCache:
         self._manifest_bytes = 0  # size of manifest.json as last read or written (0: none usable)
         self._journal_bytes = 0  # size of the journal as last read or appended to
         self._journal_dirty = False  # it was unreadable, or held a cut-off or unusable line, when read
+        self._journal_unreadable = False  # reading it raised an OSError (its records may still be good)
+        self._next_shard = 0  # no shard number below it is given out again (manifest "next_shard")
         self._read_manifest()
 
     # ----------------------------------------------------------------------------------- manifest
@@ -452,6 +455,7 @@ class FeatureCache:
         ``identity`` (device, inode) of the file read, or of whatever is at its path when none was opened; not
         ``usable``: no entries, and the journal, which only extends a manifest, is not read."""
         self._manifest_bytes, self._journal_bytes, self._journal_dirty = 0, 0, False
+        self._journal_unreadable, self._next_shard = False, 0
         if handle is None:
             if self.journal_path.exists():
                 log.warning("%s: no manifest to extend; not read, and its files will be extracted again",
@@ -471,11 +475,12 @@ class FeatureCache:
                 raise ValueError(f"its shape {data['shape']} differs from this extractor's {list(self.shape)}")
             shards = {str(name): {"rows": int(v["rows"])} for name, v in dict(data["shards"]).items()}
             files = dict(data["files"])
+            next_shard = int(data.get("next_shard", 0))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSON and UTF-8 errors are ValueErrors
             journal = f"; {self.journal_path.name} is not read either" if self.journal_path.exists() else ""
             log.warning("%s: unusable cache manifest (%s); extracting again%s", self.manifest_path, exc, journal)
             return {}, {}, (st.st_dev, st.st_ino), False
-        self._manifest_bytes = len(raw)
+        self._manifest_bytes, self._next_shard = len(raw), next_shard
         return shards, files, (st.st_dev, st.st_ino), True
 
     def _journal_records(self) -> list:
@@ -485,7 +490,7 @@ class FeatureCache:
         except FileNotFoundError:
             return []
         except OSError as exc:
-            self._journal_dirty = True
+            self._journal_dirty = self._journal_unreadable = True
             log.warning("%s: unreadable (%s); the files it records will be extracted again", self.journal_path, exc)
             return []
         self._journal_bytes = len(raw)
@@ -528,6 +533,7 @@ class FeatureCache:
                 "shape": list(self.shape),
                 "dtype": "float32",
                 "shards": {name: {"rows": rows} for name, rows in sorted(self._shards.items())},
+                "next_shard": self._next_shard_index(),
                 "files": self._files,
             },
         )
@@ -579,10 +585,12 @@ class FeatureCache:
 
     # --------------------------------------------------------------------------------- extraction
     def _next_shard_index(self) -> int:
+        """The number of the next shard: above every shard recorded or on disk, and never below the manifest's
+        ``next_shard``, so that a number :meth:`prune` freed is not given to other rows."""
         indices = [int(m.group(1)) for name in self._shards if (m := _SHARD_RE.match(name))]
         if self.dir.is_dir():
             indices += [int(m.group(1)) for p in self.dir.iterdir() if (m := _SHARD_RE.match(p.name))]
-        return max(indices, default=-1) + 1
+        return max(max(indices, default=-1) + 1, self._next_shard)
 
     def _store(self, ok: list, array: np.ndarray, errors: dict, shard_index: int) -> None:
         """Write one chunk's shard, then record it: in the journal, or by rewriting the manifest when there is
@@ -712,15 +720,17 @@ class FeatureCache:
         return self.errors(paths)
 
     # ------------------------------------------------------------------------------------ pruning
-    def prune(self, lock_timeout_s: Optional[float] = LOCK_TIMEOUT_S) -> "PruneReport":
+    def prune(self, lock_timeout_s: Optional[float] = LOCK_TIMEOUT_S) -> PruneReport:
         """Delete what no entry of this folder reads any more; returns a :class:`PruneReport`.
 
         A file extracted again (its size or mtime changed, e.g. a corpus copied anew) gets a row in a new shard,
         and its old row stays where it was; a shard all of whose rows were replaced that way is read by nothing.
-        Those shards go, and so do the shard files that no record names (written by an extraction killed before
-        it recorded them; only when the manifest is usable) and the temporary files of killed writes. A shard
-        that still holds one live row is kept whole: its stale rows are counted in the report (deleting the
-        folder rebuilds it without them).
+        Those shards go, and so do the shard files that no usable record names (written by an extraction killed
+        before it recorded them, named by an unusable journal line, or left behind when an unusable manifest was
+        replaced; only when the manifest is usable) and the temporary files of killed writes. A shard that still
+        holds one live row is kept whole: its stale rows are counted in the report (deleting the folder rebuilds
+        it without them). The numbers of deleted shards are not given out again (the manifest's
+        ``next_shard``).
 
         Runs under the folder's lock, so no extraction into it runs meanwhile. A run that read this folder's
         state before some of its files were extracted again, and has not yet opened their old shard, would not
@@ -728,12 +738,17 @@ class FeatureCache:
 
         Raises:
             CacheLockTimeout: (a ValueError) the folder stayed locked for ``lock_timeout_s`` seconds.
+            ValueError: the journal could not be read (its shards would count as unrecorded); nothing is deleted.
         """
         _check_lock_timeout(lock_timeout_s)
         if not self.dir.is_dir():
+            log.info("%s: no such cache folder; nothing to prune", self.dir)
             return PruneReport(self.dir, (), 0, 0, 0)
         with _locked(self.dir / ".lock", lock_timeout_s):
             self._read_manifest()
+            if self._journal_unreadable:
+                raise ValueError(f"{self.journal_path}: unreadable, so the shards it records cannot be told from "
+                                 f"unrecorded ones; nothing pruned (make it readable, then prune again)")
             live: dict = {}
             for entry in self._files.values():
                 if "shard" in entry:
@@ -741,8 +756,8 @@ class FeatureCache:
             unread = sorted(name for name in self._shards if name not in live)
             on_disk = sorted(p.name for p in self.dir.iterdir())
             # Without a usable manifest nothing says which shard files are recorded: those are left alone.
-            unrecorded = [n for n in on_disk if _SHARD_RE.match(n) and n not in self._shards] \
-                if self._manifest_bytes else []
+            unrecorded = ([n for n in on_disk if _SHARD_RE.match(n) and n not in self._shards]
+                          if self._manifest_bytes else [])
             leftovers = [n for n in on_disk if _TEMP_RE.match(n)]
             row_bytes = 4 * math.prod(self.shape)
             stale_rows = sum(rows - live[name] for name, rows in self._shards.items() if name in live)

@@ -72,3 +72,16 @@ def test_cli_prune_deletes_the_shards_of_a_corpus_copied_anew(csv_corpus, tmp_pa
     assert any(f"pruned {len(before)} file(s)" in m for m in caplog.messages)
     entries = json.loads((folder / "manifest.json").read_text())["files"].values()
     assert {e["shard"] for e in entries if "shard" in e} == after
+
+
+def test_cli_prepares_and_prunes_both_streams_of_a_two_stream_config(csv_corpus, tmp_path, caplog):
+    manifest = csv_corpus(n_speakers=4, per_class=1)
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    argv = ["--data", "csv", "--root", str(manifest), "--out", str(out), "--cache", str(cache), "--workers", "1",
+            "--set", "search.method=emotionnas", "--prune"] + TINY  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        assert main(argv) == 0
+    meta = json.loads((out / "prepared.json").read_text())
+    folders = sorted(p.name.split("-")[0] for p in cache.iterdir() if p.is_dir())
+    assert folders == ["frames", "mfcc"] and meta["frames_cache_dir"].startswith(str(cache))
+    assert sum("pruned 0 file(s)" in m for m in caplog.messages) == 2  # each stream's folder, nothing stale
