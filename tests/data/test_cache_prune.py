@@ -40,13 +40,19 @@ def _shard_files(folder) -> set:
     return {p.name for p in folder.iterdir() if p.name.startswith("shard-")}
 
 
-def test_prune_deletes_shards_whose_files_were_all_extracted_again(tmp_path):
+def _extracted(tmp_path, n: int) -> tuple:
+    """``(paths, cache)``: ``n`` files holding 0 .. n-1, extracted in chunks of ceil(n / 4) (shard_size 4)."""
     audio = tmp_path / "audio"
     audio.mkdir()
-    paths = [str(audio / f"utt-{i}.txt") for i in range(10)]
+    paths = [str(audio / f"utt-{i}.txt") for i in range(n)]
     _write(paths, 0, 10**18)
     cache = FeatureCache(tmp_path / "cache", _extractor())
-    cache.extract(paths, workers=1, progress=False, shard_size=4)  # chunks of 3: files 0-2, 3-5, 6-8, 9
+    cache.extract(paths, workers=1, progress=False, shard_size=4)
+    return paths, cache
+
+
+def test_prune_deletes_shards_whose_files_were_all_extracted_again(tmp_path):
+    paths, cache = _extracted(tmp_path, 10)  # chunks of 3: files 0-2, 3-5, 6-8, 9
     assert _shard_files(cache.dir) == {f"shard-0000{i}.npy" for i in range(4)}
     # Files 0-4 change: shard 0 (files 0-2) is read by nothing now; shard 1 (files 3-5) keeps 1 live row.
     _write(paths[:5], 100, 2 * 10**18)
@@ -123,12 +129,7 @@ def test_prune_reads_the_journal_and_rewrites_the_manifest_before_deleting(tmp_p
 
 
 def test_a_pruned_shard_number_is_not_given_out_again(tmp_path):
-    audio = tmp_path / "audio"
-    audio.mkdir()
-    paths = [str(audio / f"utt-{i}.txt") for i in range(8)]
-    _write(paths, 0, 10**18)
-    cache = FeatureCache(tmp_path / "cache", _extractor())
-    cache.extract(paths, workers=1, progress=False, shard_size=4)  # chunks of 2: shards 0-3
+    paths, cache = _extracted(tmp_path, 8)  # chunks of 2: shards 0-3
     last = cache._files[paths[-1]]["shard"]
     assert last == "shard-00003.npy"
     for path in paths[-2:]:  # the last shard's files are now unreadable: error entries, no new shard
