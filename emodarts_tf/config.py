@@ -227,6 +227,11 @@ class SearchConfig:
     pt_tune_steps: Optional[int] = None
     checkpoints_to_keep: int = 2  # latest search checkpoints kept per fold
 
+    @property
+    def two_stream(self) -> bool:
+        """Whether this search reads two streams (``method: emotionnas``), so a corpus is prepared with both."""
+        return self.method == "emotionnas"
+
 
 @dataclass
 class TrainConfig:

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         protocol = resolve_protocol(config.data.corpus, config.data.protocol)
         out = Path(args.out) if args.out else Path("runs") / "data" / f"{config.data.corpus}-{protocol}"
         prepared = prepare(config, out_dir=out, progress=not args.no_progress and progress_bars(),
-                           two_stream=config.search.method == "emotionnas")
+                           two_stream=config.search.two_stream)
     except ValueError as exc:
         log.error("%s", exc)
         return 2

@@ -114,7 +114,7 @@ def _search(args, config, out: Path, written: Path) -> int:
         # A search folder holds one corpus: a fold searched there (with or without --resume) must see the same
         # folds as the others, so an existing run's tables are always checked, never overwritten by another's.
         prepared = prepare(config, out_dir=out / "data", progress=progress_bars(),
-                           two_stream=config.search.method == "emotionnas", resuming=True)
+                           two_stream=config.search.two_stream, resuming=True)
         folds = parse_folds(args.fold, [f.index for f in prepared.folds], flag="--fold")
         log.info("searching fold(s) %s of %s (%s) into %s", folds, prepared.corpus, prepared.protocol, out)
         results = run_search_folds(config, out, folds, resume=args.resume, prepared=prepared)

@@ -55,6 +55,7 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -749,10 +750,7 @@ class FeatureCache:
             if self._journal_unreadable:
                 raise ValueError(f"{self.journal_path}: unreadable, so the shards it records cannot be told from "
                                  f"unrecorded ones; nothing pruned (make it readable, then prune again)")
-            live: dict = {}
-            for entry in self._files.values():
-                if "shard" in entry:
-                    live[entry["shard"]] = live.get(entry["shard"], 0) + 1
+            live = Counter(entry["shard"] for entry in self._files.values() if "shard" in entry)  # rows per shard
             unread = sorted(name for name in self._shards if name not in live)
             on_disk = sorted(p.name for p in self.dir.iterdir())
             # Without a usable manifest nothing says which shard files are recorded: those are left alone.

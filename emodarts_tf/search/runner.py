@@ -161,7 +161,7 @@ def check_search_config(s: SearchConfig) -> None:
 
 def two_stream(config: ExperimentConfig) -> bool:
     """Whether ``config`` searches two streams (``search.method: emotionnas``)."""
-    return config.search.method == "emotionnas"
+    return config.search.two_stream
 
 
 def check_search_partial_channels(config: ExperimentConfig) -> None:
