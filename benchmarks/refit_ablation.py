@@ -23,7 +23,10 @@ searched genotype is retrained on that fold's inner fold (two-stream EmotionNAS 
     python benchmarks/refit_ablation.py --config emotionnas --genotype runs/en/search \
         --arm select= --arm swarefit=recipe.swa=0.5,recipe.refit=true --out runs/en/nested
 
-Reruns reuse finished folds. Prints a table per arm and each arm's paired difference from the first.
+Reruns reuse finished folds. Prints a table per arm and each arm's paired difference from the first. An arm
+that refits (``recipe.refit``) also gets a row ``<arm>+avg``: the held-out UA of the average of its two models'
+probabilities (the first training's kept model and the refit, from their ``predictions_selection.csv`` and
+``predictions.csv``), computed from the saved predictions without training anything more.
 """
 from __future__ import annotations
 
@@ -92,6 +95,30 @@ def parse_arms(texts: list[str]) -> dict:
                                  "give it with --set to every arm")
         arms[name] = overrides
     return arms
+
+
+def averaged_ua(fold_dir: Path) -> float | None:
+    """UA of the mean of the refit's and the first training's test probabilities (argmax of the mean), or None
+    when the fold has no ``predictions_selection.csv`` (an arm without the refit)."""
+    import csv
+
+    from emodarts_tf.evaluation.fitting import SELECTION_PREDICTIONS_FILE
+    from emodarts_tf.evaluation.metrics import classification_metrics
+
+    first = fold_dir / SELECTION_PREDICTIONS_FILE
+    if not first.is_file():
+        return None
+    tables = []
+    for path in (first, fold_dir / "predictions.csv"):
+        with open(path, newline="", encoding="utf-8") as handle:
+            tables.append(list(csv.DictReader(handle)))
+    columns = [c for c in tables[0][0] if c.startswith("p_")]
+    if [r["path"] for r in tables[0]] != [r["path"] for r in tables[1]]:
+        raise ValueError(f"{fold_dir}: {SELECTION_PREDICTIONS_FILE} and predictions.csv list different utterances")
+    classes = [c[2:] for c in columns]
+    labels = np.array([classes.index(r["label"]) for r in tables[0]])
+    probs = sum(np.array([[float(r[c]) for c in columns] for r in table]) for table in tables) / 2.0
+    return float(classification_metrics(labels, probs.argmax(axis=1), len(classes))["ua"])
 
 
 def arm_table(arms: dict, scores: dict, seconds: dict) -> list[str]:
@@ -166,12 +193,19 @@ def main() -> int:
                                               genotype_source=f"nested ablation g{g}")  # fmt: skip
                 scores[arm].append(metrics["ua"])
                 seconds[arm] += float(metrics.get("seconds", 0.0))
+                both = averaged_ua(out / arm / f"g{g}" / f"fold{k}")
+                if both is not None:
+                    scores.setdefault(f"{arm}+avg", []).append(both)
+                    seconds.setdefault(f"{arm}+avg", 0.0)
+                    print(f"g{g} fold {k} {arm}+avg: held-out UA {both:.4f} (both models' probabilities averaged)", flush=True)
                 print(f"g{g} fold {k} {arm}: held-out UA {metrics['ua']:.4f} (inner best epoch {metrics['best_epoch']})", flush=True)
     print(f"\nmachine: {cpu_model()}, {os.cpu_count()} cores; data: {args.data} at {args.root}, protocol {prepared.protocol}, "
           f"classes {prepared.classes}; config {args.config} {' '.join(args.overrides)}; {len(genotypes)} genotype(s) "
           f"({args.genotype}, seed {args.genotype_seed}) x folds {folds}; scored on each fold's validation speakers "
           f"(test speakers unused); {time.perf_counter() - start:.0f} s\n")  # fmt: skip
-    print("\n".join(arm_table(arms, scores, seconds)))
+    averaged = {f"{arm}+avg": ["(the first model's and the refit's probabilities averaged)"]
+                for arm in arms if f"{arm}+avg" in scores and len(scores[f"{arm}+avg"]) == len(scores[arm])}
+    print("\n".join(arm_table({**arms, **averaged}, scores, seconds)))
     return 0
 
 

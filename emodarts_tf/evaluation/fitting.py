@@ -24,7 +24,9 @@ What it does, in order:
 6. writes the model directory (``model.keras``, ``model_info.json``, ``normalization.npz``), the
    learning curves (``history.csv``, ``history.json``, ``learning_curves.png``), the confusion matrix
    (``confusion_matrix.png``), the test predictions (``predictions.csv``, when the fold data lists its
-   test paths) and, last, ``metrics.json``, whose presence marks the fold as finished.
+   test paths; with ``recipe.refit`` also ``predictions_selection.csv``, those of the first training's kept
+   model, whose test UA/WA/F1 ``metrics.json`` reports as ``refit.selection_test``) and, last,
+   ``metrics.json``, whose presence marks the fold as finished.
 
 A resumed run is not bit-identical to an uninterrupted one (the input pipeline's shuffle order restarts
 from its seed), but it continues the same optimisation: same weights, momentum and learning rate.
@@ -61,6 +63,8 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 REFIT_DIR = "refit"  # the refit on every training speaker (recipe.refit): its history and checkpoint
+# With recipe.refit: the test predictions of the first training's kept model (trained without the validation speakers)
+SELECTION_PREDICTIONS_FILE = "predictions_selection.csv"
 REFIT_SEED_OFFSET = 104729  # the refit model's initialisation seed: the fold's seed plus this
 
 
@@ -84,6 +88,13 @@ def _output_keys(model) -> list | None:
     if isinstance(out, (list, tuple)):
         raise ValueError(f"model {model.name!r}: expected a logits output or a dict with 'logits', received {len(out)} outputs")
     return None
+
+
+def _predict_test(model, fold_data, batch_size: int, drop_path: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits, labels)`` of the test fold through ``model`` in inference mode (drop-path off)."""
+    if drop_path > 0:
+        set_drop_path_rate(model, 0.0)
+    return predict_split(inference_fn(model), fold_data.test(batch_size))
 
 
 def _write_predictions(path: Path, paths: list, labels: np.ndarray, logits: np.ndarray, classes: list) -> None:
@@ -378,7 +389,17 @@ def fit_fold(
                                 keep_last=False, optimizer=optimizer, patience=patience, fingerprint=fingerprint,
                                 label=label, **common)  # fmt: skip
     refit = None
+    test_paths = list(getattr(fold_data, "test_paths", []) or [])
     if recipe.refit:
+        # The kept model of the first training (trained without the validation speakers) is scored on the test
+        # fold too, and its predictions are kept beside the refit's, so that the two can be compared or averaged
+        # afterwards (benchmarks/refit_ablation.py) without training the first model again.
+        selection_logits, selection_labels = _predict_test(model, fold_data, batch_size, drop_path)
+        selection = split_metrics(selection_logits, selection_labels, len(classes))
+        selection.pop("loss")
+        if len(test_paths) == len(selection_labels):
+            _write_predictions(fold_dir / SELECTION_PREDICTIONS_FILE, test_paths, selection_labels, selection_logits,
+                               classes)  # fmt: skip
         # The epoch count chosen on the validation speakers, now trained on every training speaker of the
         # fold from a fresh start; the learning-rate schedule and drop-path ramp follow the same epochs.
         refit_dir = fold_dir / REFIT_DIR
@@ -394,11 +415,11 @@ def fit_fold(
             "epochs": int(state["best_epoch"]),
             "n_train": int(np.asarray(refit_data.labels("train")).size),
             "seconds": round(float(refit_state.get("seconds", 0.0)), 3),
+            # the first training's kept model on the test fold (its predictions: predictions_selection.csv)
+            "selection_test": {k: selection[k] for k in ("ua", "wa", "f1")},
         }
 
-    if drop_path > 0:
-        set_drop_path_rate(model, 0.0)
-    logits, labels = predict_split(inference_fn(model), fold_data.test(batch_size))
+    logits, labels = _predict_test(model, fold_data, batch_size, drop_path)
     metrics = split_metrics(logits, labels, len(classes))
     metrics.pop("loss")  # the test fold reports UA/WA/F1 only
     best_row = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), {})
@@ -456,7 +477,6 @@ def fit_fold(
     plot_confusion_matrix(metrics["confusion_matrix"], classes, fold_dir / "confusion_matrix.png", title=title)
     plot_learning_curves(state["history"], fold_dir / "learning_curves.png", title=label, best_epoch=state["best_epoch"])
     write_history(fold_dir, state["history"])
-    test_paths = list(getattr(fold_data, "test_paths", []) or [])
     if len(test_paths) == len(labels):
         _write_predictions(fold_dir / "predictions.csv", test_paths, labels, logits, classes)
     write_json(fold_dir / METRICS_FILE, metrics)

@@ -37,3 +37,25 @@ def test_arm_table_pairs_every_arm_with_the_first(nested):
     # swa - select: +0.1, 0, -0.1; refit - select: -0.1 each
     assert lines[6] == "swa - select: mean +0.0000, swa better in 1 of 3 pairs, worse in 1"
     assert lines[7] == "refit - select: mean -0.1000, refit better in 0 of 3 pairs, worse in 3"
+
+
+def _write_predictions(path, rows, classes=("ang", "sad")):
+    lines = ["path,label,predicted," + ",".join(f"p_{c}" for c in classes)]
+    for name, label, probs in rows:
+        lines.append(f"{name},{label},{classes[probs.index(max(probs))]}," + ",".join(str(p) for p in probs))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_averaged_ua_takes_the_argmax_of_the_mean_probabilities(nested, tmp_path):
+    assert nested.averaged_ua(tmp_path) is None  # no first model's predictions: an arm without the refit
+    # a: both right; b: the first model wrong with little confidence, the refit right with more: the mean is right;
+    # c: the first right with little confidence, the refit wrong with more: the mean is wrong.
+    _write_predictions(tmp_path / "predictions_selection.csv",
+                       [("a.wav", "ang", [0.9, 0.1]), ("b.wav", "sad", [0.6, 0.4]), ("c.wav", "sad", [0.4, 0.6])])
+    _write_predictions(tmp_path / "predictions.csv",
+                       [("a.wav", "ang", [0.8, 0.2]), ("b.wav", "sad", [0.1, 0.9]), ("c.wav", "sad", [0.9, 0.1])])
+    # predicted ang, sad, ang: recall ang 1/1, sad 1/2 -> UA 0.75
+    assert nested.averaged_ua(tmp_path) == pytest.approx(0.75)
+    _write_predictions(tmp_path / "predictions.csv", [("x.wav", "ang", [0.8, 0.2])])
+    with pytest.raises(ValueError, match="list different utterances"):
+        nested.averaged_ua(tmp_path)

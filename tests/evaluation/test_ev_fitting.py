@@ -237,6 +237,37 @@ def test_refit_trains_on_train_and_validation_speakers_for_the_selected_epochs(t
     assert again["ua"] == pytest.approx(metrics["ua"]) and again["wa"] == pytest.approx(metrics["wa"])
 
 
+def test_refit_keeps_the_first_models_test_predictions(tmp_path, fold1, mini_config):
+    """``predictions_selection.csv`` holds the test predictions of the model that the same fit without the refit
+    keeps, also when the run was killed inside the refit and resumed; ``refit.selection_test`` scores them."""
+    import csv
+
+    from emodarts_tf.config import RecipeConfig
+
+    build = standin_builder(fold1.input_shape, len(fold1.classes))
+    kwargs = dict(epochs=3, batch_size=8, optimizer=lambda steps: keras.optimizers.SGD(0.05), patience=None,
+                  extra_info=standin_info(mini_config))  # fmt: skip
+
+    def rows(path):
+        with open(path, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+
+    keras.utils.set_random_seed(5)
+    alone = fit_fold(build, fold1, tmp_path / "alone", recipe=RecipeConfig(refit=False), fingerprint={"m": "a"}, **kwargs)
+    keras.utils.set_random_seed(5)
+    with pytest.raises(_Interrupt):
+        fit_fold(build, fold1, tmp_path / "refit", recipe=RecipeConfig(refit=True), fingerprint={"m": "r"},
+                 callbacks=[_StopInSecondFit(1)], **kwargs)  # fmt: skip
+    metrics = fit_fold(build, fold1, tmp_path / "refit", recipe=RecipeConfig(refit=True), fingerprint={"m": "r"}, **kwargs)
+    first, expected = rows(tmp_path / "refit" / "predictions_selection.csv"), rows(tmp_path / "alone" / "predictions.csv")
+    assert [r["path"] for r in first] == [r["path"] for r in expected] == list(fold1.test_paths)
+    columns = [c for c in expected[0] if c.startswith("p_")]
+    np.testing.assert_allclose([[float(r[c]) for c in columns] for r in first],
+                               [[float(r[c]) for c in columns] for r in expected], atol=2e-6)  # fmt: skip
+    assert metrics["refit"]["selection_test"] == pytest.approx({k: alone[k] for k in ("ua", "wa", "f1")})
+    assert not (tmp_path / "alone" / "predictions_selection.csv").exists()
+
+
 def test_with_validation_in_training_appends_the_validation_part(fold1):
     merged = fold1.with_validation_in_training()
     x, y = merged.arrays("train")
