@@ -20,7 +20,8 @@ What it does, in order:
 5. restores the best-on-validation weights (with ``recipe.swa``: the average of the last epochs' weights),
    or with ``recipe.refit`` trains a fresh model on the training
    and validation speakers for the best epoch count (checkpointed and resumed the same way, in
-   ``fold_dir/refit/``), and predicts the test fold once;
+   ``fold_dir/refit/``); with ``recipe.ensemble`` as well, the model kept is the mean of both models'
+   probabilities (``evaluation.ensemble``); then predicts the test fold once;
 6. writes the model directory (``model.keras``, ``model_info.json``, ``normalization.npz``), the
    learning curves (``history.csv``, ``history.json``, ``learning_curves.png``), the confusion matrix
    (``confusion_matrix.png``), the test predictions (``predictions.csv``, when the fold data lists its
@@ -405,6 +406,7 @@ def fit_fold(
         refit_dir = fold_dir / REFIT_DIR
         refit_data = fold_data.with_validation_in_training()
         keras.utils.set_random_seed(int(getattr(fold_data, "seed", 0)) + REFIT_SEED_OFFSET)
+        first = model if recipe.ensemble else None
         del model
         model, refit_state = _train_phase(
             build_model, refit_data, refit_dir, FoldCheckpoint(refit_dir), epochs=int(state["best_epoch"]),
@@ -417,7 +419,14 @@ def fit_fold(
             "seconds": round(float(refit_state.get("seconds", 0.0)), 3),
             # the first training's kept model on the test fold (its predictions: predictions_selection.csv)
             "selection_test": {k: selection[k] for k in ("ua", "wa", "f1")},
+            "ensemble": bool(recipe.ensemble),  # True: the model tested and saved averages both models
         }
+        if recipe.ensemble:
+            from emodarts_tf.evaluation.ensemble import ensemble_model
+
+            if drop_path > 0:
+                set_drop_path_rate(model, 0.0)
+            model = ensemble_model([first, model], name=f"{model.name}_ensemble")
 
     logits, labels = _predict_test(model, fold_data, batch_size, drop_path)
     metrics = split_metrics(logits, labels, len(classes))

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 def check_recipe(recipe: RecipeConfig) -> None:
     """Raise ValueError naming the first impossible recipe setting."""
-    for name in ("class_balanced", "refit"):
+    for name in ("class_balanced", "refit", "ensemble"):
         if not isinstance(getattr(recipe, name), bool):
             raise ValueError(f"recipe.{name}: expected a bool, received {getattr(recipe, name)!r}")
     if not 0.0 <= recipe.label_smoothing < 1.0:
@@ -71,14 +71,17 @@ def check_recipe(recipe: RecipeConfig) -> None:
     check_speed_factors(recipe.speed_perturb)
     if recipe.swa > 0 and recipe.ema > 0:
         raise ValueError(f"recipe.swa={recipe.swa!r} and recipe.ema={recipe.ema!r}: two weight averages; set one of them to 0")
+    if recipe.ensemble and not recipe.refit:
+        raise ValueError("recipe.ensemble=True averages the first training's model with the refit; it needs recipe.refit=True")
 
 
 def recipe_fingerprint(recipe: RecipeConfig) -> dict:
     """The recipe as a resumed training must match it. Parts added since a checkpoint was written are left out
-    while they are off (``speed_perturb`` empty), so that such checkpoints still resume."""
+    while they are off (``speed_perturb`` empty), so that such checkpoints still resume; ``ensemble`` is left out
+    always, since it changes what is kept after training, not the training."""
     from dataclasses import asdict
 
-    return {k: v for k, v in asdict(recipe).items() if not (k == "speed_perturb" and not v)}
+    return {k: v for k, v in asdict(recipe).items() if k != "ensemble" and not (k == "speed_perturb" and not v)}
 
 
 def swa_start_epoch(recipe: RecipeConfig, epochs: int) -> int | None:

@@ -268,6 +268,48 @@ def test_refit_keeps_the_first_models_test_predictions(tmp_path, fold1, mini_con
     assert not (tmp_path / "alone" / "predictions_selection.csv").exists()
 
 
+def test_ensemble_serves_the_mean_of_the_first_models_and_the_refits_probabilities(tmp_path, fold1, mini_config,
+                                                                                   mini_prepared):
+    """With ``recipe.ensemble`` the saved and tested model is the pair: its probabilities (loaded back from the model
+    directory) equal the mean of the first model's (``predictions_selection.csv``) and those of the refit that the
+    same fit without the ensemble serves; the training itself is the same."""
+    import csv
+
+    from emodarts_tf.config import RecipeConfig
+
+    build = standin_builder(fold1.input_shape, len(fold1.classes))
+    kwargs = dict(epochs=3, batch_size=8, optimizer=lambda steps: keras.optimizers.SGD(0.05), patience=None,
+                  extra_info=standin_info(mini_config), fingerprint={"m": "e"})  # fmt: skip
+
+    def probabilities(path):
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        return np.array([[float(r[c]) for c in rows[0] if c.startswith("p_")] for r in rows])
+
+    keras.utils.set_random_seed(5)
+    refit = fit_fold(build, fold1, tmp_path / "refit", recipe=RecipeConfig(refit=True), **kwargs)
+    keras.utils.set_random_seed(5)
+    pair = fit_fold(build, fold1, tmp_path / "pair", recipe=RecipeConfig(refit=True, ensemble=True), **kwargs)
+    assert pair["refit"]["ensemble"] is True and refit["refit"]["ensemble"] is False
+    assert pair["refit"]["selection_test"] == refit["refit"]["selection_test"]
+    expected = (probabilities(tmp_path / "refit" / "predictions_selection.csv")
+                + probabilities(tmp_path / "refit" / "predictions.csv")) / 2  # fmt: skip
+    np.testing.assert_allclose(probabilities(tmp_path / "pair" / "predictions.csv"), expected, atol=2e-6)
+    trained = load_model_dir(tmp_path / "pair")
+    np.testing.assert_allclose(trained.probabilities(mini_prepared.features(fold1.test_paths)), expected, atol=2e-6)
+    again = classification_metrics(mini_prepared.labels(fold1.test_paths), expected.argmax(axis=1), len(fold1.classes))
+    assert again["ua"] == pytest.approx(pair["ua"])
+
+
+def test_ensemble_needs_the_refit(tmp_path, fold1, mini_config):
+    from emodarts_tf.config import RecipeConfig
+
+    build = standin_builder(fold1.input_shape, len(fold1.classes))
+    with pytest.raises(ValueError, match="recipe.ensemble=True .* needs recipe.refit=True"):
+        fit_fold(build, fold1, tmp_path / "f", epochs=1, batch_size=8, optimizer=keras.optimizers.SGD(0.05),
+                 recipe=RecipeConfig(ensemble=True), extra_info=standin_info(mini_config))  # fmt: skip
+
+
 def test_with_validation_in_training_appends_the_validation_part(fold1):
     merged = fold1.with_validation_in_training()
     x, y = merged.arrays("train")
