@@ -369,9 +369,12 @@ def test_fit_fold_trains_and_refits_on_speed_perturbed_copies(tmp_path, mini_pre
     assert (tmp_path / "f" / "refit").is_dir() and 0.0 <= metrics["ua"] <= 1.0
 
 
-def test_recipe_fingerprint_leaves_out_speed_perturbation_only_while_it_is_off():
+def test_recipe_fingerprint_leaves_out_speed_perturbation_only_while_it_is_off_and_the_ensemble_always():
     from dataclasses import asdict
 
     off = recipes.recipe_fingerprint(RecipeConfig(mixup=0.2))
-    assert "speed_perturb" not in off and off == {k: v for k, v in asdict(RecipeConfig(mixup=0.2)).items() if k != "speed_perturb"}
+    expected = {k: v for k, v in asdict(RecipeConfig(mixup=0.2)).items() if k not in ("speed_perturb", "ensemble")}
+    assert "speed_perturb" not in off and off == expected
     assert recipes.recipe_fingerprint(RecipeConfig(speed_perturb=[0.9]))["speed_perturb"] == [0.9]
+    # serving the pair changes nothing in training: a checkpoint written without it resumes with it
+    assert recipes.recipe_fingerprint(RecipeConfig(mixup=0.2, refit=True, ensemble=True)) == {**expected, "refit": True}
