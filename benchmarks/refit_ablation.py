@@ -26,7 +26,8 @@ searched genotype is retrained on that fold's inner fold (two-stream EmotionNAS 
 Reruns reuse finished folds. Prints a table per arm and each arm's paired difference from the first. An arm
 that refits (``recipe.refit``) also gets a row ``<arm>+avg``: the held-out UA of the average of its two models'
 probabilities (the first training's kept model and the refit, from their ``predictions_selection.csv`` and
-``predictions.csv``), computed from the saved predictions without training anything more.
+``predictions.csv``), computed from the saved predictions without training anything more, and a row
+``<arm>:first``, the first model alone.
 """
 from __future__ import annotations
 
@@ -193,19 +194,27 @@ def main() -> int:
                                               genotype_source=f"nested ablation g{g}")  # fmt: skip
                 scores[arm].append(metrics["ua"])
                 seconds[arm] += float(metrics.get("seconds", 0.0))
+                print(f"g{g} fold {k} {arm}: held-out UA {metrics['ua']:.4f} (inner best epoch {metrics['best_epoch']})", flush=True)
+                first = (metrics.get("refit") or {}).get("selection_test")
+                if first is not None:
+                    scores.setdefault(f"{arm}:first", []).append(first["ua"])
+                    seconds.setdefault(f"{arm}:first", 0.0)
                 both = averaged_ua(out / arm / f"g{g}" / f"fold{k}")
                 if both is not None:
                     scores.setdefault(f"{arm}+avg", []).append(both)
                     seconds.setdefault(f"{arm}+avg", 0.0)
                     print(f"g{g} fold {k} {arm}+avg: held-out UA {both:.4f} (both models' probabilities averaged)", flush=True)
-                print(f"g{g} fold {k} {arm}: held-out UA {metrics['ua']:.4f} (inner best epoch {metrics['best_epoch']})", flush=True)
     print(f"\nmachine: {cpu_model()}, {os.cpu_count()} cores; data: {args.data} at {args.root}, protocol {prepared.protocol}, "
           f"classes {prepared.classes}; config {args.config} {' '.join(args.overrides)}; {len(genotypes)} genotype(s) "
           f"({args.genotype}, seed {args.genotype_seed}) x folds {folds}; scored on each fold's validation speakers "
           f"(test speakers unused); {time.perf_counter() - start:.0f} s\n")  # fmt: skip
-    averaged = {f"{arm}+avg": ["(the first model's and the refit's probabilities averaged)"]
-                for arm in arms if f"{arm}+avg" in scores and len(scores[f"{arm}+avg"]) == len(scores[arm])}
-    print("\n".join(arm_table({**arms, **averaged}, scores, seconds)))
+    derived = {}
+    for arm in arms:
+        for suffix, what in ((":first", "(the first training's model alone, before the refit)"),
+                             ("+avg", "(the first model's and the refit's probabilities averaged)")):
+            if len(scores.get(f"{arm}{suffix}", [])) == len(scores[arm]):
+                derived[f"{arm}{suffix}"] = [what]
+    print("\n".join(arm_table({**arms, **derived}, scores, seconds)))
     return 0
 
 
