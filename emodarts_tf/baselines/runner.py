@@ -49,7 +49,7 @@ from emodarts_tf.config import BaselineConfig, ExperimentConfig, save_config
 from emodarts_tf.evaluation import recipe as recipes
 from emodarts_tf.evaluation.complexity import model_complexity
 from emodarts_tf.evaluation.fold_checkpoint import diff_keys
-from emodarts_tf.evaluation.summary import summarise, write_summary
+from emodarts_tf.evaluation.summary import served_networks, summarise, write_summary
 from emodarts_tf.utils.io import read_json, write_json
 from emodarts_tf.utils.memory import custom_gradient_names, release_trial
 
@@ -595,8 +595,9 @@ def _summarise_folds(out_dir: Path, config: ExperimentConfig, per_fold: dict, be
     synthetic = bool(getattr(prepared, "synthetic", False))
     folds = sorted(per_fold)
     classes = per_fold[folds[0]].get("classes") or []
-    params = [int(bests[k]["params"]) for k in folds]
-    flops = [int(bests[k]["flops"]) for k in folds]
+    # of the served model: a recipe.ensemble pair runs the network twice
+    params = [int(bests[k]["params"]) * served_networks(per_fold[k]) for k in folds]
+    flops = [int(bests[k]["flops"]) * served_networks(per_fold[k]) for k in folds]
     tuning_s = sum(float(bests[k].get("tuning_s", 0.0)) for k in folds)
     train_s = sum(float(per_fold[k].get("seconds", 0.0)) for k in folds)
     summary = summarise(

@@ -183,7 +183,7 @@ def _summarise(out: Path, prepared, choices: dict, config, show: bool = False, k
 
 
 def _build_summary(out: Path, prepared, choices: dict, config, kind: str, extra: dict | None) -> dict | None:
-    from emodarts_tf.evaluation.summary import summarise
+    from emodarts_tf.evaluation.summary import served_networks, summarise
     from emodarts_tf.utils.io import read_json
 
     per_fold, complexity, extra_folds = {}, {}, {}
@@ -195,8 +195,9 @@ def _build_summary(out: Path, prepared, choices: dict, config, kind: str, extra:
         metrics = read_json(fold_dir / "metrics.json")
         per_fold[fold.index] = metrics
         info = read_json(fold_dir / "model_info.json") if (fold_dir / "model_info.json").is_file() else {}
-        if info.get("complexity"):
-            complexity[fold.index] = info["complexity"]
+        if info.get("complexity"):  # one network's; a recipe.ensemble pair serves two
+            complexity[fold.index] = {key: None if value is None else value * served_networks(metrics)
+                                      for key, value in info["complexity"].items() if key in ("params", "flops")}
         choice = choices.get(fold.index)
         note = choice.note if choice is not None else info.get("genotype_note")
         if choice is not None:

@@ -4,7 +4,7 @@
 
     {"kind": "emodarts" | "baseline:<family>", "classes": [...], "folds": [1, 2, ...],
      "ua": {"mean": m, "std": s, "per_fold": {"1": v, ...}}, "wa": {...}, "f1": {...},
-     "params": int | null, "flops": int | null,
+     "params": int | null, "flops": int | null,      # of the served model (both networks of a recipe.ensemble pair)
      "compute_s": {"search": s, "train": s, "tuning": s},   # wall-clock seconds each stage spent
      "extra": {...}}
 
@@ -20,6 +20,11 @@ import numpy as np
 from emodarts_tf.utils.io import atomic_write_text, read_json, write_json
 
 METRIC_KEYS = ("ua", "wa", "f1")
+
+
+def served_networks(metrics: dict) -> int:
+    """How many networks a fold's served model runs: 2 for a ``recipe.ensemble`` pair, else 1."""
+    return 2 if (metrics.get("refit") or {}).get("ensemble") else 1
 
 
 def summarise(

@@ -129,3 +129,30 @@ def test_restart_removes_the_previous_run_and_its_prepared_tables(tmp_path):
     (out / "randomness").mkdir()  # not a random<i>/ run folder
     _restart(out)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "randomness"]
+
+
+def test_an_ensemble_run_serves_and_counts_both_networks(tmp_path, mini_manifest, mini_cache, mini_prepared):
+    """``recipe.ensemble`` through ``cli/train.py`` (drop-path and an auxiliary head on): the summary counts the
+    weights and FLOPs of both networks, and the saved pair reloads with the test figures it reported."""
+    import numpy as np
+
+    from emodarts_tf.commands.train import main
+    from emodarts_tf.evaluation.metrics import classification_metrics
+    from emodarts_tf.evaluation.model_dir import load_model_dir
+
+    genotype = tmp_path / "genotype.json"
+    genotype.write_text(json.dumps(TINY_GENOTYPE))
+    out = tmp_path / "pair"
+    args = [a if a != "1,2" else "1" for a in _args(mini_manifest, mini_cache, genotype, out)]
+    args = [a if a != "4" else "2" for a in args]  # --epochs 2
+    assert main([*args, "--set", "recipe.refit=true", "--set", "recipe.ensemble=true"]) == 0
+    info = json.loads((out / "fold1" / "model_info.json").read_text())
+    metrics = json.loads((out / "fold1" / "metrics.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert metrics["refit"]["ensemble"] is True and info["recipe"]["ensemble"] is True
+    assert summary["params"] == 2 * info["complexity"]["params"] and summary["flops"] == 2 * info["complexity"]["flops"]
+    trained = load_model_dir(out / "fold1")
+    fold = next(f for f in mini_prepared.folds if f.index == 1)
+    predicted = trained.probabilities(mini_prepared.features(fold.test)).argmax(axis=1)
+    again = classification_metrics(mini_prepared.labels(fold.test), predicted, len(trained.classes))
+    assert again["ua"] == pytest.approx(metrics["ua"]) and np.isclose(again["wa"], metrics["wa"])
