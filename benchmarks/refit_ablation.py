@@ -100,15 +100,20 @@ def parse_arms(texts: list[str]) -> dict:
 
 def averaged_ua(fold_dir: Path) -> float | None:
     """UA of the mean of the refit's and the first training's test probabilities (argmax of the mean), or None
-    when the fold has no ``predictions_selection.csv`` (an arm without the refit)."""
+    when the fold has no ``predictions_selection.csv`` (an arm without the refit) or already serves the mean
+    (``recipe.ensemble``: the arm's own row is that figure)."""
     import csv
+    import json
 
     from emodarts_tf.evaluation.fitting import SELECTION_PREDICTIONS_FILE
     from emodarts_tf.evaluation.metrics import classification_metrics
 
     first = fold_dir / SELECTION_PREDICTIONS_FILE
+    metrics = fold_dir / "metrics.json"
     if not first.is_file():
         return None
+    if metrics.is_file() and ((json.loads(metrics.read_text(encoding="utf-8")).get("refit") or {}).get("ensemble")):
+        return None  # recipe.ensemble: predictions.csv is already the average
     tables = []
     for path in (first, fold_dir / "predictions.csv"):
         with open(path, newline="", encoding="utf-8") as handle:
@@ -208,13 +213,14 @@ def main() -> int:
           f"classes {prepared.classes}; config {args.config} {' '.join(args.overrides)}; {len(genotypes)} genotype(s) "
           f"({args.genotype}, seed {args.genotype_seed}) x folds {folds}; scored on each fold's validation speakers "
           f"(test speakers unused); {time.perf_counter() - start:.0f} s\n")  # fmt: skip
-    derived = {}
-    for arm in arms:
-        for suffix, what in ((":first", "(the first training's model alone, before the refit)"),
-                             ("+avg", "(the first model's and the refit's probabilities averaged)")):
+    rows = {}
+    for arm, overrides in arms.items():  # each arm, then the rows derived from its folds
+        rows[arm] = overrides
+        for suffix, what in (("+avg", "(the first model's and the refit's probabilities averaged)"),
+                             (":first", "(the first training's model alone, before the refit)")):
             if len(scores.get(f"{arm}{suffix}", [])) == len(scores[arm]):
-                derived[f"{arm}{suffix}"] = [what]
-    print("\n".join(arm_table({**arms, **derived}, scores, seconds)))
+                rows[f"{arm}{suffix}"] = [what]
+    print("\n".join(arm_table(rows, scores, seconds)))
     return 0
 
 

@@ -5,33 +5,18 @@ validation speakers) and the refit (on every training speaker). ``recipe.ensembl
 probabilities instead of the refit alone (``evaluation.fitting.fit_fold``).
 
 :func:`ensemble_model` wraps the members in one functional model with the members' inputs (same names and
-shapes, so a two-stream pair keeps ``mfcc``/``spectrogram`` and ``frames``) and one logits output,
-:class:`ProbabilityMean`: ``log(mean_i softmax(z_i))``, whose softmax is the mean of the members' probabilities.
+shapes, so a two-stream pair keeps ``mfcc``/``spectrogram`` and ``frames``) and one output named ``logits``: the
+sum rule of ``search_space.two_stream.LateFusion``, ``log(mean_i softmax(z_i))``, whose softmax is the mean of the
+members' probabilities (computed in float32 whatever the precision policy).
 Everything that reads logits (scoring, ``predict``, ``evaluate``, the SavedModel export) serves the average
 unchanged, and the pair saves and loads as one ``model.keras``.
 """
 from __future__ import annotations
 
-import math
-
 import keras
-from keras import ops
 
 from emodarts_tf.evaluation.model_dir import inference_model
-
-
-@keras.saving.register_keras_serializable(package="emodarts_tf")
-class ProbabilityMean(keras.layers.Layer):
-    """Logits of the mean probability of several logit tensors: ``logsumexp_i(log_softmax(z_i)) - log(n)``."""
-
-    def call(self, inputs, training=None):
-        if not isinstance(inputs, (list, tuple)) or not inputs:
-            raise ValueError(f"{self.name}: expected a non-empty list of logit tensors, received {type(inputs).__name__}")
-        stacked = ops.stack([ops.log_softmax(z, axis=-1) for z in inputs], axis=0)
-        return ops.logsumexp(stacked, axis=0) - math.log(len(inputs))
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[0])
+from emodarts_tf.search_space.two_stream import LateFusion
 
 
 def _fresh_inputs(model):
@@ -50,25 +35,29 @@ def _fresh_inputs(model):
 
 def _signature(inputs) -> list:
     tensors = inputs.items() if isinstance(inputs, dict) else enumerate(inputs if isinstance(inputs, (list, tuple)) else [inputs])
-    return sorted((str(key), tensor.name.split(":")[0], tuple(tensor.shape[1:])) for key, tensor in tensors)
+    return sorted((str(key), tensor.name.split(":")[0], tuple(tensor.shape[1:]), str(tensor.dtype)) for key, tensor in tensors)
 
 
 def ensemble_model(members: list, name: str = "ensemble") -> keras.Model:
     """One model whose logits average the probabilities of ``members`` (functional Keras models with the same
     inputs and a logits output, or a dict output with ``logits``: auxiliary heads are dropped).
 
-    The members are renamed ``<name>_member<i>`` (from 1) so that the saved file can hold several networks built
-    by the same builder; they share their layers and weights with the models passed in.
+    Each member enters as its inference model (``model_dir.inference_model``: a new model object sharing the layers
+    and weights of the one passed in, which keeps its name), named ``<name>_member<i>`` (from 1), so that the saved
+    file can hold several networks built by the same builder.
     """
     if len(members) < 2:
         raise ValueError(f"ensemble_model: expected at least 2 members, received {len(members)}")
     members = [inference_model(m) for m in members]
     expected = _signature(members[0].input)
+    classes = [tuple(member.output.shape[1:]) for member in members]
     for i, member in enumerate(members[1:], 2):
         if _signature(member.input) != expected:
             raise ValueError(f"ensemble_model: member {i} has inputs {_signature(member.input)}, member 1 has {expected}")
+        if classes[i - 1] != classes[0]:
+            raise ValueError(f"ensemble_model: member {i} has logits of shape {classes[i - 1]}, member 1 {classes[0]}")
     for i, member in enumerate(members, 1):
         member.name = f"{name}_member{i}"
     inputs = _fresh_inputs(members[0])
-    outputs = ProbabilityMean(name="probability_mean")([member(inputs) for member in members])
+    outputs = LateFusion(name="logits", dtype="float32")([member(inputs) for member in members])
     return keras.Model(inputs=inputs, outputs=outputs, name=name)

@@ -324,8 +324,8 @@ def fit_fold(
         augment: SpecAugment masking of training batches (when ``data.spec_augment`` is enabled); the recipe's
             parts (``recipe``) apply either way.
         recipe: the shared training recipe (``config.RecipeConfig``: balanced batches, time shift, mixup,
-            label smoothing, EMA, weight averaging, refit, speed perturbation; ``evaluation.recipe``); None: every
-            part off.
+            label smoothing, EMA, weight averaging, refit, ensemble, speed perturbation; ``evaluation.recipe``);
+            None: every part off.
             With ``recipe.swa`` the model kept is the average of the last epochs' weights, not the best
             validation epoch's, and there is no early stopping.
         jit_compile: XLA for the training step.
@@ -372,7 +372,12 @@ def fit_fold(
                 target.unlink()
     elif fold_finished(fold_dir):
         log.info("%s: already finished (%s); skipped", label, fold_dir / METRICS_FILE)
-        return read_json(fold_dir / METRICS_FILE)
+        finished = read_json(fold_dir / METRICS_FILE)
+        served_pair = bool((finished.get("refit") or {}).get("ensemble"))
+        if recipe is not None and bool(getattr(recipe, "ensemble", False)) != served_pair:
+            log.warning("%s: finished earlier with recipe.ensemble=%s; its saved model and figures stay as they are "
+                        "(recipe.ensemble=%s now; use a new --out to retrain)", label, served_pair, recipe.ensemble)  # fmt: skip
+        return finished
     fold_dir.mkdir(parents=True, exist_ok=True)
 
     classes = list(fold_data.classes)
@@ -424,9 +429,7 @@ def fit_fold(
         if recipe.ensemble:
             from emodarts_tf.evaluation.ensemble import ensemble_model
 
-            if drop_path > 0:
-                set_drop_path_rate(model, 0.0)
-            model = ensemble_model([first, model], name=f"{model.name}_ensemble")
+            model = ensemble_model([first, model], name=f"{model.name}_ensemble")  # drop-path: off in both below
 
     logits, labels = _predict_test(model, fold_data, batch_size, drop_path)
     metrics = split_metrics(logits, labels, len(classes))
@@ -498,7 +501,9 @@ def fit_fold(
         metrics["wa"],
         metrics["f1"],
         metrics["n"],
-        (f"the refit on train + validation speakers for {refit['epochs']} epochs" if refit
+        (f"the mean of the first model and the refit on train + validation speakers for {refit['epochs']} epochs"
+         if refit and refit["ensemble"]
+         else f"the refit on train + validation speakers for {refit['epochs']} epochs" if refit
          else f"the weight average of epochs {swa_first}-{state['best_epoch']}" if swa_first is not None
          else "the weights of that epoch"),
         state["best_ua"],

@@ -35,6 +35,9 @@ Parts (each off at its neutral value):
   is the model tested and saved (``fitting.fit_fold``; ``<fold>/refit/`` holds its history). Small
   corpora lose a fifth of their speakers to validation otherwise; the validation figures stay those of
   the selection run.
+- ``ensemble`` (with ``refit``): the model tested and saved is the mean of the probabilities of the selection
+  run's kept model and the refit, one model holding both networks (:mod:`emodarts_tf.evaluation.ensemble`);
+  training is unchanged, inference runs both networks.
 
 Targets are one-hot (soft after mixup or smoothing) and the loss is categorical cross-entropy on
 logits, which equals sparse cross-entropy when every part is off.

@@ -325,19 +325,23 @@ class StreamDropout(keras.layers.Layer):
 
 @_register
 class LateFusion(keras.layers.Layer):
-    """Late (decision-level) fusion of per-stream classifiers: the log of the mean of their class probabilities,
+    """Late (decision-level) fusion of classifiers: the log of the mean of their class probabilities,
     ``log(mean_i softmax(z_i))`` (the sum rule of Kittler, Hatef, Duin and Matas, "On combining classifiers",
     IEEE TPAMI 1998), computed as ``logsumexp_i(log_softmax(z_i)) - log(n)``. Its softmax is the mean of the
-    streams' probabilities, so it reads as logits; its argmax is the sum rule's decision.
+    classifiers' probabilities, so it reads as logits; its argmax is the sum rule's decision. It fuses the
+    per-stream classifiers of a two-stream network and the networks of a ``recipe.ensemble`` pair
+    (``evaluation.ensemble``); both build it with ``dtype="float32"``, so that under mixed precision the
+    logarithms are not taken in float16.
 
     Call arguments:
-        inputs: a list of logits ``(B, classes)``, one per stream.
+        inputs: a list of logits ``(B, classes)``, one per stream or network.
         training: unused (the same in training and inference).
     """
 
     def call(self, inputs, training=None):
-        if len(inputs) < 2:
-            raise ValueError(f"LateFusion: expected the logits of two or more streams, received {len(inputs)}")
+        if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
+            count = len(inputs) if isinstance(inputs, (list, tuple)) else type(inputs).__name__
+            raise ValueError(f"LateFusion: expected a list of the logits of two or more classifiers, received {count}")
         log_probs = ops.stack([ops.log_softmax(z, axis=-1) for z in inputs], axis=0)
         return ops.logsumexp(log_probs, axis=0) - math.log(len(inputs))
 
@@ -631,7 +635,7 @@ def build_fixed_two_stream(
                 name=stream_head_name(input_name))(own)
     if fusion == "late":
         own_logits = [heads[stream_head_name(image_input)], heads[stream_head_name(FRAMES_STREAM)]]
-        logits = LateFusion(name="logits")(own_logits)
+        logits = LateFusion(name="logits", dtype="float32")(own_logits)
         outputs = {"logits": logits, **({"aux_logits": aux_logits} if aux else {}), **heads}
         return keras.Model(inputs, outputs, name=name)
     if stream_dropout:

@@ -48,14 +48,19 @@ def _write_predictions(path, rows, classes=("ang", "sad")):
 
 def test_averaged_ua_takes_the_argmax_of_the_mean_probabilities(nested, tmp_path):
     assert nested.averaged_ua(tmp_path) is None  # no first model's predictions: an arm without the refit
-    # a: both right; b: the first model wrong with little confidence, the refit right with more: the mean is right;
-    # c: the first right with little confidence, the refit wrong with more: the mean is wrong.
-    _write_predictions(tmp_path / "predictions_selection.csv",
-                       [("a.wav", "ang", [0.9, 0.1]), ("b.wav", "sad", [0.6, 0.4]), ("c.wav", "sad", [0.4, 0.6])])
-    _write_predictions(tmp_path / "predictions.csv",
-                       [("a.wav", "ang", [0.8, 0.2]), ("b.wav", "sad", [0.1, 0.9]), ("c.wav", "sad", [0.9, 0.1])])
-    # predicted ang, sad, ang: recall ang 1/1, sad 1/2 -> UA 0.75
+    # p_ang of the first model and of the refit; labels ang, ang, sad, sad. Alone the first model gets b and d
+    # right (UA 0.5), the refit only a (0.25), the mean (0.6, 0.6, 0.7, 0.45) a, b and d (0.75).
+    first = [0.4, 0.8, 0.6, 0.3]
+    refit = [0.8, 0.4, 0.8, 0.6]
+    labels = ["ang", "ang", "sad", "sad"]
+    names = ["a.wav", "b.wav", "c.wav", "d.wav"]
+    _write_predictions(tmp_path / "predictions_selection.csv", [(n, y, [p, 1 - p]) for n, y, p in zip(names, labels, first)])
+    _write_predictions(tmp_path / "predictions.csv", [(n, y, [p, 1 - p]) for n, y, p in zip(names, labels, refit)])
     assert nested.averaged_ua(tmp_path) == pytest.approx(0.75)
+    # an arm that already serves the average (recipe.ensemble) gets no second average
+    (tmp_path / "metrics.json").write_text('{"ua": 0.75, "refit": {"epochs": 30, "ensemble": true}}')
+    assert nested.averaged_ua(tmp_path) is None
+    (tmp_path / "metrics.json").unlink()
     _write_predictions(tmp_path / "predictions.csv", [("x.wav", "ang", [0.8, 0.2])])
     with pytest.raises(ValueError, match="list different utterances"):
         nested.averaged_ua(tmp_path)

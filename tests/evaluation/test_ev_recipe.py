@@ -152,7 +152,7 @@ def test_label_smoothing_loss_equals_hand_computation():
 @pytest.mark.parametrize(
     "bad",
     [{"label_smoothing": 1.0}, {"mixup": -0.1}, {"time_shift": 0.6}, {"ema": 1.0}, {"class_balanced": "yes"}, {"refit": 1},
-     {"speed_perturb": [1.0]}, {"speed_perturb": 0.9}],
+     {"speed_perturb": [1.0]}, {"speed_perturb": 0.9}, {"ensemble": 1, "refit": True}, {"ensemble": True}],
 )
 def test_bad_recipe_values_are_named(bad):
     key = next(iter(bad))

@@ -15,15 +15,25 @@ def _softmax(z):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def test_probability_mean_is_the_log_of_the_mean_probability():
-    from emodarts_tf.evaluation.ensemble import ProbabilityMean
+def test_the_pair_fuses_in_float32_under_mixed_precision():
+    """The sum rule (``LateFusion``, tested against numpy in tests/search_space) takes logarithms of
+    probabilities: under a mixed_float16 policy it still computes in float32."""
+    import keras
 
-    rng = np.random.default_rng(0)
-    logits = [rng.normal(scale=5.0, size=(4, 3)).astype("float32") for _ in range(3)]
-    got = np.asarray(ProbabilityMean()(logits))
-    expected = np.mean([_softmax(z) for z in logits], axis=0)
-    np.testing.assert_allclose(np.exp(got), expected, rtol=1e-5)  # log(mean p): its softmax is the mean itself
-    np.testing.assert_allclose(_softmax(got), expected, rtol=1e-5)
+    from emodarts_tf.evaluation.ensemble import ensemble_model
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        members = []
+        for _ in range(2):
+            x = keras.Input((4, 3, 1), name="mfcc")
+            members.append(keras.Model(x, keras.layers.Dense(5, dtype="float32")(keras.layers.Flatten()(x))))
+        pair = ensemble_model(members)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert pair.get_layer("logits").compute_dtype == "float32"
+    assert [layer.name for layer in pair.layers if isinstance(layer, keras.Model)] == ["ensemble_member1", "ensemble_member2"]
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +127,7 @@ def test_members_with_other_inputs_are_refused():
         ensemble_model([member("mfcc", (4, 3, 1)), member("mfcc", (4, 5, 1))])
     with pytest.raises(ValueError, match="at least 2 members"):
         ensemble_model([member("mfcc", (4, 3, 1))])
+    x = keras.Input((4, 3, 1), name="mfcc")
+    three = keras.Model(x, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+    with pytest.raises(ValueError, match=r"member 2 has logits of shape \(3,\), member 1 \(2,\)"):
+        ensemble_model([member("mfcc", (4, 3, 1)), three])

@@ -594,7 +594,7 @@ def test_late_fusion_is_the_log_of_the_mean_class_probabilities():
     flat = np.zeros((1, 3), "float32")
     np.testing.assert_allclose(softmax(np.asarray(LateFusion()([big, flat]), "float64")),
                                [[2 / 3, 1 / 6, 1 / 6]], rtol=1e-5)
-    with pytest.raises(ValueError, match="two or more streams"):
+    with pytest.raises(ValueError, match="two or more classifiers"):
         LateFusion()([big])
 
 
