@@ -26,7 +26,8 @@ What it does, in order:
    learning curves (``history.csv``, ``history.json``, ``learning_curves.png``), the confusion matrix
    (``confusion_matrix.png``), the test predictions (``predictions.csv``, when the fold data lists its
    test paths; with ``recipe.refit`` also ``predictions_selection.csv``, those of the first training's kept
-   model, whose test UA/WA/F1 ``metrics.json`` reports as ``refit.selection_test``) and, last,
+   model, whose test UA/WA/F1 ``metrics.json`` reports as ``refit.selection_test``; with ``recipe.ensemble``
+   also ``predictions_refit.csv`` and ``refit.refit_test``, the refit alone) and, last,
    ``metrics.json``, whose presence marks the fold as finished.
 
 A resumed run is not bit-identical to an uninterrupted one (the input pipeline's shuffle order restarts
@@ -66,6 +67,8 @@ METRICS_FILE = "metrics.json"
 REFIT_DIR = "refit"  # the refit on every training speaker (recipe.refit): its history and checkpoint
 # With recipe.refit: the test predictions of the first training's kept model (trained without the validation speakers)
 SELECTION_PREDICTIONS_FILE = "predictions_selection.csv"
+# With recipe.ensemble: the test predictions of the refit alone (predictions.csv holds the pair's)
+REFIT_PREDICTIONS_FILE = "predictions_refit.csv"
 REFIT_SEED_OFFSET = 104729  # the refit model's initialisation seed: the fold's seed plus this
 
 
@@ -429,7 +432,13 @@ def fit_fold(
         if recipe.ensemble:
             from emodarts_tf.evaluation.ensemble import ensemble_model
 
-            model = ensemble_model([first, model], name=f"{model.name}_ensemble")  # drop-path: off in both below
+            # the refit alone is scored too, so that one run gives all three models' figures
+            alone_logits, alone_labels = _predict_test(model, fold_data, batch_size, drop_path)
+            alone = split_metrics(alone_logits, alone_labels, len(classes))
+            refit["refit_test"] = {k: alone[k] for k in ("ua", "wa", "f1")}
+            if len(test_paths) == len(alone_labels):
+                _write_predictions(fold_dir / REFIT_PREDICTIONS_FILE, test_paths, alone_labels, alone_logits, classes)
+            model = ensemble_model([first, model], name=f"{model.name}_ensemble")
 
     logits, labels = _predict_test(model, fold_data, batch_size, drop_path)
     metrics = split_metrics(logits, labels, len(classes))

@@ -6,7 +6,8 @@
      "ua": {"mean": m, "std": s, "per_fold": {"1": v, ...}}, "wa": {...}, "f1": {...},
      "params": int | null, "flops": int | null,      # of the served model (both networks of a recipe.ensemble pair)
      "compute_s": {"search": s, "train": s, "tuning": s},   # wall-clock seconds each stage spent
-     "extra": {...}}
+     "extra": {...}}     # with recipe.refit also "first_model" (and with recipe.ensemble "refit_alone"): UA/WA/F1
+                         # of that model on the same test speakers, as above
 
 ``std`` is the population standard deviation over folds (ddof = 0), as numpy and most SER papers report.
 ``<run>/summary.md`` holds the same figures as a Markdown table.
@@ -58,6 +59,15 @@ def summarise(
     summary["flops"] = None if flops is None else int(flops)
     summary["compute_s"] = dict(compute_s or {})
     summary["extra"] = dict(extra or {})
+    # With recipe.refit each fold also scored the first training's model on the test speakers, and with
+    # recipe.ensemble the refit alone: their UA/WA/F1 over the folds, beside the served model's above.
+    for name, key in (("first_model", "selection_test"), ("refit_alone", "refit_test")):
+        found = [(per_fold[k] if k in per_fold else per_fold[str(k)]).get("refit") or {} for k in folds]
+        if all(key in refit for refit in found):
+            summary["extra"][name] = {metric: {"mean": float(np.mean([r[key][metric] for r in found])),
+                                               "std": float(np.std([r[key][metric] for r in found])),
+                                               "per_fold": {str(k): float(r[key][metric]) for k, r in zip(folds, found)}}
+                                      for metric in METRIC_KEYS}  # fmt: skip
     return summary
 
 

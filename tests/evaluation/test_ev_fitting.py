@@ -295,6 +295,11 @@ def test_ensemble_serves_the_mean_of_the_first_models_and_the_refits_probabiliti
     expected = (probabilities(tmp_path / "refit" / "predictions_selection.csv")
                 + probabilities(tmp_path / "refit" / "predictions.csv")) / 2  # fmt: skip
     np.testing.assert_allclose(probabilities(tmp_path / "pair" / "predictions.csv"), expected, atol=2e-6)
+    # the pair's run also keeps the refit alone, which is the other run's served model
+    np.testing.assert_allclose(probabilities(tmp_path / "pair" / "predictions_refit.csv"),
+                               probabilities(tmp_path / "refit" / "predictions.csv"), atol=2e-6)  # fmt: skip
+    assert pair["refit"]["refit_test"] == pytest.approx({k: refit[k] for k in ("ua", "wa", "f1")})
+    assert "refit_test" not in refit["refit"]
     trained = load_model_dir(tmp_path / "pair")
     np.testing.assert_allclose(trained.probabilities(mini_prepared.features(fold1.test_paths)), expected, atol=2e-6)
     again = classification_metrics(mini_prepared.labels(fold1.test_paths), expected.argmax(axis=1), len(fold1.classes))

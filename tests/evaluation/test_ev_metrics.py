@@ -77,3 +77,20 @@ def test_summary_mean_std_per_fold():
     table = markdown_table(s)
     assert "| 1 | 0.5000 | 0.6000 | 0.4000 |" in table
     assert "0.6000 ± 0.1000" in table
+    assert "first_model" not in s["extra"] and "refit_alone" not in s["extra"]
+
+
+def test_summary_reports_the_first_model_and_the_refit_alone_beside_the_pair():
+    def fold(ua, first, alone=None):
+        refit = {"epochs": 30, "selection_test": {"ua": first, "wa": first, "f1": first}}
+        if alone is not None:
+            refit["refit_test"] = {"ua": alone, "wa": alone, "f1": alone}
+        return {"ua": ua, "wa": ua, "f1": ua, "refit": refit}
+
+    s = summarise({1: fold(0.7, 0.6, 0.5), 2: fold(0.9, 0.8, 0.9)}, kind="emodarts", classes=["a", "b"])
+    assert s["extra"]["first_model"]["ua"] == {"mean": pytest.approx(0.7), "std": pytest.approx(0.1),
+                                               "per_fold": {"1": 0.6, "2": 0.8}}  # fmt: skip
+    assert s["extra"]["refit_alone"]["wa"]["mean"] == pytest.approx(0.7)
+    # a model that not every fold scored is left out (a run resumed over folds trained before the change)
+    s = summarise({1: fold(0.7, 0.6), 2: {"ua": 0.9, "wa": 0.9, "f1": 0.9}}, kind="emodarts", classes=["a", "b"])
+    assert "first_model" not in s["extra"] and "refit_alone" not in s["extra"]
