@@ -94,11 +94,18 @@ def _output_keys(model) -> list | None:
     return None
 
 
-def _predict_test(model, fold_data, batch_size: int, drop_path: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits, labels)`` of the test fold through ``model`` in inference mode (drop-path off)."""
+def _score_test(model, fold_data, batch_size: int, drop_path: float, predictions: Path) -> dict:
+    """The metrics of ``model`` on the test fold (UA, WA, F1, ``n``, confusion matrix; no loss), drop-path off; its
+    predictions are written to ``predictions`` when the fold data lists its test paths."""
     if drop_path > 0:
         set_drop_path_rate(model, 0.0)
-    return predict_split(inference_fn(model), fold_data.test(batch_size))
+    logits, labels = predict_split(inference_fn(model), fold_data.test(batch_size))
+    metrics = split_metrics(logits, labels, len(fold_data.classes))
+    metrics.pop("loss")  # the test fold reports UA/WA/F1 only
+    test_paths = list(getattr(fold_data, "test_paths", []) or [])
+    if len(test_paths) == len(labels):
+        _write_predictions(predictions, test_paths, labels, logits, list(fold_data.classes))
+    return metrics
 
 
 def _write_predictions(path: Path, paths: list, labels: np.ndarray, logits: np.ndarray, classes: list) -> None:
@@ -398,17 +405,11 @@ def fit_fold(
                                 keep_last=False, optimizer=optimizer, patience=patience, fingerprint=fingerprint,
                                 label=label, **common)  # fmt: skip
     refit = None
-    test_paths = list(getattr(fold_data, "test_paths", []) or [])
     if recipe.refit:
         # The kept model of the first training (trained without the validation speakers) is scored on the test
         # fold too, and its predictions are kept beside the refit's, so that the two can be compared or averaged
         # afterwards (benchmarks/refit_ablation.py) without training the first model again.
-        selection_logits, selection_labels = _predict_test(model, fold_data, batch_size, drop_path)
-        selection = split_metrics(selection_logits, selection_labels, len(classes))
-        selection.pop("loss")
-        if len(test_paths) == len(selection_labels):
-            _write_predictions(fold_dir / SELECTION_PREDICTIONS_FILE, test_paths, selection_labels, selection_logits,
-                               classes)  # fmt: skip
+        selection = _score_test(model, fold_data, batch_size, drop_path, fold_dir / SELECTION_PREDICTIONS_FILE)
         # The epoch count chosen on the validation speakers, now trained on every training speaker of the
         # fold from a fresh start; the learning-rate schedule and drop-path ramp follow the same epochs.
         refit_dir = fold_dir / REFIT_DIR
@@ -433,16 +434,11 @@ def fit_fold(
             from emodarts_tf.evaluation.ensemble import ensemble_model
 
             # the refit alone is scored too, so that one run gives all three models' figures
-            alone_logits, alone_labels = _predict_test(model, fold_data, batch_size, drop_path)
-            alone = split_metrics(alone_logits, alone_labels, len(classes))
+            alone = _score_test(model, fold_data, batch_size, drop_path, fold_dir / REFIT_PREDICTIONS_FILE)
             refit["refit_test"] = {k: alone[k] for k in ("ua", "wa", "f1")}
-            if len(test_paths) == len(alone_labels):
-                _write_predictions(fold_dir / REFIT_PREDICTIONS_FILE, test_paths, alone_labels, alone_logits, classes)
             model = ensemble_model([first, model], name=f"{model.name}_ensemble")
 
-    logits, labels = _predict_test(model, fold_data, batch_size, drop_path)
-    metrics = split_metrics(logits, labels, len(classes))
-    metrics.pop("loss")  # the test fold reports UA/WA/F1 only
+    metrics = _score_test(model, fold_data, batch_size, drop_path, fold_dir / "predictions.csv")
     best_row = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), {})
     test_speakers = list(getattr(fold, "test_speakers", []) or [])
     val_speakers = list(getattr(fold_data, "val_speakers", []) or [])
@@ -498,8 +494,6 @@ def fit_fold(
     plot_confusion_matrix(metrics["confusion_matrix"], classes, fold_dir / "confusion_matrix.png", title=title)
     plot_learning_curves(state["history"], fold_dir / "learning_curves.png", title=label, best_epoch=state["best_epoch"])
     write_history(fold_dir, state["history"])
-    if len(test_paths) == len(labels):
-        _write_predictions(fold_dir / "predictions.csv", test_paths, labels, logits, classes)
     write_json(fold_dir / METRICS_FILE, metrics)
     shutil.rmtree(checkpoint.dir, ignore_errors=True)
     shutil.rmtree(fold_dir / REFIT_DIR / CHECKPOINT_DIR, ignore_errors=True)

@@ -28,6 +28,12 @@ def served_networks(metrics: dict) -> int:
     return 2 if (metrics.get("refit") or {}).get("ensemble") else 1
 
 
+def _over_folds(folds: list, values: list) -> dict:
+    """``{"mean", "std", "per_fold"}`` of one figure over the folds (population std)."""
+    arr = np.asarray(values, dtype=float)
+    return {"mean": float(arr.mean()), "std": float(arr.std()), "per_fold": {str(k): v for k, v in zip(folds, values)}}
+
+
 def summarise(
     per_fold: dict,
     kind: str,
@@ -42,31 +48,22 @@ def summarise(
         raise ValueError("per_fold: no fold results to summarise")
     folds = sorted(int(k) for k in per_fold)
     summary = {"kind": kind, "classes": list(classes), "folds": folds}
+    rows = [per_fold[k] if k in per_fold else per_fold[str(k)] for k in folds]
     for key in METRIC_KEYS:
-        values = []
-        for k in folds:
-            metrics = per_fold[k] if k in per_fold else per_fold[str(k)]
+        for k, metrics in zip(folds, rows):
             if key not in metrics:
                 raise ValueError(f"fold {k}: metrics lack {key!r}")
-            values.append(float(metrics[key]))
-        arr = np.asarray(values)
-        summary[key] = {
-            "mean": float(arr.mean()),
-            "std": float(arr.std()),
-            "per_fold": {str(k): v for k, v in zip(folds, values)},
-        }
+        summary[key] = _over_folds(folds, [float(metrics[key]) for metrics in rows])
     summary["params"] = None if params is None else int(params)
     summary["flops"] = None if flops is None else int(flops)
     summary["compute_s"] = dict(compute_s or {})
     summary["extra"] = dict(extra or {})
     # With recipe.refit each fold also scored the first training's model on the test speakers, and with
     # recipe.ensemble the refit alone: their UA/WA/F1 over the folds, beside the served model's above.
+    refits = [metrics.get("refit") or {} for metrics in rows]
     for name, key in (("first_model", "selection_test"), ("refit_alone", "refit_test")):
-        found = [(per_fold[k] if k in per_fold else per_fold[str(k)]).get("refit") or {} for k in folds]
-        if all(key in refit for refit in found):
-            summary["extra"][name] = {metric: {"mean": float(np.mean([r[key][metric] for r in found])),
-                                               "std": float(np.std([r[key][metric] for r in found])),
-                                               "per_fold": {str(k): float(r[key][metric]) for k, r in zip(folds, found)}}
+        if all(key in refit for refit in refits):
+            summary["extra"][name] = {metric: _over_folds(folds, [float(r[key][metric]) for r in refits])
                                       for metric in METRIC_KEYS}  # fmt: skip
     return summary
 

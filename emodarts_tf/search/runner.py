@@ -159,16 +159,11 @@ def check_search_config(s: SearchConfig) -> None:
         raise ValueError(f"search.w_momentum: expected a number in [0, 1), received {s.w_momentum!r}")
 
 
-def two_stream(config: ExperimentConfig) -> bool:
-    """Whether ``config`` searches two streams (``search.method: emotionnas``)."""
-    return config.search.two_stream
-
-
 def check_search_partial_channels(config: ExperimentConfig) -> None:
     """Raise ValueError naming ``search.partial_channels`` unless it suits the CNN cells that ``config`` searches: 1
     when there are none (EmotionNAS with ``space.fusion: frames``), else a K that every CNN cell's channels allow."""
     k = config.search.partial_channels
-    if two_stream(config) and config.space.fusion == "frames":
+    if config.search.two_stream and config.space.fusion == "frames":
         if k != 1:
             raise ValueError(f"search.partial_channels: expected 1 without an image stream (space.fusion 'frames' "
                              f"searches no CNN cells), received {k!r}")
@@ -494,8 +489,8 @@ def run_search(
     # A reused supernet keeps its instantiated steps (setting TensorFlow's seed again would drop them).
     seed_everything(config.seed, keep_compiled=reuse is not None)
     if prepared is None:
-        prepared = prepare(config, two_stream=two_stream(config))
-    if two_stream(config) and not getattr(prepared, "frames_shape", None):
+        prepared = prepare(config, two_stream=config.search.two_stream)
+    if config.search.two_stream and not getattr(prepared, "frames_shape", None):
         raise ValueError("search.method emotionnas: the prepared corpus has no frame-level stream; prepare it with "
                          "two_stream=True")
     fold_data = make_fold_data(prepared, int(fold_index), config, speed_copies=False)
@@ -637,7 +632,7 @@ def run_search_folds(
     from emodarts_tf.data.prepare import prepare
 
     if prepared is None:
-        prepared = prepare(config, two_stream=two_stream(config))
+        prepared = prepare(config, two_stream=config.search.two_stream)
     results = {}
     reuse = SupernetReuse() if config.search.reuse_supernet else None
     before = custom_gradient_names()

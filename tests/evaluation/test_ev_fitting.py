@@ -237,20 +237,27 @@ def test_refit_trains_on_train_and_validation_speakers_for_the_selected_epochs(t
     assert again["ua"] == pytest.approx(metrics["ua"]) and again["wa"] == pytest.approx(metrics["wa"])
 
 
+def _predictions(path) -> tuple[list, np.ndarray]:
+    """The paths and class probabilities of a ``predictions*.csv``."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return [r["path"] for r in rows], np.array([[float(r[c]) for c in rows[0] if c.startswith("p_")] for r in rows])
+
+
+def _probabilities(path) -> np.ndarray:
+    return _predictions(path)[1]
+
+
 def test_refit_keeps_the_first_models_test_predictions(tmp_path, fold1, mini_config):
     """``predictions_selection.csv`` holds the test predictions of the model that the same fit without the refit
     keeps, also when the run was killed inside the refit and resumed; ``refit.selection_test`` scores them."""
-    import csv
-
     from emodarts_tf.config import RecipeConfig
 
     build = standin_builder(fold1.input_shape, len(fold1.classes))
     kwargs = dict(epochs=3, batch_size=8, optimizer=lambda steps: keras.optimizers.SGD(0.05), patience=None,
                   extra_info=standin_info(mini_config))  # fmt: skip
-
-    def rows(path):
-        with open(path, newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
 
     keras.utils.set_random_seed(5)
     alone = fit_fold(build, fold1, tmp_path / "alone", recipe=RecipeConfig(refit=False), fingerprint={"m": "a"}, **kwargs)
@@ -259,11 +266,10 @@ def test_refit_keeps_the_first_models_test_predictions(tmp_path, fold1, mini_con
         fit_fold(build, fold1, tmp_path / "refit", recipe=RecipeConfig(refit=True), fingerprint={"m": "r"},
                  callbacks=[_StopInSecondFit(1)], **kwargs)  # fmt: skip
     metrics = fit_fold(build, fold1, tmp_path / "refit", recipe=RecipeConfig(refit=True), fingerprint={"m": "r"}, **kwargs)
-    first, expected = rows(tmp_path / "refit" / "predictions_selection.csv"), rows(tmp_path / "alone" / "predictions.csv")
-    assert [r["path"] for r in first] == [r["path"] for r in expected] == list(fold1.test_paths)
-    columns = [c for c in expected[0] if c.startswith("p_")]
-    np.testing.assert_allclose([[float(r[c]) for c in columns] for r in first],
-                               [[float(r[c]) for c in columns] for r in expected], atol=2e-6)  # fmt: skip
+    (first_paths, first), (paths, expected) = (_predictions(tmp_path / "refit" / "predictions_selection.csv"),
+                                               _predictions(tmp_path / "alone" / "predictions.csv"))  # fmt: skip
+    assert first_paths == paths == list(fold1.test_paths)
+    np.testing.assert_allclose(first, expected, atol=2e-6)
     assert metrics["refit"]["selection_test"] == pytest.approx({k: alone[k] for k in ("ua", "wa", "f1")})
     assert not (tmp_path / "alone" / "predictions_selection.csv").exists()
 
@@ -273,18 +279,11 @@ def test_ensemble_serves_the_mean_of_the_first_models_and_the_refits_probabiliti
     """With ``recipe.ensemble`` the saved and tested model is the pair: its probabilities (loaded back from the model
     directory) equal the mean of the first model's (``predictions_selection.csv``) and those of the refit that the
     same fit without the ensemble serves; the training itself is the same."""
-    import csv
-
     from emodarts_tf.config import RecipeConfig
 
     build = standin_builder(fold1.input_shape, len(fold1.classes))
     kwargs = dict(epochs=3, batch_size=8, optimizer=lambda steps: keras.optimizers.SGD(0.05), patience=None,
                   extra_info=standin_info(mini_config), fingerprint={"m": "e"})  # fmt: skip
-
-    def probabilities(path):
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-        return np.array([[float(r[c]) for c in rows[0] if c.startswith("p_")] for r in rows])
 
     keras.utils.set_random_seed(5)
     refit = fit_fold(build, fold1, tmp_path / "refit", recipe=RecipeConfig(refit=True), **kwargs)
@@ -292,12 +291,12 @@ def test_ensemble_serves_the_mean_of_the_first_models_and_the_refits_probabiliti
     pair = fit_fold(build, fold1, tmp_path / "pair", recipe=RecipeConfig(refit=True, ensemble=True), **kwargs)
     assert pair["refit"]["ensemble"] is True and refit["refit"]["ensemble"] is False
     assert pair["refit"]["selection_test"] == refit["refit"]["selection_test"]
-    expected = (probabilities(tmp_path / "refit" / "predictions_selection.csv")
-                + probabilities(tmp_path / "refit" / "predictions.csv")) / 2  # fmt: skip
-    np.testing.assert_allclose(probabilities(tmp_path / "pair" / "predictions.csv"), expected, atol=2e-6)
+    expected = (_probabilities(tmp_path / "refit" / "predictions_selection.csv")
+                + _probabilities(tmp_path / "refit" / "predictions.csv")) / 2  # fmt: skip
+    np.testing.assert_allclose(_probabilities(tmp_path / "pair" / "predictions.csv"), expected, atol=2e-6)
     # the pair's run also keeps the refit alone, which is the other run's served model
-    np.testing.assert_allclose(probabilities(tmp_path / "pair" / "predictions_refit.csv"),
-                               probabilities(tmp_path / "refit" / "predictions.csv"), atol=2e-6)  # fmt: skip
+    np.testing.assert_allclose(_probabilities(tmp_path / "pair" / "predictions_refit.csv"),
+                               _probabilities(tmp_path / "refit" / "predictions.csv"), atol=2e-6)  # fmt: skip
     assert pair["refit"]["refit_test"] == pytest.approx({k: refit[k] for k in ("ua", "wa", "f1")})
     assert "refit_test" not in refit["refit"]
     trained = load_model_dir(tmp_path / "pair")
