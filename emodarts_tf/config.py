@@ -291,7 +291,7 @@ class RecipeConfig:
     refit: bool = False
     # With refit: the model tested and saved is the mean of the probabilities of both trained models (the first
     # training's, without the validation speakers, and the refit), one model.keras holding both networks
-    # (evaluation/ensemble.py). Training is unchanged; inference costs both networks.
+    # (evaluation/ensemble.py). Training is unchanged; inference costs both networks. Without refit: no effect.
     ensemble: bool = False
     # Speed perturbation (Ko et al., 2015): factors f of copies of each training utterance played f times
     # faster (pitch and formants x f, as another speaker); every epoch each training example is drawn from

@@ -94,6 +94,10 @@ def _output_keys(model) -> list | None:
     return None
 
 
+def _served(pair: bool) -> str:
+    return "the first model and the refit averaged (recipe.ensemble)" if pair else "one model"
+
+
 def _score_test(model, fold_data, batch_size: int, drop_path: float, predictions: Path) -> dict:
     """The metrics of ``model`` on the test fold (UA, WA, F1, ``n``, confusion matrix; no loss), drop-path off; its
     predictions are written to ``predictions`` when the fold data lists its test paths."""
@@ -384,9 +388,10 @@ def fit_fold(
         log.info("%s: already finished (%s); skipped", label, fold_dir / METRICS_FILE)
         finished = read_json(fold_dir / METRICS_FILE)
         served_pair = bool((finished.get("refit") or {}).get("ensemble"))
-        if recipe is not None and bool(getattr(recipe, "ensemble", False)) != served_pair:
-            log.warning("%s: finished earlier with recipe.ensemble=%s; its saved model and figures stay as they are "
-                        "(recipe.ensemble=%s now; use a new --out to retrain)", label, served_pair, recipe.ensemble)  # fmt: skip
+        pair_now = bool(getattr(recipe, "refit", False)) and bool(getattr(recipe, "ensemble", False))
+        if recipe is not None and pair_now != served_pair:
+            log.warning("%s: finished earlier serving %s; its saved model and figures stay as they are (the recipe now "
+                        "serves %s; use a new --out to retrain)", label, _served(served_pair), _served(pair_now))  # fmt: skip
         return finished
     fold_dir.mkdir(parents=True, exist_ok=True)
 

@@ -37,7 +37,8 @@ Parts (each off at its neutral value):
   the selection run.
 - ``ensemble`` (with ``refit``): the model tested and saved is the mean of the probabilities of the selection
   run's kept model and the refit, one model holding both networks (:mod:`emodarts_tf.evaluation.ensemble`);
-  training is unchanged, inference runs both networks.
+  training is unchanged, inference runs both networks. Without ``refit`` there is one model and it is served
+  alone, so that ``--set recipe.refit=false`` works on a config that serves the pair.
 
 Targets are one-hot (soft after mixup or smoothing) and the loss is categorical cross-entropy on
 logits, which equals sparse cross-entropy when every part is off.
@@ -74,8 +75,6 @@ def check_recipe(recipe: RecipeConfig) -> None:
     check_speed_factors(recipe.speed_perturb)
     if recipe.swa > 0 and recipe.ema > 0:
         raise ValueError(f"recipe.swa={recipe.swa!r} and recipe.ema={recipe.ema!r}: two weight averages; set one of them to 0")
-    if recipe.ensemble and not recipe.refit:
-        raise ValueError("recipe.ensemble=True averages the first training's model with the refit; it needs recipe.refit=True")
 
 
 def recipe_fingerprint(recipe: RecipeConfig) -> dict:

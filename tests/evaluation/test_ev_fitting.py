@@ -305,13 +305,29 @@ def test_ensemble_serves_the_mean_of_the_first_models_and_the_refits_probabiliti
     assert again["ua"] == pytest.approx(pair["ua"])
 
 
-def test_ensemble_needs_the_refit(tmp_path, fold1, mini_config):
+def test_ensemble_without_the_refit_serves_the_one_model(tmp_path, fold1, mini_config, caplog):
+    """``recipe.ensemble`` averages the first model with the refit; without the refit there is one model, served
+    as a run without the ensemble serves it (so ``--set recipe.refit=false`` works on a config that serves the
+    pair). A finished fold resumed under a recipe that serves something else keeps its model, with a warning."""
     from emodarts_tf.config import RecipeConfig
 
     build = standin_builder(fold1.input_shape, len(fold1.classes))
-    with pytest.raises(ValueError, match="recipe.ensemble=True .* needs recipe.refit=True"):
-        fit_fold(build, fold1, tmp_path / "f", epochs=1, batch_size=8, optimizer=keras.optimizers.SGD(0.05),
-                 recipe=RecipeConfig(ensemble=True), extra_info=standin_info(mini_config))  # fmt: skip
+    kwargs = dict(epochs=2, batch_size=8, optimizer=lambda steps: keras.optimizers.SGD(0.05), patience=None,
+                  extra_info=standin_info(mini_config), fingerprint={"m": "o"})  # fmt: skip
+    keras.utils.set_random_seed(5)
+    plain = fit_fold(build, fold1, tmp_path / "plain", recipe=RecipeConfig(), **kwargs)
+    keras.utils.set_random_seed(5)
+    flagged = fit_fold(build, fold1, tmp_path / "flagged", recipe=RecipeConfig(ensemble=True), **kwargs)
+    assert flagged["refit"] is None and flagged["ua"] == pytest.approx(plain["ua"])
+    np.testing.assert_allclose(_probabilities(tmp_path / "flagged" / "predictions.csv"),
+                               _probabilities(tmp_path / "plain" / "predictions.csv"), atol=2e-6)  # fmt: skip
+    assert not (tmp_path / "flagged" / "predictions_selection.csv").exists()
+    with caplog.at_level(logging.WARNING, logger="emodarts_tf.evaluation.fitting"):
+        fit_fold(build, fold1, tmp_path / "flagged", recipe=RecipeConfig(ensemble=True), **kwargs)
+        assert "finished earlier" not in caplog.text  # the same served model: nothing to warn about
+        again = fit_fold(build, fold1, tmp_path / "flagged", recipe=RecipeConfig(refit=True, ensemble=True), **kwargs)
+    assert again == flagged
+    assert "finished earlier serving one model" in caplog.text and "now serves the first model and the refit" in caplog.text
 
 
 def test_with_validation_in_training_appends_the_validation_part(fold1):

@@ -152,12 +152,16 @@ def test_label_smoothing_loss_equals_hand_computation():
 @pytest.mark.parametrize(
     "bad",
     [{"label_smoothing": 1.0}, {"mixup": -0.1}, {"time_shift": 0.6}, {"ema": 1.0}, {"class_balanced": "yes"}, {"refit": 1},
-     {"speed_perturb": [1.0]}, {"speed_perturb": 0.9}, {"ensemble": 1, "refit": True}, {"ensemble": True}],
+     {"speed_perturb": [1.0]}, {"speed_perturb": 0.9}, {"ensemble": 1, "refit": True}, {"ensemble": 1}],
 )
 def test_bad_recipe_values_are_named(bad):
     key = next(iter(bad))
     with pytest.raises(ValueError, match=f"recipe.{key}"):
         recipes.check_recipe(RecipeConfig(**bad))
+
+
+def test_ensemble_without_the_refit_is_a_valid_recipe():
+    recipes.check_recipe(RecipeConfig(ensemble=True))  # one model to serve; fitting serves it alone
 
 
 def test_class_balanced_batches_draw_classes_uniformly(fold1):
