@@ -25,6 +25,7 @@ def test_cpu_config_values_are_the_documented_ones():
     assert config.space.frequency_pooling == "flatten"
     assert config.recipe.swa == pytest.approx(0.5) and config.recipe.ema == 0.0
     assert config.recipe.refit is True  # with the weight average: the final model trains on every training speaker
+    assert config.recipe.ensemble is True  # served: the mean of the first model and the refit (docs/accuracy.md)
     # the retrained network twice as wide as the supernet, which keeps the budget width
     assert (config.train.init_channels, config.train.seq_hidden) == (16, 64)
     assert (config.space.init_channels, config.space.seq_hidden) == (8, 32)
@@ -36,6 +37,7 @@ def test_cpu_config_values_are_the_documented_ones():
     # cpu.yaml's recipe, checked for the two-stream network on held-out speakers of nested splits
     assert emotionnas.recipe.swa == pytest.approx(0.5) and emotionnas.recipe.ema == 0.0
     assert emotionnas.recipe.refit is True
+    assert emotionnas.recipe.ensemble is True  # cpu.yaml's, inherited: the recipe is shared
     assert emotionnas.train.init_channels is None and emotionnas.train.seq_hidden is None  # its searched width
     assert emotionnas.train.stream_heads == 0.0  # measured, not adopted (docs/emotionnas.md)
     assert emotionnas.train.stream_dropout == 0.0  # measured, not adopted (docs/emotionnas.md)
@@ -64,6 +66,7 @@ def test_cpu_config_searches_and_trains_on_demo(tmp_path):
     assert 0.0 <= metrics["ua"] <= 1.0 and metrics["n"] > 0
     assert metrics["swa"] == {"first_epoch": 2, "epochs_averaged": 1}  # the last round(0.5 x 2) epochs
     assert metrics["refit"]["epochs"] == 2  # the whole schedule again, on training + validation speakers
+    assert metrics["refit"]["ensemble"] is True and set(metrics["refit"]["refit_test"]) == {"ua", "wa", "f1"}
     out = tmp_path / "eval"
     assert evaluate_main(["--model", str(train / "fold1"), "--data", "demo", "--cache", str(cache), "--split", "test",
                           "--fold", "1", "--out", str(out)]) == 0  # fmt: skip
