@@ -27,7 +27,8 @@ Reruns reuse finished folds. Prints a table per arm and each arm's paired differ
 that refits (``recipe.refit``) also gets a row ``<arm>+avg``: the held-out UA of the average of its two models'
 probabilities (the first training's kept model and the refit, from their ``predictions_selection.csv`` and
 ``predictions.csv``), computed from the saved predictions without training anything more, and a row
-``<arm>:first``, the first model alone.
+``<arm>:first``, the first model alone. An arm that serves that average itself (``recipe.ensemble``, as
+``configs/cpu.yaml`` does) gets ``<arm>:first`` and ``<arm>:refit``, the refit alone, instead.
 """
 from __future__ import annotations
 
@@ -127,6 +128,28 @@ def averaged_ua(fold_dir: Path) -> float | None:
     return float(classification_metrics(labels, probs.argmax(axis=1), len(classes))["ua"])
 
 
+# rows derived from an arm's folds: suffix -> what the row scores
+DERIVED_ROWS = {"+avg": "(the first model's and the refit's probabilities averaged)",
+                ":first": "(the first training's model alone, before the refit)",
+                ":refit": "(the refit alone; the arm serves the pair)"}
+
+
+def derived_scores(metrics: dict, fold_dir: Path) -> dict:
+    """A fold's held-out UA of the models an arm with the refit trained besides the one it serves, keyed by the
+    suffixes of ``DERIVED_ROWS``: the first model (``refit.selection_test``), the refit alone when the arm serves
+    the pair (``refit.refit_test``), or else the pair computed from the saved predictions (``averaged_ua``)."""
+    refit = metrics.get("refit") or {}
+    out = {}
+    if refit.get("selection_test") is not None:
+        out[":first"] = float(refit["selection_test"]["ua"])
+    if refit.get("refit_test") is not None:
+        out[":refit"] = float(refit["refit_test"]["ua"])
+    both = averaged_ua(fold_dir)
+    if both is not None:
+        out["+avg"] = both
+    return out
+
+
 def arm_table(arms: dict, scores: dict, seconds: dict) -> list[str]:
     """Markdown: each arm's held-out UA, then each later arm's paired difference from the first."""
     lines = ["| arm | overrides | held-out UA (mean ± std over genotype x fold) | train s |", "|---|---|---|---|"]
@@ -200,15 +223,10 @@ def main() -> int:
                 scores[arm].append(metrics["ua"])
                 seconds[arm] += float(metrics.get("seconds", 0.0))
                 print(f"g{g} fold {k} {arm}: held-out UA {metrics['ua']:.4f} (inner best epoch {metrics['best_epoch']})", flush=True)
-                first = (metrics.get("refit") or {}).get("selection_test")
-                if first is not None:
-                    scores.setdefault(f"{arm}:first", []).append(first["ua"])
-                    seconds.setdefault(f"{arm}:first", 0.0)
-                both = averaged_ua(out / arm / f"g{g}" / f"fold{k}")
-                if both is not None:
-                    scores.setdefault(f"{arm}+avg", []).append(both)
-                    seconds.setdefault(f"{arm}+avg", 0.0)
-                    print(f"g{g} fold {k} {arm}+avg: held-out UA {both:.4f} (both models' probabilities averaged)", flush=True)
+                for suffix, ua in derived_scores(metrics, out / arm / f"g{g}" / f"fold{k}").items():
+                    scores.setdefault(f"{arm}{suffix}", []).append(ua)
+                    seconds.setdefault(f"{arm}{suffix}", 0.0)
+                    print(f"g{g} fold {k} {arm}{suffix}: held-out UA {ua:.4f} {DERIVED_ROWS[suffix]}", flush=True)
     print(f"\nmachine: {cpu_model()}, {os.cpu_count()} cores; data: {args.data} at {args.root}, protocol {prepared.protocol}, "
           f"classes {prepared.classes}; config {args.config} {' '.join(args.overrides)}; {len(genotypes)} genotype(s) "
           f"({args.genotype}, seed {args.genotype_seed}) x folds {folds}; scored on each fold's validation speakers "
@@ -216,8 +234,7 @@ def main() -> int:
     rows = {}
     for arm, overrides in arms.items():  # each arm, then the rows derived from its folds
         rows[arm] = overrides
-        for suffix, what in (("+avg", "(the first model's and the refit's probabilities averaged)"),
-                             (":first", "(the first training's model alone, before the refit)")):
+        for suffix, what in DERIVED_ROWS.items():
             if len(scores.get(f"{arm}{suffix}", [])) == len(scores[arm]):
                 rows[f"{arm}{suffix}"] = [what]
     print("\n".join(arm_table(rows, scores, seconds)))

@@ -1,6 +1,8 @@
 """benchmarks/refit_ablation.py's arms: parsing and the paired table (nothing is trained)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 
@@ -64,3 +66,19 @@ def test_averaged_ua_takes_the_argmax_of_the_mean_probabilities(nested, tmp_path
     _write_predictions(tmp_path / "predictions.csv", [("x.wav", "ang", [0.8, 0.2])])
     with pytest.raises(ValueError, match="list different utterances"):
         nested.averaged_ua(tmp_path)
+
+
+def test_derived_scores_name_each_model_an_arm_trained(nested, tmp_path):
+    assert nested.derived_scores({"ua": 0.6, "refit": None}, tmp_path) == {}  # one model, served
+    # the refit served alone: the first model, and the pair from the saved predictions (0.75, as above)
+    _write_predictions(tmp_path / "predictions_selection.csv",
+                       [(n, y, [p, 1 - p]) for n, y, p in zip("abcd", ["ang", "ang", "sad", "sad"], [0.4, 0.8, 0.6, 0.3])])
+    _write_predictions(tmp_path / "predictions.csv",
+                       [(n, y, [p, 1 - p]) for n, y, p in zip("abcd", ["ang", "ang", "sad", "sad"], [0.8, 0.4, 0.8, 0.6])])
+    alone = {"ua": 0.25, "refit": {"ensemble": False, "selection_test": {"ua": 0.5}}}
+    assert nested.derived_scores(alone, tmp_path) == {":first": 0.5, "+avg": pytest.approx(0.75)}
+    # the pair served (recipe.ensemble): its members alone, no second average
+    pair = {"ua": 0.75, "refit": {"ensemble": True, "selection_test": {"ua": 0.5}, "refit_test": {"ua": 0.25}}}
+    (tmp_path / "metrics.json").write_text(json.dumps(pair))
+    assert nested.derived_scores(pair, tmp_path) == {":first": 0.5, ":refit": 0.25}
+    assert set(nested.DERIVED_ROWS) == {"+avg", ":first", ":refit"}
