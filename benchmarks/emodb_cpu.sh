@@ -8,8 +8,8 @@
 # Environment: PYTHON (default .venv/bin/python), EMODB_ROOT (default ../shared/data/emodb), OUT (default
 # runs/emodb-cpu[-7]), RANDOM_N (default 8), FAMILIES (default "cnn_lstm cnn lstm cnn_lstm_att"; empty: no baselines),
 # EXTRA (more --set arguments for every stage, split at whitespace, no quoting; e.g.
-# EXTRA="--set features.kind=mfcc --set features.n_mels=64" for the MFCC maps of cpu.yaml before 2026-12-06, with its
-# own OUT).
+# EXTRA="--set features.kind=mfcc --set features.n_mels=64" for the MFCC maps of cpu.yaml before 2026-12-06, or
+# EXTRA="--set recipe.ensemble=false" for the refit served alone as before 2026-12-07, each with its own OUT).
 # Every stage resumes after a kill (rerun the script). Prints wall-clock seconds per stage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
