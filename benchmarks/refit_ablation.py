@@ -9,7 +9,8 @@ that only wins by selecting on noisy validation figures does not win here. The d
 
 - ``select``: train on inner-train, keep the best inner-validation epoch (``recipe.refit=false``);
 - ``refit``: the same, then a fresh model on inner-train + inner-validation for that many epochs
-  (``recipe.refit=true``).
+  (``recipe.refit=true``); under a config that serves the pair (``recipe.ensemble``, ``configs/cpu.yaml``) this
+  arm serves the mean of both models, and its ``:refit`` row is the refit alone.
 
 ``--arm NAME=key=value,...`` (repeatable; ``NAME=`` for the config as it is) replaces them, for instance
 ``--arm select= --arm swa=recipe.swa=0.5`` for the weight average. The first arm is the reference of the
