@@ -105,16 +105,17 @@ def averaged_ua(fold_dir: Path) -> float | None:
     when the fold has no ``predictions_selection.csv`` (an arm without the refit) or already serves the mean
     (``recipe.ensemble``: the arm's own row is that figure)."""
     import csv
-    import json
 
     from emodarts_tf.evaluation.fitting import SELECTION_PREDICTIONS_FILE
     from emodarts_tf.evaluation.metrics import classification_metrics
+    from emodarts_tf.evaluation.summary import served_networks
+    from emodarts_tf.utils.io import read_json
 
     first = fold_dir / SELECTION_PREDICTIONS_FILE
     metrics = fold_dir / "metrics.json"
     if not first.is_file():
         return None
-    if metrics.is_file() and ((json.loads(metrics.read_text(encoding="utf-8")).get("refit") or {}).get("ensemble")):
+    if metrics.is_file() and served_networks(read_json(metrics)) == 2:
         return None  # recipe.ensemble: predictions.csv is already the average
     tables = []
     for path in (first, fold_dir / "predictions.csv"):

@@ -57,6 +57,7 @@ from emodarts_tf.evaluation.fold_checkpoint import (  # noqa: F401  (CheckpointM
 )
 from emodarts_tf.evaluation.epoch_tracker import EpochTracker, write_history
 from emodarts_tf.evaluation.split import inference_fn, logits_of, predict_split, split_metrics
+from emodarts_tf.evaluation.summary import served_networks
 from emodarts_tf.search_space.network import set_drop_path_rate
 from emodarts_tf.utils.io import atomic_write_text, read_json, write_json
 from emodarts_tf.utils.numeric import softmax
@@ -387,7 +388,7 @@ def fit_fold(
     elif fold_finished(fold_dir):
         log.info("%s: already finished (%s); skipped", label, fold_dir / METRICS_FILE)
         finished = read_json(fold_dir / METRICS_FILE)
-        served_pair = bool((finished.get("refit") or {}).get("ensemble"))
+        served_pair = served_networks(finished) == 2
         pair_now = bool(getattr(recipe, "refit", False)) and bool(getattr(recipe, "ensemble", False))
         if recipe is not None and pair_now != served_pair:
             log.warning("%s: finished earlier serving %s; its saved model and figures stay as they are (the recipe now "
