@@ -389,7 +389,7 @@ def fit_fold(
         log.info("%s: already finished (%s); skipped", label, fold_dir / METRICS_FILE)
         finished = read_json(fold_dir / METRICS_FILE)
         served_pair = served_networks(finished) == 2
-        pair_now = bool(getattr(recipe, "refit", False)) and bool(getattr(recipe, "ensemble", False))
+        pair_now = recipes.serves_pair(recipe)
         if recipe is not None and pair_now != served_pair:
             log.warning("%s: finished earlier serving %s; its saved model and figures stay as they are (the recipe now "
                         "serves %s; use a new --out to retrain)", label, _served(served_pair), _served(pair_now))  # fmt: skip

@@ -86,6 +86,18 @@ def recipe_fingerprint(recipe: RecipeConfig) -> dict:
     return {k: v for k, v in asdict(recipe).items() if k != "ensemble" and not (k == "speed_perturb" and not v)}
 
 
+def serves_pair(recipe: RecipeConfig | None) -> bool:
+    """Whether a training under ``recipe`` serves two networks: ``ensemble`` takes effect only with ``refit``."""
+    return bool(getattr(recipe, "refit", False)) and bool(getattr(recipe, "ensemble", False))
+
+
+def recipe_record(recipe: RecipeConfig) -> dict:
+    """The recipe as ``model_info.json`` records it: ``ensemble`` true only where the pair is served."""
+    from dataclasses import asdict
+
+    return {**asdict(recipe), "ensemble": serves_pair(recipe)}
+
+
 def swa_start_epoch(recipe: RecipeConfig, epochs: int) -> int | None:
     """The first epoch (1-based) whose weights enter the recipe's weight average, or None without one."""
     if recipe.swa <= 0:

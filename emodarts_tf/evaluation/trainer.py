@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from emodarts_tf.config import ExperimentConfig, TrainConfig
-from emodarts_tf.evaluation.recipe import recipe_fingerprint
+from emodarts_tf.evaluation.recipe import recipe_fingerprint, recipe_record
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def train_genotype_fold(
             "genotype_source": genotype_source,
             "space": asdict(space),
             "train": asdict(train),
-            "recipe": asdict(config.recipe),
+            "recipe": recipe_record(config.recipe),
             "features": asdict(config.features),
             **({"frames": asdict(config.frames)} if genotype.streams is not None else {}),
             "corpus": corpus,

@@ -164,6 +164,17 @@ def test_ensemble_without_the_refit_is_a_valid_recipe():
     recipes.check_recipe(RecipeConfig(ensemble=True))  # one model to serve; fitting serves it alone
 
 
+@pytest.mark.parametrize("refit,ensemble", [(False, False), (False, True), (True, False), (True, True)])
+def test_the_recorded_recipe_says_ensemble_only_where_the_pair_is_served(refit, ensemble):
+    from dataclasses import asdict
+
+    recipe = RecipeConfig(refit=refit, ensemble=ensemble, mixup=0.2, swa=0.5)
+    record = recipes.recipe_record(recipe)
+    assert recipes.serves_pair(recipe) is (refit and ensemble) and record["ensemble"] is (refit and ensemble)
+    assert {k: v for k, v in record.items() if k != "ensemble"} == {k: v for k, v in asdict(recipe).items() if k != "ensemble"}
+    assert recipes.serves_pair(None) is False
+
+
 def test_class_balanced_batches_draw_classes_uniformly(fold1):
     labels = fold1.labels("train")
     ds = fold1.dataset("train", 4, shuffle=True, balanced=True, seed=0)
