@@ -9,11 +9,15 @@
                     "ua": {"mean", "std", "per_fold"}, "wa": {...}, "f1": {...},
                     "params", "flops", "compute_s", "genotype": {...}}, ...],
      "median": {"ua", "wa", "f1"}, "min": {...}, "max": {...},   # over the finished genotypes' means
+     "parts_median": {"first_model": {"ua", "wa", "f1"}, "refit_alone": {...}},  # with recipe.refit / .ensemble
      "compute_s": {"train": seconds summed over every genotype and fold},
      "config": {...}}
 
 A genotype counts as finished once every requested fold has finished; the distribution figures
 (``median``, ``min``, ``max``) are over the finished genotypes only, ``complete`` says whether all N are.
+Under ``recipe.refit`` each genotype's summary also reports its first training's model (``first_model``), and
+under ``recipe.ensemble`` the refit alone (``refit_alone``), beside the served model; each genotype row carries
+them, and ``parts_median`` holds their medians where every finished genotype has them.
 ``<out>/random_summary.md`` holds the same figures as a Markdown table.
 """
 from __future__ import annotations
@@ -29,6 +33,7 @@ RANDOM_SUMMARY = "random_summary.json"
 RANDOM_MARKDOWN = "random_summary.md"
 KIND = "random"
 _LABELS = {"ua": "UA", "wa": "WA", "f1": "macro F1"}
+PARTS = {"first_model": "first model", "refit_alone": "refit alone"}  # summary.json "extra" keys -> labels
 
 
 def random_dir_name(index: int) -> str:
@@ -63,6 +68,7 @@ def summarise_random(entries: list, n: int, seed: int, folds: list, extra: dict 
             "flops": summary.get("flops"),
             "compute_s": summary.get("compute_s") or {},
             "genotype": entry.get("genotype"),
+            **{part: summary["extra"][part] for part in PARTS if part in (summary.get("extra") or {})},
         }
         genotypes.append(row)
         if done:
@@ -80,6 +86,8 @@ def summarise_random(entries: list, n: int, seed: int, folds: list, extra: dict 
     for stat, fn in (("median", np.median), ("min", np.min), ("max", np.max)):
         out[stat] = {key: float(fn([row[key]["mean"] for row in finished])) if finished else None
                      for key in METRIC_KEYS}  # fmt: skip
+    out["parts_median"] = {part: {key: float(np.median([row[part][key]["mean"] for row in finished])) for key in METRIC_KEYS}
+                           for part in PARTS if finished and all(part in row for row in finished)}  # fmt: skip
     out["compute_s"] = {"train": round(train_seconds, 1)}
     return out
 
@@ -98,6 +106,9 @@ def random_markdown(summary: dict, title: str | None = None) -> str:
         values = summary.get(stat) or {}
         cells = ["n/a" if values.get(k) is None else f"{values[k]:.4f}" for k in METRIC_KEYS]
         lines.append(f"| {stat} of the means | | " + " | ".join(cells) + " | |")
+    for part, values in (summary.get("parts_median") or {}).items():
+        cells = [f"{values[k]:.4f}" for k in METRIC_KEYS]
+        lines.append(f"| median of the means, {PARTS.get(part, part)} | | " + " | ".join(cells) + " | |")
     finished = len(summary.get("finished", []))
     lines.append("")
     lines.append(

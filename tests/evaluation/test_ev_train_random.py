@@ -130,3 +130,37 @@ def test_bad_random_spec_and_mixed_output_folders_are_refused(tmp_path, caplog):
     assert main(_args(cache, randoms, spec=str(tmp_path / "genotype.json"))) == 2
     assert "holds random-genotype runs (random1)" in caplog.text
     assert not (cache / "demo-corpus-v1").exists()  # nothing was prepared
+
+
+def test_the_random_summary_carries_the_first_model_and_the_refit_alone_of_a_pair():
+    """Genotypes served as a ``recipe.ensemble`` pair: each row keeps its first model and refit alone, and
+    ``parts_median`` is the median over the finished genotypes of their fold means, computed here from the inputs."""
+    from emodarts_tf.evaluation.random_summary import random_markdown, summarise_random
+    from emodarts_tf.evaluation.summary import summarise
+
+    rng = np.random.default_rng(0)
+    entries, expected = [], {"first_model": [], "refit_alone": []}
+    for i in range(1, 6):
+        folds = (1, 2) if i < 5 else (1,)  # genotype 5 is unfinished
+        per_fold = {}
+        for k in folds:
+            first, alone, pair = rng.uniform(0.3, 0.9, size=(3, 3))
+            per_fold[k] = {"ua": pair[0], "wa": pair[1], "f1": pair[2],
+                           "refit": {"ensemble": True, "selection_test": dict(zip(("ua", "wa", "f1"), first)),
+                                     "refit_test": dict(zip(("ua", "wa", "f1"), alone))}}  # fmt: skip
+        summary = summarise(per_fold, kind="random", classes=["a", "b"])
+        entries.append({"index": i, "dir": f"random{i}", "summary": summary, "genotype": None})
+        if i < 5:
+            expected["first_model"].append(np.mean([per_fold[k]["refit"]["selection_test"]["ua"] for k in folds]))
+            expected["refit_alone"].append(np.mean([per_fold[k]["refit"]["refit_test"]["ua"] for k in folds]))
+    out = summarise_random(entries, 5, 0, [1, 2])
+    assert out["finished"] == [1, 2, 3, 4]
+    for part, values in expected.items():
+        assert out["parts_median"][part]["ua"] == pytest.approx(np.median(values))
+        assert out["genotypes"][0][part]["ua"]["mean"] == pytest.approx(values[0])
+    table = random_markdown(out)
+    assert f"| median of the means, refit alone | | {np.median(expected['refit_alone']):.4f} |" in table
+    # one model served: no parts
+    plain = [{**e, "summary": summarise({1: {"ua": 0.5, "wa": 0.5, "f1": 0.5}}, kind="random", classes=["a", "b"])}
+             for e in entries]  # fmt: skip
+    assert summarise_random(plain, 5, 0, [1])["parts_median"] == {}
