@@ -26,14 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from emodarts_tf.evaluation.summary import METRIC_KEYS
+from emodarts_tf.evaluation.summary import METRIC_KEYS, PARTS
 from emodarts_tf.utils.io import atomic_write_text, read_json, write_json
 
 RANDOM_SUMMARY = "random_summary.json"
 RANDOM_MARKDOWN = "random_summary.md"
 KIND = "random"
 _LABELS = {"ua": "UA", "wa": "WA", "f1": "macro F1"}
-PARTS = {"first_model": "first model", "refit_alone": "refit alone"}  # summary.json "extra" keys -> labels
 
 
 def random_dir_name(index: int) -> str:
@@ -108,7 +107,7 @@ def random_markdown(summary: dict, title: str | None = None) -> str:
         lines.append(f"| {stat} of the means | | " + " | ".join(cells) + " | |")
     for part, values in (summary.get("parts_median") or {}).items():
         cells = [f"{values[k]:.4f}" for k in METRIC_KEYS]
-        lines.append(f"| median of the means, {PARTS.get(part, part)} | | " + " | ".join(cells) + " | |")
+        lines.append(f"| median of the means, {part.replace('_', ' ')} | | " + " | ".join(cells) + " | |")
     finished = len(summary.get("finished", []))
     lines.append("")
     lines.append(

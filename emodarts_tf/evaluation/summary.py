@@ -21,6 +21,9 @@ import numpy as np
 from emodarts_tf.utils.io import atomic_write_text, read_json, write_json
 
 METRIC_KEYS = ("ua", "wa", "f1")
+# The other models a refit fold scores on the test speakers: summary.json "extra" key -> metrics.json "refit" key
+# (with recipe.refit the first training's model; with recipe.ensemble also the refit alone).
+PARTS = {"first_model": "selection_test", "refit_alone": "refit_test"}
 
 
 def served_networks(metrics: dict) -> int:
@@ -61,7 +64,7 @@ def summarise(
     # With recipe.refit each fold also scored the first training's model on the test speakers, and with
     # recipe.ensemble the refit alone: their UA/WA/F1 over the folds, beside the served model's above.
     refits = [metrics.get("refit") or {} for metrics in rows]
-    for name, key in (("first_model", "selection_test"), ("refit_alone", "refit_test")):
+    for name, key in PARTS.items():
         if all(key in refit for refit in refits):
             summary["extra"][name] = {metric: _over_folds(folds, [float(r[key][metric]) for r in refits])
                                       for metric in METRIC_KEYS}  # fmt: skip
