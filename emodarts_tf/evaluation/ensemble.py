@@ -5,7 +5,8 @@ validation speakers) and the refit (on every training speaker). ``recipe.ensembl
 probabilities instead of the refit alone (``evaluation.fitting.fit_fold``).
 
 :func:`ensemble_model` wraps the members in one functional model with the members' inputs (same names and
-shapes, so a two-stream pair keeps ``mfcc``/``spectrogram`` and ``frames``) and one output named ``logits``: the
+shapes, so a two-stream pair keeps ``mfcc``/``spectrogram`` and ``frames``, selected by name from a dict that
+may hold more streams) and one output named ``logits``: the
 sum rule of ``search_space.two_stream.LateFusion``, ``log(mean_i softmax(z_i))``, whose softmax is the mean of the
 members' probabilities (computed in float32 whatever the precision policy).
 Everything that reads logits (scoring, ``predict``, ``evaluate``, the SavedModel export) serves the average
@@ -20,17 +21,28 @@ from emodarts_tf.search_space.two_stream import LateFusion
 
 
 def _fresh_inputs(model):
-    """New ``keras.Input`` tensors like ``model``'s (same structure, names, shapes and dtypes)."""
+    """New ``keras.Input`` tensors like ``model``'s (same names, shapes and dtypes): ``(ensemble inputs, member
+    inputs)``.
+
+    Named (dict) inputs become a list of tensors, sorted by name, for the ensemble and the same tensors as a dict
+    for the members: Keras selects a list-built model's inputs from a dict by name, extra entries ignored, whereas
+    a nested dict-built model takes a dict's entries in key order. So the pair of a one-stream network of a
+    two-stream genotype (input ``spectrogram`` only) reads the right entry of the fold's ``{"frames",
+    "spectrogram"}`` batches, as the network alone does.
+    """
 
     def like(tensor):
         return keras.Input(shape=tuple(tensor.shape[1:]), dtype=tensor.dtype, name=tensor.name.split(":")[0])
 
     inputs = model.input
     if isinstance(inputs, dict):
-        return {key: like(tensor) for key, tensor in inputs.items()}
+        named = {key: like(inputs[key]) for key in sorted(inputs)}
+        return list(named.values()), named
     if isinstance(inputs, (list, tuple)):
-        return [like(tensor) for tensor in inputs]
-    return like(inputs)
+        fresh = [like(tensor) for tensor in inputs]
+        return fresh, fresh
+    fresh = like(inputs)
+    return fresh, fresh
 
 
 def _signature(inputs) -> list:
@@ -58,6 +70,6 @@ def ensemble_model(members: list, name: str = "ensemble") -> keras.Model:
             raise ValueError(f"ensemble_model: member {i} has logits of shape {classes[i - 1]}, member 1 {classes[0]}")
     for i, member in enumerate(members, 1):
         member.name = f"{name}_member{i}"
-    inputs = _fresh_inputs(members[0])
-    outputs = LateFusion(name="logits", dtype="float32")([member(inputs) for member in members])
+    inputs, member_inputs = _fresh_inputs(members[0])
+    outputs = LateFusion(name="logits", dtype="float32")([member(member_inputs) for member in members])
     return keras.Model(inputs=inputs, outputs=outputs, name=name)

@@ -574,7 +574,8 @@ def build_fixed_two_stream(
     ``logits`` is their :class:`LateFusion`; ``stream_dropout`` must be 0.
 
     Returns:
-        A model ``{input name: tensor} -> logits`` (float32), or, with ``aux``, ``stream_heads`` or the late fusion,
+        A model ``{input name: tensor} -> logits`` (float32; the inputs are read by name, other entries of the
+        dict ignored), or, with ``aux``, ``stream_heads`` or the late fusion,
         ``-> {"logits", "aux_logits" (aux), "aux_<input>" (stream_heads, late fusion)}``.
     """
     if not isinstance(genotype, Genotype):
@@ -637,7 +638,7 @@ def build_fixed_two_stream(
         own_logits = [heads[stream_head_name(image_input)], heads[stream_head_name(FRAMES_STREAM)]]
         logits = LateFusion(name="logits", dtype="float32")(own_logits)
         outputs = {"logits": logits, **({"aux_logits": aux_logits} if aux else {}), **heads}
-        return keras.Model(inputs, outputs, name=name)
+        return keras.Model(_named_inputs(inputs), outputs, name=name)
     if stream_dropout:
         a, b = StreamDropout(stream_dropout, name="stream_dropout")([a, b])
     supplement = None
@@ -654,7 +655,14 @@ def build_fixed_two_stream(
     outputs = logits
     if aux or heads:
         outputs = {"logits": logits, **({"aux_logits": aux_logits} if aux else {}), **heads}
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(_named_inputs(inputs), outputs, name=name)
+
+
+def _named_inputs(inputs: dict) -> list:
+    """The model's inputs as a list sorted by name. Keras reads a list-built model's inputs from a dict by name,
+    ignoring other entries; a dict-built model takes a dict's entries in key order, so a one-stream network
+    (``spectrogram`` only) fed the fold's ``{"frames", "spectrogram"}`` batches would read ``frames``."""
+    return [inputs[name] for name in sorted(inputs)]
 
 
 def stream_head_name(input_name: str) -> str:

@@ -96,6 +96,28 @@ def test_search_then_train_a_two_stream_genotype(tmp_path, demo_cache):
     first = json.loads((late / "fold1" / "metrics.json").read_text())
     assert again["confusion_matrix"] == first["confusion_matrix"]
 
+    # the image stream alone, served as the pair (recipe.ensemble): the one-stream network reads its own entry of
+    # the two-stream batches; its probabilities are the mean of the first model's and the refit's, each scored
+    # alone, and evaluate (which reads both streams) scores it as training did
+    alone = tmp_path / "train-image-pair"
+    assert train(["--data", "demo", "--cache", str(demo_cache), "--genotype", str(out), "--folds", "1",
+                  "--out", str(alone), *_micro("train.fusion=spectrogram", "recipe.refit=true",
+                                               "recipe.ensemble=true")]) == 0
+    model = load_model_dir(alone / "fold1")
+    assert model.info["genotype"]["streams"]["fusion"] == "spectrogram" and model.info["recipe"]["ensemble"]
+
+    def probabilities(name):
+        with open(alone / "fold1" / name, newline="") as fh:
+            return np.array([[float(r[f"p_{c}"]) for c in model.classes] for r in csv.DictReader(fh)])
+
+    members = (probabilities("predictions_selection.csv") + probabilities("predictions_refit.csv")) / 2
+    np.testing.assert_allclose(probabilities("predictions.csv"), members, atol=2e-5)
+    assert evaluate(["--data", "demo", "--cache", str(demo_cache), "--model", str(alone / "fold1"),
+                     "--out", str(tmp_path / "eval-image-pair")]) == 0
+    again = json.loads((tmp_path / "eval-image-pair" / "metrics.json").read_text())
+    first = json.loads((alone / "fold1" / "metrics.json").read_text())
+    assert again["confusion_matrix"] == first["confusion_matrix"]
+
 
 def test_two_stream_search_prunes_both_streams(tmp_path, demo_cache):
     """search.prune in the two-stream search: both streams' cells (the image's normal and reduction cells, the

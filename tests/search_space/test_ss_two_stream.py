@@ -249,7 +249,7 @@ def test_backbone_config_round_trip():
 
 @pytest.mark.parametrize("fusion, stream, kinds", [("spectrogram", "spectrogram", ("normal", "reduce")),
                                                    ("frames", "frames", ("seq",))])
-def test_single_stream_fusions_build_only_their_stream(fusion, stream, kinds):
+def test_single_stream_fusions_build_only_their_stream(fusion, stream, kinds, tmp_path):
     space = _space(fusion)
     net = TwoStreamSearchBackbone(space, SHAPES, num_classes=3)  # the other input's shape is not read
     assert tuple(net.alpha_shapes()) == kinds and net.cell_kinds == kinds
@@ -264,6 +264,14 @@ def test_single_stream_fusions_build_only_their_stream(fusion, stream, kinds):
     model = build_fixed_two_stream(genotype, space, SHAPES, num_classes=3)
     assert [t.name for t in model.inputs] == [stream]
     assert tuple(model(only).shape) == (2, 3)
+    # fed both streams, as the fold's batches are, it reads its own stream by name, before and after a reload
+    both = _x()
+    changed = {k: (v if k == stream else v + 3.0) for k, v in both.items()}
+    path = tmp_path / "one_stream.keras"
+    model.save(path)
+    for net_ in (model, keras.models.load_model(path)):
+        np.testing.assert_allclose(net_(both), model(only), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(net_(changed), model(only), rtol=1e-6, atol=1e-6)
     other = {k: v for k, v in SHAPES.items() if k != stream}
     with pytest.raises(ValueError, match=f"input_shapes: fusion '{fusion}' expected"):
         TwoStreamSearchBackbone(space, other, 3)
