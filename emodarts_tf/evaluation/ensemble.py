@@ -24,11 +24,9 @@ def _fresh_inputs(model):
     """New ``keras.Input`` tensors like ``model``'s (same names, shapes and dtypes): ``(ensemble inputs, member
     inputs)``.
 
-    Named (dict) inputs become a list of tensors, sorted by name, for the ensemble and the same tensors as a dict
-    for the members: Keras selects a list-built model's inputs from a dict by name, extra entries ignored, whereas
-    a nested dict-built model takes a dict's entries in key order. So the pair of a one-stream network of a
-    two-stream genotype (input ``spectrogram`` only) reads the right entry of the fold's ``{"frames",
-    "spectrogram"}`` batches, as the network alone does.
+    Named (dict) inputs become a list sorted by name for the ensemble, which Keras then reads from a dict by name
+    (as ``two_stream.build_fixed_two_stream``'s networks), and the same tensors as a dict for the members. A pair of
+    one-stream networks of a two-stream genotype thus reads its own entry of the fold's two-stream batches.
     """
 
     def like(tensor):
