@@ -17,16 +17,16 @@ from __future__ import annotations
 import keras
 
 from emodarts_tf.evaluation.model_dir import inference_model
-from emodarts_tf.search_space.two_stream import LateFusion
+from emodarts_tf.search_space.two_stream import LateFusion, inputs_by_name
 
 
 def _fresh_inputs(model):
     """New ``keras.Input`` tensors like ``model``'s (same names, shapes and dtypes): ``(ensemble inputs, member
     inputs)``.
 
-    Named (dict) inputs become a list sorted by name for the ensemble, which Keras then reads from a dict by name
-    (as ``two_stream.build_fixed_two_stream``'s networks), and the same tensors as a dict for the members. A pair of
-    one-stream networks of a two-stream genotype thus reads its own entry of the fold's two-stream batches.
+    Named (dict) inputs become a list sorted by name for the ensemble (``two_stream.inputs_by_name``, which Keras
+    reads from a dict by name, as the two-stream networks do), and the same tensors as a dict for the members. A
+    pair of one-stream networks of a two-stream genotype thus reads its own entry of the fold's two-stream batches.
     """
 
     def like(tensor):
@@ -34,8 +34,8 @@ def _fresh_inputs(model):
 
     inputs = model.input
     if isinstance(inputs, dict):
-        named = {key: like(inputs[key]) for key in sorted(inputs)}
-        return list(named.values()), named
+        named = {key: like(tensor) for key, tensor in inputs.items()}
+        return inputs_by_name(named), named
     if isinstance(inputs, (list, tuple)):
         fresh = [like(tensor) for tensor in inputs]
         return fresh, fresh

@@ -638,7 +638,7 @@ def build_fixed_two_stream(
         own_logits = [heads[stream_head_name(image_input)], heads[stream_head_name(FRAMES_STREAM)]]
         logits = LateFusion(name="logits", dtype="float32")(own_logits)
         outputs = {"logits": logits, **({"aux_logits": aux_logits} if aux else {}), **heads}
-        return keras.Model(_named_inputs(inputs), outputs, name=name)
+        return keras.Model(inputs_by_name(inputs), outputs, name=name)
     if stream_dropout:
         a, b = StreamDropout(stream_dropout, name="stream_dropout")([a, b])
     supplement = None
@@ -655,10 +655,10 @@ def build_fixed_two_stream(
     outputs = logits
     if aux or heads:
         outputs = {"logits": logits, **({"aux_logits": aux_logits} if aux else {}), **heads}
-    return keras.Model(_named_inputs(inputs), outputs, name=name)
+    return keras.Model(inputs_by_name(inputs), outputs, name=name)
 
 
-def _named_inputs(inputs: dict) -> list:
+def inputs_by_name(inputs: dict) -> list:
     """The model's inputs as a list sorted by name. Keras reads a list-built model's inputs from a dict by name,
     ignoring other entries; a dict-built model takes a dict's entries in key order, so a one-stream network
     (``spectrogram`` only) fed the fold's ``{"frames", "spectrogram"}`` batches would read ``frames``."""
