@@ -216,6 +216,20 @@ def _subsample(x, stride):
     return x if sh == sw == 1 else x[:, ::sh, ::sw, :]
 
 
+def _same_strided(y, stride, height, width):
+    """The rows and columns of ``y``, the stride-1 "same" output of an odd kernel on an ``height x width`` map,
+    that the same kernel outputs at ``stride`` (1 or 2 per axis) with "same" padding.
+
+    TensorFlow pads a "same" op at stride 2 by one row less at the start of an even axis, so its outputs are
+    centred on the odd positions of an even axis and on the even positions of an odd one. ``height`` and
+    ``width`` may be tensors (a dynamic size).
+    """
+    sh, sw = stride_pair(stride)
+    oh = (height + 1) % 2 if sh == 2 else 0
+    ow = (width + 1) % 2 if sw == 2 else 0
+    return y[:, oh::sh, ow::sw, :]
+
+
 @_register
 class Zero(keras.layers.Layer):
     """The ``none`` op: zeros of the shape the op at ``stride`` would output.
@@ -395,9 +409,15 @@ class DilConv(keras.layers.Layer):
         self.stride = check_stride(stride)
         self.dilation = check_int(dilation, "dilation")
         self.affine = bool(affine)
-        self._subsample = max(stride_pair(self.stride)) > 1 and dilation > 1
+        sh, sw = stride_pair(self.stride)
+        # A dilated depthwise convolution takes no stride: it runs at stride 1 and keeps every other row and column.
+        self._subsample = max(sh, sw) > 1 and dilation > 1
+        # TensorFlow's own depthwise kernel takes equal strides only. oneDNN's takes any, but TensorFlow turns
+        # oneDNN on by default only on CPUs with AVX-512 VNNI or newer, so on other machines a stride of (2, 1)
+        # runs at stride 1 and keeps the rows and columns that the strided op outputs (the same values).
+        self._same_strided = sh != sw and not self._subsample
         self.depthwise = keras.layers.DepthwiseConv2D(
-            kernel_size, strides=1 if self._subsample else stride, dilation_rate=dilation,
+            kernel_size, strides=1 if self._subsample or self._same_strided else stride, dilation_rate=dilation,
             padding="same", use_bias=False, name="depthwise",
         )
         self.pointwise = keras.layers.Conv2D(channels, 1, use_bias=False, name="pointwise")
@@ -416,6 +436,11 @@ class DilConv(keras.layers.Layer):
         y = self.depthwise(ops.relu(x))
         if self._subsample:
             y = _subsample(y, self.stride)
+        elif self._same_strided:
+            height, width = x.shape[1], x.shape[2]
+            if height is None or width is None:
+                height, width = ops.shape(x)[1], ops.shape(x)[2]
+            y = _same_strided(y, self.stride, height, width)
         return self.norm(self.pointwise(y), training=training)
 
     def compute_output_shape(self, input_shape):

@@ -207,6 +207,27 @@ def test_frequency_only_stride_against_numpy():
         make_cnn_op("sep_conv_3x3", 4, (2, 3))
 
 
+@pytest.mark.parametrize("stride", [(2, 1), (1, 2)])
+def test_undilated_unequal_stride_equals_a_strided_convolution(stride):
+    """An undilated depthwise convolution at stride (2, 1) or (1, 2), which TensorFlow's own depthwise kernel
+    refuses (oneDNN's takes it), equals a "same"-padded strided ``tf.nn.conv2d`` with the depthwise kernel
+    on the diagonal of a full kernel, at even and odd sizes."""
+    import tensorflow as tf
+
+    for h, w in ((8, 6), (7, 9), (6, 7)):
+        for kernel_size in (3, 5):
+            x = _x(h, w, c=3)
+            layer = DilConv(5, kernel_size, stride, dilation=1, affine=True)
+            y = keras.ops.convert_to_numpy(layer(x, training=False))
+            dw = keras.ops.convert_to_numpy(layer.depthwise.kernel)[:, :, :, 0]  # (k, k, C)
+            full = np.einsum("abc,cd->abcd", dw, np.eye(3, dtype="float32"))  # (k, k, C, C), diagonal in C
+            conv = tf.nn.conv2d(np.maximum(x, 0), full, strides=[1, *stride, 1], padding="SAME").numpy()
+            pw = keras.ops.convert_to_numpy(layer.pointwise.kernel)[0, 0]
+            case = f"stride {stride} input {h}x{w} kernel {kernel_size}"
+            assert y.shape == (2, math.ceil(h / stride[0]), math.ceil(w / stride[1]), 5), case
+            np.testing.assert_allclose(y, conv @ pw * BN_SCALE, rtol=1e-4, atol=1e-5, err_msg=case)
+
+
 @pytest.mark.parametrize("op", ["sep_conv_3x3", "dil_conv_5x5", "max_pool_3x3", "skip_connect"])
 def test_frequency_only_stride_is_time_equivariant(op):
     """Delaying the input by 2 frames delays the output by 2 frames (away from the borders): time is not
