@@ -412,9 +412,9 @@ class DilConv(keras.layers.Layer):
         sh, sw = stride_pair(self.stride)
         # A dilated depthwise convolution takes no stride: it runs at stride 1 and keeps every other row and column.
         self._subsample = max(sh, sw) > 1 and dilation > 1
-        # TensorFlow's own depthwise kernel takes equal strides only. oneDNN's takes any, but TensorFlow turns
-        # oneDNN on by default only on CPUs with AVX-512 VNNI or newer, so on other machines a stride of (2, 1)
-        # runs at stride 1 and keeps the rows and columns that the strided op outputs (the same values).
+        # TensorFlow's own depthwise kernel takes equal strides only (oneDNN's takes any, but TensorFlow turns
+        # oneDNN on by default only on CPUs with AVX-512 VNNI or newer), so on every machine an unequal stride such
+        # as (2, 1) runs at stride 1 and keeps the rows and columns that the strided op outputs (the same values).
         self._same_strided = sh != sw and not self._subsample
         self.depthwise = keras.layers.DepthwiseConv2D(
             kernel_size, strides=1 if self._subsample or self._same_strided else stride, dilation_rate=dilation,
