@@ -437,10 +437,7 @@ class DilConv(keras.layers.Layer):
         if self._subsample:
             y = _subsample(y, self.stride)
         elif self._same_strided:
-            height, width = x.shape[1], x.shape[2]
-            if height is None or width is None:
-                height, width = ops.shape(x)[1], ops.shape(x)[2]
-            y = _same_strided(y, self.stride, height, width)
+            y = _same_strided(y, self.stride, *ops.shape(x)[1:3])  # ints, or tensors where a size is dynamic
         return self.norm(self.pointwise(y), training=training)
 
     def compute_output_shape(self, input_shape):
