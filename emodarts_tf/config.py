@@ -8,6 +8,7 @@ parsed as YAML scalars or lists (``--set space.seq_ops=[lstm_1,skip_connect]``).
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -368,6 +369,9 @@ def _build(cls: type, values: dict, where: str):
     return cls(**kwargs)
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check a scalar against its annotation; ints are accepted where floats are expected."""
     origin = typing.get_origin(tp)
@@ -380,6 +384,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], where)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+        # PyYAML reads exponents without a dot (1e-4) as text, in files and in --set alike.
         return float(value)
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value

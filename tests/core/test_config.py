@@ -66,3 +66,16 @@ def test_parse_override_nested():
     assert parse_override("a.b.c=[1, 2]") == {"a": {"b": {"c": [1, 2]}}}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_override("search.epochs")
+
+
+def test_float_fields_take_exponents_yaml_reads_as_text(tmp_path):
+    # PyYAML resolves "1e-4" (no dot) to a string; a float field takes it, in --set and in a YAML file.
+    assert parse_override("train.lr=1e-4") == {"train": {"lr": "1e-4"}}
+    config = load_config("demo", overrides=["train.lr=1e-4", "train.weight_decay=3E-5", "search.alpha_lr=+2e-3"])
+    assert (config.train.lr, config.train.weight_decay, config.search.alpha_lr) == (1e-4, 3e-5, 2e-3)
+    path = tmp_path / "c.yaml"
+    path.write_text("extends: demo.yaml\ntrain:\n  lr: 5e-3\n")
+    assert load_config(path).train.lr == 5e-3
+    for bad in ("train.lr=fast", "train.lr=1e-4x", "train.epochs=1e2"):
+        with pytest.raises(ValueError, match="expected"):
+            load_config("demo", overrides=[bad])
