@@ -4,8 +4,8 @@ from ``TF_CONFIG``) with two worker processes on 127.0.0.1, each running the rea
 
 - one search epoch on the demo corpus equals one process with the same global batch (alphas, weights,
   optimizer states, batch-norm statistics, losses, validation metrics, genotype) within float tolerance; one
-  retraining epoch comes within bounds that separate it from per-worker batch statistics (a gap with one
-  process, open, is described at the retraining check); only the chief writes under ``--out``;
+  retraining epoch comes within bounds that separate it from per-worker batch statistics (float32 summation order
+  moves it further from one process, as the retraining check describes); only the chief writes under ``--out``;
 - a worker killed mid-search stops the other with one line naming the lost worker (exit status 3), and the
   rerun of both with ``--resume`` finishes the search.
 
@@ -173,8 +173,8 @@ def _check_equal(mw: Path, ref: Path, logs: Path) -> None:
     alphas = {k: v for k, v in c_mw.items() if ":alpha_" in k and ":alpha_active" not in k}
     assert len(alphas) == 3
     assert _max_diff(alphas, {k: c_ref[k] for k in alphas}) < 1e-5
-    # Two steps of two kernels of batch normalisation (the fused one in one process, the all-reduced moments across
-    # the workers): up to 2.05e-5, on a stem weight of 0.29, on AMD EPYCs with oneDNN on and off (2026-12-08).
+    # Two steps, the batch reductions summed as two halves across the workers (see the retraining below): up to
+    # 2.05e-5, on a stem weight of 0.29, on AMD EPYCs with oneDNN on and off (2026-12-08).
     assert _max_diff(c_mw, c_ref) < 1e-4
     h_mw, h_ref = (json.loads((d / "search" / "fold1" / "alpha_history.json").read_text()) for d in (mw, ref))
     m_mw, m_ref = h_mw[0]["metrics"], h_ref[0]["metrics"]
@@ -185,13 +185,13 @@ def _check_equal(mw: Path, ref: Path, logs: Path) -> None:
         g_mw, g_ref = (json.loads((d / "search" / "fold1" / name).read_text()) for d in (mw, ref))
         assert {k: v for k, v in g_mw.items() if k != "meta"} == {k: v for k, v in g_ref.items() if k != "meta"}
 
-    # The retraining: weights, per-epoch history, test metrics. The bounds are not rounding's: after the epoch's 6
-    # steps the two workers' weights differ from one process's by up to 3.1e-3 and the epoch's loss by 1.2e-4
-    # (AMD EPYCs, oneDNN on and off, 2026-12-08). From the second step on, the one-process command's gradients
-    # differ by up to ~1% in the cells before the last one, while the two workers' agree to ~1e-5 with the same
-    # Keras fit run outside the command line, in one process or two, from the same weights and batches; the
-    # cause is open (README, Troubleshooting). Per-worker batch statistics (no all-reduce) differ by 3.1e-2 in
-    # the weights and 1.2e-2 in the loss: the bounds sit between.
+    # The retraining: weights, per-epoch history, test metrics. Two workers sum each reduction over the batch
+    # (batch-norm moments, gradients) as two halves; one process sums it in the split its kernels and intra-op
+    # threads choose. In float32 this network's gradients carry that difference to 3.1e-3 in the weights and 1.2e-4
+    # in the loss after the epoch's 6 steps (AMD EPYCs, 2026-12-08): with oneDNN, one process at 1 and at 2 intra-op
+    # threads differs as much, and at 2 threads it agrees with the two workers within 4.8e-7; without oneDNN, one
+    # process gives the same at 1 and 2 threads, 3.1e-3 from the workers. Per-worker batch statistics (no
+    # all-reduce) differ by 3.1e-2 in the weights and 1.2e-2 in the loss: the bounds sit between.
     assert _max_diff(_model_weights(mw / "train" / "fold1"), _model_weights(ref / "train" / "fold1")) < 1e-2
     r_mw, r_ref = (json.loads((d / "train" / "fold1" / "history.json").read_text()) for d in (mw, ref))
     assert len(r_mw) == len(r_ref) == 1
