@@ -322,7 +322,7 @@ class BaselineConfig:
 class RuntimeConfig:
     """TensorFlow's thread pools (``emodarts_tf/utils/threads.py``): null picks them from the machine at start
     (CPU only: one thread per op, inter-op = the usable cores; with a GPU: TensorFlow's defaults), 0 is
-    TensorFlow's default, n >= 1 is n threads. Same results up to rounding; time only."""
+    TensorFlow's default, n >= 1 is n threads. Same results up to rounding (which training can amplify); time only."""
 
     inter_op_threads: Optional[int] = None
     intra_op_threads: Optional[int] = None

@@ -413,8 +413,9 @@ class DilConv(keras.layers.Layer):
         # A dilated depthwise convolution takes no stride: it runs at stride 1 and keeps every other row and column.
         self._subsample = max(sh, sw) > 1 and dilation > 1
         # TensorFlow's own depthwise kernel takes equal strides only (oneDNN's takes any, but TensorFlow turns
-        # oneDNN on by default only on CPUs with AVX-512 VNNI or newer), so on every machine an unequal stride such
-        # as (2, 1) runs at stride 1 and keeps the rows and columns that the strided op outputs (the same values).
+        # oneDNN on by default only on CPUs with AVX-512 VNNI/BF16, AVX-VNNI or AMX), so on every machine an unequal
+        # stride such as (2, 1) runs at stride 1 and keeps the rows and columns that the strided op outputs (the same
+        # values).
         self._same_strided = sh != sw and not self._subsample
         self.depthwise = keras.layers.DepthwiseConv2D(
             kernel_size, strides=1 if self._subsample or self._same_strided else stride, dilation_rate=dilation,
